@@ -1,0 +1,189 @@
+// BruteForce: the reference structure and the fallback for high d.
+//
+// Scores are computed with Eigen matrix products over tiles of (point block x query block) in the
+// index dtype, then every score goes through the shared predicate (filter with a rigorous error
+// margin, exact arithmetic when undecided). Work is split over contiguous point chunks (few
+// queries) or query blocks (many queries), so ids come out sorted without a sort.
+#pragma once
+
+#include <Eigen/Core>
+#include <cmath>
+#include <vector>
+
+#include "hsrgeom/common.hpp"
+#include "hsrgeom/predicate.hpp"
+
+namespace hsrgeom {
+
+template <class T>
+class BruteForce {
+ public:
+  using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using ColMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+  static constexpr index_t kPointBlock = 2048;
+  static constexpr index_t kQueryBlock = 64;
+
+  BruteForce() = default;
+  explicit BruteForce(PointsView<T> p) : n_(p.n), d_(p.d), pts_(p.data, p.data + p.n * p.d) {
+    norms_.resize(n_);
+    for (index_t i = 0; i < n_; ++i) norms_[i] = norm_up(row(i), d_);
+  }
+
+  index_t size() const { return n_; }
+  int dim() const { return d_; }
+  const T* row(index_t i) const { return pts_.data() + i * static_cast<index_t>(d_); }
+  const std::vector<T>& points() const { return pts_; }
+  size_t memory_bytes() const { return pts_.size() * sizeof(T) + norms_.size() * sizeof(double); }
+
+  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads) const {
+    Grid<std::vector<std::int64_t>> lists(q.m, plan(q.m, threads));
+    scan(q, threads, st, lists, [](std::vector<std::int64_t>& out, index_t i) { out.push_back(i); });
+    std::vector<std::vector<std::int64_t>> merged(q.m);
+    for (index_t j = 0; j < q.m; ++j) {
+      for (auto& chunk : lists.cells) {
+        auto& v = chunk[j];
+        merged[j].insert(merged[j].end(), v.begin(), v.end());
+        std::vector<std::int64_t>().swap(v);
+      }
+      if (st) st->points_reported[j] = static_cast<std::int64_t>(merged[j].size());
+    }
+    return ReportResult::from_lists(merged);
+  }
+
+  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
+    Grid<std::int64_t> c(q.m, plan(q.m, threads));
+    scan(q, threads, st, c, [](std::int64_t& out, index_t) { ++out; });
+    std::vector<std::int64_t> out(q.m, 0);
+    for (auto& chunk : c.cells)
+      for (index_t j = 0; j < q.m; ++j) out[j] += chunk[j];
+    if (st) st->points_reported = out;
+    return out;
+  }
+
+  // True where the half-space holds no point. (A full scan: BruteForce has no early exit that
+  // pays off in a blocked product, and it keeps the statistics simple.)
+  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
+    auto c = count(q, st, threads);
+    std::vector<std::uint8_t> out(q.m);
+    for (index_t j = 0; j < q.m; ++j) out[j] = c[j] == 0;
+    return out;
+  }
+
+  // Exact top-k by inner product (ties: smaller id first). scores/ids are m x k row-major.
+  void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
+            QueryStats* st, int threads) const {
+    const Plan pl = plan(m, threads);
+    std::vector<double> qd(queries, queries + m * d_);
+    std::vector<double> qnorm(m);
+    for (index_t j = 0; j < m; ++j) qnorm[j] = norm_up(queries + j * d_, d_);
+    const Margin margin(d_, Rounding<T>::u, Rounding<T>::eta);
+    // collectors[chunk][query]
+    std::vector<std::vector<TopKCollector<T>>> col(pl.chunks);
+    for (auto& c : col)
+      for (index_t j = 0; j < m; ++j) c.emplace_back(qd.data() + j * d_, d_, k);
+    tiles(m, pl, threads, [&](index_t chunk, index_t p0, index_t p1, index_t j0, index_t j1,
+                              const ColMat& S) {
+      for (index_t j = j0; j < j1; ++j) {
+        auto& cl = col[chunk][j];
+        const double na = qnorm[j];
+        for (index_t i = p0; i < p1; ++i)
+          cl.push(static_cast<double>(S(i - p0, j - j0)), margin(na, norms_[i], 0.0), i, row(i));
+      }
+    }, queries);
+    for (index_t j = 0; j < m; ++j) {
+      TopKCollector<T> all(qd.data() + j * d_, d_, k);
+      for (index_t c = 0; c < pl.chunks; ++c)
+        for (auto& cand : col[c][j].finish()) all.push(cand.s, cand.err, cand.id, cand.x);
+      auto best = all.finish();
+      for (index_t r = 0; r < k; ++r) {
+        ids[j * k + r] = best[r].id;
+        double s = 0;
+        for (int t = 0; t < d_; ++t) s += qd[j * d_ + t] * static_cast<double>(best[r].x[t]);
+        scores[j * k + r] = s;
+      }
+    }
+    if (st) {
+      st->resize(m);
+      for (index_t j = 0; j < m; ++j) st->points_tested[j] = n_, st->points_reported[j] = k;
+    }
+  }
+
+ private:
+  struct Plan {
+    index_t chunks;  // contiguous point chunks processed in parallel
+  };
+  template <class C>
+  struct Grid {
+    std::vector<std::vector<C>> cells;  // cells[chunk][query]
+    Grid(index_t m, Plan p) : cells(p.chunks, std::vector<C>(m)) {}
+  };
+
+  Plan plan(index_t m, int threads) const {
+    threads = resolve_threads(threads);
+    const index_t qblocks = (m + kQueryBlock - 1) / kQueryBlock;
+    if (qblocks >= 2 * threads || n_ < 4 * kPointBlock) return {1};
+    index_t c = std::min<index_t>(4 * threads, (n_ + kPointBlock - 1) / kPointBlock);
+    return {std::max<index_t>(c, 1)};
+  }
+
+  // Runs f(chunk, p0, p1, j0, j1, S) over all tiles; S(i - p0, j - j0) = <x_i, a_j> in T.
+  template <class F>
+  void tiles(index_t m, Plan pl, int threads, F&& f, const T* normals) const {
+    if (m == 0 || n_ == 0) return;
+    const index_t qblocks = (m + kQueryBlock - 1) / kQueryBlock;
+    const index_t per_chunk = (n_ + pl.chunks - 1) / pl.chunks;
+    parallel_for(pl.chunks * qblocks, resolve_threads(threads), [&](index_t w, int) {
+      const index_t chunk = w / qblocks, qb = w % qblocks;
+      const index_t c0 = chunk * per_chunk, c1 = std::min(n_, c0 + per_chunk);
+      const index_t j0 = qb * kQueryBlock, j1 = std::min(m, j0 + kQueryBlock);
+      Eigen::Map<const RowMat> A(normals + j0 * d_, j1 - j0, d_);
+      ColMat S;
+      for (index_t p0 = c0; p0 < c1; p0 += kPointBlock) {
+        const index_t p1 = std::min(c1, p0 + kPointBlock);
+        Eigen::Map<const RowMat> X(row(p0), p1 - p0, d_);
+        S.noalias() = X * A.transpose();
+        f(chunk, p0, p1, j0, j1, S);
+      }
+    });
+  }
+
+  // Applies the shared predicate to every (point, query) pair; on(cell, i) for each point in.
+  template <class C, class On>
+  void scan(const Halfspaces<T>& q, int threads, QueryStats* st, Grid<C>& grid, On on) const {
+    std::vector<double> ad(q.normals, q.normals + q.m * d_);
+    std::vector<double> anorm(q.m);
+    for (index_t j = 0; j < q.m; ++j) anorm[j] = norm_up(q.normals + j * d_, d_);
+    std::vector<std::vector<std::int64_t>> exact(grid.cells.size(),
+                                                 std::vector<std::int64_t>(q.m, 0));
+    const Margin margin(d_, Rounding<T>::u, Rounding<T>::eta);
+    tiles(q.m, Plan{static_cast<index_t>(grid.cells.size())}, threads,
+          [&](index_t chunk, index_t p0, index_t p1, index_t j0, index_t j1, const ColMat& S) {
+            for (index_t j = j0; j < j1; ++j) {
+              const double b = q.offsets[j], na = anorm[j];
+              const double* a = ad.data() + j * d_;
+              C& cell = grid.cells[chunk][j];
+              std::int64_t& ex = exact[chunk][j];
+              const T* col = S.data() + (j - j0) * S.rows();
+              for (index_t i = p0; i < p1; ++i)
+                if (in_halfspace(static_cast<double>(col[i - p0]), margin(na, norms_[i], b), a,
+                                 row(i), b, d_, &ex))
+                  on(cell, i);
+            }
+          },
+          q.normals);
+    if (st) {
+      st->resize(q.m);
+      for (index_t j = 0; j < q.m; ++j) {
+        st->points_tested[j] = n_;
+        for (auto& e : exact) st->exact_checks[j] += e[j];
+      }
+    }
+  }
+
+  index_t n_ = 0;
+  int d_ = 0;
+  std::vector<T> pts_;
+  std::vector<double> norms_;  // upper bounds of ||x_i||
+};
+
+}  // namespace hsrgeom

@@ -1,0 +1,198 @@
+// Types shared by every structure: points, queries, results, statistics, threads.
+#pragma once
+
+#include <algorithm>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "hsrgeom/predicate.hpp"
+
+namespace hsrgeom {
+
+// A row-major n x d view of points; the structure copies what it keeps.
+template <class T>
+struct PointsView {
+  const T* data = nullptr;
+  index_t n = 0;
+  int d = 0;
+  const T* row(index_t i) const { return data + i * static_cast<index_t>(d); }
+};
+
+// A batch of half-spaces {x : <a_j, x> >= b_j}; normals row-major m x d.
+template <class T>
+struct Halfspaces {
+  const T* normals = nullptr;
+  const double* offsets = nullptr;
+  index_t m = 0;
+};
+
+// Per-query cost counters: what a query really did, so cost is measured and not guessed.
+struct QueryStats {
+  std::vector<std::int64_t> nodes_visited, points_tested, points_reported, exact_checks;
+  void resize(index_t m) {
+    nodes_visited.assign(m, 0);
+    points_tested.assign(m, 0);
+    points_reported.assign(m, 0);
+    exact_checks.assign(m, 0);
+  }
+};
+
+// Counters of one query while it runs (kept in registers, written to QueryStats at the end).
+struct Counters {
+  std::int64_t nodes = 0, tested = 0, reported = 0, exact = 0;
+  void store(QueryStats& s, index_t j) const {
+    s.nodes_visited[j] = nodes;
+    s.points_tested[j] = tested;
+    s.points_reported[j] = reported;
+    s.exact_checks[j] = exact;
+  }
+};
+
+// Compressed rows like faiss::RangeSearchResult: ids of query j are ids[lims[j] : lims[j+1]].
+struct ReportResult {
+  std::vector<std::int64_t> lims;
+  std::vector<std::int64_t> ids;
+  static ReportResult from_lists(std::vector<std::vector<std::int64_t>>& lists) {
+    ReportResult r;
+    r.lims.resize(lists.size() + 1);
+    r.lims[0] = 0;
+    for (size_t j = 0; j < lists.size(); ++j) r.lims[j + 1] = r.lims[j] + lists[j].size();
+    r.ids.resize(r.lims.back());
+    for (size_t j = 0; j < lists.size(); ++j) {
+      std::copy(lists[j].begin(), lists[j].end(), r.ids.begin() + r.lims[j]);
+      std::vector<std::int64_t>().swap(lists[j]);
+    }
+    return r;
+  }
+};
+
+// Sorts ids in [0, n) ascending: comparison sort for few ids, a bitmap pass for many.
+inline void sort_ids(std::vector<std::int64_t>& ids, index_t n) {
+  const size_t k = ids.size();
+  if (k < 2) return;
+  if (static_cast<double>(k) * 16 < static_cast<double>(n) / 64.0 + 64) {
+    std::sort(ids.begin(), ids.end());
+    return;
+  }
+  std::vector<std::uint64_t> bits((n + 63) / 64, 0);
+  for (auto id : ids) bits[id >> 6] |= std::uint64_t{1} << (id & 63);
+  size_t w = 0;
+  for (size_t i = 0; i < bits.size(); ++i) {
+    std::uint64_t b = bits[i];
+    while (b) {
+      ids[w++] = static_cast<std::int64_t>(i * 64 + __builtin_ctzll(b));
+      b &= b - 1;
+    }
+  }
+}
+
+// ---- threads ---------------------------------------------------------------------------------
+inline int& default_threads_ref() {
+  static int n = 0;  // 0: all cores
+  return n;
+}
+inline int max_threads() {
+#ifdef _OPENMP
+  return omp_get_num_procs();
+#else
+  return 1;
+#endif
+}
+inline int resolve_threads(int requested) {
+  int n = requested > 0 ? requested : default_threads_ref();
+  if (n <= 0) n = max_threads();
+  return std::max(1, n);
+}
+
+// Calls f(i, thread_id) for i in [0, count), dynamically scheduled over `threads` threads.
+template <class F>
+void parallel_for(index_t count, int threads, F&& f) {
+  threads = static_cast<int>(std::min<index_t>(threads, std::max<index_t>(count, 1)));
+#ifdef _OPENMP
+  if (threads > 1) {
+    std::exception_ptr err = nullptr;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (index_t i = 0; i < count; ++i) {
+      try {
+        f(i, omp_get_thread_num());
+      } catch (...) {
+#pragma omp critical
+        if (!err) err = std::current_exception();
+      }
+    }
+    if (err) std::rethrow_exception(err);
+    return;
+  }
+#endif
+  for (index_t i = 0; i < count; ++i) f(i, 0);
+}
+
+// ---- exact top-k -----------------------------------------------------------------------------
+// Collects candidates for the k largest exact inner products <q, x>, ties broken by smaller id.
+// Scores are rounded evaluations with a per-candidate error bound `err`; a candidate is dropped
+// only when its score is surely below the current k-th best, so the final exact sort sees every
+// point that can be in the answer.
+template <class T>
+class TopKCollector {
+ public:
+  struct Cand {
+    double s, err;
+    std::int64_t id;
+    const T* x;
+  };
+  TopKCollector(const double* q, int d, index_t k) : q_(q), d_(d), k_(k) {}
+
+  // Lower bound of the exact k-th best value among candidates so far (-inf if fewer than k).
+  double kth_lower() const { return kth_lower_; }
+
+  void push(double s, double err, std::int64_t id, const T* x) {
+    if (s + err < kth_lower_) return;
+    cand_.push_back({s, err, id, x});
+    if (static_cast<index_t>(cand_.size()) >= 2 * k_ + 64) prune();
+  }
+
+  // Exact top-k, best first.
+  std::vector<Cand> finish() {
+    prune();
+    auto better = [this](const Cand& a, const Cand& b) {
+      if (a.s - a.err > b.s + b.err) return true;
+      if (b.s - b.err > a.s + a.err) return false;
+      const int c = a.x == b.x ? 0 : exact_compare(q_, a.x, b.x, d_);
+      if (c) return c > 0;
+      return a.id < b.id;
+    };
+    std::sort(cand_.begin(), cand_.end(), better);
+    if (static_cast<index_t>(cand_.size()) > k_) cand_.resize(k_);
+    return std::move(cand_);
+  }
+
+ private:
+  void prune() {
+    if (static_cast<index_t>(cand_.size()) < k_ || k_ == 0) return;
+    // k-th largest lower bound s - err: at least k candidates have exact value >= it.
+    std::vector<double> lows(cand_.size());
+    for (size_t i = 0; i < cand_.size(); ++i) lows[i] = cand_[i].s - cand_[i].err;
+    std::nth_element(lows.begin(), lows.begin() + (k_ - 1), lows.end(), std::greater<double>());
+    kth_lower_ = std::max(kth_lower_, lows[k_ - 1]);
+    // Keep a candidate unless its upper bound is strictly below: ties must survive.
+    cand_.erase(std::remove_if(cand_.begin(), cand_.end(),
+                               [this](const Cand& c) { return c.s + c.err < kth_lower_; }),
+                cand_.end());
+  }
+
+  const double* q_;
+  int d_;
+  index_t k_;
+  double kth_lower_ = -std::numeric_limits<double>::infinity();
+  std::vector<Cand> cand_;
+};
+
+}  // namespace hsrgeom

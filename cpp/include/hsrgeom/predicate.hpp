@@ -1,0 +1,190 @@
+// The one membership predicate every hsrgeom structure uses.
+//
+// A point x is in the closed half-space (a, b) iff  <a, x> >= b  holds for the *exact* real
+// value of the given floating-point numbers (a and x in the index dtype, b a double). No
+// structure ever decides membership with a rounded dot product alone: it evaluates a fast
+// floating-point filter, and when the rounded value lies within a rigorous error bound of the
+// threshold it falls back to exact arithmetic (ExactAccumulator). So every structure returns
+// the same set, independent of summation order, BLAS kernel, FMA use or thread count.
+//
+// Error bound used everywhere (Higham, "Accuracy and Stability of Numerical Algorithms", 3.1):
+// a dot product of d terms evaluated in any order (any summation tree, with or without FMA) in a
+// floating-point format with unit roundoff u satisfies
+//     |fl(<a,x>) - <a,x>| <= gamma_d * sum_i |a_i x_i| + d * eta,     gamma_d = d u / (1 - d u),
+// where eta bounds the absolute error of one underflowing product (half the smallest subnormal).
+// Comparing v = fl(s - b) adds at most u64 * |s - b| more. Bounding sum |a_i x_i| by
+// ||a|| * ||x|| (Cauchy-Schwarz) with both norms rounded *up*, and doubling for the rounding of
+// the bound itself, gives the margin computed by `margin()` below:
+//     v >  M  =>  <a,x> > b  (in);      v < -M  =>  <a,x> < b  (out);     else: exact.
+// Pruning bounds (box, ball) reuse the same margin with the node's norms in place of ||x||.
+// An overflowing bound is +inf, which sends the decision to exact arithmetic: never wrong.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+namespace hsrgeom {
+
+using index_t = std::int64_t;
+
+// Exact sum of products of doubles, in a two's-complement fixed-point accumulator wide enough for
+// every product of two finite doubles (2^-2148 .. 2^2048) plus 2^100 terms of carry headroom.
+class ExactAccumulator {
+ public:
+  static constexpr int kOffset = 2148;  // bit 0 of limb 0 has weight 2^-2148
+  static constexpr int kLimbs = 68;     // 4352 bits
+
+  ExactAccumulator() { std::memset(limb_, 0, sizeof(limb_)); }
+
+  // Adds a * b exactly.
+  void add_product(double a, double b) {
+    std::uint64_t ma, mb;
+    int ea, eb;
+    bool na, nb;
+    if (!decompose(a, ma, ea, na) || !decompose(b, mb, eb, nb)) return;
+    unsigned __int128 m = static_cast<unsigned __int128>(ma) * mb;
+    add_shifted(m, ea + eb + kOffset, na != nb);
+  }
+
+  // Adds a exactly.
+  void add(double a) {
+    std::uint64_t ma;
+    int ea;
+    bool na;
+    if (!decompose(a, ma, ea, na)) return;
+    add_shifted(static_cast<unsigned __int128>(ma), ea + kOffset, na);
+  }
+
+  // -1, 0 or +1: the sign of the exact sum.
+  int sign() const {
+    if (limb_[kLimbs - 1] >> 63) return -1;
+    for (int i = kLimbs - 1; i >= 0; --i)
+      if (limb_[i]) return 1;
+    return 0;
+  }
+
+ private:
+  // x = (neg ? -1 : 1) * m * 2^e exactly; returns false for zero.
+  static bool decompose(double x, std::uint64_t& m, int& e, bool& neg) {
+    std::uint64_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    neg = bits >> 63;
+    const int expo = static_cast<int>((bits >> 52) & 0x7ff);
+    const std::uint64_t frac = bits & ((std::uint64_t{1} << 52) - 1);
+    if (expo == 0) {
+      m = frac;
+      e = -1074;
+    } else {
+      m = frac | (std::uint64_t{1} << 52);
+      e = expo - 1075;
+    }
+    return m != 0;
+  }
+
+  void add_shifted(unsigned __int128 m, int pos, bool negative) {
+    const int L = pos >> 6, s = pos & 63;
+    const std::uint64_t lo = static_cast<std::uint64_t>(m), hi = static_cast<std::uint64_t>(m >> 64);
+    std::uint64_t w[3];
+    w[0] = lo << s;
+    w[1] = s ? ((lo >> (64 - s)) | (hi << s)) : hi;
+    w[2] = s ? (hi >> (64 - s)) : 0;
+    if (!negative) {
+      unsigned carry = 0;
+      int i = L;
+      for (int k = 0; k < 3 && i < kLimbs; ++k, ++i) {
+        unsigned __int128 t = static_cast<unsigned __int128>(limb_[i]) + w[k] + carry;
+        limb_[i] = static_cast<std::uint64_t>(t);
+        carry = static_cast<unsigned>(t >> 64);
+      }
+      for (; carry && i < kLimbs; ++i) carry = (++limb_[i] == 0);
+    } else {
+      unsigned borrow = 0;
+      int i = L;
+      for (int k = 0; k < 3 && i < kLimbs; ++k, ++i) {
+        const std::uint64_t old = limb_[i];
+        const std::uint64_t sub = w[k] + borrow;
+        const unsigned over = (borrow && sub == 0);  // w[k] + borrow wrapped to 2^64
+        limb_[i] = old - sub;
+        borrow = over || (old < sub);
+      }
+      for (; borrow && i < kLimbs; ++i) borrow = (limb_[i]-- == 0);
+    }
+  }
+
+  std::uint64_t limb_[kLimbs];
+};
+
+// Exact sign of <a, x> - b.
+template <class T>
+inline int exact_sign(const double* a, const T* x, double b, int d) {
+  ExactAccumulator acc;
+  for (int i = 0; i < d; ++i) acc.add_product(a[i], static_cast<double>(x[i]));
+  acc.add(-b);
+  return acc.sign();
+}
+
+// Exact sign of <q, x> - <q, y>.
+template <class T>
+inline int exact_compare(const double* q, const T* x, const T* y, int d) {
+  ExactAccumulator acc;
+  for (int i = 0; i < d; ++i) {
+    acc.add_product(q[i], static_cast<double>(x[i]));
+    acc.add_product(-q[i], static_cast<double>(y[i]));
+  }
+  return acc.sign();
+}
+
+// Floating-point error model of a format used to evaluate dot products.
+template <class Acc>
+struct Rounding {
+  static constexpr double u = std::numeric_limits<Acc>::epsilon() / 2;
+  static constexpr double eta = static_cast<double>(std::numeric_limits<Acc>::denorm_min());
+};
+
+// gamma_k in the format with unit roundoff u, rounded up (k u < 0.5 always holds here: k <= 2^20).
+inline double gamma_k(double k, double u) { return (k * u / (1.0 - k * u)) * (1.0 + 1e-6); }
+
+// Upper bound of the Euclidean norm of a vector of d values (rounded up generously).
+template <class T>
+inline double norm_up(const T* x, int d) {
+  double s = 0;
+  for (int i = 0; i < d; ++i) s += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  // relative error of the sum <= gamma_{d+1}; sqrt halves it and adds one rounding.
+  return std::sqrt(s) * (1.0 + gamma_k(d + 4, Rounding<double>::u)) +
+         std::sqrt(d * Rounding<double>::eta) * 4;
+}
+
+// Margin M such that |fl(fl(<a,x>) - b) - (<a,x> - b)| <= M whenever ||a|| <= norm_a,
+// ||x|| <= norm_x and the dot product was evaluated in a format with unit roundoff `u` and
+// underflow error `eta` per product (see the comment at the top of this file).
+struct Margin {
+  double g, abs_term;
+  Margin(int d, double u, double eta)
+      : g(2.0 * gamma_k(d + 2, u)), abs_term(2.0 * (d + 2) * eta + 4 * Rounding<double>::eta) {}
+  double operator()(double norm_a, double norm_x, double b) const {
+    return g * (norm_a * norm_x + std::fabs(b)) * (1.0 + 1e-6) + abs_term;
+  }
+};
+
+// Three-way decision of the filter: +1 surely in, -1 surely out, 0 undecided.
+inline int filter_decide(double s, double b, double margin) {
+  const double v = s - b;
+  if (v > margin) return 1;
+  if (v < -margin) return -1;
+  return 0;  // also NaN (an overflowed s): exact arithmetic decides
+}
+
+// The predicate itself: filter first, exact only when the filter can't decide.
+// `s` is a rounded evaluation of <a,x> whose error is covered by `margin`.
+template <class T>
+inline bool in_halfspace(double s, double margin, const double* a, const T* x, double b, int d,
+                         std::int64_t* exact_checks = nullptr) {
+  const int f = filter_decide(s, b, margin);
+  if (f) return f > 0;
+  if (exact_checks) ++*exact_checks;
+  return exact_sign(a, x, b, d) >= 0;
+}
+
+}  // namespace hsrgeom

@@ -1,0 +1,25 @@
+"""hsrgeom: exact half-space range reporting in any dimension.
+
+Report every point x with ``<a, x> >= b``, exactly (boundary included, independent of rounding),
+with structures that prune where geometry allows and a blocked scan where it does not.
+
+>>> import numpy as np, hsrgeom
+>>> pts = np.random.default_rng(0).standard_normal((10000, 3))
+>>> tree = hsrgeom.PartitionTree(pts)
+>>> res = tree.report(np.eye(3), [2.0, 2.0, 2.0])
+>>> res.counts.shape
+(3,)
+"""
+from ._core import get_num_threads, set_num_threads
+from ._index import BruteForce, HalfspaceResult, PartitionTree, QueryStats, build_index
+
+__version__ = "0.1.0"
+__all__ = [
+    "BruteForce",
+    "PartitionTree",
+    "HalfspaceResult",
+    "QueryStats",
+    "build_index",
+    "get_num_threads",
+    "set_num_threads",
+]

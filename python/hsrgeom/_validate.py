@@ -1,0 +1,117 @@
+"""Input validation shared by every index: clear errors that name the argument."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _as_array(x, name):
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # noqa: BLE001 - anything numpy can't take
+        raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
+
+
+def _check_real(arr, name):
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    ):
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+
+
+def _check_finite(arr, name):
+    if arr.size and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        where = tuple(int(i) for i in bad)
+        raise ValueError(f"{name} contains NaN or inf (first at index {where})")
+
+
+def points(x, name="points"):
+    """Validate the points an index is built on; returns a C-contiguous float32/float64 array.
+
+    The dtype is never changed silently: float32 and float64 are kept, anything else is an error
+    (cast it yourself, e.g. ``points.astype(np.float64)``). The caller's array is copied by the
+    index, never modified.
+    """
+    arr = _as_array(x, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array of shape (n, d), got shape {arr.shape}")
+    if arr.dtype not in SUPPORTED_DTYPES:
+        _check_real(arr, name)
+        raise TypeError(
+            f"{name} must be float32 or float64, got {arr.dtype}; convert explicitly "
+            f"(e.g. {name}.astype(np.float64)) so that no precision is lost silently"
+        )
+    if arr.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one column (d >= 1), got shape {arr.shape}")
+    _check_finite(arr, name)
+    return np.ascontiguousarray(arr)
+
+
+def queries(x, d, dtype, name="normals"):
+    """Validate an (m, d) batch of query vectors; converted to the index dtype."""
+    arr = _as_array(x, name)
+    _check_real(arr, name)
+    if arr.ndim == 1 and name.endswith("s"):
+        raise ValueError(
+            f"{name} must be 2-D of shape (m, {d}), got a 1-D array; use report_one for a "
+            f"single query or {name}[None, :]"
+        )
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D of shape (m, {d}), got shape {arr.shape}")
+    if arr.shape[1] != d:
+        raise ValueError(f"{name} has d={arr.shape[1]} but the index has d={d}")
+    _check_finite(arr, name)
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def vector(x, d, dtype, name="a"):
+    arr = _as_array(x, name)
+    _check_real(arr, name)
+    if arr.ndim != 1 or arr.shape[0] != d:
+        raise ValueError(f"{name} must be 1-D of length d={d}, got shape {arr.shape}")
+    _check_finite(arr, name)
+    return np.ascontiguousarray(arr[None, :], dtype=dtype)
+
+
+def offsets(x, m, name="offsets"):
+    """Validate offsets b: a scalar (broadcast) or an (m,) array; kept as float64."""
+    arr = _as_array(x, name)
+    _check_real(arr, name)
+    if arr.ndim == 0:
+        arr = np.full(m, float(arr), dtype=np.float64)
+    if arr.ndim != 1 or arr.shape[0] != m:
+        raise ValueError(f"{name} must be a scalar or 1-D of length m={m}, got shape {arr.shape}")
+    _check_finite(arr, name)
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def scalar_offset(b, name="b"):
+    if isinstance(b, (bool, np.bool_)) or not isinstance(b, (numbers.Real, np.floating, np.integer)):
+        arr = _as_array(b, name)
+        if arr.ndim != 0:
+            raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+        _check_real(arr, name)
+        b = float(arr)
+    b = float(b)
+    if not np.isfinite(b):
+        raise ValueError(f"{name} must be finite, got {b}")
+    return np.array([b], dtype=np.float64)
+
+
+def positive_int(x, name, minimum=1):
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(x).__name__}")
+    x = int(x)
+    if x < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {x}")
+    return x
+
+
+def threads(x):
+    if x is None:
+        return 0
+    return positive_int(x, "n_threads", minimum=1)
