@@ -214,6 +214,13 @@ class _Index:
         return scores, ids
 
     # -- python protocol ---------------------------------------------------------------------
+    @classmethod
+    def _from_valid(cls, points, **params):
+        """Build from points that already passed validation (no second pass over the data)."""
+        obj = cls.__new__(cls)
+        obj._build(points, **params)
+        return obj
+
     def _params(self):
         return {}
 
@@ -304,34 +311,78 @@ class PartitionTree(_Index):
 
 
 # ---- auto selection ----------------------------------------------------------------------------
-_SMALL_N = 4096
-_LOW_D = 12
-_LOW_INTRINSIC = 10
+_SMALL_N = 4096  # below this a scan is as fast as any traversal
+_PROBE_N = 50_000  # sample size of the probe
+_PROBE_SELECTIVITY = (1e-3, 1e-2)  # fractions reported by the probe queries
+_PROBE_MARGIN = 0.8  # a tree must be this much faster (time ratio) than the scan to be chosen
 
 
-def _intrinsic_dim(points, sample=2048, energy=0.99, seed=0):
-    """Number of principal components holding `energy` of the variance of a sample."""
-    n = points.shape[0]
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(n, size=min(n, sample), replace=False) if n > sample else np.arange(n)
-    x = points[idx].astype(np.float64)
-    x -= x.mean(axis=0)
-    s = np.linalg.svd(x, compute_uv=False) ** 2
-    total = s.sum()
-    if total <= 0:
-        return 0
-    return int(np.searchsorted(np.cumsum(s) / total, energy) + 1)
+def _probe_queries(sample, m, rng):
+    """Probe half-spaces: half random directions, half directions taken from the data."""
+    n, d = sample.shape
+    a = rng.standard_normal((m, d))
+    half = m // 2
+    centered = sample[rng.choice(n, size=half)] - sample.mean(axis=0)
+    a[:half] = centered + 1e-12 * a[:half]
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    a = a.astype(sample.dtype)
+    proj = sample.astype(np.float64) @ a.T.astype(np.float64)
+    return [(a, np.quantile(proj, 1 - s, axis=0)) for s in _PROBE_SELECTIVITY]
 
 
-def build_index(points, kind="auto", **params):
+def _time_queries(index, probes, repeat=3):
+    import time
+
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for a, b in probes:
+            index.count(a, b)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _choose(pts, batch_size, params):
+    """Times candidate structures on a sample; returns (class, params, reason)."""
+    n, d = pts.shape
+    rng = np.random.default_rng(0)
+    sample = pts[np.sort(rng.choice(n, size=_PROBE_N, replace=False))] if n > _PROBE_N else pts
+    m = int(min(max(batch_size or 16, 1), 64))
+    probes = _probe_queries(sample, m, rng)
+    candidates = [("brute_force", BruteForce, {})]
+    splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 else ["widest", "pca"])
+    for split in splits:
+        candidates.append((f"partition_tree(split={split})", PartitionTree, {**params, "split": split}))
+    times = {}
+    for name, cls, prm in candidates:
+        times[name] = _time_queries(cls._from_valid(sample, **prm), probes)
+    t_bf = times["brute_force"]
+    name = min(times, key=times.get)
+    if name != "brute_force" and times[name] > _PROBE_MARGIN * t_bf:
+        name = "brute_force"
+    cls, prm = next((c, p) for nm, c, p in candidates if nm == name)
+    per_q = ", ".join(f"{k} {v / (m * len(probes)) * 1e3:.3f} ms" for k, v in times.items())
+    reason = (
+        f"probe on {len(sample)} sampled points, batches of {m} queries reporting "
+        f"{'/'.join(f'{s:g}' for s in _PROBE_SELECTIVITY)} of the points: {per_q} per query -> {name}"
+    )
+    return cls, prm, reason
+
+
+def build_index(points, kind="auto", *, batch_size=None, **params):
     """Build a half-space reporting index.
 
     Parameters
     ----------
     points : array_like, shape (n, d), float32 or float64
     kind : {"auto", "brute_force", "partition_tree"}
-        "auto" picks from n, d and a cheap look at the data (the intrinsic dimension of a
-        sample); the choice and the reason are in ``index.kind`` and ``index.reason``.
+        "auto": for n < 4096 a scan; otherwise each candidate structure is built on a sample of
+        the points (up to 50 000) and timed on probe queries (random and data-derived
+        directions reporting 0.1 % and 1 % of the points); a tree is chosen only if it is
+        clearly faster than the scan, so "auto" is never much slower than ``BruteForce``. The
+        choice and its measured reason are in ``index.kind`` and ``index.reason``.
+    batch_size : int, optional
+        Typical number of queries per call, when known (a scan gains more from large batches).
     **params
         Passed to the chosen structure (e.g. ``leaf_size``, ``split`` for a partition tree).
     """
@@ -341,20 +392,13 @@ def build_index(points, kind="auto", **params):
     if kind != "auto":
         if kind not in kinds:
             raise ValueError(f"kind must be 'auto' or one of {sorted(kinds)}, got {kind!r}")
-        return kinds[kind](pts, **params)
+        return kinds[kind]._from_valid(pts, **params)
+    if batch_size is not None:
+        batch_size = V.positive_int(batch_size, "batch_size")
     if n < _SMALL_N:
-        idx, why = BruteForce(pts), f"n={n} < {_SMALL_N}: a scan is as fast as any traversal"
-    elif d <= _LOW_D:
-        idx = PartitionTree(pts, **params)
-        why = f"d={d} <= {_LOW_D}: box/ball pruning works in low dimension"
+        cls, prm, reason = BruteForce, {}, f"n={n} < {_SMALL_N}: a scan is as fast as any traversal"
     else:
-        k = _intrinsic_dim(pts)
-        if k <= _LOW_INTRINSIC:
-            params.setdefault("split", "pca")
-            idx = PartitionTree(pts, **params)
-            why = f"d={d} but intrinsic dimension ~{k} <= {_LOW_INTRINSIC} (99% variance): pca splits prune"
-        else:
-            idx = BruteForce(pts)
-            why = f"d={d} and intrinsic dimension ~{k} > {_LOW_INTRINSIC}: no partition prunes, blocked scan"
-    idx.reason = why
+        cls, prm, reason = _choose(pts, batch_size, params)
+    idx = cls._from_valid(pts, **prm)
+    idx.reason = reason
     return idx

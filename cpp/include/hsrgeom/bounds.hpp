@@ -1,7 +1,8 @@
-// Conservative bounds of <a, x> over the points of a node: an axis-aligned box and a ball.
+// Conservative bounds of <a, y> over the points y of a node: an axis-aligned box and a ball.
+// (y are the stored points, or their coordinates in a rotated frame: see PartitionTree.)
 //
-// Box: the exact coordinate-wise min/max of the node's points (stored in the index dtype, so
-// exact). Over the box, min <a,x> = sum_i min(a_i lo_i, a_i hi_i) exactly; its rounded value
+// Box: the exact coordinate-wise min/max of the node's points (as doubles: exact for float32
+// and float64 input). Over the box, min <a,x> = sum_i min(a_i lo_i, a_i hi_i) exactly; its rounded value
 // is within gamma_{d} * ||a|| * ||corner|| of that, and ||corner|| <= bnorm (the norm of the
 // farthest corner, rounded up).
 // Ball: center c (double, the centroid) and radius r >= max ||x - c|| (rounded up), so
@@ -20,50 +21,48 @@
 
 namespace hsrgeom {
 
-template <class T>
 class NodeBounds {
  public:
   NodeBounds() = default;
   NodeBounds(index_t nodes, int d)
       : d_(d), lo_(nodes * d), hi_(nodes * d), center_(nodes * d), radius_(nodes),
-        bnorm_(nodes), cnorm_(nodes), degenerate_(nodes) {}
+        bnorm_(nodes), cnorm_(nodes) {}
 
   int dim() const { return d_; }
   size_t memory_bytes() const {
-    return (lo_.size() + hi_.size()) * sizeof(T) + center_.size() * sizeof(double) +
-           (radius_.size() + bnorm_.size() + cnorm_.size()) * sizeof(double) + degenerate_.size();
+    return (lo_.size() + hi_.size() + center_.size() + radius_.size() + bnorm_.size() +
+            cnorm_.size()) * sizeof(double);
   }
 
   // Computes the bounds of node `v` from the points ids[0..count) of `pts`.
-  void compute(index_t v, const PointsView<T>& pts, const index_t* ids, index_t count) {
-    T* lo = &lo_[v * d_];
-    T* hi = &hi_[v * d_];
+  template <class P>
+  void compute(index_t v, const PointsView<P>& pts, const index_t* ids, index_t count) {
+    double* lo = &lo_[v * d_];
+    double* hi = &hi_[v * d_];
     double* c = &center_[v * d_];
-    const T* x0 = pts.row(ids[0]);
+    const P* x0 = pts.row(ids[0]);
     std::copy(x0, x0 + d_, lo);
     std::copy(x0, x0 + d_, hi);
     std::fill(c, c + d_, 0.0);
     for (index_t k = 0; k < count; ++k) {
-      const T* x = pts.row(ids[k]);
+      const P* x = pts.row(ids[k]);
       for (int i = 0; i < d_; ++i) {
-        lo[i] = std::min(lo[i], x[i]);
-        hi[i] = std::max(hi[i], x[i]);
+        lo[i] = std::min(lo[i], static_cast<double>(x[i]));
+        hi[i] = std::max(hi[i], static_cast<double>(x[i]));
         c[i] += static_cast<double>(x[i]);
       }
     }
-    bool degenerate = true;
     double bn = 0;
     for (int i = 0; i < d_; ++i) {
       c[i] /= static_cast<double>(count);
       // the centroid rounds, but it only has to be *a* center: clamp it into the box
-      c[i] = std::min(std::max(c[i], static_cast<double>(lo[i])), static_cast<double>(hi[i]));
-      degenerate = degenerate && lo[i] == hi[i];
-      const double m = std::max(std::fabs(static_cast<double>(lo[i])), std::fabs(static_cast<double>(hi[i])));
+      c[i] = std::min(std::max(c[i], lo[i]), hi[i]);
+      const double m = std::max(std::fabs(lo[i]), std::fabs(hi[i]));
       bn += m * m;
     }
     double r2 = 0;
     for (index_t k = 0; k < count; ++k) {
-      const T* x = pts.row(ids[k]);
+      const P* x = pts.row(ids[k]);
       double s = 0;
       for (int i = 0; i < d_; ++i) {
         const double t = static_cast<double>(x[i]) - c[i];
@@ -76,60 +75,60 @@ class NodeBounds {
     radius_[v] = std::sqrt(r2) * up + tiny;
     bnorm_[v] = std::sqrt(bn) * up + tiny;
     cnorm_[v] = norm_up(c, d_);
-    degenerate_[v] = degenerate;
   }
 
-  bool degenerate(index_t v) const { return degenerate_[v]; }
   double bnorm(index_t v) const { return bnorm_[v]; }
-  const T* lo(index_t v) const { return &lo_[v * d_]; }
-  const T* hi(index_t v) const { return &hi_[v * d_]; }
+  const double* lo(index_t v) const { return &lo_[v * d_]; }
+  const double* hi(index_t v) const { return &hi_[v * d_]; }
 
-  // +1: every point of v is in {<a,x> >= b}; -1: none is; 0: can't tell from the bounds.
-  int classify(index_t v, const double* a, double na, double b, const Margin& mg) const {
+  // +1: every point of v is in {<a,y> >= b}; -1: none is; 0: can't tell from the bounds.
+  int classify(index_t v, const double* a, double na, double b, const Margin& mg,
+               double extra = 0) const {
     double blo, bhi;
     box_range(v, a, blo, bhi);
-    const double mbox = mg(na, bnorm_[v], b);
+    const double mbox = mg(na, bnorm_[v], b) + extra;
     if (bhi - b < -mbox) return -1;
     if (blo - b > mbox) return 1;
     const double ac = dot(v, a), rr = na * radius_[v];
-    const double mball = mg(na, cnorm_[v] + radius_[v], b);
+    const double mball = mg(na, cnorm_[v] + radius_[v], b) + extra;
     if (ac + rr - b < -mball) return -1;
     if (ac - rr - b > mball) return 1;
     return 0;
   }
 
-  // An upper bound of max <a, x> over the node that is never below the exact maximum.
-  double upper(index_t v, const double* a, double na, const Margin& mg) const {
+  // An upper bound of max <a, y> over the node that is never below the exact maximum.
+  double upper(index_t v, const double* a, double na, const Margin& mg, double extra = 0) const {
     double blo, bhi;
     box_range(v, a, blo, bhi);
     const double ubox = bhi + mg(na, bnorm_[v], 0.0);
     const double uball = dot(v, a) + na * radius_[v] + mg(na, cnorm_[v] + radius_[v], 0.0);
-    return std::min(ubox, uball);
+    return std::min(ubox, uball) + extra;
   }
 
  private:
   void box_range(index_t v, const double* a, double& mn, double& mx) const {
-    const T* lo = &lo_[v * d_];
-    const T* hi = &hi_[v * d_];
-    mn = 0;
-    mx = 0;
+    const double* lo = &lo_[v * d_];
+    const double* hi = &hi_[v * d_];
+    double lo_sum = 0, hi_sum = 0;  // any summation order is covered by the margin
+#pragma omp simd reduction(+ : lo_sum, hi_sum)
     for (int i = 0; i < d_; ++i) {
-      const double p = a[i] * static_cast<double>(lo[i]), q = a[i] * static_cast<double>(hi[i]);
-      mn += std::min(p, q);
-      mx += std::max(p, q);
+      const double p = a[i] * lo[i], q = a[i] * hi[i];
+      lo_sum += std::min(p, q);
+      hi_sum += std::max(p, q);
     }
+    mn = lo_sum;
+    mx = hi_sum;
   }
   double dot(index_t v, const double* a) const {
     const double* c = &center_[v * d_];
     double s = 0;
+#pragma omp simd reduction(+ : s)
     for (int i = 0; i < d_; ++i) s += a[i] * c[i];
     return s;
   }
 
   int d_ = 0;
-  std::vector<T> lo_, hi_;
-  std::vector<double> center_, radius_, bnorm_, cnorm_;
-  std::vector<std::uint8_t> degenerate_;
+  std::vector<double> lo_, hi_, center_, radius_, bnorm_, cnorm_;
 };
 
 }  // namespace hsrgeom
