@@ -1,0 +1,27 @@
+import numpy as np
+import pytest
+
+import hsrgeom
+
+STRUCTURES = {
+    "brute_force": lambda x: hsrgeom.BruteForce(x),
+    "tree_widest": lambda x: hsrgeom.PartitionTree(x, leaf_size=8),
+    "tree_widest_leaf1": lambda x: hsrgeom.PartitionTree(x, leaf_size=1),
+    "tree_pca": lambda x: hsrgeom.PartitionTree(x, leaf_size=8, split="pca"),
+    "auto": lambda x: hsrgeom.build_index(x, kind="auto"),
+}
+
+
+@pytest.fixture(params=sorted(STRUCTURES))
+def make_index(request):
+    return STRUCTURES[request.param]
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)

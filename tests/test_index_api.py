@@ -1,0 +1,92 @@
+"""The Python protocol of every index: results, stats, repr, pickling, threads, auto."""
+import pickle
+
+import numpy as np
+import pytest
+
+import hsrgeom
+
+
+def test_result_object(rng):
+    pts = rng.standard_normal((1000, 2))
+    idx = hsrgeom.PartitionTree(pts)
+    res = idx.report(rng.standard_normal((3, 2)), [0.5, 10.0, -10.0])
+    assert len(res) == 3 and len(res.split()) == 3
+    assert res.counts.tolist() == [len(r) for r in res.split()]
+    assert res.counts[1] == 0 and res.counts[2] == 1000
+    assert res[-1].tolist() == list(range(1000))
+    assert all(np.all(np.diff(r) > 0) for r in res)
+    with pytest.raises(IndexError):
+        res[3]
+    assert "HalfspaceResult(queries=3" in repr(res)
+
+
+def test_stats_measure_cost(rng):
+    pts = rng.random((100_000, 2))
+    bf, tree = hsrgeom.BruteForce(pts), hsrgeom.PartitionTree(pts)
+    normals, offsets = np.array([[1.0, 0.0]]), [0.999]
+    bf.report(normals, offsets)
+    tree.report(normals, offsets)
+    assert bf.stats.points_tested[0] == 100_000
+    assert tree.stats.points_tested[0] < 5_000
+    assert tree.stats.points_reported[0] == bf.stats.points_reported[0] > 0
+    assert tree.stats.nodes_visited[0] > 0
+    assert "QueryStats(queries=1" in repr(tree.stats)
+    assert tree.empty(normals, [2.0])[0] and tree.stats.points_tested[0] == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_repr_and_properties(dtype, rng):
+    pts = rng.standard_normal((100, 4)).astype(dtype)
+    for idx in (hsrgeom.BruteForce(pts), hsrgeom.PartitionTree(pts, leaf_size=4, split="pca")):
+        r = repr(idx)
+        assert type(idx).__name__ in r and "n=100" in r and "d=4" in r and np.dtype(dtype).name in r and "memory=" in r
+        assert idx.n == len(idx) == 100 and idx.d == 4 and idx.dtype == dtype and idx.memory_bytes > 100 * 4
+    assert "split='pca'" in repr(idx) and "leaf_size=4" in repr(idx)
+
+
+def test_pickle_roundtrip(make_index, dtype, rng):
+    pts = rng.standard_normal((3000, 3)).astype(dtype)
+    idx = make_index(pts)
+    clone = pickle.loads(pickle.dumps(idx))
+    assert type(clone) is type(idx) and repr(clone) == repr(idx) and clone.reason == idx.reason
+    normals = rng.standard_normal((10, 3))
+    assert clone.report(normals, 0.5) == idx.report(normals, 0.5)
+
+
+def test_num_threads():
+    old = hsrgeom.get_num_threads()
+    try:
+        hsrgeom.set_num_threads(1)
+        assert hsrgeom.get_num_threads() == 1
+    finally:
+        hsrgeom.set_num_threads(0)
+    assert hsrgeom.get_num_threads() == old
+
+
+def test_queries_release_the_gil(rng):
+    # Two Python threads querying one index must overlap (and give the same answers).
+    import threading
+
+    pts = rng.standard_normal((200_000, 8)).astype(np.float32)
+    idx = hsrgeom.BruteForce(pts)
+    normals = rng.standard_normal((64, 8))
+    expected = idx.report(normals, 2.0, n_threads=1)
+    out = []
+    ts = [threading.Thread(target=lambda: out.append(idx.report(normals, 2.0, n_threads=1))) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert out == [expected, expected]
+
+
+def test_auto_reports_kind_and_reason(rng):
+    small = hsrgeom.build_index(rng.standard_normal((100, 3)))
+    assert small.kind == "brute_force" and "n=100" in small.reason
+    low_d = hsrgeom.build_index(rng.random((60_000, 2)))
+    assert low_d.kind == "partition_tree" and "probe" in low_d.reason
+    high_d = hsrgeom.build_index(rng.standard_normal((20_000, 128)).astype(np.float32))
+    assert high_d.kind == "brute_force" and "probe" in high_d.reason
+    explicit = hsrgeom.build_index(rng.random((100, 2)), kind="partition_tree", leaf_size=4)
+    assert explicit.kind == "partition_tree" and explicit.leaf_size == 4

@@ -1,0 +1,171 @@
+"""Every structure returns exactly the exact-reference set, on random and adversarial data."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import hsrgeom
+import exact_reference as ref
+
+from conftest import STRUCTURES
+
+
+def check(index, points, normals, offsets):
+    a = np.asarray(normals).astype(index.dtype)  # the index casts normals to its dtype
+    expected = [ref.report(points, a[j], offsets[j]) for j in range(len(a))]
+    res = index.report(normals, offsets)
+    assert isinstance(res, hsrgeom.HalfspaceResult)
+    assert res.lims.dtype == np.int64 and res.ids.dtype == np.int64
+    assert len(res) == len(a)
+    for j, e in enumerate(expected):
+        np.testing.assert_array_equal(res[j], e, err_msg=f"query {j}")
+    np.testing.assert_array_equal(index.count(normals, offsets), [len(e) for e in expected])
+    np.testing.assert_array_equal(index.empty(normals, offsets), [len(e) == 0 for e in expected])
+    for j in range(min(len(a), 3)):
+        np.testing.assert_array_equal(index.report_one(normals[j], offsets[j]), expected[j])
+    return expected
+
+
+def quantile_offsets(points, normals, fracs):
+    proj = points.astype(np.float64) @ np.asarray(normals, dtype=np.float64).T
+    return np.array([np.quantile(proj[:, j], 1 - f) for j, f in enumerate(fracs)])
+
+
+def datasets(rng, n, d, dtype):
+    yield "gaussian", rng.standard_normal((n, d))
+    yield "uniform", rng.random((n, d))
+    centers = rng.standard_normal((5, d)) * 10
+    yield "clustered", centers[rng.integers(0, 5, n)] + 0.01 * rng.standard_normal((n, d))
+    yield "duplicates", rng.standard_normal((max(n // 20, 1), d))[rng.integers(0, max(n // 20, 1), n)]
+    yield "identical", np.tile(rng.standard_normal(d), (n, 1))
+    k = min(2, d)
+    basis = np.linalg.qr(rng.standard_normal((d, k)))[0]
+    yield "low_rank", rng.standard_normal((n, k)) @ basis.T
+    yield "integer_grid", rng.integers(-3, 4, (n, d)).astype(float)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 5, 8, 16, 64])
+def test_random_and_degenerate_data(make_index, dtype, rng, d):
+    n = 600
+    for name, pts in datasets(rng, n, d, dtype):
+        pts = pts.astype(dtype)
+        m = 8
+        normals = rng.standard_normal((m, d))
+        fracs = [0.0, 1e-3, 0.01, 0.1, 0.5, 0.9, 1.0, 0.3]
+        offsets = quantile_offsets(pts, normals, fracs)
+        offsets[0] += 1.0  # nothing
+        offsets[6] -= 1.0  # everything
+        check(make_index(pts), pts, normals, offsets)
+
+
+def test_integer_normals_give_exact_ties(make_index, dtype, rng):
+    # <a, x> == b exactly for many points: the boundary is inside.
+    pts = rng.integers(-5, 6, (2000, 3)).astype(dtype)
+    normals = np.array([[1, 2, -1], [0, 0, 1], [1, 1, 1], [3, -2, 5]], dtype=float)
+    offsets = np.array([0.0, 5.0, 2.0, -1.0])
+    expected = check(make_index(pts), pts, normals, offsets)
+    on_boundary = (pts.astype(np.float64) @ normals.T == offsets).sum()
+    assert on_boundary > 100  # the test really has ties
+    assert all(len(e) for e in expected)
+
+
+def test_offsets_next_to_exact_value(make_index, dtype, rng):
+    # b = float64 rounding of the exact <a, x_i>, and its neighbours: rounded dot products are
+    # wrong here about half the time.
+    d = 7
+    pts = rng.standard_normal((300, d)).astype(dtype)
+    normals = rng.standard_normal((30, d)).astype(dtype)
+    offsets = []
+    for j in range(30):
+        i = rng.integers(300)
+        v = float(ref._exact_dot(normals[j], pts[i]))
+        offsets.append(np.nextafter(v, [-np.inf, 0, np.inf][j % 3]) if j % 3 != 1 else v)
+    check(make_index(pts), pts, normals, np.array(offsets))
+
+
+def test_float32_sums_that_round_the_wrong_way(make_index):
+    # x = (1, 2^-24, 2^-24...) and a = 1: float32 accumulation loses the small terms
+    d = 9
+    pts = np.zeros((100, d), dtype=np.float32)
+    pts[:, 0] = 1.0
+    pts[:50, 1:] = 2.0**-24
+    normals = np.ones((2, d))
+    offsets = np.array([1.0 + 2.0**-22, 1.0 + 2.0**-23 * 4])
+    expected = check(make_index(pts), pts, normals, offsets)
+    assert len(expected[0]) == 50
+
+
+@pytest.mark.parametrize("scale", [1e150, 1e-150, 5e-324 * 2**40])
+def test_extreme_magnitudes(make_index, rng, scale):
+    pts = (rng.standard_normal((400, 4)) * scale).astype(np.float64)
+    normals = rng.standard_normal((6, 4)) * (1e150 if scale > 1 else 1.0)
+    offsets = quantile_offsets(pts, normals, [0.01, 0.1, 0.5, 0.9, 0.0, 1.0])
+    check(make_index(pts), pts, normals, offsets)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 33])
+def test_tiny_sizes(make_index, dtype, rng, n):
+    pts = rng.standard_normal((n, 3)).astype(dtype)
+    normals = rng.standard_normal((4, 3))
+    check(make_index(pts), pts, normals, np.array([-1.0, 0.0, 0.5, 10.0]))
+
+
+def test_empty_query_batch(make_index, dtype, rng):
+    idx = make_index(rng.standard_normal((50, 3)).astype(dtype))
+    res = idx.report(np.zeros((0, 3)), np.zeros(0))
+    assert len(res) == 0 and res.lims.tolist() == [0] and len(res.ids) == 0
+    assert idx.count(np.zeros((0, 3)), np.zeros(0)).shape == (0,)
+
+
+@pytest.mark.parametrize("d", [128, 512])
+def test_high_dimension(make_index, rng, d):
+    pts = rng.standard_normal((300, d))
+    normals = rng.standard_normal((4, d))
+    check(make_index(pts), pts, normals, quantile_offsets(pts, normals, [0.01, 0.1, 0.5, 1.0]))
+
+
+def test_large_n_low_d(rng):
+    pts = rng.random((100_000, 2))
+    normals = rng.standard_normal((20, 2))
+    offsets = quantile_offsets(pts, normals, np.linspace(1e-4, 0.5, 20))
+    for make in STRUCTURES.values():
+        check(make(pts), pts, normals, offsets)
+
+
+def test_threads_do_not_change_results(rng):
+    pts = rng.standard_normal((20_000, 4)).astype(np.float32)
+    normals = rng.standard_normal((64, 4))
+    offsets = quantile_offsets(pts, normals, np.full(64, 0.05))
+    for make in STRUCTURES.values():
+        idx = make(pts)
+        assert idx.report(normals, offsets, n_threads=1) == idx.report(normals, offsets, n_threads=2)
+
+
+def test_points_are_not_modified_and_are_copied(make_index, rng):
+    pts = rng.standard_normal((500, 3))
+    before = pts.copy()
+    idx = make_index(pts)
+    np.testing.assert_array_equal(pts, before)
+    np.testing.assert_array_equal(idx.points(), before)
+    pts[:] = 0  # the index holds its own copy
+    np.testing.assert_array_equal(idx.points(), before)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    d=st.integers(1, 6),
+    n=st.integers(0, 80),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_property_matches_exact_reference(data, d, n, dtype):
+    elements = st.one_of(
+        st.integers(-4, 4).map(float),
+        st.floats(-1e3, 1e3, allow_nan=False, width=32),
+    )
+    pts = data.draw(hnp.arrays(dtype, (n, d), elements=elements))
+    a = data.draw(hnp.arrays(np.float64, (3, d), elements=st.integers(-3, 3).map(float)))
+    b = data.draw(hnp.arrays(np.float64, (3,), elements=st.integers(-10, 10).map(float)))
+    for name in ("brute_force", "tree_widest_leaf1", "tree_pca"):
+        check(STRUCTURES[name](pts), pts, a, b)
