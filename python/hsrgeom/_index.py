@@ -345,31 +345,42 @@ def _time_queries(index, probes, repeat=5):
 
 
 def _choose(pts, batch_size, params):
-    """Times candidate structures on a sample; returns (class, params, reason)."""
+    """Times candidate structures on samples; returns (class, params, reason).
+
+    Each candidate is timed on a sample of s points and on a quarter of it; the growth between
+    the two gives its scaling exponent, which extrapolates the time to all n points (a scan
+    grows like n, a tree that prunes more slowly).
+    """
     n, d = pts.shape
     rng = np.random.default_rng(0)
     sample = pts[np.sort(rng.choice(n, size=_PROBE_N, replace=False))] if n > _PROBE_N else pts
+    small = sample[:: 4]
     m = int(min(max(batch_size or 16, 1), 64))
     probes = _probe_queries(sample, m, rng)
     candidates = [("brute_force", BruteForce, {})]
     splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 else ["widest", "pca"])
     for split in splits:
         candidates.append((f"partition_tree(split={split})", PartitionTree, {**params, "split": split}))
-    times, tested = {}, {}
+    predicted, tested, shown = {}, {}, []
     for name, cls, prm in candidates:
+        t_small = _time_queries(cls._from_valid(small, **prm), probes)
         idx = cls._from_valid(sample, **prm)
-        times[name] = _time_queries(idx, probes)
+        t = _time_queries(idx, probes)
         tested[name] = idx.stats.points_tested.mean() / len(sample)
-    t_bf = times["brute_force"]
+        growth = np.log(max(t, 1e-9) / max(t_small, 1e-9)) / np.log(len(sample) / len(small))
+        growth = float(np.clip(growth, 0.2, 1.0))
+        predicted[name] = t * (n / len(sample)) ** growth
+        shown.append(f"{name} {t / (m * len(probes)) * 1e3:.3f} ms (grows ~n^{growth:.2f})")
+    t_bf = predicted["brute_force"]
     # a timing spike must not pick a tree that prunes nothing: it must also skip half the points
-    name = min((k for k in times if tested[k] < 0.5 or k == "brute_force"), key=times.get)
-    if name != "brute_force" and times[name] > _PROBE_MARGIN * t_bf:
+    name = min((k for k in predicted if tested[k] < 0.5 or k == "brute_force"), key=predicted.get)
+    if name != "brute_force" and predicted[name] > _PROBE_MARGIN * t_bf:
         name = "brute_force"
     cls, prm = next((c, p) for nm, c, p in candidates if nm == name)
-    per_q = ", ".join(f"{k} {v / (m * len(probes)) * 1e3:.3f} ms" for k, v in times.items())
     reason = (
         f"probe on {len(sample)} sampled points, batches of {m} queries reporting "
-        f"{'/'.join(f'{s:g}' for s in _PROBE_SELECTIVITY)} of the points: {per_q} per query -> {name}"
+        f"{'/'.join(f'{s:g}' for s in _PROBE_SELECTIVITY)} of the points, per query: "
+        f"{', '.join(shown)}; extrapolated to n={n} -> {name}"
     )
     return cls, prm, reason
 

@@ -1,0 +1,10 @@
+from ._index import BruteForce as BruteForce
+from ._index import HalfspaceResult as HalfspaceResult
+from ._index import PartitionTree as PartitionTree
+from ._index import QueryStats as QueryStats
+from ._index import build_index as build_index
+
+__version__: str
+
+def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> None: ...
