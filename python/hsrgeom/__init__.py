@@ -11,7 +11,7 @@ with structures that prune where geometry allows and a blocked scan where it doe
 (3,)
 """
 from ._core import get_num_threads, set_num_threads
-from ._index import BruteForce, HalfspaceResult, PartitionTree, QueryStats, build_index
+from ._index import BruteForce, HalfspaceResult, PartitionTree, QueryStats, build_index, load
 
 __version__ = "0.1.0"
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "HalfspaceResult",
     "QueryStats",
     "build_index",
+    "load",
     "get_num_threads",
     "set_num_threads",
 ]

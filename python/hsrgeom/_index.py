@@ -3,10 +3,19 @@ from __future__ import annotations
 
 import numpy as np
 
+import hashlib
+import json
+import os
+import struct
+
 from . import _core
 from . import _validate as V
+from ._dynamic import DynamicState
 
-__all__ = ["HalfspaceResult", "QueryStats", "BruteForce", "PartitionTree", "build_index"]
+__all__ = ["HalfspaceResult", "QueryStats", "BruteForce", "PartitionTree", "build_index", "load"]
+
+_MAGIC = b"HSRGEOM\x00"
+_FORMAT_VERSION = 1
 
 
 class HalfspaceResult:
@@ -117,13 +126,13 @@ class _Index:
         self.dtype = points.dtype
         self.reason = getattr(self, "reason", f"{self.kind} requested explicitly")
         self._stats = QueryStats._empty()
-        self._n_threads = None
+        self._dyn = None  # DynamicState once insert/remove was used
 
     # -- properties --------------------------------------------------------------------------
     @property
     def n(self):
-        """Number of points."""
-        return self._impl.n
+        """Number of (live) points."""
+        return self._dyn.n if self._dyn else self._impl.n
 
     @property
     def d(self):
@@ -133,6 +142,8 @@ class _Index:
     @property
     def memory_bytes(self):
         """Bytes held by the index (points copy included)."""
+        if self._dyn:
+            return sum(index.memory_bytes for index, _ in self._dyn.parts())
         return self._impl.memory_bytes
 
     @property
@@ -144,8 +155,50 @@ class _Index:
         return self.n
 
     def points(self):
-        """A copy of the indexed points, in the user's original order."""
-        return self._impl.points()
+        """A copy of the (live) indexed points, in id order (see :meth:`ids`)."""
+        return self._dyn.live_points()[0] if self._dyn else self._impl.points()
+
+    def ids(self):
+        """Ids of the live points, ascending (``arange(n)`` until points are removed)."""
+        return self._dyn.live_points()[1] if self._dyn else np.arange(self.n, dtype=np.int64)
+
+    # -- dynamic updates -----------------------------------------------------------------------
+    def _dynamic(self):
+        if self._dyn is None:
+            first = type(self).__new__(type(self))  # a static view sharing the built structure
+            first.__dict__.update(self.__dict__)
+            build = lambda pts: type(self)._from_valid(pts, **self._params())  # noqa: E731
+            self._dyn = DynamicState(build, first, np.arange(self._impl.n, dtype=np.int64), self._impl.n)
+        return self._dyn
+
+    def insert(self, points):
+        """Add points (an (m, d) array of the index dtype, or one (d,) point); returns their ids.
+
+        Ids continue after the largest id ever given. Uses the logarithmic method: amortised
+        O(log n) rebuild work per point; a small tail of recent points is scanned.
+        """
+        arr = V.points(np.atleast_2d(np.asarray(points)) if np.ndim(points) == 1 else points)
+        if arr.shape[1] != self.d:
+            raise ValueError(f"points has d={arr.shape[1]} but the index has d={self.d}")
+        if arr.dtype != self.dtype:
+            raise TypeError(f"points must have the index dtype {self.dtype}, got {arr.dtype}; convert explicitly")
+        return self._dynamic().insert(arr)
+
+    def remove(self, ids):
+        """Remove points by id. Raises ValueError for an id that is not (or no longer) present."""
+        ids = np.atleast_1d(np.asarray(ids))
+        if ids.size and not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"ids must be integers, got dtype {ids.dtype}")
+        ids = ids.astype(np.int64).ravel()
+        dyn = self._dynamic()
+        bad = ids[(ids < 0) | (ids >= dyn.next_id)]
+        if bad.size == 0:
+            bad = ids[~dyn.alive[ids]]
+        if bad.size == 0 and len(np.unique(ids)) != len(ids):
+            raise ValueError("ids contains duplicates")
+        if bad.size:
+            raise ValueError(f"ids: {int(bad[0])} is not in the index (never inserted or already removed)")
+        dyn.remove(ids)
 
     # -- queries -----------------------------------------------------------------------------
     def _halfspaces(self, normals, offsets):
@@ -172,29 +225,40 @@ class _Index:
             points for which the exact real value of ``<a, x>`` is ``>= b`` (boundary included).
         """
         a, b = self._halfspaces(normals, offsets)
-        lims, ids, st = self._impl.report(a, b, V.threads(n_threads))
+        lims, ids, st = self._report(a, b, V.threads(n_threads))
         self._stats = QueryStats._from_dict(st)
         return HalfspaceResult(lims, ids)
+
+    def _report(self, a, b, n_threads):
+        return self._dyn.report(a, b, n_threads) if self._dyn else self._impl.report(a, b, n_threads)
 
     def report_one(self, a, b, *, n_threads=None):
         """Ids (int64, ascending) of the points with ``<a, x> >= b`` for one half-space."""
         av = V.vector(a, self.d, self.dtype, "a")
         bv = V.scalar_offset(b, "b")
-        lims, ids, st = self._impl.report(av, bv, V.threads(n_threads))
+        lims, ids, st = self._report(av, bv, V.threads(n_threads))
         self._stats = QueryStats._from_dict(st)
         return ids
 
     def count(self, normals, offsets, *, n_threads=None):
         """Number of points in each half-space, int64 array of shape (m,)."""
         a, b = self._halfspaces(normals, offsets)
-        c, st = self._impl.count(a, b, V.threads(n_threads))
+        if self._dyn:
+            lims, _, st = self._dyn.report(a, b, V.threads(n_threads))
+            c = np.diff(lims)
+        else:
+            c, st = self._impl.count(a, b, V.threads(n_threads))
         self._stats = QueryStats._from_dict(st)
         return c
 
     def empty(self, normals, offsets, *, n_threads=None):
         """True where the half-space contains no point (stops at the first point found)."""
         a, b = self._halfspaces(normals, offsets)
-        e, st = self._impl.empty(a, b, V.threads(n_threads))
+        if self._dyn:
+            lims, _, st = self._dyn.report(a, b, V.threads(n_threads))
+            e = np.diff(lims) == 0
+        else:
+            e, st = self._impl.empty(a, b, V.threads(n_threads))
         self._stats = QueryStats._from_dict(st)
         return e.astype(bool)
 
@@ -209,7 +273,8 @@ class _Index:
         k = V.positive_int(k, "k", minimum=0)
         if k > self.n:
             raise ValueError(f"k={k} is larger than the number of points n={self.n}")
-        scores, ids, st = self._impl.topk(q, k, V.threads(n_threads))
+        run = self._dyn.topk if self._dyn else self._impl.topk
+        scores, ids, st = run(q, k, V.threads(n_threads))
         self._stats = QueryStats._from_dict(st)
         return scores, ids
 
@@ -231,12 +296,35 @@ class _Index:
             f"memory={_fmt_bytes(self.memory_bytes)})"
         )
 
+    # -- persistence: a versioned binary format with a checksum -----------------------------------
+    # MAGIC | u32 version | u64 header length | header (JSON) | points | ids | sha256 of all before.
+    # The structure is rebuilt from the points on load (builds are deterministic).
+    def to_bytes(self):
+        """The index in hsrgeom's binary format (what :meth:`save` writes)."""
+        pts, ids = self.points(), self.ids()
+        header = json.dumps({
+            "class": type(self).__name__, "dtype": self.dtype.name, "n": int(len(ids)), "d": int(self.d),
+            "params": self._params(), "reason": self.reason,
+            "next_id": int(self._dyn.next_id if self._dyn else len(ids)),
+        }).encode()
+        body = _MAGIC + struct.pack("<IQ", _FORMAT_VERSION, len(header)) + header
+        body += np.ascontiguousarray(pts).tobytes() + ids.astype("<i8").tobytes()
+        return body + hashlib.sha256(body).digest()
+
+    def save(self, path):
+        """Write the index to ``path`` (see :func:`hsrgeom.load`)."""
+        data = self.to_bytes()
+        tmp = f"{os.fspath(path)}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+
     def __getstate__(self):
-        return {"points": self.points(), "params": self._params(), "reason": self.reason}
+        return {"hsrgeom": self.to_bytes()}
 
     def __setstate__(self, state):
-        self.reason = state["reason"]
-        self._build(state["points"], **state["params"])
+        other = _from_bytes(state["hsrgeom"])
+        self.__dict__.update(other.__dict__)
 
 
 class BruteForce(_Index):
@@ -418,3 +506,43 @@ def build_index(points, kind="auto", *, batch_size=None, **params):
     idx = cls._from_valid(pts, **prm)
     idx.reason = reason
     return idx
+
+
+def _from_bytes(data):
+    data = bytes(data)
+    fixed = len(_MAGIC) + 12
+    if len(data) < fixed + 32 or not data.startswith(_MAGIC):
+        raise ValueError("not an hsrgeom index file (bad magic or too short)")
+    version, hlen = struct.unpack("<IQ", data[len(_MAGIC) : fixed])
+    if version != _FORMAT_VERSION:
+        raise ValueError(f"unsupported hsrgeom file format version {version} (this hsrgeom reads {_FORMAT_VERSION})")
+    if hashlib.sha256(data[:-32]).digest() != data[-32:]:
+        raise ValueError("corrupted or truncated hsrgeom index file: checksum mismatch")
+    try:
+        h = json.loads(data[fixed : fixed + hlen])
+        cls = {"BruteForce": BruteForce, "PartitionTree": PartitionTree}[h["class"]]
+        dtype = np.dtype(h["dtype"])
+        n, d, next_id = int(h["n"]), int(h["d"]), int(h["next_id"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"corrupted hsrgeom index file: bad header ({exc})") from exc
+    start = fixed + hlen
+    size_pts = n * d * dtype.itemsize
+    if len(data) - 32 != start + size_pts + 8 * n:
+        raise ValueError("corrupted hsrgeom index file: sizes in the header do not match the file")
+    pts = np.frombuffer(data, dtype=dtype, count=n * d, offset=start).reshape(n, d).copy()
+    ids = np.frombuffer(data, dtype="<i8", count=n, offset=start + size_pts).astype(np.int64)
+    index = cls._from_valid(pts, **h["params"])
+    index.reason = h["reason"]
+    if next_id != n or not np.array_equal(ids, np.arange(n)):
+        index._dynamic()
+        if n:
+            index._dyn.blocks[0].gids = ids
+        index._dyn.set_alive(ids, next_id)
+    return index
+
+
+def load(path):
+    """Read an index written by ``index.save(path)``; a truncated or corrupted file raises
+    ValueError."""
+    with open(path, "rb") as f:
+        return _from_bytes(f.read())

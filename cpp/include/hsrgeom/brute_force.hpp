@@ -119,7 +119,7 @@ class BruteForce {
   };
 
   Plan plan(index_t m, int threads) const {
-    threads = resolve_threads(threads);
+    threads = threads_for_work(threads, static_cast<double>(n_) * m * d_);
     const index_t qblocks = (m + kQueryBlock - 1) / kQueryBlock;
     if (qblocks >= 2 * threads || n_ < 4 * kPointBlock) return {1};
     index_t c = std::min<index_t>(4 * threads, (n_ + kPointBlock - 1) / kPointBlock);
@@ -132,7 +132,8 @@ class BruteForce {
     if (m == 0 || n_ == 0) return;
     const index_t qblocks = (m + kQueryBlock - 1) / kQueryBlock;
     const index_t per_chunk = (n_ + pl.chunks - 1) / pl.chunks;
-    parallel_for(pl.chunks * qblocks, resolve_threads(threads), [&](index_t w, int) {
+    parallel_for(pl.chunks * qblocks, threads_for_work(threads, static_cast<double>(n_) * m * d_),
+                 [&](index_t w, int) {
       const index_t chunk = w / qblocks, qb = w % qblocks;
       const index_t c0 = chunk * per_chunk, c1 = std::min(n_, c0 + per_chunk);
       const index_t j0 = qb * kQueryBlock, j1 = std::min(m, j0 + kQueryBlock);

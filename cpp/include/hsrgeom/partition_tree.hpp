@@ -55,7 +55,7 @@ class PartitionTree {
     bounds_ = NodeBounds(static_cast<index_t>(nodes_.size()), d_);
     xnorm_.resize(nodes_.size());
     degenerate_.resize(nodes_.size());
-    const int nt = resolve_threads(threads);
+    const int nt = threads_for_work(threads, 20.0 * n_ * d_);
     std::vector<double> y;
     if (split_ == SplitRule::PCA) y = principal_frame(p, nt);
     const PointsView<double> yv{y.data(), n_, d_};
@@ -130,7 +130,8 @@ class PartitionTree {
   void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
             QueryStats* st, int threads) const {
     if (st) st->resize(m);
-    parallel_for(m, resolve_threads(threads), [&](index_t j, int) {
+    const double work = static_cast<double>(m) * (64.0 * d_ + std::sqrt(static_cast<double>(n_)) * d_ * 4);
+    parallel_for(m, threads_for_work(threads, work), [&](index_t j, int) {
       const Query qq = make_query(queries + j * d_, 0.0);
       TopKCollector<T> col(qq.a.data(), d_, k);
       Counters c;
@@ -208,7 +209,8 @@ class PartitionTree {
   template <class Body>
   void run(const Halfspaces<T>& q, QueryStats* st, int threads, Body&& body) const {
     if (st) st->resize(q.m);
-    parallel_for(q.m, resolve_threads(threads), [&](index_t j, int) {
+    const double work = static_cast<double>(q.m) * (64.0 * d_ + std::sqrt(static_cast<double>(n_)) * d_ * 4);
+    parallel_for(q.m, threads_for_work(threads, work), [&](index_t j, int) {
       const Query qq = make_query(q.normals + j * d_, q.offsets[j]);
       Counters c;
       body(j, qq, c);

@@ -1,0 +1,206 @@
+"""Dynamic updates for every structure: the logarithmic method (Bentley & Saxe, 1980).
+
+An index that has seen ``insert`` or ``remove`` keeps its points in static blocks of the same
+kind and parameters, plus a small unindexed tail. Block sizes follow a binary counter: a full
+tail of ``TAIL`` points becomes a block; two blocks of the same size class are rebuilt as one.
+Each point is rebuilt O(log(n / TAIL)) times over its life, so an insert costs amortised
+O(log n) times the per-point build cost. Removed points are masked ("tombstones") and dropped
+at the next rebuild of their block; a block more than half removed is rebuilt at once.
+
+Ids are stable: the points an index was built with have ids 0..n-1, inserted points get the
+next ids in order, and a removed id is never reused.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+TAIL = 256  # unindexed points scanned by a brute-force block rebuilt on demand
+
+
+class Block:
+    __slots__ = ("index", "gids", "removed")
+
+    def __init__(self, index, gids):
+        self.index = index  # a static _Index of local ids 0..len(gids)-1
+        self.gids = gids  # int64, ascending: local -> global id
+        self.removed = 0
+
+    @property
+    def size(self):
+        return len(self.gids)
+
+
+class DynamicState:
+    """Blocks, tail and tombstones of one index. ``build(points)`` builds a static block."""
+
+    def __init__(self, build, first, ids, next_id):
+        """``first``: a static index holding the points with global ids ``ids`` (ascending)."""
+        self.build = build
+        self.d = first.d
+        self.dtype = first.dtype
+        self.blocks = [Block(first, ids)] if len(ids) else []
+        self._alive = np.zeros(max(next_id, 16), dtype=bool)  # capacity doubles on insert
+        self._alive[ids] = True
+        self._next = next_id
+        self.tail_pts = np.zeros((0, self.d), dtype=self.dtype)
+        self.tail_ids = np.zeros(0, dtype=np.int64)
+        self._tail_index = None
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def alive(self):
+        """alive[i]: id i is in the index (a view of the first next_id entries)."""
+        return self._alive[: self._next]
+
+    def set_alive(self, ids, next_id):
+        self._alive = np.zeros(max(next_id, 16), dtype=bool)
+        self._alive[ids] = True
+        self._next = next_id
+
+    @property
+    def next_id(self):
+        return self._next
+
+    @property
+    def n(self):
+        return int(self.alive.sum())
+
+    def parts(self):
+        """(static index, gids) of every block and of the tail."""
+        out = [(b.index, b.gids) for b in self.blocks]
+        if len(self.tail_ids):
+            if self._tail_index is None:
+                from ._index import BruteForce
+
+                self._tail_index = BruteForce._from_valid(self.tail_pts)
+            out.append((self._tail_index, self.tail_ids))
+        return out
+
+    def live_points(self):
+        """(points, ids) of the live points, ids ascending."""
+        pts, ids = [], []
+        for index, gids in self.parts():
+            keep = self.alive[gids]
+            pts.append(index.points()[keep])
+            ids.append(gids[keep])
+        if not pts:
+            return np.zeros((0, self.d), dtype=self.dtype), np.zeros(0, dtype=np.int64)
+        pts, ids = np.concatenate(pts), np.concatenate(ids)
+        order = np.argsort(ids, kind="stable")
+        return pts[order], ids[order]
+
+    # -- updates -----------------------------------------------------------------------------
+    def insert(self, points):
+        m = len(points)
+        ids = np.arange(self._next, self._next + m, dtype=np.int64)
+        if self._next + m > len(self._alive):
+            grown = np.zeros(max(2 * len(self._alive), self._next + m), dtype=bool)
+            grown[: self._next] = self.alive
+            self._alive = grown
+        self._alive[self._next : self._next + m] = True
+        self._next += m
+        start = 0
+        while start < m:
+            take = min(TAIL - len(self.tail_ids), m - start)
+            self.tail_pts = np.concatenate([self.tail_pts, points[start : start + take]])
+            self.tail_ids = np.concatenate([self.tail_ids, ids[start : start + take]])
+            self._tail_index = None
+            start += take
+            if len(self.tail_ids) == TAIL:
+                self._push_block(self.tail_pts, self.tail_ids)
+                self.tail_pts = np.zeros((0, self.d), dtype=self.dtype)
+                self.tail_ids = np.zeros(0, dtype=np.int64)
+        return ids
+
+    def remove(self, ids):
+        self._alive[ids] = False
+        for b in list(self.blocks):
+            b.removed = int((~self.alive[b.gids]).sum())
+            if b.removed * 2 > b.size:
+                self.blocks.remove(b)
+                keep = self.alive[b.gids]
+                if keep.any():
+                    self._push_block(b.index.points()[keep], b.gids[keep])
+        keep = self.alive[self.tail_ids]
+        if not keep.all():
+            self.tail_pts, self.tail_ids = self.tail_pts[keep], self.tail_ids[keep]
+            self._tail_index = None
+
+    def _push_block(self, pts, gids):
+        """Adds a block and merges blocks of the same size class (binary counter)."""
+        def level(size):
+            return int(np.ceil(np.log2(max(size, 1) / TAIL)))
+
+        while True:
+            same = [b for b in self.blocks if level(b.size) == level(len(gids))]
+            if not same:
+                break
+            b = same[0]
+            self.blocks.remove(b)
+            keep = self.alive[b.gids]
+            pts = np.concatenate([b.index.points()[keep], pts])
+            gids = np.concatenate([b.gids[keep], gids])
+            order = np.argsort(gids, kind="stable")
+            pts, gids = pts[order], gids[order]
+        self.blocks.append(Block(self.build(np.ascontiguousarray(pts)), gids))
+        self.blocks.sort(key=lambda b: -b.size)
+
+    # -- queries -----------------------------------------------------------------------------
+    def report(self, a, b, n_threads):
+        """(lims, ids, stats dict) merged over the parts, dead ids dropped, ids ascending."""
+        m = len(a)
+        qs, gs, stats = [], [], []
+        for index, gids in self.parts():
+            lims, ids, st = index._impl.report(a, b, n_threads)
+            g = gids[ids]
+            q = np.repeat(np.arange(m, dtype=np.int64), np.diff(lims))
+            keep = self.alive[g]
+            qs.append(q[keep])
+            gs.append(g[keep])
+            stats.append(st)
+        if qs:
+            q, g = np.concatenate(qs), np.concatenate(gs)
+            order = np.lexsort((g, q))
+            q, g = q[order], g[order]
+        else:
+            q = g = np.zeros(0, dtype=np.int64)
+        lims = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(np.bincount(q, minlength=m), out=lims[1:])
+        return lims, g, _sum_stats(stats, m, reported=np.diff(lims))
+
+    def topk(self, q, k, n_threads):
+        """Exact top-k merged over the parts: each part gives its top (k + removed) live
+        candidates; the union is ranked again by an exact BruteForce over the candidates."""
+        from ._index import BruteForce
+
+        m = len(q)
+        cand_pts, cand_ids, stats = [[] for _ in range(m)], [[] for _ in range(m)], []
+        for index, gids in self.parts():
+            dead = int((~self.alive[gids]).sum())
+            kk = min(k + dead, len(gids))
+            scores, ids, st = index._impl.topk(q, kk, n_threads)
+            stats.append(st)
+            pts = index.points()
+            for j in range(m):
+                keep = self.alive[gids[ids[j]]]
+                cand_pts[j].append(pts[ids[j][keep]])
+                cand_ids[j].append(gids[ids[j][keep]])
+        out_s = np.zeros((m, k))
+        out_i = np.zeros((m, k), dtype=np.int64)
+        for j in range(m):
+            g = np.concatenate(cand_ids[j])
+            order = np.argsort(g)  # local order == global order, so ties go to the smaller id
+            rerank = BruteForce._from_valid(np.ascontiguousarray(np.concatenate(cand_pts[j])[order]))
+            s, loc = rerank._impl.topk(q[j : j + 1], k, 1)[:2]
+            out_s[j], out_i[j] = s[0], g[order][loc[0]]
+        return out_s, out_i, _sum_stats(stats, m, reported=np.full(m, k))
+
+
+def _sum_stats(stats, m, reported):
+    keys = ("nodes_visited", "points_tested", "points_reported", "exact_checks")
+    out = {key: np.zeros(m, dtype=np.int64) for key in keys}
+    for st in stats:
+        for key in keys:
+            out[key] += st[key]
+    out["points_reported"] = np.asarray(reported, dtype=np.int64)
+    return out
