@@ -8,6 +8,7 @@
 #include <string>
 
 #include "hsrgeom/brute_force.hpp"
+#include "hsrgeom/convex_layers.hpp"
 #include "hsrgeom/partition_tree.hpp"
 
 namespace py = pybind11;
@@ -131,6 +132,19 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def_property_readonly("node_count", &PT::node_count)
       .def_property_readonly("leaf_size", &PT::leaf_size);
   bind_queries<PT, T>(pt);
+
+  using CL = ConvexLayers<T>;
+  py::class_<CL> cl(m, ("ConvexLayers" + suffix).c_str());
+  cl.def(py::init([](const CArray<T>& pts) {
+           auto v = points_view<T>(pts);
+           py::gil_scoped_release nogil;
+           return new CL(v);
+         }), py::arg("points"))
+      .def("points", [](const CL& self) {
+        return to_numpy(self.original_points(), {static_cast<py::ssize_t>(self.size()), 2});
+      })
+      .def_property_readonly("layers", &CL::layers);
+  bind_queries<CL, T>(cl);
 }
 
 }  // namespace

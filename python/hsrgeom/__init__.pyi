@@ -1,4 +1,5 @@
 from ._index import BruteForce as BruteForce
+from ._index import ConvexLayers as ConvexLayers
 from ._index import HalfspaceResult as HalfspaceResult
 from ._index import PartitionTree as PartitionTree
 from ._index import QueryStats as QueryStats

@@ -1,0 +1,482 @@
+// ConvexLayers (d = 2): onion layers for output-sensitive half-plane reporting.
+//
+// Layer 0 is the convex hull of all points, layer 1 the hull of the rest, and so on. Every point
+// of a deeper layer lies in the hull of each earlier layer, so a half-plane that misses the hull
+// of layer i misses every deeper layer too. A query therefore, for i = 0, 1, ...:
+//   1. finds the vertex of layer i extreme in direction a (a search on the edges' angles, then
+//      an exact hill-climb over neighbours: the angles are rounded, the comparisons are not);
+//   2. stops if that vertex is outside the half-plane;
+//   3. reports the contiguous arc of the layer around it that is inside.
+// Cost O(sum over the layers reached of log h_i, + k). The hulls are computed with exact
+// orientation predicates (ExactAccumulator), so the layers are exactly convex and nested, and
+// every reported point passes the shared predicate: the result is exact. Hull polygons are
+// strictly convex (points in the middle of a hull edge go to a later layer: still inside the
+// hull, so the stopping rule holds).
+//
+// Build: OnionPeeler below -- per layer, a monotone chain over the few points that can be on the
+// hull (those not strictly inside a polygon of extreme points found with a kd-tree).
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "hsrgeom/common.hpp"
+#include "hsrgeom/predicate.hpp"
+
+namespace hsrgeom {
+
+// Exact sign of the orientation of (p, q, r): +1 counter-clockwise, -1 clockwise, 0 collinear.
+// orient = (q - p) x (r - p) = p x q + q x r + r x p, a sum of six exact products.
+inline int orient2d_exact(const double* p, const double* q, const double* r) {
+  ExactAccumulator acc;
+  acc.add_product(p[0], q[1]);
+  acc.add_product(-p[1], q[0]);
+  acc.add_product(q[0], r[1]);
+  acc.add_product(-q[1], r[0]);
+  acc.add_product(r[0], p[1]);
+  acc.add_product(-r[1], p[0]);
+  return acc.sign();
+}
+
+// Filtered orientation: a double evaluation with a rigorous error bound, exact when unsure.
+inline int orient2d(const double* p, const double* q, const double* r) {
+  const double l = (q[0] - p[0]) * (r[1] - p[1]), rr = (q[1] - p[1]) * (r[0] - p[0]);
+  const double det = l - rr;
+  // Shewchuk's orient2d error bound, with extra slack for underflow.
+  const double bound = (3.3306690738754716e-16 + 1e-30) * (std::fabs(l) + std::fabs(rr)) + 1e-300;
+  if (det > bound) return 1;
+  if (det < -bound) return -1;
+  return orient2d_exact(p, q, r);
+}
+
+// Strictly convex hull (CCW) of the points `ids` (sorted lexicographically).
+template <class T>
+void monotone_chain(const PointsView<T>& p, const std::vector<index_t>& ids, std::vector<index_t>& hull) {
+  hull.clear();
+  const size_t m = ids.size();
+  auto pt = [&](index_t id, double* out) {
+    out[0] = static_cast<double>(p.row(id)[0]);
+    out[1] = static_cast<double>(p.row(id)[1]);
+  };
+  if (m == 1) {
+    hull.push_back(ids[0]);
+    return;
+  }
+  std::vector<index_t> h(2 * m);
+  size_t k = 0;
+  double A[2], B[2], C[2];
+  for (size_t pass = 0; pass < 2; ++pass) {
+    const size_t base = k;
+    for (size_t t = 0; t < m; ++t) {
+      const index_t id = pass == 0 ? ids[t] : ids[m - 1 - t];
+      pt(id, C);
+      while (k >= base + 2) {
+        pt(h[k - 2], A);
+        pt(h[k - 1], B);
+        if (orient2d(A, B, C) > 0) break;
+        --k;
+      }
+      h[k++] = id;
+    }
+    --k;  // the last point of a chain is the first of the other
+  }
+  h.resize(k);
+  // all points identical: keep one; identical duplicates of a vertex stay for later layers
+  if (k == 0) h.push_back(ids[0]);
+  hull.assign(h.begin(), h.end());
+  if (hull.size() == 2) {
+    double P[2], Q[2];
+    pt(hull[0], P);
+    pt(hull[1], Q);
+    if (P[0] == Q[0] && P[1] == Q[1]) hull.pop_back();
+  }
+}
+
+
+// Peels convex layers. Hull vertices of the remaining set S can't lie strictly inside any polygon
+// P spanned by points of S (P is inside conv(S), and a vertex of conv(S) is not interior to it),
+// so each layer: (1) takes points of S extreme in kDirs directions (approximately: any point of S
+// will do) from a kd-tree with live counts, (2) collects the live points not strictly inside
+// their hull P -- whole kd-tree boxes strictly inside P are skipped, tested with exact
+// orientation -- and (3) runs the monotone chain on those candidates only.
+template <class T>
+class OnionPeeler {
+ public:
+  static constexpr int kDirs = 32;
+  static constexpr index_t kLeaf = 16;
+
+  // `sorted`: all ids in lexicographic order of their points.
+  OnionPeeler(const PointsView<T>& p, std::vector<index_t> sorted)
+      : p_(p), sorted_rank_(p.n), alive_(p.n, 1), live_(p.n) {
+    for (index_t r = 0; r < p.n; ++r) sorted_rank_[sorted[r]] = r;
+    order_.resize(p.n);
+    std::iota(order_.begin(), order_.end(), index_t{0});
+    pos_.resize(p.n);
+    if (p.n) build(0, p.n, 0);
+    for (index_t k = 0; k < p.n; ++k) pos_[order_[k]] = k;
+  }
+
+  bool next_layer(std::vector<index_t>& hull) {
+    if (live_ == 0) return false;
+    std::vector<index_t> cand;
+    std::vector<std::array<double, 2>> poly;
+    if (live_ > 64) inner_polygon(poly);
+    collect(0, poly, cand);
+    std::sort(cand.begin(), cand.end(), [&](index_t a, index_t b) { return sorted_rank_[a] < sorted_rank_[b]; });
+    monotone_chain(p_, cand, hull);
+    for (index_t id : hull) kill(id);
+    return true;
+  }
+
+ private:
+  struct Node {
+    index_t begin, end;
+    std::int32_t left, right;
+    double lo[2], hi[2];
+    index_t live;
+  };
+
+  std::int32_t build(index_t b, index_t e, int depth) {
+    const auto v = static_cast<std::int32_t>(nodes_.size());
+    nodes_.push_back({b, e, -1, -1, {0, 0}, {0, 0}, e - b});
+    double lo[2] = {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity()};
+    double hi[2] = {-lo[0], -lo[1]};
+    for (index_t k = b; k < e; ++k)
+      for (int i = 0; i < 2; ++i) {
+        const double x = static_cast<double>(p_.row(order_[k])[i]);
+        lo[i] = std::min(lo[i], x);
+        hi[i] = std::max(hi[i], x);
+      }
+    for (int i = 0; i < 2; ++i) nodes_[v].lo[i] = lo[i], nodes_[v].hi[i] = hi[i];
+    if (e - b > kLeaf) {
+      const int axis = (hi[0] - lo[0] >= hi[1] - lo[1]) ? 0 : 1;
+      const index_t mid = b + (e - b) / 2;
+      std::nth_element(order_.begin() + b, order_.begin() + mid, order_.begin() + e,
+                       [&](index_t x, index_t y) { return p_.row(x)[axis] < p_.row(y)[axis]; });
+      const std::int32_t l = build(b, mid, depth + 1);
+      const std::int32_t r = build(mid, e, depth + 1);
+      nodes_[v].left = l;
+      nodes_[v].right = r;
+    }
+    return v;
+  }
+
+  void kill(index_t id) {
+    alive_[id] = 0;
+    --live_;
+    const index_t k = pos_[id];
+    std::int32_t v = 0;
+    while (true) {
+      --nodes_[v].live;
+      const Node& nd = nodes_[v];
+      if (nd.left < 0) break;
+      v = k < nodes_[nd.left].end ? nd.left : nd.right;
+    }
+  }
+
+  // A live point (approximately) maximising <u, x>.
+  index_t extreme(const double* u) const {
+    index_t best = -1;
+    double best_s = -std::numeric_limits<double>::infinity();
+    std::int32_t stack[128];
+    int top = 0;
+    stack[top++] = 0;
+    while (top) {
+      const Node& nd = nodes_[stack[--top]];
+      if (nd.live == 0) continue;
+      const double ub = std::max(u[0] * nd.lo[0], u[0] * nd.hi[0]) + std::max(u[1] * nd.lo[1], u[1] * nd.hi[1]);
+      if (ub <= best_s) continue;
+      if (nd.left < 0) {
+        for (index_t k = nd.begin; k < nd.end; ++k) {
+          const index_t id = order_[k];
+          if (!alive_[id]) continue;
+          const double s = u[0] * static_cast<double>(p_.row(id)[0]) + u[1] * static_cast<double>(p_.row(id)[1]);
+          if (s > best_s) best_s = s, best = id;
+        }
+        continue;
+      }
+      // visit the more promising child first
+      const Node& l = nodes_[nd.left];
+      const Node& r = nodes_[nd.right];
+      const double ul = std::max(u[0] * l.lo[0], u[0] * l.hi[0]) + std::max(u[1] * l.lo[1], u[1] * l.hi[1]);
+      const double ur = std::max(u[0] * r.lo[0], u[0] * r.hi[0]) + std::max(u[1] * r.lo[1], u[1] * r.hi[1]);
+      if (ul > ur) stack[top++] = nd.right, stack[top++] = nd.left;
+      else stack[top++] = nd.left, stack[top++] = nd.right;
+    }
+    return best;
+  }
+
+  // Hull (CCW, strictly convex) of the extreme points in kDirs directions; empty if degenerate.
+  void inner_polygon(std::vector<std::array<double, 2>>& poly) const {
+    std::vector<index_t> ext;
+    for (int t = 0; t < kDirs; ++t) {
+      const double ang = 2 * 3.14159265358979323846 * t / kDirs;
+      const double u[2] = {std::cos(ang), std::sin(ang)};
+      const index_t id = extreme(u);
+      if (id >= 0) ext.push_back(id);
+    }
+    std::sort(ext.begin(), ext.end(), [&](index_t a, index_t b) { return sorted_rank_[a] < sorted_rank_[b]; });
+    ext.erase(std::unique(ext.begin(), ext.end()), ext.end());
+    std::vector<index_t> h;
+    monotone_chain(p_, ext, h);
+    poly.clear();
+    if (h.size() < 3) return;
+    for (index_t id : h) poly.push_back({static_cast<double>(p_.row(id)[0]), static_cast<double>(p_.row(id)[1])});
+  }
+
+  bool strictly_inside(const std::vector<std::array<double, 2>>& poly, const double* x) const {
+    const size_t h = poly.size();
+    for (size_t i = 0; i < h; ++i)
+      if (orient2d(poly[i].data(), poly[(i + 1) % h].data(), x) <= 0) return false;
+    return true;
+  }
+
+  void collect(std::int32_t v, const std::vector<std::array<double, 2>>& poly, std::vector<index_t>& out) const {
+    const Node& nd = nodes_[v];
+    if (nd.live == 0) return;
+    if (!poly.empty()) {
+      const double c[4][2] = {{nd.lo[0], nd.lo[1]}, {nd.hi[0], nd.lo[1]}, {nd.hi[0], nd.hi[1]}, {nd.lo[0], nd.hi[1]}};
+      bool all = true;
+      for (int i = 0; i < 4 && all; ++i) all = strictly_inside(poly, c[i]);
+      if (all) return;  // a convex polygon containing the corners contains the box
+    }
+    if (nd.left < 0) {
+      for (index_t k = nd.begin; k < nd.end; ++k) {
+        const index_t id = order_[k];
+        if (!alive_[id]) continue;
+        const double x[2] = {static_cast<double>(p_.row(id)[0]), static_cast<double>(p_.row(id)[1])};
+        if (poly.empty() || !strictly_inside(poly, x)) out.push_back(id);
+      }
+      return;
+    }
+    collect(nd.left, poly, out);
+    collect(nd.right, poly, out);
+  }
+
+  PointsView<T> p_;
+  std::vector<index_t> sorted_rank_, order_, pos_;
+  std::vector<std::uint8_t> alive_;
+  index_t live_;
+  std::vector<Node> nodes_;
+};
+
+template <class T>
+class ConvexLayers {
+ public:
+  ConvexLayers() = default;
+  explicit ConvexLayers(PointsView<T> p) : n_(p.n) {
+    if (p.d != 2) throw std::invalid_argument("ConvexLayers needs d = 2");
+    std::vector<index_t> order(n_);
+    std::iota(order.begin(), order.end(), index_t{0});
+    std::sort(order.begin(), order.end(), [&](index_t a, index_t b) {
+      const T* x = p.row(a);
+      const T* y = p.row(b);
+      return x[0] < y[0] || (x[0] == y[0] && (x[1] < y[1] || (x[1] == y[1] && a < b)));
+    });
+    layer_start_.push_back(0);
+    OnionPeeler<T> peeler(p, std::move(order));
+    std::vector<index_t> hull;
+    while (peeler.next_layer(hull)) {
+      for (index_t id : hull) {
+        ids_.push_back(id);
+        xy_.push_back(static_cast<double>(p.row(id)[0]));
+        xy_.push_back(static_cast<double>(p.row(id)[1]));
+      }
+      layer_start_.push_back(static_cast<index_t>(ids_.size()));
+    }
+    // angle of each edge's outward normal, for the extreme-vertex search
+    angle_.resize(ids_.size());
+    for (size_t l = 0; l + 1 < layer_start_.size(); ++l) {
+      const index_t s = layer_start_[l], h = layer_start_[l + 1] - s;
+      for (index_t i = 0; i < h; ++i) {
+        const double* a = &xy_[2 * (s + i)];
+        const double* b = &xy_[2 * (s + (i + 1) % h)];
+        // CCW polygon: outward normal of edge a->b is (dy, -dx)
+        angle_[s + i] = std::atan2(-(b[0] - a[0]), b[1] - a[1]);
+      }
+      // start each layer at the edge of smallest normal angle: the angles are then sorted
+      const index_t w = static_cast<index_t>(std::min_element(&angle_[s], &angle_[s] + h) - &angle_[s]);
+      std::rotate(angle_.begin() + s, angle_.begin() + s + w, angle_.begin() + s + h);
+      std::rotate(ids_.begin() + s, ids_.begin() + s + w, ids_.begin() + s + h);
+      std::rotate(xy_.begin() + 2 * s, xy_.begin() + 2 * (s + w), xy_.begin() + 2 * (s + h));
+    }
+  }
+
+  index_t size() const { return n_; }
+  int dim() const { return 2; }
+  index_t layers() const { return static_cast<index_t>(layer_start_.size()) - 1; }
+  size_t memory_bytes() const {
+    return ids_.size() * sizeof(index_t) + xy_.size() * sizeof(double) + angle_.size() * sizeof(double) +
+           layer_start_.size() * sizeof(index_t);
+  }
+  std::vector<T> original_points() const {
+    std::vector<T> out(2 * n_);
+    for (size_t k = 0; k < ids_.size(); ++k) {
+      out[2 * ids_[k]] = static_cast<T>(xy_[2 * k]);
+      out[2 * ids_[k] + 1] = static_cast<T>(xy_[2 * k + 1]);
+    }
+    return out;
+  }
+
+  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads) const {
+    std::vector<std::vector<std::int64_t>> lists(q.m);
+    run(q, st, threads, [&](index_t j, const double* a, double b, Counters& c) {
+      auto& out = lists[j];
+      visit(a, b, c, [&](index_t k) { out.push_back(ids_[k]); return true; });
+      sort_ids(out, n_);
+      c.reported = static_cast<std::int64_t>(out.size());
+    });
+    return ReportResult::from_lists(lists);
+  }
+
+  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
+    std::vector<std::int64_t> out(q.m, 0);
+    run(q, st, threads, [&](index_t j, const double* a, double b, Counters& c) {
+      std::int64_t cnt = 0;
+      visit(a, b, c, [&](index_t) { ++cnt; return true; });
+      out[j] = c.reported = cnt;
+    });
+    return out;
+  }
+
+  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
+    std::vector<std::uint8_t> out(q.m, 1);
+    run(q, st, threads, [&](index_t j, const double* a, double b, Counters& c) {
+      visit(a, b, c, [&](index_t) { out[j] = 0; return false; });
+      c.reported = out[j] ? 0 : 1;
+    });
+    return out;
+  }
+
+  // Exact top-k. Each layer's extreme vertex beats every deeper point or ties with it, so the
+  // first k layers hold k points whose k-th best value v_k is at least the exact k-th best; a
+  // second pass reports every point with <a, x> >= (a lower bound of v_k) -- ties in deeper
+  // layers included -- and ranks them exactly.
+  void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
+            QueryStats* st, int threads) const {
+    if (st) st->resize(m);
+    std::vector<T> pts(xy_.size());
+    for (size_t i = 0; i < xy_.size(); ++i) pts[i] = static_cast<T>(xy_[i]);
+    parallel_for(m, threads_for_work(threads, 1e3 * m), [&](index_t j, int) {
+      const double a[2] = {static_cast<double>(queries[2 * j]), static_cast<double>(queries[2 * j + 1])};
+      const Margin mg(2, Rounding<double>::u, Rounding<double>::eta);
+      const double na = norm_up(a, 2);
+      Counters c;
+      auto push = [&](TopKCollector<T>& col, index_t t) {
+        const double* x = &xy_[2 * t];
+        col.push(a[0] * x[0] + a[1] * x[1], mg(na, norm_up(x, 2), 0.0), ids_[t], &pts[2 * t]);
+      };
+      std::vector<typename TopKCollector<T>::Cand> best;
+      if (k > 0) {
+        TopKCollector<T> first(a, 2, k);
+        const index_t last = std::min<index_t>(k, layers());
+        for (index_t t = 0; t < layer_start_[last]; ++t) push(first, t);
+        double lower = std::numeric_limits<double>::infinity();
+        for (auto& cand : first.finish()) lower = std::min(lower, cand.s - cand.err);
+        TopKCollector<T> col(a, 2, k);
+        visit(a, lower, c, [&](index_t t) { push(col, t); return true; });
+        best = col.finish();
+      }
+      for (index_t r = 0; r < k; ++r) {
+        ids[j * k + r] = best[r].id;
+        scores[j * k + r] = best[r].s;
+      }
+      c.reported = k;
+      if (st) c.store(*st, j);
+    });
+  }
+
+ private:
+  template <class Body>
+  void run(const Halfspaces<T>& q, QueryStats* st, int threads, Body&& body) const {
+    if (st) st->resize(q.m);
+    const double work = static_cast<double>(q.m) * 64 * std::log2(2.0 + n_);
+    parallel_for(q.m, threads_for_work(threads, work), [&](index_t j, int) {
+      const double a[2] = {static_cast<double>(q.normals[2 * j]), static_cast<double>(q.normals[2 * j + 1])};
+      Counters c;
+      body(j, a, q.offsets[j], c);
+      if (st) c.store(*st, j);
+    });
+  }
+
+  // Calls out(k) for each stored vertex k inside {<a,x> >= b}; out returns false to stop.
+  template <class Out>
+  void visit(const double* a, double b, Counters& c, Out&& out) const {
+    const Margin mg(2, Rounding<double>::u, Rounding<double>::eta);
+    const double na = norm_up(a, 2);
+    if (a[0] == 0 && a[1] == 0) {  // every point or none
+      if (0 >= b)
+        for (index_t k = 0; k < static_cast<index_t>(ids_.size()); ++k)
+          if (!out(k)) return;
+      return;
+    }
+    auto inside = [&](index_t k) {
+      ++c.tested;
+      const double* x = &xy_[2 * k];
+      return in_halfspace(a[0] * x[0] + a[1] * x[1], mg(na, norm_up(x, 2), b), a, x, b, 2, &c.exact);
+    };
+    const double theta = std::atan2(a[1], a[0]);
+    for (index_t l = 0; l < layers(); ++l) {
+      ++c.nodes;
+      const index_t s = layer_start_[l], h = layer_start_[l + 1] - s;
+      const index_t e = s + extreme(s, h, a, theta);
+      if (!inside(e)) return;
+      if (!out(e)) return;
+      index_t cnt = 1;
+      for (index_t i = 1; i < h && cnt < h; ++i, ++cnt) {  // counter-clockwise from e
+        const index_t k = s + (e - s + i) % h;
+        if (!inside(k)) break;
+        if (!out(k)) return;
+      }
+      for (index_t i = 1; cnt < h; ++i, ++cnt) {  // clockwise from e
+        const index_t k = s + (e - s - i + h) % h;
+        if (!inside(k)) break;
+        if (!out(k)) return;
+      }
+    }
+  }
+
+  // Index (within the layer) of a vertex maximising <a, v>.
+  index_t extreme(index_t s, index_t h, const double* a, double theta) const {
+    if (h <= 2) {
+      if (h == 2 && better(s + 1, s, a)) return 1;
+      return 0;
+    }
+    // vertex i is extreme for directions between the normals of edges i-1 and i; the normals'
+    // angles increase around a CCW polygon, with one wrap-around.
+    const double* ang = &angle_[s];  // ascending (see the constructor)
+    index_t v = static_cast<index_t>(std::lower_bound(ang, ang + h, theta) - ang) % h;
+    // v: first edge with normal angle >= theta; its start vertex is (nearly) extreme
+    // exact hill-climb to a true maximum (a strictly convex polygon has no false local maxima)
+    for (index_t steps = 0; steps < h; ++steps) {
+      const index_t nx = (v + 1) % h, pv = (v + h - 1) % h;
+      if (better(s + nx, s + v, a)) v = nx;
+      else if (better(s + pv, s + v, a)) v = pv;
+      else break;
+    }
+    return v;
+  }
+
+  // <a, x_i> > <a, x_j>, exactly.
+  bool better(index_t i, index_t j, const double* a) const {
+    const double* x = &xy_[2 * i];
+    const double* y = &xy_[2 * j];
+    const double si = a[0] * x[0] + a[1] * x[1], sj = a[0] * y[0] + a[1] * y[1];
+    const double err = 8 * Rounding<double>::u * (std::fabs(a[0]) * (std::fabs(x[0]) + std::fabs(y[0])) +
+                                                  std::fabs(a[1]) * (std::fabs(x[1]) + std::fabs(y[1]))) + 1e-300;
+    if (si - sj > err) return true;
+    if (sj - si > err) return false;
+    return exact_compare(a, x, y, 2) > 0;
+  }
+
+  index_t n_ = 0;
+  std::vector<index_t> layer_start_;  // vertices of layer l: [layer_start_[l], layer_start_[l+1])
+  std::vector<index_t> ids_;          // original id of each stored vertex
+  std::vector<double> xy_;            // coordinates of each stored vertex (exact copies)
+  std::vector<double> angle_;         // outward normal angle of edge (k, k+1) of its layer
+};
+
+}  // namespace hsrgeom
