@@ -1,0 +1,256 @@
+"""relu_attention, softmax_attention and prefill: attention computed on the entries that
+half-space reporting (or exact top-k) finds, head by head."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _inputs as I
+from ._sparse import HeadKeys, score_slack, weighted_rows
+
+_STAT_DOC = """
+    Statistics (``return_stats=True``) are a dict of arrays of shape (batch, heads, m) unless
+    noted: ``entries`` (entries each row kept), ``visible`` (keys the row may see),
+    ``points_tested`` and ``nodes_visited`` (ints: the indexes' cost counters summed over the
+    call) and ``index`` (a list: what each (batch, kv head) index is)."""
+
+
+def _causal_block(n, m):
+    """Causal cut: a row searches only the blocks before its own; scans of its own block cost
+    O(block) per row, so blocks are small relative to n but keep each index large."""
+    if m <= 1 or n <= 4096:
+        return None
+    return max(2048, -(-n // 8))
+
+
+def _limits(m, n, causal):
+    return (n - m + np.arange(m)) if causal else None
+
+
+def _head_relu(Qg, K, V, hk, limit, scale, bias_rows, alpha):
+    t = bias_rows / scale
+    qn = np.sqrt((Qg.astype(np.float64) ** 2).sum(axis=1))
+    lims, ids = hk.report(Qg, t - score_slack(Qg.shape[1], qn, hk.kmax, t), limit)
+
+    def weight(logits, rows, lmax):
+        return np.maximum(logits - bias_rows[rows], 0.0) ** alpha
+
+    num, den, _, _ = weighted_rows(Qg, K, V, lims, ids, weight, scale)
+    out = np.divide(num, den[:, None], out=np.zeros_like(num), where=den[:, None] > 0)
+    return out, {"entries": np.diff(lims)}
+
+
+def _trim_top(Qg, K, lims, ids, r, scale):
+    """Keep the r entries of each CSR row with the largest logits (ties: smaller id)."""
+    m = len(lims) - 1
+    rows = np.repeat(np.arange(m), np.diff(lims))
+    logits = np.einsum("ij,ij->i", Qg[rows].astype(np.float64), K[ids].astype(np.float64))
+    order = np.lexsort((ids, -logits, rows))
+    rank = np.arange(len(rows)) - lims[rows]
+    keep = order[rank < r]
+    keep.sort()
+    rows, ids = rows[keep], ids[keep]
+    lims = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=m), out=lims[1:])
+    return lims, ids
+
+
+def _head_softmax(Qg, K, V, hk, limit, scale, top_r, thr_rows, vmax):
+    n, d = K.shape
+    qn = np.sqrt((Qg.astype(np.float64) ** 2).sum(axis=1))
+    if thr_rows is not None:
+        lims, ids = hk.report(Qg, thr_rows / scale, limit)
+        if top_r is not None:
+            lims, ids = _trim_top(Qg, K, lims, ids, top_r, scale)
+    else:
+        lims, ids = hk.topk(Qg, top_r, K, limit)
+
+    def weight(logits, rows, lmax):
+        return np.exp(logits - lmax[rows])
+
+    num, den, lmax, lmin = weighted_rows(Qg, K, V, lims, ids, weight, scale)
+    out = np.divide(num, den[:, None], out=np.zeros_like(num), where=den[:, None] > 0)
+    kept = np.diff(lims)
+    visible = np.full(len(Qg), n) if limit is None else np.clip(limit + 1, 0, n)
+    # Every dropped entry has a logit <= cut: the threshold, or the smallest kept logit (top-r).
+    cut = lmin if (top_r is not None or thr_rows is None) else thr_rows
+    cut = cut + scale * score_slack(d, qn, hk.kmax, cut / scale)
+    with np.errstate(over="ignore", invalid="ignore"):
+        dropped = (visible - kept) * np.exp(np.minimum(cut - lmax, 700.0))
+        bound = np.where(kept > 0, dropped / (den + dropped), np.where(visible > 0, 1.0, 0.0))
+    bound = np.where(visible == kept, 0.0, bound)
+    return out, {
+        "entries": kept,
+        "dropped_mass_bound": bound,
+        "error_bound": 2.0 * bound * vmax,
+    }
+
+
+def _exact_softmax_stats(Qg, K, V, limit, scale, out):
+    """Dropped probability mass and relative output error against dense softmax (float64)."""
+    m, n = len(Qg), len(K)
+    ref = np.zeros((m, V.shape[1]))
+    Kd, Vd = K.astype(np.float64), V.astype(np.float64)
+    step = max(1, (1 << 24) // max(n, 1))
+    for r0 in range(0, m, step):
+        S = scale * (Qg[r0 : r0 + step].astype(np.float64) @ Kd.T)
+        if limit is not None:
+            S[np.arange(n)[None, :] > limit[r0 : r0 + step, None]] = -np.inf
+        mx = S.max(axis=1, keepdims=True)
+        W = np.exp(S - np.where(np.isfinite(mx), mx, 0.0))
+        den = W.sum(axis=1, keepdims=True)
+        ref[r0 : r0 + step] = np.divide(W @ Vd, den, out=np.zeros((len(W), Vd.shape[1])), where=den > 0)
+    err = np.linalg.norm(out - ref, axis=1)
+    nrm = np.linalg.norm(ref, axis=1)
+    return {"rel_error": np.divide(err, nrm, out=np.where(err > 0, np.inf, 0.0), where=nrm > 0), "abs_error": err}
+
+
+def _attention(mode, q, k, v, *, scale, causal, index, block, **kw):
+    """Validates q, k, v and runs :func:`_run` with an index built per (batch, kv head)."""
+    q, k, v = I.qkv(q, k, v)
+    B, Hkv, n = k.shape[:3]
+    m = q.shape[2]
+    if block is None and causal:
+        block = _causal_block(n, m)
+    g = q.shape[1] // Hkv
+
+    def head(b, kh):
+        K = np.ascontiguousarray(k[b, kh])
+        return K, v[b, kh], HeadKeys(K, kind=index, block=block, batch_size=g * m)
+
+    return _run(mode, q, head, (B, Hkv, n, v.shape[3]), scale=scale, causal=causal, **kw)
+
+
+def _run(mode, q, head, kv_shape, *, scale, causal, bias=None, alpha=1, top_r=None, threshold=None,
+         return_stats=False):
+    """Attention of validated q over kv heads given by ``head(b, kh) -> (K, V, HeadKeys)``."""
+    B, H, m, d = q.shape
+    _, Hkv, n, dv = kv_shape
+    g = H // Hkv
+    scale = I.scale(scale, d)
+    if mode == "relu":
+        bias = I.per_row(bias, (B, H, m), "bias")
+        alpha = I.alpha(alpha)
+    else:
+        if top_r is not None:
+            top_r = I.count(top_r, "top_r")
+        if threshold is not None:
+            threshold = I.per_row(threshold, (B, H, m), "threshold")
+        if top_r is None and threshold is None:
+            top_r = max(n, 1)
+    exact = return_stats == "exact"
+    limit = _limits(m, n, causal)
+    glimit = None if limit is None else np.tile(limit, g)
+    out = np.zeros((B, H, m, dv), dtype=q.dtype)
+    stats = {}
+    described, tested, visited = [], 0, 0
+    for b in range(B):
+        for kh in range(Hkv):
+            if n == 0 or m == 0:
+                continue
+            K, Vh, hk = head(b, kh)
+            heads = slice(kh * g, (kh + 1) * g)
+            Qg = np.ascontiguousarray(q[b, heads].reshape(g * m, d))
+            before = (hk.points_tested, hk.nodes_visited)
+            if mode == "relu":
+                o, st = _head_relu(Qg, K, Vh, hk, glimit, scale, bias[b, heads].reshape(-1), alpha)
+            else:
+                vmax = float(np.sqrt((Vh.astype(np.float64) ** 2).sum(axis=1).max()))
+                thr = None if threshold is None else threshold[b, heads].reshape(-1)
+                o, st = _head_softmax(Qg, K, Vh, hk, glimit, scale, top_r, thr, vmax)
+                if exact:
+                    st.update(_exact_softmax_stats(Qg, K, Vh, glimit, scale, o))
+            out[b, heads] = o.reshape(g, m, dv)
+            described.append(hk.description)
+            tested += hk.points_tested - before[0]
+            visited += hk.nodes_visited - before[1]
+            if return_stats:
+                for key, val in st.items():
+                    arr = stats.setdefault(key, np.zeros((B, H, m), dtype=np.asarray(val).dtype))
+                    arr[b, heads] = val.reshape(g, m)
+    if not return_stats:
+        return out
+    vis = np.full(m, n) if limit is None else np.clip(limit + 1, 0, n)
+    stats["visible"] = np.broadcast_to(vis, (B, H, m)).copy()
+    stats.setdefault("entries", np.zeros((B, H, m), dtype=np.int64))
+    stats.update(points_tested=tested, nodes_visited=visited, index=described)
+    return out, stats
+
+
+def relu_attention(q, k, v, *, bias, alpha=1, scale=None, causal=False, index="auto", return_stats=False):
+    """ReLU^alpha attention ``D^-1 ReLU^alpha(scale q k^T - bias) v`` through half-space reporting.
+
+    The non-zero entries of row i are the keys with ``<q_i, k> > bias / scale``: a half-space
+    query on the keys of its kv head. They are reported exactly (plus a rounding-size margin,
+    so that nothing a dense float64 evaluation makes positive is missed), then only those
+    entries are weighted and summed, in float64. The result equals the dense computation
+    (:func:`hsrgeom.attention.reference.relu_attention`) to rounding: there is no
+    approximation. A row with no positive entry (D = 0) returns zeros.
+
+    Parameters
+    ----------
+    q : array_like, (batch, heads, m, d), float32 or float64 (torch CPU tensors accepted)
+    k : array_like, (batch, kv_heads, n, d); ``kv_heads`` divides ``heads`` (GQA / MQA)
+    v : array_like, (batch, kv_heads, n, d_v)
+    bias : float or array broadcasting to (batch, heads, m)
+    alpha : positive int
+    scale : float > 0, default ``1 / sqrt(d)``
+    causal : bool
+        Bottom-right aligned, as FlashAttention: row i sees keys ``j <= n - m + i``. Long
+        causal inputs search per-block indexes (the causal cut, see :func:`prefill`).
+    index : str
+        ``kind`` for :func:`hsrgeom.build_index` over each head's keys ("auto" picks a tree
+        where geometry prunes and a blocked scan where it cannot).
+    return_stats : bool
+        Also return a dict of statistics (below).
+
+    Returns
+    -------
+    numpy.ndarray (batch, heads, m, d_v), the dtype of q; and the stats dict if asked.
+    """ + _STAT_DOC
+    return _attention("relu", q, k, v, bias=bias, alpha=alpha, scale=scale, causal=causal,
+                      index=index, block=None, return_stats=return_stats)
+
+
+def softmax_attention(q, k, v, *, top_r=None, threshold=None, scale=None, causal=False,
+                      return_stats=False, index="auto"):
+    """Softmax attention restricted to the largest ("massively activated") entries of each row.
+
+    Row i keeps the ``top_r`` keys with the largest ``<q_i, k>`` (exact maximum inner product
+    search, ties to the smaller position) and/or the keys whose logit ``scale <q_i, k>`` is
+    ``>= threshold`` (half-space reporting); with both, the top_r among those over the
+    threshold; with neither, every key (dense softmax). Softmax is then taken over the kept
+    entries only. ``top_r >= n`` gives dense softmax to rounding. A row that keeps nothing
+    returns zeros.
+
+    The error is bounded by what was scanned: every dropped entry has a logit at most ``cut``
+    (the threshold, or the smallest kept logit), so the dropped probability mass is at most
+    ``delta = U / (Z + U)`` with ``U = (visible - kept) exp(cut)`` and Z the kept mass, and the
+    output error ``||o_r - o|| <= 2 delta max_j ||v_j||`` (o = (1 - delta') o_r + delta' o_drop).
+
+    Parameters as in :func:`relu_attention`; ``return_stats`` is False, True, or "exact".
+    """ + _STAT_DOC + """
+    Softmax adds ``dropped_mass_bound`` and ``error_bound`` (the bounds above), and with
+    ``return_stats="exact"`` the dense comparison: ``rel_error`` (``||o_r - o|| / ||o||``) and
+    ``abs_error``, at O(m n) cost."""
+    if return_stats not in (False, True, "exact"):
+        raise ValueError(f"return_stats must be False, True or 'exact', got {return_stats!r}")
+    return _attention("softmax", q, k, v, top_r=top_r, threshold=threshold, scale=scale,
+                      causal=causal, index=index, block=None, return_stats=return_stats)
+
+
+def prefill(q, k, v, *, causal=True, mode="relu", block=None, index="auto", return_stats=False, **kwargs):
+    """Prompt prefilling: all m = n query rows at once, batched per kv head, with a causal cut.
+
+    The keys of each kv head are split into blocks of ``block`` positions (default about n/8,
+    at least 2048), each with its own index: row i queries, as one batch per block, only the
+    blocks before its position and the block it sits in (whose reported keys after i are
+    dropped), so the causal mask costs at most one block per row instead of the whole
+    sequence. ``mode`` is "relu" (kwargs of :func:`relu_attention`: ``bias``, ``alpha``,
+    ``scale``) or "softmax" (kwargs of :func:`softmax_attention`).
+    """
+    if mode not in ("relu", "softmax"):
+        raise ValueError(f"mode must be 'relu' or 'softmax', got {mode!r}")
+    if block is not None:
+        block = I.count(block, "block")
+    return _attention(mode, q, k, v, causal=causal, index=index, block=block,
+                      return_stats=return_stats, scale=kwargs.pop("scale", None), **kwargs)

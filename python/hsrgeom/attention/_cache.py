@@ -1,0 +1,143 @@
+"""DecodeCache: keys and values of a generation, with a half-space index per (batch, kv head)
+that grows with every appended token."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _inputs as I
+from ._api import _run
+from ._sparse import HeadKeys
+
+
+class _Grow:
+    """An (n, e) array with amortised O(1) appends (capacity doubles)."""
+
+    def __init__(self, e, dtype):
+        self.buf = np.zeros((16, e), dtype=dtype)
+        self.n = 0
+
+    def append(self, x):
+        if self.n + len(x) > len(self.buf):
+            new = np.zeros((max(2 * len(self.buf), self.n + len(x)), self.buf.shape[1]), dtype=self.buf.dtype)
+            new[: self.n] = self.buf[: self.n]
+            self.buf = new
+        self.buf[self.n : self.n + len(x)] = x
+        self.n += len(x)
+
+    @property
+    def data(self):
+        return self.buf[: self.n]
+
+
+class DecodeCache:
+    """Key/value cache for generation decoding, indexed for half-space reporting.
+
+    >>> cache = DecodeCache()                         # doctest: +SKIP
+    >>> cache.append(k_prompt, v_prompt)              # (batch, kv_heads, n, d), (..., n, d_v)
+    >>> for step in range(T):
+    ...     cache.append(k_new, v_new)                # one token: (batch, kv_heads, 1, d)
+    ...     out, stats = cache.attend(q_new, mode="relu", bias=b)   # q: (batch, heads, 1, d)
+
+    ``append`` copies the keys and values (the caller's arrays are never kept or changed) and
+    inserts the keys into each head's index (the logarithmic method of the structures:
+    amortised O(log n) rebuild work per key). With ``kind="auto"`` the index of a head is
+    re-chosen by :func:`hsrgeom.build_index` whenever the cache has doubled since the last
+    choice (from 4096 keys on), so a cache that starts with one token still ends with the
+    structure that suits the data.
+
+    ``attend(q, ...)`` treats the m rows of q as the last m positions of the cache (row i sees
+    keys ``j <= len(cache) - m + i``; decoding one token, m = 1, sees every key) and returns
+    what :func:`relu_attention` / :func:`softmax_attention` would on the cached keys and values,
+    without rebuilding anything.
+    """
+
+    def __init__(self, kind="auto", **params):
+        self.kind = kind
+        self.params = params
+        self._k = self._v = self._heads = None
+        self.dtype = None
+
+    def __len__(self):
+        return 0 if self._k is None else self._k[0][0].n
+
+    @property
+    def shape(self):
+        """(batch, kv_heads, n, d, d_v), or None before the first append."""
+        if self._k is None:
+            return None
+        return (len(self._k), len(self._k[0]), len(self), self._k[0][0].buf.shape[1], self._v[0][0].buf.shape[1])
+
+    def __repr__(self):
+        if self._k is None:
+            return f"DecodeCache(kind={self.kind!r}, empty)"
+        b, h, n, d, dv = self.shape
+        return (f"DecodeCache(kind={self.kind!r}, batch={b}, kv_heads={h}, n={n}, d={d}, d_v={dv}, "
+                f"dtype={self.dtype.name}, index=[{self._heads[0][0].description}])")
+
+    def append(self, k, v):
+        """Append keys (batch, kv_heads, t, d) and values (batch, kv_heads, t, d_v); t >= 0."""
+        k, v = I.tensor(k, "k"), I.tensor(v, "v")
+        if k.shape[:3] != v.shape[:3]:
+            raise ValueError(f"k {k.shape} and v {v.shape} must agree in batch, kv_heads and length")
+        if k.dtype != v.dtype:
+            raise TypeError(f"k and v must have one dtype, got {k.dtype} and {v.dtype}")
+        if self._k is None:
+            if k.shape[3] == 0:
+                raise ValueError("head dim must be >= 1")
+            self.dtype = k.dtype
+            B, H = k.shape[:2]
+            self._k = [[_Grow(k.shape[3], k.dtype) for _ in range(H)] for _ in range(B)]
+            self._v = [[_Grow(v.shape[3], v.dtype) for _ in range(H)] for _ in range(B)]
+            self._heads = [[HeadKeys(np.zeros((0, k.shape[3]), k.dtype), kind=self.kind, **self.params)
+                            for _ in range(H)] for _ in range(B)]
+        else:
+            b, h, _, d, dv = self.shape
+            if k.shape[:2] != (b, h) or k.shape[3] != d or v.shape[3] != dv:
+                raise ValueError(f"k {k.shape} / v {v.shape} do not match the cache (batch={b}, kv_heads={h}, d={d}, d_v={dv})")
+            if k.dtype != self.dtype:
+                raise TypeError(f"k has dtype {k.dtype} but the cache holds {self.dtype}")
+        for b, row in enumerate(self._heads):
+            for h, hk in enumerate(row):
+                self._k[b][h].append(k[b, h])
+                self._v[b][h].append(v[b, h])
+                hk.append(np.ascontiguousarray(k[b, h]), rebuild_from=self._k[b][h].data)
+        return self
+
+    def keys(self):
+        """The cached keys, (batch, kv_heads, n, d) (a copy)."""
+        return np.stack([np.stack([g.data for g in row]) for row in self._k])
+
+    def values(self):
+        """The cached values, (batch, kv_heads, n, d_v) (a copy)."""
+        return np.stack([np.stack([g.data for g in row]) for row in self._v])
+
+    def attend(self, q, mode="relu", *, bias=None, alpha=1, top_r=None, threshold=None, scale=None,
+               return_stats=True):
+        """Attention of q (batch, heads, m, d) over the cache; returns (out, stats) by default.
+
+        ``mode="relu"`` takes ``bias`` (required) and ``alpha``; ``mode="softmax"`` takes
+        ``top_r`` and/or ``threshold``. Stats are those of the corresponding function.
+        """
+        if self._k is None:
+            raise ValueError("the cache is empty: append keys and values first")
+        if mode not in ("relu", "softmax"):
+            raise ValueError(f"mode must be 'relu' or 'softmax', got {mode!r}")
+        if mode == "relu" and bias is None:
+            raise TypeError("mode='relu' needs bias")
+        q = I.tensor(q, "q")
+        B, H, n, d, dv = self.shape
+        if q.shape[0] != B or q.shape[3] != d:
+            raise ValueError(f"q {q.shape} does not match the cache (batch={B}, d={d})")
+        if q.shape[1] % H:
+            raise ValueError(f"kv_heads={H} must divide heads={q.shape[1]} (grouped-query attention)")
+        if q.dtype != self.dtype:
+            raise TypeError(f"q has dtype {q.dtype} but the cache holds {self.dtype}")
+        if mode == "softmax" and return_stats not in (False, True, "exact"):
+            raise ValueError(f"return_stats must be False, True or 'exact', got {return_stats!r}")
+        kw = dict(bias=bias, alpha=alpha) if mode == "relu" else dict(top_r=top_r, threshold=threshold)
+
+        def head(b, kh):
+            return self._k[b][kh].data, self._v[b][kh].data, self._heads[b][kh]
+
+        return _run(mode, q, head, self.shape[:2] + (n, dv), scale=scale, causal=True,
+                    return_stats=return_stats, **kw)

@@ -1,0 +1,200 @@
+"""The engine under hsrgeom.attention: half-space reporting / top-k over the keys of one head,
+then the weighted sums over the reported entries only.
+
+Everything here goes through the public index API (``build_index``, ``report``, ``topk``,
+``insert``); nothing reaches into the C++ core.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._index import build_index
+
+_U64 = np.finfo(np.float64).eps / 2
+_GATHER_BUDGET = 1 << 25  # float64 values gathered at once (256 MB)
+
+
+def score_slack(d, qnorm, kmax, t):
+    """How far a float64 evaluation of ``scale <q,k> - bias`` can be from the exact value,
+    expressed on the threshold ``t = bias / scale`` of ``<q,k>``: reporting ``<q,k> >= t - slack``
+    is a superset of the entries that a float64 dense computation can make positive.
+    (gamma_{d+4} bound of a dot product in any summation order, plus the rounding of
+    ``bias / scale``, doubled.)"""
+    gamma = (d + 4) * _U64 / (1 - (d + 4) * _U64)
+    return 2 * gamma * (qnorm * kmax + np.abs(t)) + 1e-300
+
+
+class HeadKeys:
+    """Half-space indexes over the keys of one (batch, kv head), in blocks of positions.
+
+    A block ``[start, start + size)`` has its own index (ids local to it). One block serves
+    non-causal attention and decoding (it grows with ``append``); causal prefill uses blocks of
+    ``block`` positions so that a query row only searches the blocks before its position and
+    scans the one it sits in (the causal cut).
+    """
+
+    def __init__(self, keys, kind="auto", block=None, batch_size=None, **params):
+        self.kind, self.params, self.batch_size = kind, params, batch_size
+        n = len(keys)
+        block = max(n, 1) if block is None else int(block)
+        self.blocks = []  # [start, index]
+        for s in range(0, n, block):
+            self.blocks.append([s, self._build(keys[s : s + block])])
+        self.n = n
+        self.kmax = float(np.sqrt((keys.astype(np.float64) ** 2).sum(axis=1).max())) if n else 0.0
+        self.points_tested = 0
+        self.nodes_visited = 0
+
+    def _build(self, keys):
+        bs = self.batch_size if self.kind == "auto" else None
+        kw = {"batch_size": bs} if bs else {}
+        return build_index(keys, kind=self.kind, **kw, **self.params)
+
+    @property
+    def description(self):
+        return ", ".join(f"[{s}:{s + idx.n}) {idx.kind}" for s, idx in self.blocks)
+
+    def append(self, keys, rebuild_from=None):
+        """Add keys at the next positions (into the last block's index, logarithmic method).
+
+        ``rebuild_from``: all keys so far (including these); with ``kind="auto"`` the index is
+        rebuilt (and re-chosen) each time the number of keys doubles past 4096.
+        """
+        if len(keys) == 0:
+            return
+        self.kmax = max(self.kmax, float(np.sqrt((keys.astype(np.float64) ** 2).sum(axis=1).max())))
+        old = self.n
+        self.n += len(keys)
+        if not self.blocks:
+            self.blocks.append([0, self._build(keys)])
+            self._built_at = self.n
+            return
+        if self.kind == "auto" and rebuild_from is not None and len(self.blocks) == 1 and self.n >= 4096 and self.n >= 2 * getattr(self, "_built_at", old):
+            self.blocks[0][1] = self._build(rebuild_from)
+            self._built_at = self.n
+            return
+        self.blocks[-1][1].insert(keys)
+
+    def _count(self, idx):
+        st = idx.stats
+        self.points_tested += int(st.points_tested.sum())
+        self.nodes_visited += int(st.nodes_visited.sum())
+
+    def report(self, Q, t, limit=None):
+        """CSR (lims, ids) of the keys with ``<q_i, k> >= t_i`` (exact), ``ids <= limit[i]``."""
+        m = len(Q)
+        rows_all, ids_all = [], []
+        for s, idx in self.blocks:
+            e = s + idx.n
+            rows = np.arange(m) if limit is None else np.flatnonzero(limit >= s)
+            if not len(rows) or idx.n == 0:
+                continue
+            res = idx.report(Q[rows], t[rows])
+            self._count(idx)
+            r = np.repeat(rows, res.counts)
+            ids = res.ids + s
+            if limit is not None and (limit[rows] < e - 1).any():
+                keep = ids <= limit[r]
+                r, ids = r[keep], ids[keep]
+            rows_all.append(r)
+            ids_all.append(ids)
+        return _csr(m, rows_all, ids_all)
+
+    def topk(self, Q, r, K, limit=None):
+        """CSR (lims, ids) of the ``r`` keys with the largest ``<q_i, k>`` among ``ids <= limit[i]``
+        (fewer where a row sees fewer keys). Within a block the ranking is exact (ties: smaller
+        id); candidates of different blocks are merged by their float64 scores."""
+        m = len(Q)
+        rows_all, ids_all, sc_all = [], [], []
+        for s, idx in self.blocks:
+            e = s + idx.n
+            if idx.n == 0:
+                continue
+            full = np.arange(m) if limit is None else np.flatnonzero(limit >= e - 1)
+            if len(full):
+                kk = min(r, idx.n)
+                sc, ids = idx.topk(Q[full], kk)
+                self._count(idx)
+                rows_all.append(np.repeat(full, kk))
+                ids_all.append(ids.ravel() + s)
+                sc_all.append(sc.ravel())
+            if limit is not None:
+                part = np.flatnonzero((limit >= s) & (limit < e - 1))
+                if len(part):  # the diagonal block: scan the visible prefix
+                    S = Q[part].astype(np.float64) @ K[s:e].astype(np.float64).T
+                    S[np.arange(e - s)[None, :] > (limit[part] - s)[:, None]] = -np.inf
+                    self.points_tested += int((limit[part] - s + 1).sum())
+                    kk = min(r, e - s)
+                    top = np.argsort(-S, axis=1, kind="stable")[:, :kk]
+                    sc = np.take_along_axis(S, top, axis=1)
+                    ok = np.isfinite(sc)
+                    rows_all.append(np.repeat(part, kk)[ok.ravel()])
+                    ids_all.append((top + s).ravel()[ok.ravel()])
+                    sc_all.append(sc.ravel()[ok.ravel()])
+        if not rows_all:
+            return np.zeros(m + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        rows, ids, sc = np.concatenate(rows_all), np.concatenate(ids_all), np.concatenate(sc_all)
+        order = np.lexsort((ids, -sc, rows))
+        rows, ids = rows[order], ids[order]
+        lims = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=m))])
+        rank = np.arange(len(rows)) - lims[rows]
+        keep = rank < r
+        rows, ids = rows[keep], ids[keep]
+        order = np.lexsort((ids, rows))
+        return _csr(m, [rows[order]], [ids[order]])
+
+
+def _csr(m, rows_list, ids_list):
+    if not rows_list:
+        return np.zeros(m + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rows = np.concatenate(rows_list)
+    ids = np.concatenate(ids_list).astype(np.int64, copy=False)
+    if len(rows_list) > 1:
+        order = np.argsort(rows, kind="stable")  # blocks came in ascending order: ids stay sorted
+        rows, ids = rows[order], ids[order]
+    lims = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=m), out=lims[1:])
+    return lims, ids
+
+
+def _chunks(lims, width):
+    """Row ranges [r0, r1) whose entries times ``width`` stay within the gather budget."""
+    m = len(lims) - 1
+    r0 = 0
+    while r0 < m:
+        target = lims[r0] + max(_GATHER_BUDGET // max(width, 1), 1)
+        r1 = int(np.searchsorted(lims, target, side="right")) - 1
+        r1 = min(max(r1, r0 + 1), m)
+        yield r0, r1
+        r0 = r1
+
+
+def weighted_rows(Q, K, V, lims, ids, weight, scale):
+    """For each row i: ``num_i = sum_j w_ij v_j`` and ``den_i = sum_j w_ij`` over its CSR entries,
+    with ``w = weight(logits, rows, logit_max)`` evaluated in float64 (``logits`` =
+    ``scale * <q_i, k_j>``; the row maxima are known when it is called).
+
+    Returns (num (m, dv), den (m,), logit_max (m,), logit_min (m,)) in float64.
+    """
+    m, dv = len(Q), V.shape[1]
+    num = np.zeros((m, dv))
+    den = np.zeros(m)
+    lmax = np.full(m, -np.inf)
+    lmin = np.full(m, np.inf)
+    for r0, r1 in _chunks(lims, Q.shape[1] + dv):
+        a, b = lims[r0], lims[r1]
+        if a == b:
+            continue
+        cnt = np.diff(lims[r0 : r1 + 1])
+        rows = np.repeat(np.arange(r0, r1), cnt)
+        sel = ids[a:b]
+        Kg = K[sel].astype(np.float64, copy=False)
+        logits = scale * np.einsum("ij,ij->i", Q[rows].astype(np.float64, copy=False), Kg)
+        starts = (lims[r0:r1] - a)[cnt > 0]
+        nz = np.arange(r0, r1)[cnt > 0]
+        lmax[nz] = np.maximum.reduceat(logits, starts)
+        lmin[nz] = np.minimum.reduceat(logits, starts)
+        w = weight(logits, rows, lmax)
+        den[nz] = np.add.reduceat(w, starts)
+        num[nz] = np.add.reduceat(w[:, None] * V[sel].astype(np.float64, copy=False), starts, axis=0)
+    return num, den, lmax, lmin
