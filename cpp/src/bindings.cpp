@@ -9,6 +9,7 @@
 
 #include "hsrgeom/brute_force.hpp"
 #include "hsrgeom/convex_layers.hpp"
+#include "hsrgeom/gather.hpp"
 #include "hsrgeom/partition_tree.hpp"
 
 namespace py = pybind11;
@@ -147,12 +148,60 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   bind_queries<CL, T>(cl);
 }
 
+// CSR (lims, ids) over the rows of X, checked so that no index can leave the arrays.
+void check_csr(const CArray<index_t>& lims, const CArray<index_t>& ids, py::ssize_t rows, py::ssize_t n) {
+  if (lims.ndim() != 1 || ids.ndim() != 1 || lims.shape(0) != rows + 1)
+    throw py::value_error("lims must be 1-D of length m + 1 and ids 1-D");
+  const index_t* l = lims.data();
+  if (l[0] != 0 || l[rows] != ids.shape(0)) throw py::value_error("lims must start at 0 and end at len(ids)");
+  for (py::ssize_t i = 0; i < rows; ++i)
+    if (l[i + 1] < l[i]) throw py::value_error("lims must be non-decreasing");
+  const index_t* p = ids.data();
+  for (py::ssize_t e = 0; e < ids.shape(0); ++e)
+    if (p[e] < 0 || p[e] >= n) throw py::value_error("ids out of range");
+}
+
+template <class T>
+void bind_gather(py::module_& m) {
+  m.def("gather_dots", [](const CArray<T>& Q, const CArray<T>& X, const CArray<index_t>& lims,
+                          const CArray<index_t>& ids, double scale, int threads) {
+    if (Q.ndim() != 2 || X.ndim() != 2 || Q.shape(1) != X.shape(1)) throw py::value_error("Q and X must be 2-D with equal d");
+    check_csr(lims, ids, Q.shape(0), X.shape(0));
+    std::vector<double> out(ids.shape(0));
+    {
+      py::gil_scoped_release nogil;
+      gather_dots(Q.data(), X.data(), static_cast<int>(X.shape(1)), lims.data(), static_cast<index_t>(Q.shape(0)),
+                  ids.data(), scale, out.data(), threads);
+    }
+    return to_numpy(std::move(out));
+  }, py::arg("Q"), py::arg("X"), py::arg("lims"), py::arg("ids"), py::arg("scale"), py::arg("threads") = 0,
+     "scale * <Q[i], X[ids[e]]> for each CSR entry e of row i, in float64.");
+  m.def("gather_weighted_sum", [](const CArray<T>& X, const CArray<index_t>& lims, const CArray<index_t>& ids,
+                                  const CArray<double>& w, int threads) {
+    if (X.ndim() != 2) throw py::value_error("X must be 2-D");
+    const py::ssize_t rows = lims.shape(0) - 1;
+    if (rows < 0) throw py::value_error("lims must not be empty");
+    check_csr(lims, ids, rows, X.shape(0));
+    if (w.ndim() != 1 || w.shape(0) != ids.shape(0)) throw py::value_error("w must be 1-D like ids");
+    std::vector<double> out(static_cast<size_t>(rows) * X.shape(1));
+    {
+      py::gil_scoped_release nogil;
+      gather_weighted_sum(X.data(), static_cast<int>(X.shape(1)), lims.data(), static_cast<index_t>(rows), ids.data(),
+                          w.data(), out.data(), threads);
+    }
+    return to_numpy(std::move(out), {rows, X.shape(1)});
+  }, py::arg("X"), py::arg("lims"), py::arg("ids"), py::arg("w"), py::arg("threads") = 0,
+     "sum over the CSR entries e of row i of w[e] * X[ids[e]], in float64, shape (m, X.shape[1]).");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "hsrgeom compiled core (use the hsrgeom package, which validates input)";
   bind_dtype<float>(m, "F32");
   bind_dtype<double>(m, "F64");
+  bind_gather<float>(m);
+  bind_gather<double>(m);
   m.def("set_num_threads", [](int n) { default_threads_ref() = n; }, py::arg("n"));
   m.def("get_num_threads", []() { return resolve_threads(0); });
   m.def("exact_sign", [](const CArray<double>& a, const CArray<double>& x, double b) {

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _core
 from .._index import build_index
 
 _U64 = np.finfo(np.float64).eps / 2
-_GATHER_BUDGET = 1 << 25  # float64 values gathered at once (256 MB)
 
 
 def score_slack(d, qnorm, kmax, t):
@@ -157,44 +157,31 @@ def _csr(m, rows_list, ids_list):
     return lims, ids
 
 
-def _chunks(lims, width):
-    """Row ranges [r0, r1) whose entries times ``width`` stay within the gather budget."""
-    m = len(lims) - 1
-    r0 = 0
-    while r0 < m:
-        target = lims[r0] + max(_GATHER_BUDGET // max(width, 1), 1)
-        r1 = int(np.searchsorted(lims, target, side="right")) - 1
-        r1 = min(max(r1, r0 + 1), m)
-        yield r0, r1
-        r0 = r1
-
-
 def weighted_rows(Q, K, V, lims, ids, weight, scale):
     """For each row i: ``num_i = sum_j w_ij v_j`` and ``den_i = sum_j w_ij`` over its CSR entries,
     with ``w = weight(logits, rows, logit_max)`` evaluated in float64 (``logits`` =
-    ``scale * <q_i, k_j>``; the row maxima are known when it is called).
+    ``scale * <q_i, k_j>``; the row maxima are known when it is called). The gathers run in the
+    compiled core (float64 accumulation, all threads, GIL released).
 
     Returns (num (m, dv), den (m,), logit_max (m,), logit_min (m,)) in float64.
     """
-    m, dv = len(Q), V.shape[1]
-    num = np.zeros((m, dv))
-    den = np.zeros(m)
+    m = len(Q)
+    Q = np.ascontiguousarray(Q, dtype=K.dtype)
+    lims = np.ascontiguousarray(lims, dtype=np.int64)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    logits = _core.gather_dots(Q, np.ascontiguousarray(K), lims, ids, float(scale))
+    cnt = np.diff(lims)
+    nz = np.flatnonzero(cnt)
+    starts = lims[:-1][nz]
+    rows = np.repeat(np.arange(m), cnt)
     lmax = np.full(m, -np.inf)
     lmin = np.full(m, np.inf)
-    for r0, r1 in _chunks(lims, Q.shape[1] + dv):
-        a, b = lims[r0], lims[r1]
-        if a == b:
-            continue
-        cnt = np.diff(lims[r0 : r1 + 1])
-        rows = np.repeat(np.arange(r0, r1), cnt)
-        sel = ids[a:b]
-        Kg = K[sel].astype(np.float64, copy=False)
-        logits = scale * np.einsum("ij,ij->i", Q[rows].astype(np.float64, copy=False), Kg)
-        starts = (lims[r0:r1] - a)[cnt > 0]
-        nz = np.arange(r0, r1)[cnt > 0]
+    den = np.zeros(m)
+    if len(ids):
         lmax[nz] = np.maximum.reduceat(logits, starts)
         lmin[nz] = np.minimum.reduceat(logits, starts)
-        w = weight(logits, rows, lmax)
+    w = np.ascontiguousarray(weight(logits, rows, lmax), dtype=np.float64)
+    if len(ids):
         den[nz] = np.add.reduceat(w, starts)
-        num[nz] = np.add.reduceat(w[:, None] * V[sel].astype(np.float64, copy=False), starts, axis=0)
+    num = _core.gather_weighted_sum(np.ascontiguousarray(V), lims, ids, w)
     return num, den, lmax, lmin
