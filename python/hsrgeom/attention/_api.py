@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _inputs as I
-from ._sparse import HeadKeys, score_slack, weighted_rows
+from ._sparse import HeadKeys, max_norm, score_slack, weighted_rows
 
 _STAT_DOC = """
     Statistics (``return_stats=True``) are a dict of arrays of shape (batch, heads, m) unless
@@ -154,7 +154,7 @@ def _run(mode, q, head, kv_shape, *, scale, causal, bias=None, alpha=1, top_r=No
             if mode == "relu":
                 o, st = _head_relu(Qg, K, Vh, hk, glimit, scale, bias[b, heads].reshape(-1), alpha)
             else:
-                vmax = float(np.sqrt((Vh.astype(np.float64) ** 2).sum(axis=1).max()))
+                vmax = max_norm(Vh)
                 thr = None if threshold is None else threshold[b, heads].reshape(-1)
                 o, st = _head_softmax(Qg, K, Vh, hk, glimit, scale, top_r, thr, vmax)
                 if exact:

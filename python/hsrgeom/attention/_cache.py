@@ -18,7 +18,7 @@ class _Grow:
 
     def append(self, x):
         if self.n + len(x) > len(self.buf):
-            new = np.zeros((max(2 * len(self.buf), self.n + len(x)), self.buf.shape[1]), dtype=self.buf.dtype)
+            new = np.empty((max(2 * len(self.buf), self.n + len(x)), self.buf.shape[1]), dtype=self.buf.dtype)
             new[: self.n] = self.buf[: self.n]
             self.buf = new
         self.buf[self.n : self.n + len(x)] = x

@@ -24,6 +24,15 @@ def score_slack(d, qnorm, kmax, t):
     return 2 * gamma * (qnorm * kmax + np.abs(t)) + 1e-300
 
 
+def max_norm(keys):
+    """max_i ||keys[i]|| in float64 (row blocks, so no float64 copy of all keys is made)."""
+    best = 0.0
+    for s in range(0, len(keys), 1 << 15):
+        c = keys[s : s + (1 << 15)].astype(np.float64)
+        best = max(best, float(np.einsum("ij,ij->i", c, c).max()))
+    return float(np.sqrt(best))
+
+
 class HeadKeys:
     """Half-space indexes over the keys of one (batch, kv head), in blocks of positions.
 
@@ -41,7 +50,7 @@ class HeadKeys:
         for s in range(0, n, block):
             self.blocks.append([s, self._build(keys[s : s + block])])
         self.n = n
-        self.kmax = float(np.sqrt((keys.astype(np.float64) ** 2).sum(axis=1).max())) if n else 0.0
+        self.kmax = max_norm(keys)
         self.points_tested = 0
         self.nodes_visited = 0
 
@@ -62,7 +71,7 @@ class HeadKeys:
         """
         if len(keys) == 0:
             return
-        self.kmax = max(self.kmax, float(np.sqrt((keys.astype(np.float64) ** 2).sum(axis=1).max())))
+        self.kmax = max(self.kmax, max_norm(keys))
         old = self.n
         self.n += len(keys)
         if not self.blocks:

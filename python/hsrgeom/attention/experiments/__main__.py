@@ -1,0 +1,38 @@
+"""``python -m hsrgeom.attention.experiments <name> [options]``; ``--help`` lists the experiments."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line description)
+EXPERIMENTS = {
+    "sparsity": ("sparsity", "1. non-zeros per row of ReLU attention under the paper's Gaussian model vs n^(4/5)"),
+    "decode": ("decode", "2. decode cost vs n: dense numpy vs relu_attention vs DecodeCache.attend"),
+    "prefill": ("prefill", "3. prefill cost vs n: dense vs prefill (causal)"),
+    "softmax-llm": ("llm", "4. top-r softmax error on Gemma 3 270M's captured Q, K, V (needs the [llm] extra)"),
+    "generate-llm": ("llm", "5. generation with hsrgeom attention in Gemma 3 270M vs dense (needs the [llm] extra)"),
+}
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in EXPERIMENTS:
+        print(__doc__.strip() + "\n")
+        for name, (_, text) in EXPERIMENTS.items():
+            print(f"  {name:14s} {text}")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    name = argv[0]
+    module = importlib.import_module(f"{__package__}.{EXPERIMENTS[name][0]}")
+    parser = argparse.ArgumentParser(prog=f"python -m hsrgeom.attention.experiments {name}",
+                                     description=EXPERIMENTS[name][1])
+    parser.add_argument("--out", help="docs directory to write (default: the repository's docs/)")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run; writes nothing")
+    module.add_arguments(parser, name)
+    args = parser.parse_args(argv[1:])
+    module.run(args, name, argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

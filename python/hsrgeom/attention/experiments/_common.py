@@ -1,0 +1,89 @@
+"""Shared pieces of the experiments: output locations, timing, fits, markdown sections."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def docs_dir(args) -> Path:
+    """Where results go: --out, else the repository's docs/ (next to python/), else ./docs."""
+    if getattr(args, "out", None):
+        return Path(args.out)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "pyproject.toml").exists() and (parent / "docs").is_dir():
+            return parent / "docs"
+    return Path.cwd() / "docs"
+
+
+def best_time(fn, repeat=3):
+    """Best wall time of ``repeat`` calls (seconds) and the last result."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def fit_exponent(ns, ys):
+    """Least-squares slope of log y against log n (points with y > 0 only)."""
+    ns, ys = np.asarray(ns, float), np.asarray(ys, float)
+    ok = ys > 0
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(ns[ok]), np.log(ys[ok]), 1)[0])
+
+
+def table(header, rows):
+    """A markdown table; floats are printed with 3 significant digits."""
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        return str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    import hsrgeom
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"numpy {np.__version__}, hsrgeom {hsrgeom.__version__}")
+
+
+def command(name, argv) -> str:
+    return "python -m hsrgeom.attention.experiments " + " ".join([name, *argv])
+
+
+def write_section(args, name: str, title: str, body: str, argv=()) -> Path:
+    """Replace (or append) the section ``name`` of docs/attention.md; returns the file."""
+    path = docs_dir(args) / "attention.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text() if path.exists() else (
+        "# hsrgeom.attention: the paper's claims, measured\n\n"
+        "Every section below is written by one command (shown in it); rerun it to regenerate that section.\n")
+    block = (f"<!-- begin:{name} -->\n## {title}\n\n`{command(name, argv)}`  \n"
+             f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}.\n\n{body.strip()}\n<!-- end:{name} -->")
+    pattern = re.compile(rf"<!-- begin:{re.escape(name)} -->.*?<!-- end:{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+    return path
+
+
+def savefig(args, fig, filename: str) -> str:
+    """Save a matplotlib figure under docs/img/; returns the markdown-relative path."""
+    img = docs_dir(args) / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    fig.savefig(img / filename, dpi=110, bbox_inches="tight")
+    return f"img/{filename}"
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
