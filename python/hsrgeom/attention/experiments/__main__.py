@@ -25,11 +25,17 @@ def main(argv=None):
     name = argv[0]
     module = importlib.import_module(f"{__package__}.{EXPERIMENTS[name][0]}")
     parser = argparse.ArgumentParser(prog=f"python -m hsrgeom.attention.experiments {name}",
-                                     description=EXPERIMENTS[name][1])
+                                     description=EXPERIMENTS[name][1], conflict_handler="resolve")
     parser.add_argument("--out", help="docs directory to write (default: the repository's docs/)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run; writes nothing")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="hsrgeom threads (default: all cores); numpy's BLAS follows OPENBLAS_NUM_THREADS "
+                             "(an experiment may redefine this option, e.g. to set torch's threads too)")
     module.add_arguments(parser, name)
     args = parser.parse_args(argv[1:])
+    if args.threads:
+        import hsrgeom
+        hsrgeom.set_num_threads(args.threads)
     module.run(args, name, argv[1:])
     return 0
 

@@ -54,8 +54,10 @@ def table(header, rows):
 
 def machine() -> str:
     import hsrgeom
+    blas = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"
     return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"numpy {np.__version__}, hsrgeom {hsrgeom.__version__}")
+            f"numpy {np.__version__} (BLAS threads: {blas}), hsrgeom {hsrgeom.__version__} "
+            f"(threads: {hsrgeom.get_num_threads()})")
 
 
 def command(name, argv) -> str:
