@@ -45,9 +45,7 @@
 #include <vector>
 #include <Eigen/Dense>
 
-#include "hsrgeom/bounds.hpp"
-#include "hsrgeom/common.hpp"
-#include "hsrgeom/predicate.hpp"
+#include "hsrgeom/range_tree.hpp"
 
 namespace hsrgeom {
 
@@ -57,7 +55,12 @@ struct CrossingRecord {
 };
 
 template <class T>
-class SimplicialPartitionTree {
+class SimplicialPartitionTree : public RangeTree<SimplicialPartitionTree<T>, T> {
+  using Base = RangeTree<SimplicialPartitionTree<T>, T>;
+  friend Base;
+  using Base::n_, Base::d_, Base::perm_, Base::dot;
+  using typename Base::Query;
+
  public:
   struct Node {
     index_t begin, end;
@@ -66,10 +69,7 @@ class SimplicialPartitionTree {
 
   SimplicialPartitionTree() = default;
   SimplicialPartitionTree(PointsView<T> p, int r, int leaf_size, std::uint64_t seed, int threads)
-      : n_(p.n), d_(p.d), r_(std::min(std::max(2, r), 256)), leaf_size_(std::max(1, leaf_size)),
-        seed_(seed), margin_(p.d, Rounding<double>::u, Rounding<double>::eta) {
-    perm_.resize(n_);
-    std::iota(perm_.begin(), perm_.end(), index_t{0});
+      : Base(p), r_(std::min(std::max(2, r), 256)), leaf_size_(std::max(1, leaf_size)), seed_(seed) {
     if (n_ == 0) return;
     const int nt = threads_for_work(threads, 100.0 * n_ * d_);
 #ifdef _OPENMP
@@ -78,35 +78,14 @@ class SimplicialPartitionTree {
 #endif
     nodes_ = build(p, 0, n_, nt > 1);
     const index_t nn = static_cast<index_t>(nodes_.size());
-    bounds_ = NodeBounds(nn, d_);
-    xnorm_.assign(nn, 0.0);
-    degenerate_.assign(nn, 0);
-    std::vector<double> pnorm(n_);
-    parallel_for((n_ + 65535) / 65536, nt, [&](index_t bi, int) {
-      for (index_t k = bi * 65536; k < std::min(n_, (bi + 1) * 65536); ++k) pnorm[k] = norm_up(p.row(perm_[k]), d_);
-    });
+    this->allocate_nodes(nn);
     parallel_for(nn, nt, [&](index_t v, int) {
       const Node& nd = nodes_[v];
-      const index_t* ids = perm_.data() + nd.begin;
-      const index_t cnt = nd.end - nd.begin;
-      bounds_.compute(v, p, ids, cnt);
-      double xn = 0;
-      bool same = true;
-      const T* x0 = p.row(ids[0]);
-      for (index_t k = 0; k < cnt; ++k) {
-        xn = std::max(xn, pnorm[nd.begin + k]);
-        const T* x = p.row(ids[k]);
-        same = same && std::equal(x, x + d_, x0);
-      }
-      xnorm_[v] = xn;
-      degenerate_[v] = same;
+      this->summarize(static_cast<std::int32_t>(v), p, p, perm_.data() + nd.begin, nd.end - nd.begin);
     });
-    pts_.resize(n_ * static_cast<index_t>(d_));
-    for (index_t k = 0; k < n_; ++k) std::copy(p.row(perm_[k]), p.row(perm_[k]) + d_, &pts_[k * d_]);
+    this->store_points(p);
   }
 
-  index_t size() const { return n_; }
-  int dim() const { return d_; }
   int r() const { return r_; }
   int leaf_size() const { return leaf_size_; }
   std::uint64_t seed() const { return seed_; }
@@ -123,93 +102,7 @@ class SimplicialPartitionTree {
     }
     return best;
   }
-  size_t memory_bytes() const {
-    return pts_.size() * sizeof(T) + perm_.size() * sizeof(index_t) +
-           nodes_.size() * (sizeof(Node) + sizeof(double) + 1) + bounds_.memory_bytes();
-  }
-  std::vector<T> original_points() const {
-    std::vector<T> out(pts_.size());
-    for (index_t k = 0; k < n_; ++k) std::copy(row(k), row(k) + d_, &out[perm_[k] * d_]);
-    return out;
-  }
-
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::vector<std::int64_t>> lists(q.m);
-    run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
-      auto& out = lists[j];
-      traverse(qq, c, [&](index_t b0, index_t b1) {
-        out.insert(out.end(), perm_.begin() + b0, perm_.begin() + b1);
-        return true;
-      }, [&](index_t k) { out.push_back(perm_[k]); return true; });
-      sort_ids(out, n_);
-      c.reported = static_cast<std::int64_t>(out.size());
-    });
-    return ReportResult::from_lists(lists);
-  }
-
-  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::int64_t> out(q.m, 0);
-    run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
-      std::int64_t cnt = 0;
-      traverse(qq, c, [&](index_t b0, index_t b1) { cnt += b1 - b0; return true; },
-               [&](index_t) { ++cnt; return true; });
-      out[j] = c.reported = cnt;
-    });
-    return out;
-  }
-
-  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::uint8_t> out(q.m, 1);
-    run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
-      traverse(qq, c, [&](index_t, index_t) { out[j] = 0; return false; },
-               [&](index_t) { out[j] = 0; return false; });
-      c.reported = out[j] ? 0 : 1;
-    });
-    return out;
-  }
-
-  // Exact top-k by inner product (ties: smaller id first), best-first branch and bound.
-  void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
-            QueryStats* st, int threads) const {
-    if (st) st->resize(m);
-    const double work = static_cast<double>(m) * (64.0 * d_ + std::sqrt(static_cast<double>(n_)) * d_ * 4);
-    parallel_for(m, threads_for_work(threads, work), [&](index_t j, int) {
-      const Query qq = make_query(queries + j * d_, 0.0);
-      TopKCollector<T> col(qq.a.data(), d_, k);
-      Counters c;
-      using Item = std::pair<double, std::int32_t>;  // (upper bound of <a, x>, node)
-      std::vector<Item> heap;
-      auto upper = [&](std::int32_t v) { return bounds_.upper(v, qq.a.data(), qq.na, margin_); };
-      if (n_ > 0 && k > 0) heap.push_back({upper(0), 0});
-      while (!heap.empty()) {
-        std::pop_heap(heap.begin(), heap.end());
-        const Item it = heap.back();
-        heap.pop_back();
-        if (it.first < col.kth_lower()) break;  // nothing left can reach the k-th best
-        ++c.nodes;
-        const Node& nd = nodes_[it.second];
-        if (nd.children == 0) {
-          const double err = margin_(qq.na, xnorm_[it.second], 0.0);
-          for (index_t t = nd.begin; t < nd.end; ++t) {
-            col.push(dot(qq.a.data(), row(t), d_), err, perm_[t], row(t));
-            ++c.tested;
-          }
-          continue;
-        }
-        for (std::int32_t ch = nd.first_child; ch < nd.first_child + nd.children; ++ch) {
-          heap.push_back({upper(ch), ch});
-          std::push_heap(heap.begin(), heap.end());
-        }
-      }
-      auto best = col.finish();
-      for (index_t r = 0; r < k; ++r) {
-        ids[j * k + r] = best[r].id;
-        scores[j * k + r] = best[r].s;
-      }
-      c.reported = k;
-      if (st) c.store(*st, j);
-    });
-  }
+  size_t memory_bytes() const { return this->base_memory_bytes() + nodes_.size() * sizeof(Node); }
 
   // For every query and every node whose bounds do not decide it (the nodes a report visits
   // and recurses into), one record: the node's depth, its number of children, how many of
@@ -222,7 +115,7 @@ class SimplicialPartitionTree {
     const double work = static_cast<double>(q.m) * n_ * d_;
     parallel_for(q.m, threads_for_work(threads, work), [&](index_t j, int) {
       if (n_ == 0) return;
-      const Query qq = make_query(q.normals + j * d_, q.offsets[j]);
+      const Query qq = this->make_query(q.normals + j * d_, q.offsets[j]);
       sides(0, 0, qq, per[j]);
     });
     lims.assign(q.m + 1, 0);
@@ -233,92 +126,26 @@ class SimplicialPartitionTree {
   }
 
  private:
-  struct Query {
-    std::vector<double> a;
-    double na = 0, b = 0;
-  };
-  Query make_query(const T* normal, double b) const {
-    Query q;
-    q.a.assign(normal, normal + d_);
-    q.na = norm_up(q.a.data(), d_);
-    q.b = b;
-    return q;
-  }
-  const T* row(index_t k) const { return pts_.data() + k * static_cast<index_t>(d_); }
-  template <class P>
-  static double dot(const double* a, const P* x, int d) {
-    double s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int i = 0; i < d; ++i) s += a[i] * static_cast<double>(x[i]);
-    return s;
-  }
-
-  template <class Body>
-  void run(const Halfspaces<T>& q, QueryStats* st, int threads, Body&& body) const {
-    if (st) st->resize(q.m);
-    const double work = static_cast<double>(q.m) * (64.0 * d_ + std::sqrt(static_cast<double>(n_)) * d_ * 4);
-    parallel_for(q.m, threads_for_work(threads, work), [&](index_t j, int) {
-      const Query qq = make_query(q.normals + j * d_, q.offsets[j]);
-      Counters c;
-      body(j, qq, c);
-      if (st) c.store(*st, j);
-    });
-  }
-
-  // +1 all in, -1 all out, 0 undecided (bounds; a degenerate node by one exact test).
-  int classify(std::int32_t v, const Query& q, Counters& c) const {
-    if (degenerate_[v]) {
-      ++c.exact;
-      return exact_sign(q.a.data(), row(nodes_[v].begin), q.b, d_) >= 0 ? 1 : -1;
-    }
-    return bounds_.classify(v, q.a.data(), q.na, q.b, margin_);
-  }
-
-  template <class Range, class Point>
-  void traverse(const Query& q, Counters& c, Range&& range, Point&& point) const {
-    if (n_ == 0) return;
-    std::vector<std::int32_t> stack;
-    stack.reserve(64 + 4 * r_);
-    stack.push_back(0);
-    while (!stack.empty()) {
-      const std::int32_t v = stack.back();
-      stack.pop_back();
-      const Node& nd = nodes_[v];
-      ++c.nodes;
-      const int cls = classify(v, q, c);
-      if (cls < 0) continue;
-      if (cls > 0) {
-        if (!range(nd.begin, nd.end)) return;
-        continue;
-      }
-      if (nd.children == 0) {
-        const double margin = margin_(q.na, xnorm_[v], q.b);
-        for (index_t k = nd.begin; k < nd.end; ++k) {
-          ++c.tested;
-          if (in_halfspace(dot(q.a.data(), row(k), d_), margin, q.a.data(), row(k), q.b, d_, &c.exact) &&
-              !point(k))
-            return;
-        }
-        continue;
-      }
-      for (std::int32_t ch = nd.first_child + nd.children - 1; ch >= nd.first_child; --ch) stack.push_back(ch);
-    }
+  std::pair<index_t, index_t> node_range(std::int32_t v) const { return {nodes_[v].begin, nodes_[v].end}; }
+  template <class F>
+  int each_child(std::int32_t v, F&& f) const {
+    const Node& nd = nodes_[v];
+    for (std::int32_t ch = nd.first_child + nd.children - 1; ch >= nd.first_child; --ch) f(ch);
+    return nd.children;
   }
 
   // Returns bit 0: the node has a point inside, bit 1: a point outside. Records every node the
   // bounds leave undecided (see crossing_stats).
   int sides(std::int32_t v, int depth, const Query& q, std::vector<CrossingRecord>& out) const {
     Counters c;
-    const int cls = classify(v, q, c);
+    const int cls = this->classify(v, q, c);
     if (cls > 0) return 1;
     if (cls < 0) return 2;
     const Node& nd = nodes_[v];
     if (nd.children == 0) {
-      int s = 0;
-      const double margin = margin_(q.na, xnorm_[v], q.b);
-      for (index_t k = nd.begin; k < nd.end && s != 3; ++k)
-        s |= in_halfspace(dot(q.a.data(), row(k), d_), margin, q.a.data(), row(k), q.b, d_) ? 1 : 2;
-      return s;
+      index_t inside = 0;
+      this->test_leaf(v, q, c, [&](index_t) { ++inside; return true; });
+      return (inside > 0 ? 1 : 0) | (inside < nd.end - nd.begin ? 2 : 0);
     }
     const size_t at = out.size();
     out.push_back({depth, nd.children, 0, 0, 0});
@@ -327,7 +154,7 @@ class SimplicialPartitionTree {
       const int cs = sides(ch, depth + 1, q, out);
       s |= cs;
       crossed += cs == 3;
-      undecided += classify(ch, q, c) == 0;
+      undecided += this->classify(ch, q, c) == 0;
     }
     out[at].crossed_sets = crossed;
     out[at].undecided = undecided;
@@ -572,18 +399,10 @@ class SimplicialPartitionTree {
     return best;
   }
 
-  index_t n_ = 0;
-  int d_ = 0;
   int r_ = 16;
   int leaf_size_ = 32;
   std::uint64_t seed_ = 0;
-  Margin margin_{1, 0, 0};
-  std::vector<T> pts_;
-  std::vector<index_t> perm_;
   std::vector<Node> nodes_;
-  NodeBounds bounds_;
-  std::vector<double> xnorm_;
-  std::vector<std::uint8_t> degenerate_;
 };
 
 }  // namespace hsrgeom
