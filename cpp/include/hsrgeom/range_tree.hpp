@@ -86,11 +86,9 @@ class RangeTree {
   // Exact top-k by inner product (ties: smaller id first), best-first branch and bound.
   void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
             QueryStats* st, int threads) const {
-    if (st) st->resize(m);
-    parallel_for(m, threads_for_work(threads, query_work(m)), [&](index_t j, int) {
+    for_each_query(m, st, threads, query_work(m), [&](index_t j, Counters& c) {
       const Query qq = make_query(queries + j * d_, 0.0);
       TopKCollector<T> col(qq.a.data(), d_, k);
-      Counters c;
       using Item = std::pair<double, std::int32_t>;  // (upper bound of <a, x>, node)
       std::vector<Item> heap;
       if (n_ > 0 && k > 0) heap.push_back({upper(0, qq), 0});
@@ -112,13 +110,8 @@ class RangeTree {
           ++c.tested;
         }
       }
-      auto best = col.finish();
-      for (index_t r = 0; r < k; ++r) {
-        ids[j * k + r] = best[r].id;
-        scores[j * k + r] = best[r].s;
-      }
+      write_topk(col.finish(), j, k, scores, ids);
       c.reported = k;
-      if (st) c.store(*st, j);
     });
   }
 
@@ -170,12 +163,8 @@ class RangeTree {
   // Runs body(j, query, counters) for every query in parallel.
   template <class Body>
   void run(const Halfspaces<T>& q, QueryStats* st, int threads, Body&& body) const {
-    if (st) st->resize(q.m);
-    parallel_for(q.m, threads_for_work(threads, query_work(q.m)), [&](index_t j, int) {
-      const Query qq = make_query(q.normals + j * d_, q.offsets[j]);
-      Counters c;
-      body(j, qq, c);
-      if (st) c.store(*st, j);
+    for_each_query(q.m, st, threads, query_work(q.m), [&](index_t j, Counters& c) {
+      body(j, make_query(q.normals + j * d_, q.offsets[j]), c);
     });
   }
 
