@@ -4,7 +4,16 @@ from typing import Any, Iterator
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["HalfspaceResult", "QueryStats", "BruteForce", "PartitionTree", "ConvexLayers", "build_index", "load"]
+__all__ = [
+    "HalfspaceResult",
+    "QueryStats",
+    "BruteForce",
+    "PartitionTree",
+    "SimplicialPartitionTree",
+    "ConvexLayers",
+    "build_index",
+    "load",
+]
 
 class HalfspaceResult:
     lims: NDArray[np.int64]
@@ -63,10 +72,23 @@ class PartitionTree(_Index):
     @property
     def node_count(self) -> int: ...
 
+class SimplicialPartitionTree(_Index):
+    r: int
+    leaf_size: int
+    seed: int
+    def __init__(self, points: ArrayLike, r: int = ..., leaf_size: int = ..., seed: int = ..., *,
+                 n_threads: int | None = ...) -> None: ...
+    @property
+    def node_count(self) -> int: ...
+    @property
+    def depth(self) -> int: ...
+    def crossing_stats(self, normals: ArrayLike, offsets: ArrayLike, *,
+                       n_threads: int | None = ...) -> dict[str, NDArray[np.int64] | NDArray[np.int32]]: ...
+
 class ConvexLayers(_Index):
     def __init__(self, points: ArrayLike) -> None: ...
     @property
     def layers(self) -> int: ...
 
-def build_index(points: ArrayLike, kind: str = ..., *, batch_size: int | None = ..., **params: Any) -> BruteForce | PartitionTree | ConvexLayers: ...
-def load(path: str | os.PathLike[str]) -> BruteForce | PartitionTree | ConvexLayers: ...
+def build_index(points: ArrayLike, kind: str = ..., *, batch_size: int | None = ..., **params: Any) -> BruteForce | PartitionTree | SimplicialPartitionTree | ConvexLayers: ...
+def load(path: str | os.PathLike[str]) -> BruteForce | PartitionTree | SimplicialPartitionTree | ConvexLayers: ...
