@@ -12,6 +12,8 @@ r = 16, leaf_size = 32) and PartitionTree (leaf_size = 32), and for Q random uni
     partition: O(r^(1-1/d)) of the r children. "undecided" = children the box + ball bounds
     cannot decide, over every node a query recurses into (what a query pays).
   * points tested per query (mean) at K = 100 reported points, for both trees and BruteForce (n).
+  * at equal depth: of the root's r cells, how many the median hyperplanes cross, vs the r cells
+    of the first log2(r) levels of a kd-tree (as PartitionTree splits) on the same points.
 """
 from __future__ import annotations
 
@@ -44,6 +46,35 @@ def crossing_summary(tree, a, b):
     }
 
 
+def kd_cells(x, levels):
+    """Cell label of each point after `levels` kd-tree splits (median of the widest axis), as
+    PartitionTree(split="widest") splits: 2^levels cells, the kd-tree's equivalent of one
+    r = 2^levels node."""
+    labels = np.zeros(len(x), dtype=np.int64)
+    groups = [np.arange(len(x))]
+    for _ in range(levels):
+        nxt = []
+        for g in groups:
+            pts = x[g]
+            axis = int(np.argmax(pts.max(axis=0) - pts.min(axis=0)))
+            order = g[np.argsort(pts[:, axis], kind="stable")]
+            nxt += [order[: len(g) // 2], order[len(g) // 2 :]]
+        groups = nxt
+    for c, g in enumerate(groups):
+        labels[g] = c
+    return labels
+
+
+def root_crossings(labels, proj, b):
+    """Per query: cells with points strictly on both sides of <a, x> = b."""
+    out = []
+    for j in range(proj.shape[1]):
+        above = np.bincount(labels, weights=proj[:, j] > b[j])
+        below = np.bincount(labels, weights=proj[:, j] < b[j])
+        out.append(int(((above > 0) & (below > 0)).sum()))
+    return np.array(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
@@ -57,10 +88,12 @@ def main():
           f"vs PartitionTree(leaf_size={args.leaf_size}); {Q} random unit normals; threads={hsrgeom.get_num_threads()}")
     print("crossed = children with points on both sides, per node the hyperplane crosses (mean / max);")
     print("undecided = children the bounds leave undecided, per node a query recurses into (mean);")
-    print(f"tested = points tested per query reporting ~{K} points (BruteForce: n).")
+    print(f"tested = points tested per query reporting ~{K} points (BruteForce: n);")
+    print(f"root = of the root's {r} cells, how many the median hyperplane crosses; kd = the {r} cells of the")
+    print(f"       first log2({r}) levels of a kd-tree (median of the widest axis) on the same points.")
     head = (f"{'data':<9}{'d':>3} {'r^(1-1/d)':>9} | {'median: crossed':>15} {'undec.':>6} | "
             f"{'K=100: crossed':>14} {'undec.':>6} | {'tested SPT':>10} {'tested PT':>9} {'nodes SPT':>9} "
-            f"{'nodes PT':>8} | {'build SPT':>9} {'build PT':>8}")
+            f"{'nodes PT':>8} | {'build SPT':>9} {'build PT':>8} | {'root SPT':>8} {'root kd':>7}")
     print(head)
     print("-" * len(head))
     for dist in ("uniform", "gaussian"):
@@ -74,6 +107,10 @@ def main():
             b_mid = np.quantile(proj, 0.5, axis=0)
             b_k = np.quantile(proj, 1 - K / n, axis=0)
             mid = crossing_summary(spt, a, b_mid)
+            s = spt.crossing_stats(a, b_mid)
+            root_spt = s["crossed"][s["lims"][:-1][np.diff(s["lims"]) > 0]].mean()
+            levels = int(round(np.log2(r)))
+            root_kd = root_crossings(kd_cells(x, levels), proj, b_mid).mean()
             low = crossing_summary(spt, a, b_k)
             spt.count(a, b_k)
             pt.count(a, b_k)
@@ -81,7 +118,7 @@ def main():
             print(f"{dist:<9}{d:>3} {r ** (1 - 1 / d):>9.2f} | {mid['crossed']:>8.2f} / {mid['crossed_max']:<4} "
                   f"{mid['undecided']:>6.2f} | {low['crossed']:>7.2f} / {low['crossed_max']:<4} {low['undecided']:>6.2f} | "
                   f"{st_s['points_tested']:>10.0f} {st_p['points_tested']:>9.0f} {st_s['nodes_visited']:>9.0f} "
-                  f"{st_p['nodes_visited']:>8.0f} | {t_spt:>8.2f}s {t_pt:>7.2f}s", flush=True)
+                  f"{st_p['nodes_visited']:>8.0f} | {t_spt:>8.2f}s {t_pt:>7.2f}s | {root_spt:>8.2f} {root_kd:>7.2f}", flush=True)
     if not args.no_big:
         for nn in (100_000, 1_000_000):
             x = rng.random((nn, 3))

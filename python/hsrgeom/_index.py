@@ -12,16 +12,8 @@ from . import _core
 from . import _validate as V
 from ._dynamic import DynamicState
 
-__all__ = [
-    "HalfspaceResult",
-    "QueryStats",
-    "BruteForce",
-    "PartitionTree",
-    "SimplicialPartitionTree",
-    "ConvexLayers",
-    "build_index",
-    "load",
-]
+__all__ = ["HalfspaceResult", "QueryStats", "BruteForce", "PartitionTree", "SimplicialPartitionTree",
+           "ConvexLayers", "build_index", "load"]
 
 _MAGIC = b"HSRGEOM\x00"
 _FORMAT_VERSION = 1

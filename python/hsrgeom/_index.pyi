@@ -4,16 +4,8 @@ from typing import Any, Iterator
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = [
-    "HalfspaceResult",
-    "QueryStats",
-    "BruteForce",
-    "PartitionTree",
-    "SimplicialPartitionTree",
-    "ConvexLayers",
-    "build_index",
-    "load",
-]
+__all__ = ["HalfspaceResult", "QueryStats", "BruteForce", "PartitionTree", "SimplicialPartitionTree",
+           "ConvexLayers", "build_index", "load"]
 
 class HalfspaceResult:
     lims: NDArray[np.int64]
