@@ -8,6 +8,7 @@ STRUCTURES = {
     "tree_widest": lambda x: hsrgeom.PartitionTree(x, leaf_size=8),
     "tree_widest_leaf1": lambda x: hsrgeom.PartitionTree(x, leaf_size=1),
     "tree_pca": lambda x: hsrgeom.PartitionTree(x, leaf_size=8, split="pca"),
+    "simplicial": lambda x: hsrgeom.SimplicialPartitionTree(x, r=8, leaf_size=4),
     "auto": lambda x: hsrgeom.build_index(x, kind="auto"),
 }
 

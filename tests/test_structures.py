@@ -167,5 +167,5 @@ def test_property_matches_exact_reference(data, d, n, dtype):
     pts = data.draw(hnp.arrays(dtype, (n, d), elements=elements))
     a = data.draw(hnp.arrays(np.float64, (3, d), elements=st.integers(-3, 3).map(float)))
     b = data.draw(hnp.arrays(np.float64, (3,), elements=st.integers(-10, 10).map(float)))
-    for name in ("brute_force", "tree_widest_leaf1", "tree_pca"):
+    for name in ("brute_force", "tree_widest_leaf1", "tree_pca", "simplicial"):
         check(STRUCTURES[name](pts), pts, a, b)

@@ -4,7 +4,7 @@ import pytest
 
 import hsrgeom
 
-CLASSES = [hsrgeom.BruteForce, hsrgeom.PartitionTree, hsrgeom.build_index]
+CLASSES = [hsrgeom.BruteForce, hsrgeom.PartitionTree, hsrgeom.SimplicialPartitionTree, hsrgeom.build_index]
 
 
 @pytest.mark.parametrize("cls", CLASSES)
@@ -28,7 +28,7 @@ def test_bad_points(cls, points, exc, match):
         cls(points)
 
 
-@pytest.fixture(params=["brute_force", "partition_tree"])
+@pytest.fixture(params=["brute_force", "partition_tree", "simplicial"])
 def index(request):
     pts = np.random.default_rng(0).standard_normal((100, 3))
     return hsrgeom.build_index(pts, kind=request.param)
@@ -76,6 +76,16 @@ def test_bad_parameters():
         hsrgeom.PartitionTree(pts, split="median")
     with pytest.raises(ValueError, match="kind"):
         hsrgeom.build_index(pts, kind="kd")
+    with pytest.raises(ValueError, match="r must be >= 2"):
+        hsrgeom.SimplicialPartitionTree(pts, r=1)
+    with pytest.raises(ValueError, match="r must be <= 256"):
+        hsrgeom.SimplicialPartitionTree(pts, r=257)
+    with pytest.raises(TypeError, match="leaf_size"):
+        hsrgeom.SimplicialPartitionTree(pts, leaf_size=1.5)
+    with pytest.raises(ValueError, match="seed"):
+        hsrgeom.SimplicialPartitionTree(pts, seed=-1)
+    with pytest.raises(ValueError, match="seed"):
+        hsrgeom.SimplicialPartitionTree(pts, seed=2**64)
     with pytest.raises(ValueError, match="n_threads"):
         hsrgeom.BruteForce(pts).report(np.ones((1, 2)), [0.0], n_threads=0)
 

@@ -11,6 +11,7 @@
 #include "hsrgeom/convex_layers.hpp"
 #include "hsrgeom/gather.hpp"
 #include "hsrgeom/partition_tree.hpp"
+#include "hsrgeom/simplicial_partition_tree.hpp"
 
 namespace py = pybind11;
 using namespace hsrgeom;
@@ -133,6 +134,48 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def_property_readonly("node_count", &PT::node_count)
       .def_property_readonly("leaf_size", &PT::leaf_size);
   bind_queries<PT, T>(pt);
+
+  using SPT = SimplicialPartitionTree<T>;
+  py::class_<SPT> spt(m, ("SimplicialPartitionTree" + suffix).c_str());
+  spt.def(py::init([](const CArray<T>& pts, int r, int leaf_size, std::uint64_t seed, int threads) {
+            auto v = points_view<T>(pts);
+            py::gil_scoped_release nogil;
+            return new SPT(v, r, leaf_size, seed, threads);
+          }), py::arg("points"), py::arg("r"), py::arg("leaf_size"), py::arg("seed"), py::arg("threads") = 0)
+      .def("points", [](const SPT& self) {
+        return to_numpy(self.original_points(), {static_cast<py::ssize_t>(self.size()), self.dim()});
+      })
+      .def("crossing_stats", [](const SPT& self, const CArray<T>& normals, const CArray<double>& offsets, int threads) {
+        auto q = halfspaces<T>(normals, offsets, self.dim());
+        std::vector<std::int64_t> lims;
+        std::vector<CrossingRecord> recs;
+        {
+          py::gil_scoped_release nogil;
+          self.crossing_stats(q, lims, recs, threads);
+        }
+        std::vector<std::int32_t> depth(recs.size()), fanout(recs.size()), crossed(recs.size()),
+            undecided(recs.size()), node_crossed(recs.size());
+        for (size_t i = 0; i < recs.size(); ++i) {
+          depth[i] = recs[i].depth;
+          fanout[i] = recs[i].fanout;
+          crossed[i] = recs[i].crossed_sets;
+          undecided[i] = recs[i].undecided;
+          node_crossed[i] = recs[i].node_crossed;
+        }
+        py::dict d;
+        d["lims"] = to_numpy(std::move(lims));
+        d["depth"] = to_numpy(std::move(depth));
+        d["fanout"] = to_numpy(std::move(fanout));
+        d["crossed"] = to_numpy(std::move(crossed));
+        d["undecided"] = to_numpy(std::move(undecided));
+        d["node_crossed"] = to_numpy(std::move(node_crossed));
+        return d;
+      }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0)
+      .def_property_readonly("node_count", &SPT::node_count)
+      .def_property_readonly("depth", &SPT::depth)
+      .def_property_readonly("r", &SPT::r)
+      .def_property_readonly("leaf_size", &SPT::leaf_size);
+  bind_queries<SPT, T>(spt);
 
   using CL = ConvexLayers<T>;
   py::class_<CL> cl(m, ("ConvexLayers" + suffix).c_str());

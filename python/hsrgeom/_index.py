@@ -12,7 +12,8 @@ from . import _core
 from . import _validate as V
 from ._dynamic import DynamicState
 
-__all__ = ["HalfspaceResult", "QueryStats", "BruteForce", "PartitionTree", "ConvexLayers", "build_index", "load"]
+__all__ = ["HalfspaceResult", "QueryStats", "BruteForce", "PartitionTree", "SimplicialPartitionTree",
+           "ConvexLayers", "build_index", "load"]
 
 _MAGIC = b"HSRGEOM\x00"
 _FORMAT_VERSION = 1
@@ -398,6 +399,88 @@ class PartitionTree(_Index):
         return {"leaf_size": self.leaf_size, "split": self.split}
 
 
+class SimplicialPartitionTree(_Index):
+    """An r-way partition tree whose partitions are built for a low crossing number.
+
+    Theory (Matousek 1992, Chan 2012): every node splits its points into about r cells of equal
+    size such that any hyperplane crosses only O(r^(1-1/d)) of them; the partition is found by
+    multiplicative weights ("iterative reweighting") over a test set of hyperplanes, and a
+    half-space report then costs O(n^(1-1/d) + k) in the worst case, for any query.
+
+    This implementation is a heuristic version of that construction: per node it builds a test
+    set of a few hundred hyperplanes (random directions at random point offsets, and
+    hyperplanes through d random points), and carves the children one at a time as cells of
+    the arrangement of test hyperplanes drawn with probability proportional to their weights;
+    each hyperplane that crosses a new child has its weight doubled, so later children avoid
+    it. No crossing-number bound is proven for it -- measure it with :meth:`crossing_stats`
+    (see docs/simplicial.md). Queries use the same conservative box + ball bounds and the same
+    exact predicate as :class:`PartitionTree`, so the result is exact; the partition affects
+    only the cost. Build is deterministic for a given ``seed`` and any number of threads.
+
+    Parameters
+    ----------
+    points : array_like, shape (n, d), float32 or float64
+        Copied (reordered internally); the caller's array is never modified.
+    r : int, default 16
+        Fan-out: children per node (2 <= r <= 256).
+    leaf_size : int, default 32
+        Maximum number of points in a leaf.
+    seed : int, default 0
+        Seed of the randomised partition (0 <= seed < 2**64).
+    n_threads : int, optional
+        Threads used for the build.
+    """
+
+    kind = "simplicial"
+
+    def __init__(self, points, r=16, leaf_size=32, seed=0, *, n_threads=None):
+        self._build(V.points(points), r=r, leaf_size=leaf_size, seed=seed, n_threads=n_threads)
+
+    def _build(self, points, r=16, leaf_size=32, seed=0, n_threads=None):
+        r = V.positive_int(r, "r", minimum=2)
+        if r > 256:
+            raise ValueError(f"r must be <= 256, got {r}")
+        leaf_size = V.positive_int(leaf_size, "leaf_size")
+        seed = V.positive_int(seed, "seed", minimum=0)
+        if seed >= 2**64:
+            raise ValueError(f"seed must be < 2**64, got {seed}")
+        cls = _core.SimplicialPartitionTreeF32 if points.dtype == np.float32 else _core.SimplicialPartitionTreeF64
+        self._impl = cls(points, r, leaf_size, seed, V.threads(n_threads))
+        self.r, self.leaf_size, self.seed = r, leaf_size, seed
+        self._init_common(points)
+
+    @property
+    def node_count(self):
+        """Number of tree nodes."""
+        return self._impl.node_count
+
+    @property
+    def depth(self):
+        """Depth of the tree (0: the root is a leaf)."""
+        return self._impl.depth
+
+    def _params(self):
+        return {"r": self.r, "leaf_size": self.leaf_size, "seed": self.seed}
+
+    def crossing_stats(self, normals, offsets, *, n_threads=None):
+        """Measure how the partition's cells meet the hyperplanes ``<normals[j], x> = offsets[j]``.
+
+        For every query and every internal node whose bounds do not decide it (the nodes a
+        report recurses into), one record. Returns a dict of arrays: ``lims`` (int64, m + 1;
+        the records of query j are ``lims[j]:lims[j+1]``), and per record ``depth`` (0 at the
+        root), ``fanout`` (number of children), ``crossed`` (children with points strictly on
+        both sides of the hyperplane, decided exactly: the crossing number of the node's
+        partition), ``undecided`` (children the box + ball bounds cannot decide: what the query
+        pays) and ``node_crossed`` (1 if the node itself has points on both sides).
+
+        Measures the static tree; an index changed by insert/remove raises RuntimeError.
+        """
+        if self._dyn:
+            raise RuntimeError("crossing_stats measures the static tree; it is not available after insert/remove")
+        a, b = self._halfspaces(normals, offsets)
+        return self._impl.crossing_stats(a, b, V.threads(n_threads))
+
+
 class ConvexLayers(_Index):
     """Onion layers for output-sensitive half-plane reporting (d = 2 only).
 
@@ -431,6 +514,9 @@ class ConvexLayers(_Index):
     def layers(self):
         """Number of convex layers."""
         return self._impl.layers
+
+
+_STRUCTURES = (BruteForce, PartitionTree, SimplicialPartitionTree, ConvexLayers)
 
 
 # ---- auto selection ----------------------------------------------------------------------------
@@ -514,7 +600,8 @@ def build_index(points, kind="auto", *, batch_size=None, **params):
     Parameters
     ----------
     points : array_like, shape (n, d), float32 or float64
-    kind : {"auto", "brute_force", "partition_tree", "convex_layers"}
+    kind : {"auto", "brute_force", "partition_tree", "simplicial", "convex_layers"}
+        "simplicial" builds a :class:`SimplicialPartitionTree` (never chosen by "auto").
         "auto": for n < 4096 a scan; otherwise each candidate structure is built on a sample of
         the points (up to 50 000) and timed on probe queries (random and data-derived
         directions reporting 0.1 % and 1 % of the points); a tree is chosen only if it is
@@ -527,7 +614,7 @@ def build_index(points, kind="auto", *, batch_size=None, **params):
     """
     pts = V.points(points)
     n, d = pts.shape
-    kinds = {"brute_force": BruteForce, "partition_tree": PartitionTree, "convex_layers": ConvexLayers}
+    kinds = {c.kind: c for c in _STRUCTURES}
     if kind != "auto":
         if kind not in kinds:
             raise ValueError(f"kind must be 'auto' or one of {sorted(kinds)}, got {kind!r}")
@@ -555,7 +642,7 @@ def _from_bytes(data):
         raise ValueError("corrupted or truncated hsrgeom index file: checksum mismatch")
     try:
         h = json.loads(data[fixed : fixed + hlen])
-        cls = {"BruteForce": BruteForce, "PartitionTree": PartitionTree, "ConvexLayers": ConvexLayers}[h["class"]]
+        cls = {c.__name__: c for c in _STRUCTURES}[h["class"]]
         dtype = np.dtype(h["dtype"])
         n, d, next_id = int(h["n"]), int(h["d"]), int(h["next_id"])
     except (ValueError, KeyError, TypeError) as exc:

@@ -143,6 +143,18 @@ void parallel_for(index_t count, int threads, F&& f) {
   for (index_t i = 0; i < count; ++i) f(i, 0);
 }
 
+// Runs f(j, counters) for every query j in [0, m), in parallel when the estimated total `work`
+// (roughly flops) pays for it, and stores each query's counters in *st when given.
+template <class F>
+void for_each_query(index_t m, QueryStats* st, int threads, double work, F&& f) {
+  if (st) st->resize(m);
+  parallel_for(m, threads_for_work(threads, work), [&](index_t j, int) {
+    Counters c;
+    f(j, c);
+    if (st) c.store(*st, j);
+  });
+}
+
 // ---- exact top-k -----------------------------------------------------------------------------
 // Collects candidates for the k largest exact inner products <q, x>, ties broken by smaller id.
 // Scores are rounded evaluations with a per-candidate error bound `err`; a candidate is dropped
@@ -202,5 +214,15 @@ class TopKCollector {
   double kth_lower_ = -std::numeric_limits<double>::infinity();
   std::vector<Cand> cand_;
 };
+
+// Writes the k best candidates of query j (from TopKCollector::finish) into row j of the
+// m x k row-major outputs.
+template <class Cands>
+void write_topk(const Cands& best, index_t j, index_t k, double* scores, std::int64_t* ids) {
+  for (index_t r = 0; r < k; ++r) {
+    ids[j * k + r] = best[r].id;
+    scores[j * k + r] = best[r].s;
+  }
+}
 
 }  // namespace hsrgeom

@@ -357,14 +357,12 @@ class ConvexLayers {
   // layers included -- and ranks them exactly.
   void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
             QueryStats* st, int threads) const {
-    if (st) st->resize(m);
     std::vector<T> pts(xy_.size());
     for (size_t i = 0; i < xy_.size(); ++i) pts[i] = static_cast<T>(xy_[i]);
-    parallel_for(m, threads_for_work(threads, 1e3 * m), [&](index_t j, int) {
+    for_each_query(m, st, threads, 1e3 * m, [&](index_t j, Counters& c) {
       const double a[2] = {static_cast<double>(queries[2 * j]), static_cast<double>(queries[2 * j + 1])};
       const Margin mg(2, Rounding<double>::u, Rounding<double>::eta);
       const double na = norm_up(a, 2);
-      Counters c;
       auto push = [&](TopKCollector<T>& col, index_t t) {
         const double* x = &xy_[2 * t];
         col.push(a[0] * x[0] + a[1] * x[1], mg(na, norm_up(x, 2), 0.0), ids_[t], &pts[2 * t]);
@@ -380,25 +378,18 @@ class ConvexLayers {
         visit(a, lower, c, [&](index_t t) { push(col, t); return true; });
         best = col.finish();
       }
-      for (index_t r = 0; r < k; ++r) {
-        ids[j * k + r] = best[r].id;
-        scores[j * k + r] = best[r].s;
-      }
+      write_topk(best, j, k, scores, ids);
       c.reported = k;
-      if (st) c.store(*st, j);
     });
   }
 
  private:
   template <class Body>
   void run(const Halfspaces<T>& q, QueryStats* st, int threads, Body&& body) const {
-    if (st) st->resize(q.m);
     const double work = static_cast<double>(q.m) * 64 * std::log2(2.0 + n_);
-    parallel_for(q.m, threads_for_work(threads, work), [&](index_t j, int) {
+    for_each_query(q.m, st, threads, work, [&](index_t j, Counters& c) {
       const double a[2] = {static_cast<double>(q.normals[2 * j]), static_cast<double>(q.normals[2 * j + 1])};
-      Counters c;
       body(j, a, q.offsets[j], c);
-      if (st) c.store(*st, j);
     });
   }
 

@@ -28,16 +28,19 @@
 #include <Eigen/Dense>
 #include <vector>
 
-#include "hsrgeom/bounds.hpp"
-#include "hsrgeom/common.hpp"
-#include "hsrgeom/predicate.hpp"
+#include "hsrgeom/range_tree.hpp"
 
 namespace hsrgeom {
 
 enum class SplitRule { Widest = 0, PCA = 1 };
 
 template <class T>
-class PartitionTree {
+class PartitionTree : public RangeTree<PartitionTree<T>, T> {
+  using Base = RangeTree<PartitionTree<T>, T>;
+  friend Base;
+  using Base::n_, Base::d_, Base::margin_, Base::frame_margin_, Base::perm_, Base::bounds_, Base::frame_,
+      Base::mu_, Base::munorm_;
+
  public:
   struct Node {
     index_t begin, end;
@@ -46,15 +49,10 @@ class PartitionTree {
 
   PartitionTree() = default;
   PartitionTree(PointsView<T> p, int leaf_size, SplitRule split, int threads)
-      : n_(p.n), d_(p.d), leaf_size_(std::max(1, leaf_size)), split_(split),
-        margin_(p.d, Rounding<double>::u, Rounding<double>::eta) {
-    perm_.resize(n_);
-    std::iota(perm_.begin(), perm_.end(), index_t{0});
+      : Base(p), leaf_size_(std::max(1, leaf_size)), split_(split) {
     if (n_ == 0) return;
     skeleton(0, n_);
-    bounds_ = NodeBounds(static_cast<index_t>(nodes_.size()), d_);
-    xnorm_.resize(nodes_.size());
-    degenerate_.resize(nodes_.size());
+    this->allocate_nodes(static_cast<index_t>(nodes_.size()));
     const int nt = threads_for_work(threads, 20.0 * n_ * d_);
     std::vector<double> y;
     if (split_ == SplitRule::PCA) y = principal_frame(p, nt);
@@ -69,194 +67,22 @@ class PartitionTree {
       else
         fill(0, p, p, nt > 1);
     }
-    pts_.resize(n_ * static_cast<index_t>(d_));
-    for (index_t k = 0; k < n_; ++k) std::copy(p.row(perm_[k]), p.row(perm_[k]) + d_, &pts_[k * d_]);
+    this->store_points(p);
   }
 
-  index_t size() const { return n_; }
-  int dim() const { return d_; }
   int leaf_size() const { return leaf_size_; }
   SplitRule split() const { return split_; }
   index_t node_count() const { return static_cast<index_t>(nodes_.size()); }
-  size_t memory_bytes() const {
-    return pts_.size() * sizeof(T) + perm_.size() * sizeof(index_t) +
-           nodes_.size() * (sizeof(Node) + sizeof(double) + 1) + bounds_.memory_bytes() +
-           (frame_.size() + mu_.size()) * sizeof(double);
-  }
-  // The user's points in their original order.
-  std::vector<T> original_points() const {
-    std::vector<T> out(pts_.size());
-    for (index_t k = 0; k < n_; ++k) std::copy(row(k), row(k) + d_, &out[perm_[k] * d_]);
-    return out;
-  }
-
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::vector<std::int64_t>> lists(q.m);
-    run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
-      auto& out = lists[j];
-      traverse(qq, c, [&](index_t b0, index_t b1) {
-        out.insert(out.end(), perm_.begin() + b0, perm_.begin() + b1);
-        return true;
-      }, [&](index_t k) { out.push_back(perm_[k]); return true; });
-      sort_ids(out, n_);
-      c.reported = static_cast<std::int64_t>(out.size());
-    });
-    return ReportResult::from_lists(lists);
-  }
-
-  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::int64_t> out(q.m, 0);
-    run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
-      std::int64_t cnt = 0;
-      traverse(qq, c, [&](index_t b0, index_t b1) { cnt += b1 - b0; return true; },
-               [&](index_t) { ++cnt; return true; });
-      out[j] = c.reported = cnt;
-    });
-    return out;
-  }
-
-  // True where the half-space holds no point; stops at the first point found.
-  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::uint8_t> out(q.m, 1);
-    run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
-      traverse(qq, c, [&](index_t, index_t) { out[j] = 0; return false; },
-               [&](index_t) { out[j] = 0; return false; });
-      c.reported = out[j] ? 0 : 1;
-    });
-    return out;
-  }
-
-  // Exact top-k by inner product (ties: smaller id first), best-first branch and bound.
-  void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
-            QueryStats* st, int threads) const {
-    if (st) st->resize(m);
-    const double work = static_cast<double>(m) * (64.0 * d_ + std::sqrt(static_cast<double>(n_)) * d_ * 4);
-    parallel_for(m, threads_for_work(threads, work), [&](index_t j, int) {
-      const Query qq = make_query(queries + j * d_, 0.0);
-      TopKCollector<T> col(qq.a.data(), d_, k);
-      Counters c;
-      using Item = std::pair<double, std::int32_t>;  // (upper bound of <a, x>, node)
-      std::vector<Item> heap;
-      auto upper = [&](std::int32_t v) {
-        return bounds_.upper(v, qq.frame_a(), qq.na, frame_margin_, qq.extra) + qq.shift;
-      };
-      if (n_ > 0 && k > 0) heap.push_back({upper(0), 0});
-      while (!heap.empty()) {
-        std::pop_heap(heap.begin(), heap.end());
-        const Item it = heap.back();
-        heap.pop_back();
-        if (it.first < col.kth_lower()) break;  // nothing left can reach the k-th best
-        ++c.nodes;
-        const Node& nd = nodes_[it.second];
-        if (nd.left < 0) {
-          const double err = margin_(qq.na, xnorm_[it.second], 0.0);
-          for (index_t t = nd.begin; t < nd.end; ++t) {
-            col.push(dot(qq.a.data(), row(t), d_), err, perm_[t], row(t));
-            ++c.tested;
-          }
-          continue;
-        }
-        for (std::int32_t ch : {nd.left, nd.right}) {
-          heap.push_back({upper(ch), ch});
-          std::push_heap(heap.begin(), heap.end());
-        }
-      }
-      auto best = col.finish();
-      for (index_t r = 0; r < k; ++r) {
-        ids[j * k + r] = best[r].id;
-        scores[j * k + r] = best[r].s;
-      }
-      c.reported = k;
-      if (st) c.store(*st, j);
-    });
-  }
+  size_t memory_bytes() const { return this->base_memory_bytes() + nodes_.size() * sizeof(Node); }
 
  private:
-  // A query prepared for the tree: a in the original frame (for leaves), a in the bounds' frame,
-  // and the offset and extra margin that map bounds of <a_frame, y> to bounds of <a, x>.
-  struct Query {
-    std::vector<double> a, a_rot;
-    double na = 0, b = 0, shift = 0, extra = 0;
-    const double* frame_a() const { return a_rot.empty() ? a.data() : a_rot.data(); }
-  };
-
-  Query make_query(const T* normal, double b) const {
-    Query q;
-    q.a.assign(normal, normal + d_);
-    q.na = norm_up(q.a.data(), d_);
-    q.b = b;
-    if (!frame_.empty()) {
-      q.a_rot.assign(d_, 0.0);
-      for (int r = 0; r < d_; ++r)  // U^T a, U stored row-major d x d (column r = axis r)
-        for (int i = 0; i < d_; ++i) q.a_rot[r] += frame_[i * d_ + r] * q.a[i];
-      q.shift = dot(q.a.data(), mu_.data(), d_);  // <a, mu>
-      q.extra = margin_(q.na, munorm_, 0.0) + 4 * Rounding<double>::u * (std::fabs(b) + std::fabs(q.shift));
-    }
-    return q;
-  }
-
-  const T* row(index_t k) const { return pts_.data() + k * static_cast<index_t>(d_); }
-  // Any summation order is covered by the margin (predicate.hpp), so let the compiler vectorise.
-  template <class P>
-  static double dot(const double* a, const P* x, int d) {
-    double s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int i = 0; i < d; ++i) s += a[i] * static_cast<double>(x[i]);
-    return s;
-  }
-
-  // Runs body(j, query, counters) for every query in parallel.
-  template <class Body>
-  void run(const Halfspaces<T>& q, QueryStats* st, int threads, Body&& body) const {
-    if (st) st->resize(q.m);
-    const double work = static_cast<double>(q.m) * (64.0 * d_ + std::sqrt(static_cast<double>(n_)) * d_ * 4);
-    parallel_for(q.m, threads_for_work(threads, work), [&](index_t j, int) {
-      const Query qq = make_query(q.normals + j * d_, q.offsets[j]);
-      Counters c;
-      body(j, qq, c);
-      if (st) c.store(*st, j);
-    });
-  }
-
-  // Depth-first traversal. range(b0, b1) is called for stored points [b0, b1) all inside,
-  // point(k) for a single stored point inside; either returns false to stop early.
-  template <class Range, class Point>
-  void traverse(const Query& q, Counters& c, Range&& range, Point&& point) const {
-    if (n_ == 0) return;
-    const double* fa = q.frame_a();
-    const double fb = q.b - q.shift;
-    std::int32_t stack[128];
-    int top = 0;
-    stack[top++] = 0;
-    while (top) {
-      const std::int32_t v = stack[--top];
-      const Node& nd = nodes_[v];
-      ++c.nodes;
-      int cls;
-      if (degenerate_[v]) {
-        ++c.exact;
-        cls = exact_sign(q.a.data(), row(nd.begin), q.b, d_) >= 0 ? 1 : -1;
-      } else {
-        cls = bounds_.classify(v, fa, q.na, fb, frame_margin_, q.extra);
-      }
-      if (cls < 0) continue;
-      if (cls > 0) {
-        if (!range(nd.begin, nd.end)) return;
-        continue;
-      }
-      if (nd.left < 0) {
-        const double margin = margin_(q.na, xnorm_[v], q.b);
-        for (index_t k = nd.begin; k < nd.end; ++k) {
-          ++c.tested;
-          if (in_halfspace(dot(q.a.data(), row(k), d_), margin, q.a.data(), row(k), q.b, d_, &c.exact) &&
-              !point(k))
-            return;
-        }
-        continue;
-      }
-      stack[top++] = nd.right;
-      stack[top++] = nd.left;
-    }
+  std::pair<index_t, index_t> node_range(std::int32_t v) const { return {nodes_[v].begin, nodes_[v].end}; }
+  template <class F>
+  int each_child(std::int32_t v, F&& f) const {
+    if (nodes_[v].left < 0) return 0;
+    f(nodes_[v].right);
+    f(nodes_[v].left);
+    return 2;
   }
 
   // Node layout from sizes alone (preorder).
@@ -280,17 +106,8 @@ class PartitionTree {
     const Node nd = nodes_[v];
     index_t* ids = perm_.data() + nd.begin;
     const index_t cnt = nd.end - nd.begin;
-    bounds_.compute(v, f, ids, cnt);
-    double xn = 0;
-    bool same = true;
-    const T* x0 = p.row(ids[0]);
-    for (index_t k = 0; k < cnt; ++k) {
-      const T* x = p.row(ids[k]);
-      xn = std::max(xn, norm_up(x, d_));
-      same = same && std::equal(x, x + d_, x0);
-    }
-    xnorm_[v] = xn;
-    degenerate_[v] = same;
+    this->summarize(v, f, p, ids, cnt);
+    const bool same = this->degenerate_[v];
     if (nd.left < 0) return;
     if (!same) {
       int axis = 0;
@@ -352,20 +169,9 @@ class PartitionTree {
     return y;
   }
 
-  index_t n_ = 0;
-  int d_ = 0;
   int leaf_size_ = 32;
   SplitRule split_ = SplitRule::Widest;
-  Margin margin_{1, 0, 0};        // for <a, x> in double
-  Margin frame_margin_{1, 0, 0};  // for the bounds' frame (== margin_ without rotation)
-  std::vector<T> pts_;            // points in tree order
-  std::vector<index_t> perm_;     // perm_[k] = original id of stored point k
   std::vector<Node> nodes_;
-  NodeBounds bounds_;
-  std::vector<double> xnorm_;     // per node: upper bound of ||x|| in the original frame
-  std::vector<std::uint8_t> degenerate_;
-  std::vector<double> frame_, mu_;  // PCA frame U (d x d row-major) and mean; empty: identity
-  double munorm_ = 0;
 };
 
 }  // namespace hsrgeom

@@ -1,0 +1,273 @@
+// RangeTree: what the hierarchical structures over contiguous ranges share (PartitionTree,
+// SimplicialPartitionTree): the stored points in tree order, per-node conservative bounds, and
+// the queries (report, count, empty, exact top-k) that run on them.
+//
+// Every node owns a contiguous range [begin, end) of the reordered points, so a node entirely
+// inside the half-space is reported by copying that range of ids. A query skips a node whose
+// bounds put it outside, copies a node whose bounds put it inside, recurses otherwise, and tests
+// the points of undecided leaves one by one with the shared exact predicate (predicate.hpp).
+// A node whose points are all identical ("degenerate") is decided by one exact test. How the
+// tree is split affects only the cost of a query, never its result.
+//
+// Bounds may live in a rotated frame (PartitionTree's split = PCA): frame_ (U, d x d row-major)
+// and mu_ map a query to a -> U^T a, b -> b - <a, mu>, with frame_margin_ and a per-query
+// absolute term covering the rotation's rounding (see partition_tree.hpp). With frame_ empty the
+// bounds are on the points as given and frame_margin_ == margin_.
+//
+// The derived class (CRTP) builds nodes and provides
+//   std::pair<index_t, index_t> node_range(std::int32_t v) const;   // [begin, end) of node v
+//   template <class F> int each_child(std::int32_t v, F&& f) const;  // f(child), last child
+//                                                                    // first; returns the count
+// and fills perm_, bounds_, xnorm_, degenerate_ (summarize()) and pts_ (store_points()).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <utility>
+#include <vector>
+
+#include "hsrgeom/bounds.hpp"
+#include "hsrgeom/common.hpp"
+#include "hsrgeom/predicate.hpp"
+
+namespace hsrgeom {
+
+template <class Derived, class T>
+class RangeTree {
+ public:
+  index_t size() const { return n_; }
+  int dim() const { return d_; }
+
+  // The user's points in their original order.
+  std::vector<T> original_points() const {
+    std::vector<T> out(pts_.size());
+    for (index_t k = 0; k < n_; ++k) std::copy(row(k), row(k) + d_, &out[perm_[k] * d_]);
+    return out;
+  }
+
+  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads) const {
+    std::vector<std::vector<std::int64_t>> lists(q.m);
+    run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
+      auto& out = lists[j];
+      traverse(qq, c, [&](index_t b0, index_t b1) {
+        out.insert(out.end(), perm_.begin() + b0, perm_.begin() + b1);
+        return true;
+      }, [&](index_t k) { out.push_back(perm_[k]); return true; });
+      sort_ids(out, n_);
+      c.reported = static_cast<std::int64_t>(out.size());
+    });
+    return ReportResult::from_lists(lists);
+  }
+
+  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
+    std::vector<std::int64_t> out(q.m, 0);
+    run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
+      std::int64_t cnt = 0;
+      traverse(qq, c, [&](index_t b0, index_t b1) { cnt += b1 - b0; return true; },
+               [&](index_t) { ++cnt; return true; });
+      out[j] = c.reported = cnt;
+    });
+    return out;
+  }
+
+  // True where the half-space holds no point; stops at the first point found.
+  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
+    std::vector<std::uint8_t> out(q.m, 1);
+    run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
+      traverse(qq, c, [&](index_t, index_t) { out[j] = 0; return false; },
+               [&](index_t) { out[j] = 0; return false; });
+      c.reported = out[j] ? 0 : 1;
+    });
+    return out;
+  }
+
+  // Exact top-k by inner product (ties: smaller id first), best-first branch and bound.
+  void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
+            QueryStats* st, int threads) const {
+    for_each_query(m, st, threads, query_work(m), [&](index_t j, Counters& c) {
+      const Query qq = make_query(queries + j * d_, 0.0);
+      TopKCollector<T> col(qq.a.data(), d_, k);
+      using Item = std::pair<double, std::int32_t>;  // (upper bound of <a, x>, node)
+      std::vector<Item> heap;
+      if (n_ > 0 && k > 0) heap.push_back({upper(0, qq), 0});
+      while (!heap.empty()) {
+        std::pop_heap(heap.begin(), heap.end());
+        const Item it = heap.back();
+        heap.pop_back();
+        if (it.first < col.kth_lower()) break;  // nothing left can reach the k-th best
+        ++c.nodes;
+        const int kids = self().each_child(it.second, [&](std::int32_t ch) {
+          heap.push_back({upper(ch, qq), ch});
+          std::push_heap(heap.begin(), heap.end());
+        });
+        if (kids) continue;
+        const auto [b0, b1] = self().node_range(it.second);
+        const double err = margin_(qq.na, xnorm_[it.second], 0.0);
+        for (index_t t = b0; t < b1; ++t) {
+          col.push(dot(qq.a.data(), row(t), d_), err, perm_[t], row(t));
+          ++c.tested;
+        }
+      }
+      write_topk(col.finish(), j, k, scores, ids);
+      c.reported = k;
+    });
+  }
+
+ protected:
+  RangeTree() = default;
+  explicit RangeTree(const PointsView<T>& p)
+      : n_(p.n), d_(p.d), margin_(p.d, Rounding<double>::u, Rounding<double>::eta), frame_margin_(margin_) {
+    perm_.resize(n_);
+    std::iota(perm_.begin(), perm_.end(), index_t{0});
+  }
+
+  // A query prepared for the tree: a in the original frame (for leaves), a in the bounds' frame,
+  // and the offset and extra margin that map bounds of <a_frame, y> to bounds of <a, x>.
+  struct Query {
+    std::vector<double> a, a_rot;
+    double na = 0, b = 0, shift = 0, extra = 0;
+    const double* frame_a() const { return a_rot.empty() ? a.data() : a_rot.data(); }
+  };
+
+  Query make_query(const T* normal, double b) const {
+    Query q;
+    q.a.assign(normal, normal + d_);
+    q.na = norm_up(q.a.data(), d_);
+    q.b = b;
+    if (!frame_.empty()) {
+      q.a_rot.assign(d_, 0.0);
+      for (int r = 0; r < d_; ++r)  // U^T a, U stored row-major d x d (column r = axis r)
+        for (int i = 0; i < d_; ++i) q.a_rot[r] += frame_[i * d_ + r] * q.a[i];
+      q.shift = dot(q.a.data(), mu_.data(), d_);  // <a, mu>
+      q.extra = margin_(q.na, munorm_, 0.0) + 4 * Rounding<double>::u * (std::fabs(b) + std::fabs(q.shift));
+    }
+    return q;
+  }
+
+  const T* row(index_t k) const { return pts_.data() + k * static_cast<index_t>(d_); }
+  // Any summation order is covered by the margin (predicate.hpp), so let the compiler vectorise.
+  template <class P>
+  static double dot(const double* a, const P* x, int d) {
+    double s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < d; ++i) s += a[i] * static_cast<double>(x[i]);
+    return s;
+  }
+
+  double query_work(index_t m) const {
+    return static_cast<double>(m) * (64.0 * d_ + std::sqrt(static_cast<double>(n_)) * d_ * 4);
+  }
+
+  // Runs body(j, query, counters) for every query in parallel.
+  template <class Body>
+  void run(const Halfspaces<T>& q, QueryStats* st, int threads, Body&& body) const {
+    for_each_query(q.m, st, threads, query_work(q.m), [&](index_t j, Counters& c) {
+      body(j, make_query(q.normals + j * d_, q.offsets[j]), c);
+    });
+  }
+
+  // +1 every point of v is inside, -1 none is, 0 the bounds can't tell.
+  int classify(std::int32_t v, const Query& q, Counters& c) const {
+    if (degenerate_[v]) {
+      ++c.exact;
+      return exact_sign(q.a.data(), row(self().node_range(v).first), q.b, d_) >= 0 ? 1 : -1;
+    }
+    return bounds_.classify(v, q.frame_a(), q.na, q.b - q.shift, frame_margin_, q.extra);
+  }
+
+  // An upper bound of max <a, x> over node v, never below the exact maximum.
+  double upper(std::int32_t v, const Query& q) const {
+    return bounds_.upper(v, q.frame_a(), q.na, frame_margin_, q.extra) + q.shift;
+  }
+
+  // Exact membership of the points of leaf v: point(k) for every stored k inside; stops (and
+  // returns false) when point returns false.
+  template <class Point>
+  bool test_leaf(std::int32_t v, const Query& q, Counters& c, Point&& point) const {
+    const auto [b0, b1] = self().node_range(v);
+    const double margin = margin_(q.na, xnorm_[v], q.b);
+    for (index_t k = b0; k < b1; ++k) {
+      ++c.tested;
+      if (in_halfspace(dot(q.a.data(), row(k), d_), margin, q.a.data(), row(k), q.b, d_, &c.exact) && !point(k))
+        return false;
+    }
+    return true;
+  }
+
+  // Depth-first traversal. range(b0, b1) is called for stored points [b0, b1) all inside,
+  // point(k) for a single stored point inside; either returns false to stop early.
+  template <class Range, class Point>
+  void traverse(const Query& q, Counters& c, Range&& range, Point&& point) const {
+    if (n_ == 0) return;
+    std::vector<std::int32_t> stack;
+    stack.reserve(128);
+    stack.push_back(0);
+    while (!stack.empty()) {
+      const std::int32_t v = stack.back();
+      stack.pop_back();
+      ++c.nodes;
+      const int cls = classify(v, q, c);
+      if (cls < 0) continue;
+      if (cls > 0) {
+        const auto [b0, b1] = self().node_range(v);
+        if (!range(b0, b1)) return;
+        continue;
+      }
+      if (self().each_child(v, [&](std::int32_t ch) { stack.push_back(ch); })) continue;
+      if (!test_leaf(v, q, c, point)) return;
+    }
+  }
+
+  // Bounds (on frame points f), original-frame norm bound and degeneracy (on the original points
+  // p) of node v, whose points are ids[0, count).
+  template <class F>
+  void summarize(std::int32_t v, const PointsView<F>& f, const PointsView<T>& p, const index_t* ids, index_t count) {
+    bounds_.compute(v, f, ids, count);
+    double xn = 0;
+    bool same = true;
+    const T* x0 = p.row(ids[0]);
+    for (index_t k = 0; k < count; ++k) {
+      const T* x = p.row(ids[k]);
+      xn = std::max(xn, norm_up(x, d_));
+      same = same && std::equal(x, x + d_, x0);
+    }
+    xnorm_[v] = xn;
+    degenerate_[v] = same;
+  }
+
+  void allocate_nodes(index_t nodes) {
+    bounds_ = NodeBounds(nodes, d_);
+    xnorm_.assign(nodes, 0.0);
+    degenerate_.assign(nodes, 0);
+  }
+
+  // Copies the points into tree order (after perm_ is final).
+  void store_points(const PointsView<T>& p) {
+    pts_.resize(n_ * static_cast<index_t>(d_));
+    for (index_t k = 0; k < n_; ++k) std::copy(p.row(perm_[k]), p.row(perm_[k]) + d_, &pts_[k * d_]);
+  }
+
+  // Bytes of everything but the derived class's node array.
+  size_t base_memory_bytes() const {
+    return pts_.size() * sizeof(T) + perm_.size() * sizeof(index_t) + xnorm_.size() * (sizeof(double) + 1) +
+           bounds_.memory_bytes() + (frame_.size() + mu_.size()) * sizeof(double);
+  }
+
+  const Derived& self() const { return static_cast<const Derived&>(*this); }
+
+  index_t n_ = 0;
+  int d_ = 0;
+  Margin margin_{1, 0, 0};        // for <a, x> in double
+  Margin frame_margin_{1, 0, 0};  // for the bounds' frame (== margin_ without rotation)
+  std::vector<T> pts_;            // points in tree order
+  std::vector<index_t> perm_;     // perm_[k] = original id of stored point k
+  NodeBounds bounds_;
+  std::vector<double> xnorm_;     // per node: upper bound of ||x|| in the original frame
+  std::vector<std::uint8_t> degenerate_;
+  std::vector<double> frame_, mu_;  // frame U (d x d row-major) and mean; empty: identity
+  double munorm_ = 0;
+};
+
+}  // namespace hsrgeom
