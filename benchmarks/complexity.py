@@ -13,7 +13,7 @@ half is dominated by constant terms).
 
 Theory for points tested (output size fixed): a kd-tree (PartitionTree, split="widest") visits
 O(n^(1 - 1/d) + k) cells for a hyperplane in the worst case; a partition tree with optimal
-crossing number the same bound; ConvexLayers O(log n + k) per layer reached; BruteForce n.
+crossing number (SimplicialPartitionTree aims at it) the same bound; ConvexLayers O(log n + k) per layer reached; BruteForce n.
 The paper's bound for half-space reporting with near-linear space is O(n^(1 - 1/floor(d/2)) + k).
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ STRUCTURES = {
     "BruteForce": (lambda x: hsrgeom.BruteForce(x), None),
     "PartitionTree(widest)": (lambda x: hsrgeom.PartitionTree(x), None),
     "PartitionTree(pca)": (lambda x: hsrgeom.PartitionTree(x, split="pca"), None),
+    "SimplicialPartitionTree": (lambda x: hsrgeom.SimplicialPartitionTree(x), None),
     "ConvexLayers": (lambda x: hsrgeom.ConvexLayers(x), 2),
 }
 

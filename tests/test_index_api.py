@@ -90,3 +90,12 @@ def test_auto_reports_kind_and_reason(rng):
     assert high_d.kind == "brute_force" and "probe" in high_d.reason
     explicit = hsrgeom.build_index(rng.random((100, 2)), kind="partition_tree", leaf_size=4)
     assert explicit.kind == "partition_tree" and explicit.leaf_size == 4
+
+
+def test_auto_considers_convex_layers_only_in_the_plane():
+    rng = np.random.default_rng(3)
+    two = hsrgeom.build_index(rng.standard_normal((6000, 2)))
+    three = hsrgeom.build_index(rng.standard_normal((6000, 3)))
+    assert "convex_layers" in two.reason and "convex_layers" not in three.reason
+    with_params = hsrgeom.build_index(rng.standard_normal((6000, 2)), leaf_size=8)
+    assert "convex_layers" not in with_params.reason  # params are a partition tree's
