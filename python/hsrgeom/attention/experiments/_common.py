@@ -32,6 +32,24 @@ def best_time(fn, repeat=3):
     return best, out
 
 
+def best_blas_time(fn, repeat=3):
+    """Best wall time of ``fn`` over BLAS thread counts (1 and the default), so that a dense
+    baseline is not judged by a thread count that happens to suit it badly here (measured:
+    OpenBLAS's 2-thread sgemv can be slower than 1 thread on this 2-core machine). Without
+    threadpoolctl, the default only. Returns (seconds, result, threads of the best)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        t, out = best_time(fn, repeat)
+        return t, out, "default"
+    results = []
+    for limit in (1, None):
+        with threadpool_limits(limits=limit, user_api="blas"):
+            t, out = best_time(fn, repeat)
+        results.append((t, out, limit or "default"))
+    return min(results, key=lambda r: r[0])
+
+
 def fit_exponent(ns, ys):
     """Least-squares slope of log y against log n (points with y > 0 only)."""
     ns, ys = np.asarray(ns, float), np.asarray(ys, float)
