@@ -581,7 +581,9 @@ def _choose(pts, batch_size, params):
         t = _time_queries(idx, probes)
         tested[name] = idx.stats.points_tested.mean() / len(sample)
         growth = np.log(max(t, 1e-9) / max(t_small, 1e-9)) / np.log(len(sample) / len(small))
-        growth = float(np.clip(growth, 0.2, 1.0))
+        # a scan's work is exactly linear in n; on a small sample its fixed costs make it look
+        # sublinear, which would favour it wrongly when extrapolated
+        growth = 1.0 if cls is BruteForce else float(np.clip(growth, 0.2, 1.0))
         predicted[name] = t * (n / len(sample)) ** growth
         shown.append(f"{name} {t / (m * len(probes)) * 1e3:.3f} ms (grows ~n^{growth:.2f})")
     # a timing spike must not pick a tree that prunes nothing: it must also skip half the points
