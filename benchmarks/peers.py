@@ -117,6 +117,13 @@ def main():
         t_build = time.perf_counter() - t_build
         t, out = best(lambda: tree.report(a, b))
         res["hsrgeom PartitionTree"] = (t, mismatches(out.split(), ref), t_build)
+        if d >= 8:
+            t_build = time.perf_counter()
+            pca = hsrgeom.PartitionTree(x, split="pca")
+            t_build = time.perf_counter() - t_build
+            t, out = best(lambda: pca.report(a, b))
+            res["hsrgeom PartitionTree(pca)"] = (t, mismatches(out.split(), ref), t_build)
+            del pca
         if d == 2:
             t_build = time.perf_counter()
             cl = hsrgeom.ConvexLayers(x)
