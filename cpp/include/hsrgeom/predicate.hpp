@@ -29,14 +29,17 @@ namespace hsrgeom {
 
 using index_t = std::int64_t;
 
-// Exact sum of products of doubles, in a two's-complement fixed-point accumulator wide enough for
-// every product of two finite doubles (2^-2148 .. 2^2048) plus 2^100 terms of carry headroom.
-class ExactAccumulator {
+// Exact sum of products of doubles, in a two's-complement fixed-point accumulator: bit 0 of limb 0
+// has weight 2^-Offset. ExactAccumulator (below) is wide enough for every product of two finite
+// doubles (2^-2148 .. 2^2048) plus 2^100 terms of carry headroom; ExactAccumulator3 for every
+// product of three (2^-3222 .. 2^3072, for 3-D orientation determinants).
+template <int Offset, int Limbs>
+class BasicExactAccumulator {
  public:
-  static constexpr int kOffset = 2148;  // bit 0 of limb 0 has weight 2^-2148
-  static constexpr int kLimbs = 68;     // 4352 bits
+  static constexpr int kOffset = Offset;
+  static constexpr int kLimbs = Limbs;
 
-  ExactAccumulator() { std::memset(limb_, 0, sizeof(limb_)); }
+  BasicExactAccumulator() { std::memset(limb_, 0, sizeof(limb_)); }
 
   // Adds a * b exactly.
   void add_product(double a, double b) {
@@ -46,6 +49,21 @@ class ExactAccumulator {
     if (!decompose(a, ma, ea, na) || !decompose(b, mb, eb, nb)) return;
     unsigned __int128 m = static_cast<unsigned __int128>(ma) * mb;
     add_shifted(m, ea + eb + kOffset, na != nb);
+  }
+
+  // Adds a * b * c exactly (needs the range of ExactAccumulator3). The 106-bit product of two
+  // mantissas is split at bit 53 so that each part times the third mantissa fits in 128 bits.
+  void add_product3(double a, double b, double c) {
+    std::uint64_t ma, mb, mc;
+    int ea, eb, ec;
+    bool na, nb, nc;
+    if (!decompose(a, ma, ea, na) || !decompose(b, mb, eb, nb) || !decompose(c, mc, ec, nc)) return;
+    const unsigned __int128 m = static_cast<unsigned __int128>(ma) * mb;
+    const std::uint64_t hi = static_cast<std::uint64_t>(m >> 53), lo = static_cast<std::uint64_t>(m) & ((std::uint64_t{1} << 53) - 1);
+    const bool neg = na != nb ? !nc : nc;
+    const int e = ea + eb + ec + kOffset;
+    add_shifted(static_cast<unsigned __int128>(hi) * mc, e + 53, neg);
+    add_shifted(static_cast<unsigned __int128>(lo) * mc, e, neg);
   }
 
   // Adds a exactly.
@@ -115,6 +133,9 @@ class ExactAccumulator {
 
   std::uint64_t limb_[kLimbs];
 };
+
+using ExactAccumulator = BasicExactAccumulator<2148, 68>;   // 4352 bits
+using ExactAccumulator3 = BasicExactAccumulator<3222, 102>;  // 6528 bits: 2^-3222 .. 2^3072 + headroom
 
 // Exact sign of <a, x> - b.
 template <class T>
