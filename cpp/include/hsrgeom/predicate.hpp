@@ -157,6 +157,24 @@ inline int exact_compare(const double* q, const T* x, const T* y, int d) {
   return acc.sign();
 }
 
+// Sign of <q, x> - <q, y>: a double evaluation with a rigorous bound (each dot product errs by at
+// most gamma_d sum |q_i x_i|, the subtraction by u times the sum; 8 u covers d <= 3 with room;
+// 1e-300 covers underflow), exact when the difference is within the bound.
+template <class T>
+inline int compare_dots(const double* q, const T* x, const T* y, int d) {
+  double sx = 0, sy = 0, mag = 0;
+  for (int i = 0; i < d; ++i) {
+    const double xi = static_cast<double>(x[i]), yi = static_cast<double>(y[i]);
+    sx += q[i] * xi;
+    sy += q[i] * yi;
+    mag += std::fabs(q[i]) * (std::fabs(xi) + std::fabs(yi));
+  }
+  const double err = 8 * (std::numeric_limits<double>::epsilon() / 2) * d * mag + 1e-300;
+  if (sx - sy > err) return 1;
+  if (sy - sx > err) return -1;
+  return exact_compare(q, x, y, d);
+}
+
 // Floating-point error model of a format used to evaluate dot products.
 template <class Acc>
 struct Rounding {
