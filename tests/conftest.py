@@ -9,7 +9,21 @@ STRUCTURES = {
     "tree_widest_leaf1": lambda x: hsrgeom.PartitionTree(x, leaf_size=1),
     "tree_pca": lambda x: hsrgeom.PartitionTree(x, leaf_size=8, split="pca"),
     "auto": lambda x: hsrgeom.build_index(x, kind="auto"),
+    "convex_layers3": lambda x: _only_dim(x, 3, hsrgeom.ConvexLayers3),
 }
+# structures defined for one dimension only; tests with other d skip them
+STRUCTURE_DIMS = {"convex_layers3": 3}
+
+
+def _only_dim(x, d, cls):
+    if x.shape[1] != d:
+        pytest.skip(f"{cls.__name__} needs d = {d}")
+    return cls(x)
+
+
+def structures_for(d):
+    """STRUCTURES usable for points of dimension d."""
+    return {k: v for k, v in STRUCTURES.items() if STRUCTURE_DIMS.get(k, d) == d}
 
 
 @pytest.fixture(params=sorted(STRUCTURES))

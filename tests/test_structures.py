@@ -8,7 +8,7 @@ from hypothesis.extra import numpy as hnp
 import hsrgeom
 import exact_reference as ref
 
-from conftest import STRUCTURES
+from conftest import STRUCTURES, structures_for
 
 
 def check(index, points, normals, offsets):
@@ -129,7 +129,7 @@ def test_large_n_low_d(rng):
     pts = rng.random((100_000, 2))
     normals = rng.standard_normal((20, 2))
     offsets = quantile_offsets(pts, normals, np.linspace(1e-4, 0.5, 20))
-    for make in STRUCTURES.values():
+    for make in structures_for(2).values():
         check(make(pts), pts, normals, offsets)
 
 
@@ -137,7 +137,7 @@ def test_threads_do_not_change_results(rng):
     pts = rng.standard_normal((20_000, 4)).astype(np.float32)
     normals = rng.standard_normal((64, 4))
     offsets = quantile_offsets(pts, normals, np.full(64, 0.05))
-    for make in STRUCTURES.values():
+    for make in structures_for(4).values():
         idx = make(pts)
         assert idx.report(normals, offsets, n_threads=1) == idx.report(normals, offsets, n_threads=2)
 

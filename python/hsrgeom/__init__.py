@@ -11,13 +11,14 @@ with structures that prune where geometry allows and a blocked scan where it doe
 (3,)
 """
 from ._core import get_num_threads, set_num_threads
-from ._index import BruteForce, ConvexLayers, HalfspaceResult, PartitionTree, QueryStats, build_index, load
+from ._index import BruteForce, ConvexLayers, ConvexLayers3, HalfspaceResult, PartitionTree, QueryStats, build_index, load
 
 __version__ = "0.1.0"
 __all__ = [
     "BruteForce",
     "PartitionTree",
     "ConvexLayers",
+    "ConvexLayers3",
     "HalfspaceResult",
     "QueryStats",
     "build_index",
