@@ -169,3 +169,15 @@ def test_property_matches_exact_reference(data, d, n, dtype):
     b = data.draw(hnp.arrays(np.float64, (3,), elements=st.integers(-10, 10).map(float)))
     for name in ("brute_force", "tree_widest_leaf1", "tree_pca"):
         check(STRUCTURES[name](pts), pts, a, b)
+
+
+def test_offsets_at_rounded_projections_of_grid_points(make_index, rng):
+    # b = fl(<a, x_i>) for random a and integer points: many points within rounding of the
+    # boundary, on both sides. Node bounds need their rounding margin here (PartitionTree with
+    # split="widest" once classified nodes with a zero margin and reported points just outside).
+    pts = rng.integers(-3, 4, (7000, 3)).astype(float)
+    normals = rng.standard_normal((200, 3))
+    proj = pts @ normals.T
+    offsets = proj[rng.integers(len(pts), size=200), np.arange(200)]
+    bf = hsrgeom.BruteForce(pts)
+    assert make_index(pts).report(normals, offsets) == bf.report(normals, offsets)

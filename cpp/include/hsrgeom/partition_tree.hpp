@@ -55,6 +55,7 @@ class PartitionTree {
     bounds_ = NodeBounds(static_cast<index_t>(nodes_.size()), d_);
     xnorm_.resize(nodes_.size());
     degenerate_.resize(nodes_.size());
+    frame_margin_ = margin_;  // no rotation: the bounds' frame is the original one (PCA widens it)
     const int nt = threads_for_work(threads, 20.0 * n_ * d_);
     std::vector<double> y;
     if (split_ == SplitRule::PCA) y = principal_frame(p, nt);
