@@ -27,6 +27,19 @@ def check(index, points, normals, offsets):
     return expected
 
 
+def check_small_integer_set(data, n, d, make, coord=3):
+    """Hypothesis body: small-integer points (ties, duplicates, degenerate sets) and queries, one
+    structure ``make(points)`` against the exact reference, reports and top-k."""
+    from test_topk import check_topk
+
+    pts = data.draw(hnp.arrays(np.float64, (n, d), elements=st.integers(-coord, coord).map(float)))
+    a = data.draw(hnp.arrays(np.float64, (3, d), elements=st.integers(-2, 2).map(float)))
+    b = data.draw(hnp.arrays(np.float64, (3,), elements=st.integers(-6, 6).map(float)))
+    index = make(pts)
+    check(index, pts, a, b)
+    check_topk(index, pts, a, min(n, 4))
+
+
 def quantile_offsets(points, normals, fracs):
     proj = points.astype(np.float64) @ np.asarray(normals, dtype=np.float64).T
     return np.array([np.quantile(proj[:, j], 1 - f) for j, f in enumerate(fracs)])
