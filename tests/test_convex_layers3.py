@@ -133,3 +133,15 @@ def test_updates_and_persistence(rng, tmp_path):
 @given(data=st.data(), n=st.integers(0, 50))
 def test_property(data, n):
     check_small_integer_set(data, n, 3, hsrgeom.ConvexLayers3, coord=2)
+
+
+@pytest.mark.parametrize("scale", [1e150, 1e-150, 5e-324 * 2**40])
+def test_extreme_magnitudes(rng, scale):
+    # orient3d's triple products overflow / underflow here: the exact fallback decides
+    pts = rng.standard_normal((400, 3)) * scale
+    pts[:50] = np.round(pts[:50] / scale) * scale  # coplanar and duplicate points among them
+    normals = rng.standard_normal((6, 3)) * (1e150 if scale > 1 else 1.0)
+    offsets = quantile_offsets(pts, normals, [0.01, 0.1, 0.5, 0.9, 0.0, 1.0])
+    index = hsrgeom.ConvexLayers3(pts)
+    assert index.layers > 0
+    check(index, pts, normals, offsets)
