@@ -92,7 +92,10 @@ def test_large_uniform_and_gaussian(rng):
         index.report(normals, small)
         # output-sensitive: few points tested beyond those reported
         assert index.stats.points_tested.mean() < 4 * index.stats.points_reported.mean() + 50
-        assert index.report(normals, offsets, n_threads=1) == index.report(normals, offsets, n_threads=2)
+        many = rng.standard_normal((2000, 3))  # enough work for two threads
+        off = quantile_offsets(pts, many, np.full(2000, 0.01))
+        assert index.report(many, off, n_threads=1) == index.report(many, off, n_threads=2)
+        np.testing.assert_array_equal(index.topk(many, 3, n_threads=1)[1], index.topk(many, 3, n_threads=2)[1])
 
 
 def test_layer_cap_and_core(rng):

@@ -462,7 +462,8 @@ class ConvexLayers3(_Index):
     reaches a deep "guard" polytope (inner points at the 90 % quantile in 64 sampled
     directions); the remaining points (and any flat remainder: coplanar, collinear, fewer than 4
     points) form a core kept in a PartitionTree, searched only when every layer's extreme vertex
-    is inside the half-space. Measured: n = 10^6 uniform in about 15 s on one core.
+    is inside the half-space. Measured: n = 10^6 (uniform, gaussian) in 14-19 s on one core
+    (docs/layers3.md).
 
     Stats: ``nodes_visited`` counts walk positions (at least one per layer reached),
     ``points_tested`` membership tests (plus the core's).
