@@ -10,7 +10,21 @@ STRUCTURES = {
     "tree_pca": lambda x: hsrgeom.PartitionTree(x, leaf_size=8, split="pca"),
     "simplicial": lambda x: hsrgeom.SimplicialPartitionTree(x, r=8, leaf_size=4),
     "auto": lambda x: hsrgeom.build_index(x, kind="auto"),
+    "convex_layers3": lambda x: _only_dim(x, 3, hsrgeom.ConvexLayers3),
 }
+# structures defined for one dimension only; tests with other d skip them
+STRUCTURE_DIMS = {"convex_layers3": 3}
+
+
+def _only_dim(x, d, cls):
+    if x.shape[1] != d:
+        pytest.skip(f"{cls.__name__} needs d = {d}")
+    return cls(x)
+
+
+def structures_for(d):
+    """STRUCTURES usable for points of dimension d."""
+    return {k: v for k, v in STRUCTURES.items() if STRUCTURE_DIMS.get(k, d) == d}
 
 
 @pytest.fixture(params=sorted(STRUCTURES))

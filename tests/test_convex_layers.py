@@ -3,10 +3,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 import hsrgeom
-from test_structures import check, datasets, quantile_offsets
+from test_structures import check, check_small_integer_set, datasets, quantile_offsets
 from test_topk import check_topk
 
 
@@ -69,12 +68,7 @@ def test_updates_and_persistence(rng, tmp_path):
 @settings(max_examples=80, deadline=None)
 @given(data=st.data(), n=st.integers(0, 60))
 def test_property(data, n):
-    pts = data.draw(hnp.arrays(np.float64, (n, 2), elements=st.integers(-3, 3).map(float)))
-    a = data.draw(hnp.arrays(np.float64, (3, 2), elements=st.integers(-2, 2).map(float)))
-    b = data.draw(hnp.arrays(np.float64, (3,), elements=st.integers(-6, 6).map(float)))
-    index = hsrgeom.ConvexLayers(pts)
-    check(index, pts, a, b)
-    check_topk(index, pts, a, min(n, 4))
+    check_small_integer_set(data, n, 2, hsrgeom.ConvexLayers, coord=3)
 
 
 def test_normals_one_ulp_from_an_edge_normal(rng):

@@ -8,7 +8,7 @@ from hypothesis.extra import numpy as hnp
 import hsrgeom
 import exact_reference as ref
 
-from conftest import STRUCTURES
+from conftest import STRUCTURES, structures_for
 
 
 def check(index, points, normals, offsets):
@@ -25,6 +25,19 @@ def check(index, points, normals, offsets):
     for j in range(min(len(a), 3)):
         np.testing.assert_array_equal(index.report_one(normals[j], offsets[j]), expected[j])
     return expected
+
+
+def check_small_integer_set(data, n, d, make, coord=3):
+    """Hypothesis body: small-integer points (ties, duplicates, degenerate sets) and queries, one
+    structure ``make(points)`` against the exact reference, reports and top-k."""
+    from test_topk import check_topk
+
+    pts = data.draw(hnp.arrays(np.float64, (n, d), elements=st.integers(-coord, coord).map(float)))
+    a = data.draw(hnp.arrays(np.float64, (3, d), elements=st.integers(-2, 2).map(float)))
+    b = data.draw(hnp.arrays(np.float64, (3,), elements=st.integers(-6, 6).map(float)))
+    index = make(pts)
+    check(index, pts, a, b)
+    check_topk(index, pts, a, min(n, 4))
 
 
 def quantile_offsets(points, normals, fracs):
@@ -129,7 +142,7 @@ def test_large_n_low_d(rng):
     pts = rng.random((100_000, 2))
     normals = rng.standard_normal((20, 2))
     offsets = quantile_offsets(pts, normals, np.linspace(1e-4, 0.5, 20))
-    for make in STRUCTURES.values():
+    for make in structures_for(2).values():
         check(make(pts), pts, normals, offsets)
 
 
@@ -137,7 +150,7 @@ def test_threads_do_not_change_results(rng):
     pts = rng.standard_normal((20_000, 4)).astype(np.float32)
     normals = rng.standard_normal((64, 4))
     offsets = quantile_offsets(pts, normals, np.full(64, 0.05))
-    for make in STRUCTURES.values():
+    for make in structures_for(4).values():
         idx = make(pts)
         assert idx.report(normals, offsets, n_threads=1) == idx.report(normals, offsets, n_threads=2)
 
@@ -169,3 +182,15 @@ def test_property_matches_exact_reference(data, d, n, dtype):
     b = data.draw(hnp.arrays(np.float64, (3,), elements=st.integers(-10, 10).map(float)))
     for name in ("brute_force", "tree_widest_leaf1", "tree_pca", "simplicial"):
         check(STRUCTURES[name](pts), pts, a, b)
+
+
+def test_offsets_at_rounded_projections_of_grid_points(make_index, rng):
+    # b = fl(<a, x_i>) for random a and integer points: many points within rounding of the
+    # boundary, on both sides. Node bounds need their rounding margin here (PartitionTree with
+    # split="widest" once classified nodes with a zero margin and reported points just outside).
+    pts = rng.integers(-3, 4, (7000, 3)).astype(float)
+    normals = rng.standard_normal((200, 3))
+    proj = pts @ normals.T
+    offsets = proj[rng.integers(len(pts), size=200), np.arange(200)]
+    bf = hsrgeom.BruteForce(pts)
+    assert make_index(pts).report(normals, offsets) == bf.report(normals, offsets)

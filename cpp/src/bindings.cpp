@@ -9,6 +9,7 @@
 
 #include "hsrgeom/brute_force.hpp"
 #include "hsrgeom/convex_layers.hpp"
+#include "hsrgeom/convex_layers3.hpp"
 #include "hsrgeom/gather.hpp"
 #include "hsrgeom/partition_tree.hpp"
 #include "hsrgeom/simplicial_partition_tree.hpp"
@@ -189,6 +190,23 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       })
       .def_property_readonly("layers", &CL::layers);
   bind_queries<CL, T>(cl);
+
+  using CL3 = ConvexLayers3<T>;
+  py::class_<CL3> cl3(m, ("ConvexLayers3" + suffix).c_str());
+  cl3.def(py::init([](const CArray<T>& pts, index_t max_layers, int threads) {
+           auto v = points_view<T>(pts);
+           py::gil_scoped_release nogil;
+           return new CL3(v, max_layers, threads);
+         }), py::arg("points"), py::arg("max_layers"), py::arg("threads") = 0)
+      .def("points", [](const CL3& self) {
+        return to_numpy(self.original_points(), {static_cast<py::ssize_t>(self.size()), 3});
+      })
+      .def("layer_sizes", [](const CL3& self) { return to_numpy(self.layer_sizes()); })
+      .def_property_readonly("layers", &CL3::layers)
+      .def_property_readonly("max_layers", &CL3::max_layers)
+      .def_property_readonly("layer_points", &CL3::layer_points)
+      .def_property_readonly("core_size", &CL3::core_size);
+  bind_queries<CL3, T>(cl3);
 }
 
 // CSR (lims, ids) over the rows of X, checked so that no index can leave the arrays.

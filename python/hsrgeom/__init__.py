@@ -14,6 +14,7 @@ from ._core import get_num_threads, set_num_threads
 from ._index import (
     BruteForce,
     ConvexLayers,
+    ConvexLayers3,
     HalfspaceResult,
     PartitionTree,
     QueryStats,
@@ -28,6 +29,7 @@ __all__ = [
     "PartitionTree",
     "SimplicialPartitionTree",
     "ConvexLayers",
+    "ConvexLayers3",
     "HalfspaceResult",
     "QueryStats",
     "build_index",

@@ -453,14 +453,7 @@ class ConvexLayers {
 
   // <a, x_i> > <a, x_j>, exactly.
   bool better(index_t i, index_t j, const double* a) const {
-    const double* x = &xy_[2 * i];
-    const double* y = &xy_[2 * j];
-    const double si = a[0] * x[0] + a[1] * x[1], sj = a[0] * y[0] + a[1] * y[1];
-    const double err = 8 * Rounding<double>::u * (std::fabs(a[0]) * (std::fabs(x[0]) + std::fabs(y[0])) +
-                                                  std::fabs(a[1]) * (std::fabs(x[1]) + std::fabs(y[1]))) + 1e-300;
-    if (si - sj > err) return true;
-    if (sj - si > err) return false;
-    return exact_compare(a, x, y, 2) > 0;
+    return compare_dots(a, &xy_[2 * i], &xy_[2 * j], 2) > 0;
   }
 
   index_t n_ = 0;

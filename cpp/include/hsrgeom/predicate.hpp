@@ -29,14 +29,17 @@ namespace hsrgeom {
 
 using index_t = std::int64_t;
 
-// Exact sum of products of doubles, in a two's-complement fixed-point accumulator wide enough for
-// every product of two finite doubles (2^-2148 .. 2^2048) plus 2^100 terms of carry headroom.
-class ExactAccumulator {
+// Exact sum of products of doubles, in a two's-complement fixed-point accumulator: bit 0 of limb 0
+// has weight 2^-Offset. ExactAccumulator (below) is wide enough for every product of two finite
+// doubles (2^-2148 .. 2^2048) plus 2^100 terms of carry headroom; ExactAccumulator3 for every
+// product of three (2^-3222 .. 2^3072, for 3-D orientation determinants).
+template <int Offset, int Limbs>
+class BasicExactAccumulator {
  public:
-  static constexpr int kOffset = 2148;  // bit 0 of limb 0 has weight 2^-2148
-  static constexpr int kLimbs = 68;     // 4352 bits
+  static constexpr int kOffset = Offset;
+  static constexpr int kLimbs = Limbs;
 
-  ExactAccumulator() { std::memset(limb_, 0, sizeof(limb_)); }
+  BasicExactAccumulator() { std::memset(limb_, 0, sizeof(limb_)); }
 
   // Adds a * b exactly.
   void add_product(double a, double b) {
@@ -46,6 +49,21 @@ class ExactAccumulator {
     if (!decompose(a, ma, ea, na) || !decompose(b, mb, eb, nb)) return;
     unsigned __int128 m = static_cast<unsigned __int128>(ma) * mb;
     add_shifted(m, ea + eb + kOffset, na != nb);
+  }
+
+  // Adds a * b * c exactly (needs the range of ExactAccumulator3). The 106-bit product of two
+  // mantissas is split at bit 53 so that each part times the third mantissa fits in 128 bits.
+  void add_product3(double a, double b, double c) {
+    std::uint64_t ma, mb, mc;
+    int ea, eb, ec;
+    bool na, nb, nc;
+    if (!decompose(a, ma, ea, na) || !decompose(b, mb, eb, nb) || !decompose(c, mc, ec, nc)) return;
+    const unsigned __int128 m = static_cast<unsigned __int128>(ma) * mb;
+    const std::uint64_t hi = static_cast<std::uint64_t>(m >> 53), lo = static_cast<std::uint64_t>(m) & ((std::uint64_t{1} << 53) - 1);
+    const bool neg = na != nb ? !nc : nc;
+    const int e = ea + eb + ec + kOffset;
+    add_shifted(static_cast<unsigned __int128>(hi) * mc, e + 53, neg);
+    add_shifted(static_cast<unsigned __int128>(lo) * mc, e, neg);
   }
 
   // Adds a exactly.
@@ -116,6 +134,9 @@ class ExactAccumulator {
   std::uint64_t limb_[kLimbs];
 };
 
+using ExactAccumulator = BasicExactAccumulator<2148, 68>;   // 4352 bits
+using ExactAccumulator3 = BasicExactAccumulator<3222, 102>;  // 6528 bits: 2^-3222 .. 2^3072 + headroom
+
 // Exact sign of <a, x> - b.
 template <class T>
 inline int exact_sign(const double* a, const T* x, double b, int d) {
@@ -134,6 +155,24 @@ inline int exact_compare(const double* q, const T* x, const T* y, int d) {
     acc.add_product(-q[i], static_cast<double>(y[i]));
   }
   return acc.sign();
+}
+
+// Sign of <q, x> - <q, y>: a double evaluation with a rigorous bound (each dot product errs by at
+// most gamma_d sum |q_i x_i|, the subtraction by u times the sum; 8 u covers d <= 3 with room;
+// 1e-300 covers underflow), exact when the difference is within the bound.
+template <class T>
+inline int compare_dots(const double* q, const T* x, const T* y, int d) {
+  double sx = 0, sy = 0, mag = 0;
+  for (int i = 0; i < d; ++i) {
+    const double xi = static_cast<double>(x[i]), yi = static_cast<double>(y[i]);
+    sx += q[i] * xi;
+    sy += q[i] * yi;
+    mag += std::fabs(q[i]) * (std::fabs(xi) + std::fabs(yi));
+  }
+  const double err = 8 * (std::numeric_limits<double>::epsilon() / 2) * d * mag + 1e-300;
+  if (sx - sy > err) return 1;
+  if (sy - sx > err) return -1;
+  return exact_compare(q, x, y, d);
 }
 
 // Floating-point error model of a format used to evaluate dot products.

@@ -115,6 +115,15 @@ class RangeTree {
     });
   }
 
+  // One half-space query on the calling thread (for structures that embed a tree): range(b0, b1)
+  // and point(k) receive stored positions, mapped by stored_id(k) and stored_row(k).
+  template <class Range, class Point>
+  void visit(const T* normal, double b, Counters& c, Range&& range, Point&& point) const {
+    traverse(make_query(normal, b), c, range, point);
+  }
+  index_t stored_id(index_t k) const { return perm_[k]; }
+  const T* stored_row(index_t k) const { return row(k); }
+
  protected:
   RangeTree() = default;
   explicit RangeTree(const PointsView<T>& p)
