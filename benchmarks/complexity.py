@@ -33,13 +33,14 @@ STRUCTURES = {
     "PartitionTree(pca)": (lambda x: hsrgeom.PartitionTree(x, split="pca"), None),
     "SimplicialPartitionTree": (lambda x: hsrgeom.SimplicialPartitionTree(x), None),
     "ConvexLayers": (lambda x: hsrgeom.ConvexLayers(x), 2),
+    "ConvexLayers3": (lambda x: hsrgeom.ConvexLayers3(x), 3),
 }
 
 
 def theory(name, d):
     if name == "BruteForce":
         return 1.0
-    if name == "ConvexLayers":
+    if name.startswith("ConvexLayers"):
         return 0.0
     return 1 - 1 / d
 
