@@ -130,7 +130,7 @@ def main():
         f.write("Theory column: worst-case exponent of points tested at fixed output "
                 "(kd-tree / partition tree: 1 - 1/d; ConvexLayers: 0, i.e. polylogarithmic; BruteForce: 1). "
                 "The paper's bound for near-linear-space half-space reporting is n^(1 - 1/floor(d/2)) + k, "
-                "which no structure here implements yet (it needs shallow cuttings).\n\n")
+                "which needs shallow cuttings: see docs/cuttings.md for why they are not built.\n\n")
         f.write("| data | d | structure | theory | points tested ~ n^e | time ~ n^e | at max n: tested | nodes | us/query |\n")
         f.write("|---|---|---|---|---|---|---|---|---|\n")
         for dist, d, name, th, e_t, e_w, last, n in rows:

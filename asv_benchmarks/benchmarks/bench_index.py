@@ -3,14 +3,18 @@ import numpy as np
 
 import hsrgeom
 
-STRUCTURES = ["brute_force", "partition_tree", "auto"]
+STRUCTURES = ["brute_force", "partition_tree", "simplicial", "convex_layers", "convex_layers3", "auto"]
 DIMS = [2, 3, 8, 32, 128]
 SIZES = [10**4, 10**5, 10**6]
 SELECTIVITY = [1e-4, 1e-2]
 
 
 def _too_big(structure, d, n):
-    # keep a full run in minutes: large n only where it says something
+    # structures for one dimension only; keep a full run in minutes: large n only where it says something
+    if structure == "convex_layers" and d != 2 or structure == "convex_layers3" and d != 3:
+        return True
+    if structure == "simplicial" and (n > 10**5 or d > 8):
+        return True
     return n == 10**6 and d > 8 and structure == "partition_tree"
 
 
@@ -27,11 +31,7 @@ def _queries(x, m, frac):
 
 
 def _build(structure, x):
-    if structure == "brute_force":
-        return hsrgeom.BruteForce(x)
-    if structure == "partition_tree":
-        return hsrgeom.PartitionTree(x)
-    return hsrgeom.build_index(x, kind="auto")
+    return hsrgeom.build_index(x, kind=structure)
 
 
 class Build:
@@ -90,6 +90,8 @@ class TopK:
     param_names = ["structure", "d", "n", "k"]
 
     def setup(self, structure, d, n, k):
+        if _too_big(structure, d, n):
+            raise NotImplementedError
         x = _data(d, n)
         self.index = _build(structure, x)
         self.q = np.random.default_rng(2).standard_normal((16, d))
