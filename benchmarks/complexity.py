@@ -34,10 +34,14 @@ STRUCTURES = {
     "SimplicialPartitionTree": (lambda x: hsrgeom.SimplicialPartitionTree(x), None),
     "ConvexLayers": (lambda x: hsrgeom.ConvexLayers(x), 2),
     "ConvexLayers3": (lambda x: hsrgeom.ConvexLayers3(x), 3),
+    "auto": (lambda x: hsrgeom.build_index(x, batch_size=200), None),
 }
+SLOW_BUILD = ("ConvexLayers", "SimplicialPartitionTree")  # skipped above n = 10^6 (builds of minutes)
 
 
 def theory(name, d):
+    if name == "auto":
+        return float("nan")
     if name == "BruteForce":
         return 1.0
     if name.startswith("ConvexLayers"):
@@ -96,7 +100,7 @@ def main():
     dists = args.dists.split(",")
     ns = [int(v) for v in np.unique(np.round(np.logspace(3, np.log10(args.max_n), 2 * round(np.log10(args.max_n / 1e3)) + 1)))]
     rng = np.random.default_rng(0)
-    rows, curves = [], {}
+    rows, curves, kinds = [], {}, {}
     t0 = time.perf_counter()
     for dist in dists:
         for d in dims:
@@ -105,10 +109,13 @@ def main():
                     continue
                 res = []
                 for n in ns:
-                    x = data(dist, n, d, np.random.default_rng(n + d))
-                    if name.startswith("ConvexLayers") and n > 10**6:
+                    if name.startswith(SLOW_BUILD) and n > 10**6:
                         continue
-                    res.append((n, measure(make(x), x, args.queries, rng)))
+                    x = data(dist, n, d, np.random.default_rng(n + d))
+                    index = make(x)
+                    if name == "auto":
+                        kinds[(dist, d)] = index.kind
+                    res.append((n, measure(index, x, args.queries, rng)))
                 curves[(dist, d, name)] = res
                 nn = [n for n, _ in res]
                 e_t = fit(nn, [r["tested"] - 0.0 for _, r in res])
@@ -135,6 +142,26 @@ def main():
         f.write("|---|---|---|---|---|---|---|---|---|\n")
         for dist, d, name, th, e_t, e_w, last, n in rows:
             f.write(f"| {dist} | {d} | {name} | {th:.2f} | {e_t:.2f} | {e_w:.2f} | {last['tested']:.0f} | {last['nodes']:.0f} | {last['us']:.1f} |\n")
+        f.write("\n")
+        f.write("## auto against the best single structure\n\n"
+                "Time per query of `build_index(kind=\"auto\", batch_size=200)` divided by the fastest other "
+                "structure's at the same n (n >= 10^4; below 4096 points auto is a scan by rule). The issue asks "
+                "for <= 1.2 everywhere. Timing noise on a shared 2-core machine is ~10-20 % on the fast cases.\n\n")
+        f.write("| data | d | worst ratio (n) | median ratio | auto's choice at max n |\n|---|---|---|---|---|\n")
+        for dist in dists:
+            for d in dims:
+                auto = dict(curves.get((dist, d, "auto"), []))
+                ratios = []
+                for n, r in auto.items():
+                    others = [dict(res).get(n) for (ds, dd, nm), res in curves.items()
+                              if ds == dist and dd == d and nm != "auto"]
+                    others = [o["us"] for o in others if o is not None]
+                    if n >= 10**4 and others:
+                        ratios.append((r["us"] / min(others), n))
+                if ratios:
+                    worst = max(ratios)
+                    f.write(f"| {dist} | {d} | {worst[0]:.2f} ({worst[1]}) | {np.median([q for q, _ in ratios]):.2f} | "
+                            f"{kinds.get((dist, d), '')} |\n")
         f.write("\n")
         for path in plots:
             f.write(f"![{os.path.basename(path)}](img/{os.path.basename(path)})\n\n")

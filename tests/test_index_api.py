@@ -92,10 +92,11 @@ def test_auto_reports_kind_and_reason(rng):
     assert explicit.kind == "partition_tree" and explicit.leaf_size == 4
 
 
-def test_auto_considers_convex_layers_only_in_the_plane():
+def test_auto_considers_convex_layers_only_in_the_plane_and_space():
     rng = np.random.default_rng(3)
     two = hsrgeom.build_index(rng.standard_normal((6000, 2)))
     three = hsrgeom.build_index(rng.standard_normal((6000, 3)))
-    assert "convex_layers" in two.reason and "convex_layers" not in three.reason
+    assert "convex_layers " in two.reason and "convex_layers3" in three.reason
+    assert "convex_layers" not in hsrgeom.build_index(rng.standard_normal((6000, 4))).reason
     with_params = hsrgeom.build_index(rng.standard_normal((6000, 2)), leaf_size=8)
     assert "convex_layers" not in with_params.reason  # params are a partition tree's

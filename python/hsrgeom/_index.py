@@ -652,6 +652,8 @@ def _choose(pts, batch_size, params):
         candidates.append((f"partition_tree(split={split})", PartitionTree, {**params, "split": split}))
     if d == 2 and not params:
         candidates.append(("convex_layers", ConvexLayers, {}))
+    if d == 3 and not params:
+        candidates.append(("convex_layers3", ConvexLayers3, {}))
     # SimplicialPartitionTree is not a candidate: on every case measured (docs/simplicial.md) it
     # tests 1.5-5x the points PartitionTree tests and builds ~10x slower.
     predicted, tested, shown = {}, {}, []
@@ -688,15 +690,16 @@ def build_index(points, kind="auto", *, batch_size=None, **params):
     ----------
     points : array_like, shape (n, d), float32 or float64
     kind : {"auto", "brute_force", "partition_tree", "simplicial", "convex_layers", "convex_layers3"}
-        "simplicial" builds a :class:`SimplicialPartitionTree` and "convex_layers3" a
-        :class:`ConvexLayers3` (d = 3); "auto" does not choose them yet (the first measured slower
-        than a partition tree everywhere, the second builds ~15x slower).
+        "simplicial" builds a :class:`SimplicialPartitionTree` (never chosen by "auto": measured
+        slower than a partition tree everywhere) and "convex_layers3" a :class:`ConvexLayers3`.
         "auto": for n < 4096 a scan; otherwise each candidate structure (the scan, partition
-        trees, and convex layers when d = 2 and no params are given) is built on a sample of
+        trees, and convex layers when d = 2 or 3 and no params are given) is built on a sample of
         the points (up to 50 000) and timed on probe queries (random and data-derived
         directions reporting 0.1 % and 1 % of the points); a tree is chosen only if it is
-        clearly faster than the scan, so "auto" is never much slower than ``BruteForce``. The
-        choice and its measured reason are in ``index.kind`` and ``index.reason``.
+        clearly faster than the scan, so "auto" is never much slower than ``BruteForce``; among
+        candidates within 1.25x of the fastest, the cheapest to build is taken (convex layers
+        build ~10-30x slower than a partition tree). The choice and its measured reason are in
+        ``index.kind`` and ``index.reason``.
     batch_size : int, optional
         Typical number of queries per call, when known (a scan gains more from large batches).
     **params
