@@ -85,12 +85,18 @@ def measure(dist, d, n, bias_mode, rng):
                 index=st["index"][0].split(") ", 1)[-1], err=err, err1=float(np.abs(out1 - out).max()))
 
 
-def run(args, name, argv):
-    rng = np.random.default_rng(args.seed)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+def parse_cases(text):
+    """The --cases option: names from CASES, comma-separated."""
+    cases = [c.strip() for c in text.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         raise SystemExit(f"unknown case(s) {unknown}; choose from {list(CASES)}")
+    return cases
+
+
+def run(args, name, argv):
+    rng = np.random.default_rng(args.seed)
+    cases = parse_cases(args.cases)
     max_n = 10**4 if args.quick else args.max_n
     ns = [n for n in (10**3, 10**4, 10**5, 10**6, 10**7) if n <= max_n]
     rows = []

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import prefill
 from ._common import best_blas_time, best_time, fit_exponent, log, savefig, table, write_section
-from .decode import CASES, make_keys
+from .decode import CASES, make_keys, parse_cases
 
 
 def add_arguments(parser, name):
@@ -47,10 +47,7 @@ def dense_causal(q, k, v, scale, bias, rows=1024):
 
 def run(args, name, argv):
     rng = np.random.default_rng(args.seed)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    unknown = [c for c in cases if c not in CASES]
-    if unknown:
-        raise SystemExit(f"unknown case(s) {unknown}; choose from {list(CASES)}")
+    cases = parse_cases(args.cases)
     max_n = 4096 if args.quick else args.max_n
     ns = [n for n in (1024, 2048, 4096, 8192, 16384, 32768, 65536) if n <= max_n]
     rows = []
