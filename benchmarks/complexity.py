@@ -19,6 +19,7 @@ The paper's bound for half-space reporting with near-linear space is O(n^(1 - 1/
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -139,6 +140,8 @@ def main():
     if args.quick:
         return
     os.makedirs(os.path.join(os.path.dirname(args.out), "img"), exist_ok=True)
+    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:  # raw numbers, small
+        json.dump([[ds, dd, nm, res] for (ds, dd, nm), res in curves.items()], f)
     plots = plot(curves, dims, dists, os.path.dirname(args.out))
     with open(args.out, "w") as f:
         f.write("# Measured query complexity\n\n")
@@ -195,17 +198,24 @@ def plot(curves, dims, dists, outdir):
             for (ds, dd, name), res in curves.items():
                 if ds != dist or dd != d:
                     continue
-                ax.loglog([n for n, _ in res], [r["tested"] for _, r in res], "o-", label=name, ms=3)
+                color = f"C{list(STRUCTURES).index(name)}"  # one colour per structure in every panel
+                style = "s--" if name == "auto" else "o-"
+                ax.loglog([n for n, _ in res], [r["tested"] for _, r in res], style, label=name, ms=3, color=color)
             ns = np.array([10**3, max(n for (ds, dd, _), res in curves.items() if ds == dist for n, _ in res)])
             ax.loglog(ns, K * (ns / ns[0]) ** (1 - 1 / d), "k:", lw=1, label="n^(1-1/d) (scaled)")
             ax.set_title(f"{dist}, d={d}")
             ax.set_xlabel("n")
             ax.grid(True, which="both", alpha=0.3)
         np.atleast_1d(axes)[0].set_ylabel(f"points tested per query (~{K} reported)")
-        np.atleast_1d(axes)[0].legend(fontsize=7)
+        handles = {}
+        for ax in np.atleast_1d(axes):
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(lab, h)
+        fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=len(handles), fontsize=7,
+                   bbox_to_anchor=(0.5, 1.08))
         fig.tight_layout()
         path = os.path.join(outdir, "img", f"complexity_{dist}.png")
-        fig.savefig(path, dpi=90)
+        fig.savefig(path, dpi=90, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
     return paths
