@@ -40,6 +40,14 @@ def demo(args) -> int:
             ("BruteForce", lambda: hsrgeom.BruteForce(x)),
             ("PartitionTree(widest)", lambda: hsrgeom.PartitionTree(x)),
             ("PartitionTree(pca)", lambda: hsrgeom.PartitionTree(x, split="pca")),
+        ]
+        if d <= 8:
+            builders.append(("SimplicialPartitionTree", lambda: hsrgeom.SimplicialPartitionTree(x)))
+        if d == 2:
+            builders.append(("ConvexLayers", lambda: hsrgeom.ConvexLayers(x)))
+        if d == 3:
+            builders.append(("ConvexLayers3", lambda: hsrgeom.ConvexLayers3(x)))
+        builders += [
             ("build_index(auto)", lambda: hsrgeom.build_index(x, kind="auto", batch_size=args.queries)),
         ]
         reference = t_ref = None
