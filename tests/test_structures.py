@@ -141,7 +141,9 @@ def test_high_dimension(make_index, rng, d):
 def test_large_n_low_d(rng):
     pts = rng.random((100_000, 2))
     normals = rng.standard_normal((20, 2))
-    offsets = quantile_offsets(pts, normals, np.linspace(1e-4, 0.5, 20))
+    # ~10 ids (comparison sort), 50-600 (radix sort, 3 byte passes), >= 782 (bitmap pass)
+    fracs = np.concatenate([[1e-4, 5e-4, 1e-3, 3e-3, 6e-3], np.linspace(0.01, 0.5, 15)])
+    offsets = quantile_offsets(pts, normals, fracs)
     for make in structures_for(2).values():
         check(make(pts), pts, normals, offsets)
 

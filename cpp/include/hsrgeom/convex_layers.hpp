@@ -324,9 +324,10 @@ class ConvexLayers {
   ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads) const {
     std::vector<std::vector<std::int64_t>> lists(q.m);
     run(q, st, threads, [&](index_t j, const double* a, double b, Counters& c) {
-      auto& out = lists[j];
+      auto& out = id_scratch();
       visit(a, b, c, [&](index_t k) { out.push_back(ids_[k]); return true; });
       sort_ids(out, n_);
+      lists[j].assign(out.begin(), out.end());
       c.reported = static_cast<std::int64_t>(out.size());
     });
     return ReportResult::from_lists(lists);

@@ -170,9 +170,10 @@ class ConvexLayers3 {
   ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads) const {
     std::vector<std::vector<std::int64_t>> lists(q.m);
     run(q.m, st, threads, [&](index_t j, Scratch& s, Counters& c) {
-      auto& out = lists[j];
+      auto& out = id_scratch();
       visit(q.normals + 3 * j, q.offsets[j], s, c, [&](std::int64_t id, const T*) { out.push_back(id); return true; });
       sort_ids(out, n_);
+      lists[j].assign(out.begin(), out.end());
       c.reported = static_cast<std::int64_t>(out.size());
     });
     return ReportResult::from_lists(lists);

@@ -50,12 +50,13 @@ class RangeTree {
   ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads) const {
     std::vector<std::vector<std::int64_t>> lists(q.m);
     run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
-      auto& out = lists[j];
+      auto& out = id_scratch();
       traverse(qq, c, [&](index_t b0, index_t b1) {
         out.insert(out.end(), perm_.begin() + b0, perm_.begin() + b1);
         return true;
       }, [&](index_t k) { out.push_back(perm_[k]); return true; });
       sort_ids(out, n_);
+      lists[j].assign(out.begin(), out.end());
       c.reported = static_cast<std::int64_t>(out.size());
     });
     return ReportResult::from_lists(lists);
