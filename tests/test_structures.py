@@ -196,3 +196,34 @@ def test_offsets_at_rounded_projections_of_grid_points(make_index, rng):
     offsets = proj[rng.integers(len(pts), size=200), np.arange(200)]
     bf = hsrgeom.BruteForce(pts)
     assert make_index(pts).report(normals, offsets) == bf.report(normals, offsets)
+
+
+def check_scores(index, points, normals, offsets):
+    """report(return_scores=True): the same ids as without, and <a, x> of each in float64."""
+    res = index.report(normals, offsets, return_scores=True)
+    assert res == index.report(normals, offsets)
+    assert res.scores.dtype == np.float64 and res.scores.shape == res.ids.shape
+    a = np.asarray(normals).astype(index.dtype).astype(np.float64)
+    x = np.asarray(points).astype(index.dtype).astype(np.float64)
+    for j in range(len(res)):
+        ids, sc = res[j], res.scores[res.lims[j] : res.lims[j + 1]]
+        tol = 4 * (x.shape[1] + 2) * 2.0**-53 * (np.abs(x[ids]) @ np.abs(a[j]))
+        np.testing.assert_array_less(np.abs(sc - x[ids] @ a[j]), tol + 1e-300, err_msg=f"query {j}")
+    return res
+
+
+@pytest.mark.parametrize("d", [2, 3, 8])
+def test_report_scores(make_index, dtype, rng, d):
+    pts = (rng.standard_normal((3000, d)) * 10).astype(dtype)
+    normals = rng.standard_normal((12, d))
+    offsets = quantile_offsets(pts, normals, np.linspace(0.0, 0.3, 12))
+    offsets[0] += 1.0  # above every point
+    index = make_index(pts)
+    res = check_scores(index, pts, normals, offsets)
+    assert res.counts[0] == 0 and res.counts[-1] > 500  # empty and radix-sorted (>= 32) rows
+    # after updates (logarithmic method: scores merged with the ids of several parts)
+    more = (rng.standard_normal((500, d)) * 10).astype(dtype)
+    new = index.insert(more)
+    index.remove(np.concatenate([np.arange(0, 3000, 7), new[::5]]))
+    res = check_scores(index, np.vstack([pts, more]), normals, offsets)
+    assert not np.isin(res.ids, new[::5]).any() and res.counts[-1] > 500

@@ -58,16 +58,18 @@ py::dict stats_dict(QueryStats&& s) {
 // Each returns (result..., stats dict).
 template <class S, class T, class PyClass>
 void bind_queries(PyClass& cls) {
-  cls.def("report", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, int threads) {
+  cls.def("report", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, int threads,
+                       bool scores) {
         auto q = halfspaces<T>(normals, offsets, self.dim());
         QueryStats st;
         ReportResult r;
         {
           py::gil_scoped_release nogil;
-          r = self.report(q, &st, threads);
+          r = self.report(q, &st, threads, scores);
         }
-        return py::make_tuple(to_numpy(std::move(r.lims)), to_numpy(std::move(r.ids)), stats_dict(std::move(st)));
-      }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0)
+        py::object sc = scores ? py::object(to_numpy(std::move(r.scores))) : py::none();
+        return py::make_tuple(to_numpy(std::move(r.lims)), to_numpy(std::move(r.ids)), sc, stats_dict(std::move(st)));
+      }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0, py::arg("scores") = false)
       .def("count", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, int threads) {
         auto q = halfspaces<T>(normals, offsets, self.dim());
         QueryStats st;
@@ -224,19 +226,6 @@ void check_csr(const CArray<index_t>& lims, const CArray<index_t>& ids, py::ssiz
 
 template <class T>
 void bind_gather(py::module_& m) {
-  m.def("gather_dots", [](const CArray<T>& Q, const CArray<T>& X, const CArray<index_t>& lims,
-                          const CArray<index_t>& ids, double scale, int threads) {
-    if (Q.ndim() != 2 || X.ndim() != 2 || Q.shape(1) != X.shape(1)) throw py::value_error("Q and X must be 2-D with equal d");
-    check_csr(lims, ids, Q.shape(0), X.shape(0));
-    std::vector<double> out(ids.shape(0));
-    {
-      py::gil_scoped_release nogil;
-      gather_dots(Q.data(), X.data(), static_cast<int>(X.shape(1)), lims.data(), static_cast<index_t>(Q.shape(0)),
-                  ids.data(), scale, out.data(), threads);
-    }
-    return to_numpy(std::move(out));
-  }, py::arg("Q"), py::arg("X"), py::arg("lims"), py::arg("ids"), py::arg("scale"), py::arg("threads") = 0,
-     "scale * <Q[i], X[ids[e]]> for each CSR entry e of row i, in float64.");
   m.def("gather_weighted_sum", [](const CArray<T>& X, const CArray<index_t>& lims, const CArray<index_t>& ids,
                                   const CArray<double>& w, int threads) {
     if (X.ndim() != 2) throw py::value_error("X must be 2-D");

@@ -146,27 +146,32 @@ class DynamicState:
         self.blocks.sort(key=lambda b: -b.size)
 
     # -- queries -----------------------------------------------------------------------------
-    def report(self, a, b, n_threads):
-        """(lims, ids, stats dict) merged over the parts, dead ids dropped, ids ascending."""
+    def report(self, a, b, n_threads, scores=False):
+        """(lims, ids, scores or None, stats dict) merged over the parts, dead ids dropped, ids
+        ascending."""
         m = len(a)
-        qs, gs, stats = [], [], []
+        qs, gs, ss, stats = [], [], [], []
         for index, gids in self.parts():
-            lims, ids, st = index._impl.report(a, b, n_threads)
+            lims, ids, sc, st = index._impl.report(a, b, n_threads, scores)
             g = gids[ids]
             q = np.repeat(np.arange(m, dtype=np.int64), np.diff(lims))
             keep = self.alive[g]
             qs.append(q[keep])
             gs.append(g[keep])
+            if scores:
+                ss.append(sc[keep])
             stats.append(st)
         if qs:
             q, g = np.concatenate(qs), np.concatenate(gs)
             order = np.lexsort((g, q))
             q, g = q[order], g[order]
+            s = np.concatenate(ss)[order] if scores else None
         else:
             q = g = np.zeros(0, dtype=np.int64)
+            s = np.zeros(0) if scores else None
         lims = np.zeros(m + 1, dtype=np.int64)
         np.cumsum(np.bincount(q, minlength=m), out=lims[1:])
-        return lims, g, _sum_stats(stats, m, reported=np.diff(lims))
+        return lims, g, s, _sum_stats(stats, m, reported=np.diff(lims))
 
     def topk(self, q, k, n_threads):
         """Exact top-k merged over the parts: each part gives its top (k + removed) live

@@ -28,13 +28,19 @@ class HalfspaceResult:
     ----------
     lims : ndarray of int64, shape (m + 1,)
     ids : ndarray of int64, shape (lims[-1],)
+    scores : ndarray of float64, shape (lims[-1],), or None
+        With ``report(..., return_scores=True)``: ``<a_j, x>`` of each reported point, evaluated
+        in float64 from the stored coordinates (like FAISS's ``distances``); otherwise None.
+        Ids decide membership exactly; a score is a rounded value (relative error ~d * 2^-53 of
+        ``sum |a_i x_i|``), so a reported point may show a score a rounding below the offset.
     """
 
-    __slots__ = ("lims", "ids")
+    __slots__ = ("lims", "ids", "scores")
 
-    def __init__(self, lims, ids):
+    def __init__(self, lims, ids, scores=None):
         self.lims = lims
         self.ids = ids
+        self.scores = scores
 
     def __len__(self):
         return len(self.lims) - 1
@@ -67,7 +73,8 @@ class HalfspaceResult:
     __hash__ = None
 
     def __repr__(self):
-        return f"HalfspaceResult(queries={len(self)}, total_ids={len(self.ids)})"
+        sc = ", scores" if self.scores is not None else ""
+        return f"HalfspaceResult(queries={len(self)}, total_ids={len(self.ids)}{sc})"
 
 
 class QueryStats:
@@ -207,7 +214,7 @@ class _Index:
         b = V.offsets(offsets, a.shape[0], "offsets")
         return a, b
 
-    def report(self, normals, offsets, *, n_threads=None):
+    def report(self, normals, offsets, *, n_threads=None, return_scores=False):
         """Report the points in each closed half-space ``{x : <normals[j], x> >= offsets[j]}``.
 
         Parameters
@@ -218,6 +225,9 @@ class _Index:
             Thresholds b_j, used as float64.
         n_threads : int, optional
             Threads for this call (default: ``hsrgeom.get_num_threads()``).
+        return_scores : bool, default False
+            Also return ``<a_j, x>`` (float64) of every reported point in ``result.scores``,
+            computed while the point is being read (cheaper than gathering the rows again).
 
         Returns
         -------
@@ -226,18 +236,20 @@ class _Index:
             points for which the exact real value of ``<a, x>`` is ``>= b`` (boundary included).
         """
         a, b = self._halfspaces(normals, offsets)
-        lims, ids, st = self._report(a, b, V.threads(n_threads))
+        lims, ids, scores, st = self._report(a, b, V.threads(n_threads), bool(return_scores))
         self._stats = QueryStats._from_dict(st)
-        return HalfspaceResult(lims, ids)
+        return HalfspaceResult(lims, ids, scores)
 
-    def _report(self, a, b, n_threads):
-        return self._dyn.report(a, b, n_threads) if self._dyn else self._impl.report(a, b, n_threads)
+    def _report(self, a, b, n_threads, scores=False):
+        if self._dyn:
+            return self._dyn.report(a, b, n_threads, scores)
+        return self._impl.report(a, b, n_threads, scores)
 
     def report_one(self, a, b, *, n_threads=None):
         """Ids (int64, ascending) of the points with ``<a, x> >= b`` for one half-space."""
         av = V.vector(a, self.d, self.dtype, "a")
         bv = V.scalar_offset(b, "b")
-        lims, ids, st = self._report(av, bv, V.threads(n_threads))
+        lims, ids, _, st = self._report(av, bv, V.threads(n_threads))
         self._stats = QueryStats._from_dict(st)
         return ids
 
@@ -245,7 +257,7 @@ class _Index:
         """Number of points in each half-space, int64 array of shape (m,)."""
         a, b = self._halfspaces(normals, offsets)
         if self._dyn:
-            lims, _, st = self._dyn.report(a, b, V.threads(n_threads))
+            lims, _, _, st = self._dyn.report(a, b, V.threads(n_threads))
             c = np.diff(lims)
         else:
             c, st = self._impl.count(a, b, V.threads(n_threads))
@@ -256,7 +268,7 @@ class _Index:
         """True where the half-space contains no point (stops at the first point found)."""
         a, b = self._halfspaces(normals, offsets)
         if self._dyn:
-            lims, _, st = self._dyn.report(a, b, V.threads(n_threads))
+            lims, _, _, st = self._dyn.report(a, b, V.threads(n_threads))
             e = np.diff(lims) == 0
         else:
             e, st = self._impl.empty(a, b, V.threads(n_threads))

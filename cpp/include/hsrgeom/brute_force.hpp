@@ -35,24 +35,31 @@ class BruteForce {
   const std::vector<T>& points() const { return pts_; }
   size_t memory_bytes() const { return pts_.size() * sizeof(T) + norms_.size() * sizeof(double); }
 
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    Grid<std::vector<std::int64_t>> lists(q.m, plan(q.m, threads));
-    scan(q, threads, st, lists, [](std::vector<std::int64_t>& out, index_t i) { out.push_back(i); });
-    std::vector<std::vector<std::int64_t>> merged(q.m);
+  // Ids come out ascending (chunks are contiguous and in order); with scores, <a, x> of each
+  // reported point is computed in float64 right after its tile, while its row is in cache.
+  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false) const {
+    Grid<IdList> lists(q.m, plan(q.m, threads));
+    scan(q, threads, st, lists, [&](IdList& out, index_t i, const double* a) {
+      out.ids.push_back(i);
+      if (scores) out.scores.push_back(dot_f64(a, row(i), d_));
+    });
+    std::vector<IdList> merged(q.m);
     for (index_t j = 0; j < q.m; ++j) {
       for (auto& chunk : lists.cells) {
         auto& v = chunk[j];
-        merged[j].insert(merged[j].end(), v.begin(), v.end());
-        std::vector<std::int64_t>().swap(v);
+        merged[j].ids.insert(merged[j].ids.end(), v.ids.begin(), v.ids.end());
+        merged[j].scores.insert(merged[j].scores.end(), v.scores.begin(), v.scores.end());
+        IdList().ids.swap(v.ids);
+        IdList().scores.swap(v.scores);
       }
-      if (st) st->points_reported[j] = static_cast<std::int64_t>(merged[j].size());
+      if (st) st->points_reported[j] = static_cast<std::int64_t>(merged[j].ids.size());
     }
-    return ReportResult::from_lists(merged);
+    return ReportResult::from_lists(merged, scores);
   }
 
   std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
     Grid<std::int64_t> c(q.m, plan(q.m, threads));
-    scan(q, threads, st, c, [](std::int64_t& out, index_t) { ++out; });
+    scan(q, threads, st, c, [](std::int64_t& out, index_t, const double*) { ++out; });
     std::vector<std::int64_t> out(q.m, 0);
     for (auto& chunk : c.cells)
       for (index_t j = 0; j < q.m; ++j) out[j] += chunk[j];
@@ -148,7 +155,8 @@ class BruteForce {
     });
   }
 
-  // Applies the shared predicate to every (point, query) pair; on(cell, i) for each point in.
+  // Applies the shared predicate to every (point, query) pair; on(cell, i, a) for each point i in
+  // the half-space with normal a (float64).
   template <class C, class On>
   void scan(const Halfspaces<T>& q, int threads, QueryStats* st, Grid<C>& grid, On on) const {
     std::vector<double> ad(q.normals, q.normals + q.m * d_);
@@ -168,7 +176,7 @@ class BruteForce {
               for (index_t i = p0; i < p1; ++i)
                 if (in_halfspace(static_cast<double>(col[i - p0]), margin(na, norms_[i], b), a,
                                  row(i), b, d_, &ex))
-                  on(cell, i);
+                  on(cell, i, a);
             }
           },
           q.normals);

@@ -56,19 +56,35 @@ struct Counters {
   }
 };
 
-// Compressed rows like faiss::RangeSearchResult: ids of query j are ids[lims[j] : lims[j+1]].
+// One query's reported ids and, when asked for, their scores <a, x> (float64 accumulation of
+// the stored coordinates, in the same order as ids).
+struct IdList {
+  std::vector<std::int64_t> ids;
+  std::vector<double> scores;
+  void clear() {
+    ids.clear();
+    scores.clear();
+  }
+};
+
+// Compressed rows like faiss::RangeSearchResult: ids of query j are ids[lims[j] : lims[j+1]],
+// scores (when asked for; else empty) alongside, like its distances.
 struct ReportResult {
   std::vector<std::int64_t> lims;
   std::vector<std::int64_t> ids;
-  static ReportResult from_lists(std::vector<std::vector<std::int64_t>>& lists) {
+  std::vector<double> scores;
+  static ReportResult from_lists(std::vector<IdList>& lists, bool with_scores) {
     ReportResult r;
     r.lims.resize(lists.size() + 1);
     r.lims[0] = 0;
-    for (size_t j = 0; j < lists.size(); ++j) r.lims[j + 1] = r.lims[j] + lists[j].size();
+    for (size_t j = 0; j < lists.size(); ++j) r.lims[j + 1] = r.lims[j] + lists[j].ids.size();
     r.ids.resize(r.lims.back());
+    if (with_scores) r.scores.resize(r.lims.back());
     for (size_t j = 0; j < lists.size(); ++j) {
-      std::copy(lists[j].begin(), lists[j].end(), r.ids.begin() + r.lims[j]);
-      std::vector<std::int64_t>().swap(lists[j]);
+      std::copy(lists[j].ids.begin(), lists[j].ids.end(), r.ids.begin() + r.lims[j]);
+      if (with_scores) std::copy(lists[j].scores.begin(), lists[j].scores.end(), r.scores.begin() + r.lims[j]);
+      IdList().ids.swap(lists[j].ids);
+      IdList().scores.swap(lists[j].scores);
     }
     return r;
   }
@@ -76,24 +92,37 @@ struct ReportResult {
 
 // A cleared per-thread buffer for one query's ids: the query grows it, then copies the final ids
 // out, so a query costs one allocation whatever its output size.
-inline std::vector<std::int64_t>& id_scratch() {
-  static thread_local std::vector<std::int64_t> v;
+inline IdList& id_scratch() {
+  static thread_local IdList v;
   v.clear();
   return v;
 }
 
-// Sorts ids in [0, n) ascending: comparison sort for a few ids, a bitmap pass when they are a
-// large share of [0, n), else an LSD radix sort on 8-bit digits (only as many passes as n has
-// bytes; a pass whose digit is the same for every id is skipped). Measured for ids < 10^7:
-// std::sort 2.0 / 4.5 / 30 us for 100 / 200 / 1000 ids, the radix sort 0.5 / 0.8 / 2.8 us.
-inline void sort_ids(std::vector<std::int64_t>& ids, index_t n) {
+// <a, x> with a in float64 and float64 accumulation (the score reported with an id). Any
+// summation order is covered by the predicate's margins, so the compiler may vectorise it.
+template <class P>
+inline double dot_f64(const double* a, const P* x, int d) {
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int i = 0; i < d; ++i) s += a[i] * static_cast<double>(x[i]);
+  return s;
+}
+
+// Sorts ids in [0, n) ascending (and their scores with them when out.scores is not empty):
+// comparison sort for a few ids, a bitmap pass when they are a large share of [0, n) (ids only),
+// else an LSD radix sort on 8-bit digits (only as many passes as n has bytes; a pass whose digit
+// is the same for every id is skipped). Measured for ids < 10^7: std::sort 2.0 / 4.5 / 30 us for
+// 100 / 200 / 1000 ids, the radix sort 0.5 / 0.8 / 2.8 us.
+inline void sort_ids(IdList& out, index_t n) {
+  auto& ids = out.ids;
   const size_t k = ids.size();
+  const bool sc = !out.scores.empty();
   if (k < 2) return;
-  if (k < 32) {
+  if (k < 32 && !sc) {
     std::sort(ids.begin(), ids.end());
     return;
   }
-  if (static_cast<double>(k) * 128 >= static_cast<double>(n)) {
+  if (!sc && static_cast<double>(k) * 128 >= static_cast<double>(n)) {
     std::vector<std::uint64_t> bits((n + 63) / 64, 0);
     for (auto id : ids) bits[id >> 6] |= std::uint64_t{1} << (id & 63);
     size_t w = 0;
@@ -111,10 +140,11 @@ inline void sort_ids(std::vector<std::int64_t>& ids, index_t n) {
   std::uint32_t hist[8][256] = {};
   for (auto id : ids)
     for (int p = 0; p < passes; ++p) ++hist[p][(static_cast<std::uint64_t>(id) >> (8 * p)) & 255];
-  static thread_local std::vector<std::int64_t> scratch;
-  scratch.resize(k);
-  std::int64_t* src = ids.data();
-  std::int64_t* dst = scratch.data();
+  static thread_local IdList scratch;
+  scratch.ids.resize(k);
+  if (sc) scratch.scores.resize(k);
+  std::int64_t *src = ids.data(), *dst = scratch.ids.data();
+  double *ssrc = sc ? out.scores.data() : nullptr, *sdst = sc ? scratch.scores.data() : nullptr;
   for (int p = 0; p < passes; ++p) {
     std::uint32_t* h = hist[p];
     if (h[(static_cast<std::uint64_t>(src[0]) >> (8 * p)) & 255] == k) continue;
@@ -124,10 +154,18 @@ inline void sort_ids(std::vector<std::int64_t>& ids, index_t n) {
       h[b] = sum;
       sum += c;
     }
-    for (size_t i = 0; i < k; ++i) dst[h[(static_cast<std::uint64_t>(src[i]) >> (8 * p)) & 255]++] = src[i];
+    for (size_t i = 0; i < k; ++i) {
+      const std::uint32_t at = h[(static_cast<std::uint64_t>(src[i]) >> (8 * p)) & 255]++;
+      dst[at] = src[i];
+      if (sc) sdst[at] = ssrc[i];
+    }
     std::swap(src, dst);
+    std::swap(ssrc, sdst);
   }
-  if (src != ids.data()) std::copy(src, src + k, ids.data());
+  if (src != ids.data()) {
+    std::copy(src, src + k, ids.data());
+    if (sc) std::copy(ssrc, ssrc + k, out.scores.data());
+  }
 }
 
 // ---- threads ---------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
-// Gather kernels for consumers of reported ids (hsrgeom.attention): for CSR rows
-// (lims, ids) over a point set X, the inner products <q_i, x_j> and the weighted sums
-// sum_j w_ij x_j of the reported rows only, accumulated in double.
+// Gather kernel for consumers of reported ids (hsrgeom.attention): for CSR rows (lims, ids) over
+// a point set X, the weighted sums sum_j w_ij x_j of the reported rows only, accumulated in
+// double. (The inner products <q_i, x_j> come with the ids: report(..., scores).)
 //
 // Work is split into chunks of consecutive entries (not rows), so a single query row with many
 // entries (decoding) uses every thread as well as many rows do (prefill). A chunk writes the
@@ -27,7 +27,7 @@ struct EntryChunks {
 
 // Rows are gathered in id order, with gaps: hardware prefetchers don't follow them, so the rows
 // kPrefetch entries ahead are requested explicitly (measured: decode at n = 1e6, d = 128,
-// 63k entries, one thread: gather_dots 27 -> 11 ms, weighted sum 12 -> 6.5 ms).
+// 63k entries, one thread: weighted sum 12 -> 6.5 ms).
 constexpr index_t kPrefetch = 16;
 
 template <class T>
@@ -37,41 +37,9 @@ inline void prefetch_row(const T* X, int d, const index_t* ids, index_t e, index
   for (size_t off = 0; off < sizeof(T) * static_cast<size_t>(d); off += 64) __builtin_prefetch(p + off);
 }
 
-// <q, x> in double with 8 independent partial sums (so it vectorises; a fixed order, so the
-// result does not depend on threads).
-template <class T>
-inline double dot_double(const T* q, const T* x, int d) {
-  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int k = 0;
-  for (; k + 8 <= d; k += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += static_cast<double>(q[k + j]) * static_cast<double>(x[k + j]);
-  for (; k < d; ++k) acc[0] += static_cast<double>(q[k]) * static_cast<double>(x[k]);
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
 // Row of entry e: the i with lims[i] <= e < lims[i + 1] (lims non-decreasing, m + 1 values).
 inline index_t row_of(const index_t* lims, index_t m, index_t e) {
   return static_cast<index_t>(std::upper_bound(lims, lims + m + 1, e) - lims) - 1;
-}
-
-// out[e] = scale * <Q[i], X[ids[e]]> for every entry e of row i.
-template <class T>
-void gather_dots(const T* Q, const T* X, int d, const index_t* lims, index_t m, const index_t* ids,
-                 double scale, double* out, int threads) {
-  const index_t nnz = lims[m];
-  const int nt = threads_for_work(threads, static_cast<double>(nnz) * d);
-  const EntryChunks chunks(nnz, nt);
-  parallel_for(chunks.count(), nt, [&](index_t c, int) {
-    index_t e = chunks.begin[c];
-    const index_t end = chunks.begin[c + 1];
-    for (index_t i = row_of(lims, m, e); e < end; ++i) {
-      const T* q = Q + static_cast<size_t>(i) * d;
-      for (const index_t stop = std::min(end, lims[i + 1]); e < stop; ++e) {
-        prefetch_row(X, d, ids, e, end);
-        out[e] = scale * dot_double(q, X + static_cast<size_t>(ids[e]) * d, d);
-      }
-    }
-  });
 }
 
 // out[i] = sum over the entries e of row i of w[e] * X[ids[e]]  (out: m x dx, zeroed here).

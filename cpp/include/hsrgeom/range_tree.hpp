@@ -47,19 +47,27 @@ class RangeTree {
     return out;
   }
 
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::vector<std::int64_t>> lists(q.m);
+  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false) const {
+    std::vector<IdList> lists(q.m);
     run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
-      auto& out = id_scratch();
+      IdList& out = id_scratch();
+      const double* a = qq.a.data();
       traverse(qq, c, [&](index_t b0, index_t b1) {
-        out.insert(out.end(), perm_.begin() + b0, perm_.begin() + b1);
+        out.ids.insert(out.ids.end(), perm_.begin() + b0, perm_.begin() + b1);
+        if (scores)
+          for (index_t k = b0; k < b1; ++k) out.scores.push_back(dot_f64(a, row(k), d_));
         return true;
-      }, [&](index_t k) { out.push_back(perm_[k]); return true; });
+      }, [&](index_t k) {
+        out.ids.push_back(perm_[k]);
+        if (scores) out.scores.push_back(dot_f64(a, row(k), d_));
+        return true;
+      });
       sort_ids(out, n_);
-      lists[j].assign(out.begin(), out.end());
-      c.reported = static_cast<std::int64_t>(out.size());
+      lists[j].ids.assign(out.ids.begin(), out.ids.end());
+      lists[j].scores.assign(out.scores.begin(), out.scores.end());
+      c.reported = static_cast<std::int64_t>(out.ids.size());
     });
-    return ReportResult::from_lists(lists);
+    return ReportResult::from_lists(lists, scores);
   }
 
   std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
@@ -107,7 +115,7 @@ class RangeTree {
         const auto [b0, b1] = self().node_range(it.second);
         const double err = margin_(qq.na, xnorm_[it.second], 0.0);
         for (index_t t = b0; t < b1; ++t) {
-          col.push(dot(qq.a.data(), row(t), d_), err, perm_[t], row(t));
+          col.push(dot_f64(qq.a.data(), row(t), d_), err, perm_[t], row(t));
           ++c.tested;
         }
       }
@@ -150,21 +158,13 @@ class RangeTree {
       q.a_rot.assign(d_, 0.0);
       for (int r = 0; r < d_; ++r)  // U^T a, U stored row-major d x d (column r = axis r)
         for (int i = 0; i < d_; ++i) q.a_rot[r] += frame_[i * d_ + r] * q.a[i];
-      q.shift = dot(q.a.data(), mu_.data(), d_);  // <a, mu>
+      q.shift = dot_f64(q.a.data(), mu_.data(), d_);  // <a, mu>
       q.extra = margin_(q.na, munorm_, 0.0) + 4 * Rounding<double>::u * (std::fabs(b) + std::fabs(q.shift));
     }
     return q;
   }
 
   const T* row(index_t k) const { return pts_.data() + k * static_cast<index_t>(d_); }
-  // Any summation order is covered by the margin (predicate.hpp), so let the compiler vectorise.
-  template <class P>
-  static double dot(const double* a, const P* x, int d) {
-    double s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int i = 0; i < d; ++i) s += a[i] * static_cast<double>(x[i]);
-    return s;
-  }
 
   double query_work(index_t m) const {
     return static_cast<double>(m) * (64.0 * d_ + std::sqrt(static_cast<double>(n_)) * d_ * 4);
@@ -200,7 +200,7 @@ class RangeTree {
     const double margin = margin_(q.na, xnorm_[v], q.b);
     for (index_t k = b0; k < b1; ++k) {
       ++c.tested;
-      if (in_halfspace(dot(q.a.data(), row(k), d_), margin, q.a.data(), row(k), q.b, d_, &c.exact) && !point(k))
+      if (in_halfspace(dot_f64(q.a.data(), row(k), d_), margin, q.a.data(), row(k), q.b, d_, &c.exact) && !point(k))
         return false;
     }
     return true;

@@ -60,7 +60,7 @@ template <class T>
 class SimplicialPartitionTree : public RangeTree<SimplicialPartitionTree<T>, T> {
   using Base = RangeTree<SimplicialPartitionTree<T>, T>;
   friend Base;
-  using Base::n_, Base::d_, Base::perm_, Base::dot;
+  using Base::n_, Base::d_, Base::perm_;
   using typename Base::Query;
 
  public:
@@ -257,9 +257,9 @@ class SimplicialPartitionTree : public RangeTree<SimplicialPartitionTree<T>, T> 
         nrm[i % d] = 1.0, nn = 1.0;
       }
       for (int c = 0; c < d; ++c) nrm[c] /= nn;
-      ho[i] = dot(nrm, x0, d);
+      ho[i] = dot_f64(nrm, x0, d);
     }
-    auto side = [&](int hi, const T* x) { return dot(&hn[static_cast<size_t>(hi) * d], x, d) >= ho[hi]; };
+    auto side = [&](int hi, const T* x) { return dot_f64(&hn[static_cast<size_t>(hi) * d], x, d) >= ho[hi]; };
 
     std::vector<index_t> cuts{0};
     index_t pos = 0;
@@ -348,13 +348,13 @@ class SimplicialPartitionTree : public RangeTree<SimplicialPartitionTree<T>, T> 
         for (const double* u : cand) {
           double lo = INFINITY, hi = -INFINITY;
           for (index_t k = 0; k < gsize; k += step) {
-            const double v = dot(u, p.row(R[k]), d);
+            const double v = dot_f64(u, p.row(R[k]), d);
             lo = std::min(lo, v), hi = std::max(hi, v);
           }
           if (hi - lo > bw) bw = hi - lo, bestdir = u;
         }
         std::vector<std::pair<double, index_t>> pr(gsize);
-        for (index_t k = 0; k < gsize; ++k) pr[k] = {dot(bestdir, p.row(R[k]), d), R[k]};
+        for (index_t k = 0; k < gsize; ++k) pr[k] = {dot_f64(bestdir, p.row(R[k]), d), R[k]};
         std::nth_element(pr.begin(), pr.begin() + g, pr.end());
         for (index_t k = 0; k < gsize; ++k) R[k] = pr[k].second;
       }
@@ -365,7 +365,7 @@ class SimplicialPartitionTree : public RangeTree<SimplicialPartitionTree<T>, T> 
           const double* nrm = &hn[static_cast<size_t>(i) * d];
           bool lo = false, hi = false;
           for (index_t k = 0; k < g && !(lo && hi); k += step) {
-            const double v = dot(nrm, p.row(R[k]), d) - ho[i];
+            const double v = dot_f64(nrm, p.row(R[k]), d) - ho[i];
             lo = lo || v < 0;
             hi = hi || v > 0;
           }

@@ -29,45 +29,44 @@ def _limits(m, n, causal):
 def _head_relu(Qg, K, V, hk, limit, scale, bias_rows, alpha):
     t = bias_rows / scale
     qn = np.sqrt((Qg.astype(np.float64) ** 2).sum(axis=1))
-    lims, ids = hk.report(Qg, t - score_slack(Qg.shape[1], qn, hk.kmax, t), limit)
+    lims, ids, dots = hk.report(Qg, t - score_slack(Qg.shape[1], qn, hk.kmax, t), limit)
 
     def weight(logits, rows, lmax):
         return np.maximum(logits - bias_rows[rows], 0.0) ** alpha
 
-    num, den, _, _ = weighted_rows(Qg, K, V, lims, ids, weight, scale)
+    num, den, _, _ = weighted_rows(lims, ids, dots, V, weight, scale)
     out = np.divide(num, den[:, None], out=np.zeros_like(num), where=den[:, None] > 0)
     return out, {"entries": np.diff(lims)}
 
 
-def _trim_top(Qg, K, lims, ids, r, scale):
-    """Keep the r entries of each CSR row with the largest logits (ties: smaller id)."""
+def _trim_top(lims, ids, dots, r):
+    """Keep the r entries of each CSR row with the largest dots (ties: smaller id)."""
     m = len(lims) - 1
     rows = np.repeat(np.arange(m), np.diff(lims))
-    logits = np.einsum("ij,ij->i", Qg[rows].astype(np.float64), K[ids].astype(np.float64))
-    order = np.lexsort((ids, -logits, rows))
+    order = np.lexsort((ids, -dots, rows))
     rank = np.arange(len(rows)) - lims[rows]
     keep = order[rank < r]
     keep.sort()
-    rows, ids = rows[keep], ids[keep]
+    rows, ids, dots = rows[keep], ids[keep], dots[keep]
     lims = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=m), out=lims[1:])
-    return lims, ids
+    return lims, ids, dots
 
 
 def _head_softmax(Qg, K, V, hk, limit, scale, top_r, thr_rows, vmax):
     n, d = K.shape
     qn = np.sqrt((Qg.astype(np.float64) ** 2).sum(axis=1))
     if thr_rows is not None:
-        lims, ids = hk.report(Qg, thr_rows / scale, limit)
+        lims, ids, dots = hk.report(Qg, thr_rows / scale, limit)
         if top_r is not None:
-            lims, ids = _trim_top(Qg, K, lims, ids, top_r, scale)
+            lims, ids, dots = _trim_top(lims, ids, dots, top_r)
     else:
-        lims, ids = hk.topk(Qg, top_r, K, limit)
+        lims, ids, dots = hk.topk(Qg, top_r, K, limit)
 
     def weight(logits, rows, lmax):
         return np.exp(logits - lmax[rows])
 
-    num, den, lmax, lmin = weighted_rows(Qg, K, V, lims, ids, weight, scale)
+    num, den, lmax, lmin = weighted_rows(lims, ids, dots, V, weight, scale)
     out = np.divide(num, den[:, None], out=np.zeros_like(num), where=den[:, None] > 0)
     kept = np.diff(lims)
     visible = np.full(len(Qg), n) if limit is None else np.clip(limit + 1, 0, n)

@@ -90,28 +90,30 @@ class HeadKeys:
         self.nodes_visited += int(st.nodes_visited.sum())
 
     def report(self, Q, t, limit=None):
-        """CSR (lims, ids) of the keys with ``<q_i, k> >= t_i`` (exact), ``ids <= limit[i]``."""
+        """CSR (lims, ids, dots) of the keys with ``<q_i, k> >= t_i`` (exact), ``ids <= limit[i]``;
+        ``dots`` = ``<q_i, k>`` in float64, computed by the index while it read the key."""
         m = len(Q)
-        rows_all, ids_all = [], []
+        rows_all, ids_all, dots_all = [], [], []
         for s, idx in self.blocks:
             e = s + idx.n
             rows = np.arange(m) if limit is None else np.flatnonzero(limit >= s)
             if not len(rows) or idx.n == 0:
                 continue
-            res = idx.report(Q[rows], t[rows])
+            res = idx.report(Q[rows], t[rows], return_scores=True)
             self._count(idx)
             r = np.repeat(rows, res.counts)
-            ids = res.ids + s
+            ids, dots = res.ids + s, res.scores
             if limit is not None and (limit[rows] < e - 1).any():
                 keep = ids <= limit[r]
-                r, ids = r[keep], ids[keep]
+                r, ids, dots = r[keep], ids[keep], dots[keep]
             rows_all.append(r)
             ids_all.append(ids)
-        return _csr(m, rows_all, ids_all)
+            dots_all.append(dots)
+        return _csr(m, rows_all, ids_all, dots_all)
 
     def topk(self, Q, r, K, limit=None):
-        """CSR (lims, ids) of the ``r`` keys with the largest ``<q_i, k>`` among ``ids <= limit[i]``
-        (fewer where a row sees fewer keys). Within a block the ranking is exact (ties: smaller
+        """CSR (lims, ids, dots) of the ``r`` keys with the largest ``<q_i, k>`` among
+        ``ids <= limit[i]`` (fewer where a row sees fewer keys); dots as in :meth:`report`. Within a block the ranking is exact (ties: smaller
         id); candidates of different blocks are merged by their float64 scores."""
         m = len(Q)
         rows_all, ids_all, sc_all = [], [], []
@@ -141,44 +143,46 @@ class HeadKeys:
                     ids_all.append((top + s).ravel()[ok.ravel()])
                     sc_all.append(sc.ravel()[ok.ravel()])
         if not rows_all:
-            return np.zeros(m + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+            return _csr(m, [], [], [])
         rows, ids, sc = np.concatenate(rows_all), np.concatenate(ids_all), np.concatenate(sc_all)
         order = np.lexsort((ids, -sc, rows))
-        rows, ids = rows[order], ids[order]
+        rows, ids, sc = rows[order], ids[order], sc[order]
         lims = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=m))])
         rank = np.arange(len(rows)) - lims[rows]
         keep = rank < r
-        rows, ids = rows[keep], ids[keep]
+        rows, ids, sc = rows[keep], ids[keep], sc[keep]
         order = np.lexsort((ids, rows))
-        return _csr(m, [rows[order]], [ids[order]])
+        return _csr(m, [rows[order]], [ids[order]], [sc[order]])
 
 
-def _csr(m, rows_list, ids_list):
+def _csr(m, rows_list, ids_list, dots_list):
+    """(lims, ids, dots) in compressed rows from per-block (rows, ids, dots) lists."""
     if not rows_list:
-        return np.zeros(m + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.zeros(m + 1, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)
     rows = np.concatenate(rows_list)
     ids = np.concatenate(ids_list).astype(np.int64, copy=False)
+    dots = np.concatenate(dots_list).astype(np.float64, copy=False)
     if len(rows_list) > 1:
         order = np.argsort(rows, kind="stable")  # blocks came in ascending order: ids stay sorted
-        rows, ids = rows[order], ids[order]
+        rows, ids, dots = rows[order], ids[order], dots[order]
     lims = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=m), out=lims[1:])
-    return lims, ids
+    return lims, ids, dots
 
 
-def weighted_rows(Q, K, V, lims, ids, weight, scale):
+def weighted_rows(lims, ids, dots, V, weight, scale):
     """For each row i: ``num_i = sum_j w_ij v_j`` and ``den_i = sum_j w_ij`` over its CSR entries,
-    with ``w = weight(logits, rows, logit_max)`` evaluated in float64 (``logits`` =
-    ``scale * <q_i, k_j>``; the row maxima are known when it is called). The gathers run in the
-    compiled core (float64 accumulation, all threads, GIL released).
+    with ``w = weight(logits, rows, logit_max)`` evaluated in float64, ``logits = scale * dots``
+    (``dots``: the float64 ``<q_i, k_j>`` the index computed with the ids; the row maxima are
+    known when ``weight`` is called). The V gather runs in the compiled core (float64
+    accumulation, all threads, GIL released).
 
     Returns (num (m, dv), den (m,), logit_max (m,), logit_min (m,)) in float64.
     """
-    m = len(Q)
-    Q = np.ascontiguousarray(Q, dtype=K.dtype)
+    m = len(lims) - 1
     lims = np.ascontiguousarray(lims, dtype=np.int64)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    logits = _core.gather_dots(Q, np.ascontiguousarray(K), lims, ids, float(scale))
+    logits = np.multiply(dots, scale, dtype=np.float64)
     cnt = np.diff(lims)
     nz = np.flatnonzero(cnt)
     starts = lims[:-1][nz]
