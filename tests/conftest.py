@@ -5,6 +5,7 @@ import hsrgeom
 
 STRUCTURES = {
     "brute_force": lambda x: hsrgeom.BruteForce(x),
+    "quantized_scan": lambda x: hsrgeom.QuantizedScan(x),
     "tree_widest": lambda x: hsrgeom.PartitionTree(x, leaf_size=8),
     "tree_widest_leaf1": lambda x: hsrgeom.PartitionTree(x, leaf_size=1),
     "tree_pca": lambda x: hsrgeom.PartitionTree(x, leaf_size=8, split="pca"),

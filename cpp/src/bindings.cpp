@@ -12,6 +12,7 @@
 #include "hsrgeom/convex_layers3.hpp"
 #include "hsrgeom/gather.hpp"
 #include "hsrgeom/partition_tree.hpp"
+#include "hsrgeom/quantized_scan.hpp"
 #include "hsrgeom/simplicial_partition_tree.hpp"
 
 namespace py = pybind11;
@@ -123,6 +124,19 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         return to_numpy(std::move(copy), {static_cast<py::ssize_t>(self.size()), self.dim()});
       });
   bind_queries<BF, T>(bf);
+
+  using QS = QuantizedScan<T>;
+  py::class_<QS> qs(m, ("QuantizedScan" + suffix).c_str());
+  qs.def(py::init([](const CArray<T>& pts, int threads) {
+           auto v = points_view<T>(pts);
+           py::gil_scoped_release nogil;
+           return new QS(v, threads);
+         }), py::arg("points"), py::arg("threads") = 0)
+      .def("points", [](const QS& self) {
+        std::vector<T> copy = self.points();
+        return to_numpy(std::move(copy), {static_cast<py::ssize_t>(self.size()), self.dim()});
+      });
+  bind_queries<QS, T>(qs);
 
   using PT = PartitionTree<T>;
   py::class_<PT> pt(m, ("PartitionTree" + suffix).c_str());

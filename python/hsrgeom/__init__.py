@@ -17,6 +17,7 @@ from ._index import (
     ConvexLayers3,
     HalfspaceResult,
     PartitionTree,
+    QuantizedScan,
     QueryStats,
     SimplicialPartitionTree,
     build_index,
@@ -26,6 +27,7 @@ from ._index import (
 __version__ = "0.1.0"
 __all__ = [
     "BruteForce",
+    "QuantizedScan",
     "PartitionTree",
     "SimplicialPartitionTree",
     "ConvexLayers",

@@ -3,6 +3,7 @@ from ._index import ConvexLayers as ConvexLayers
 from ._index import ConvexLayers3 as ConvexLayers3
 from ._index import HalfspaceResult as HalfspaceResult
 from ._index import PartitionTree as PartitionTree
+from ._index import QuantizedScan as QuantizedScan
 from ._index import QueryStats as QueryStats
 from ._index import SimplicialPartitionTree as SimplicialPartitionTree
 from ._index import build_index as build_index

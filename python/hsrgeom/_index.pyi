@@ -4,7 +4,7 @@ from typing import Any, Iterator
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["HalfspaceResult", "QueryStats", "BruteForce", "PartitionTree", "SimplicialPartitionTree",
+__all__ = ["HalfspaceResult", "QueryStats", "BruteForce", "QuantizedScan", "PartitionTree", "SimplicialPartitionTree",
            "ConvexLayers", "ConvexLayers3", "build_index", "load"]
 
 class HalfspaceResult:
@@ -58,6 +58,9 @@ class _Index:
 class BruteForce(_Index):
     def __init__(self, points: ArrayLike) -> None: ...
 
+class QuantizedScan(_Index):
+    def __init__(self, points: ArrayLike, *, n_threads: int | None = ...) -> None: ...
+
 class PartitionTree(_Index):
     leaf_size: int
     split: str
@@ -92,7 +95,7 @@ class ConvexLayers3(_Index):
     def core_size(self) -> int: ...
     def layer_sizes(self) -> NDArray[np.int64]: ...
 
-_AnyIndex = BruteForce | PartitionTree | SimplicialPartitionTree | ConvexLayers | ConvexLayers3
+_AnyIndex = BruteForce | QuantizedScan | PartitionTree | SimplicialPartitionTree | ConvexLayers | ConvexLayers3
 
 def build_index(points: ArrayLike, kind: str = ..., *, batch_size: int | None = ..., **params: Any) -> _AnyIndex: ...
 def load(path: str | os.PathLike[str]) -> _AnyIndex: ...

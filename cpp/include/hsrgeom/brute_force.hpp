@@ -70,10 +70,7 @@ class BruteForce {
   // True where the half-space holds no point. (A full scan: BruteForce has no early exit that
   // pays off in a blocked product, and it keeps the statistics simple.)
   std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    auto c = count(q, st, threads);
-    std::vector<std::uint8_t> out(q.m);
-    for (index_t j = 0; j < q.m; ++j) out[j] = c[j] == 0;
-    return out;
+    return zero_counts(count(q, st, threads));
   }
 
   // Exact top-k by inner product (ties: smaller id first). scores/ids are m x k row-major.

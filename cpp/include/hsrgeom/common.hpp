@@ -90,6 +90,13 @@ struct ReportResult {
   }
 };
 
+// empty() of a structure that counts anyway: 1 where the count is 0.
+inline std::vector<std::uint8_t> zero_counts(const std::vector<std::int64_t>& counts) {
+  std::vector<std::uint8_t> out(counts.size());
+  for (size_t j = 0; j < counts.size(); ++j) out[j] = counts[j] == 0;
+  return out;
+}
+
 // A cleared per-thread buffer for one query's ids: the query grows it, then copies the final ids
 // out, so a query costs one allocation whatever its output size.
 inline IdList& id_scratch() {
