@@ -100,3 +100,11 @@ def test_auto_considers_convex_layers_only_in_the_plane_and_space():
     assert "convex_layers" not in hsrgeom.build_index(rng.standard_normal((6000, 4))).reason
     with_params = hsrgeom.build_index(rng.standard_normal((6000, 2)), leaf_size=8)
     assert "convex_layers" not in with_params.reason  # params are a partition tree's
+
+
+def test_auto_takes_quantized_scan_for_few_queries_over_large_data(rng):
+    pts = rng.standard_normal((33_000, 256))  # float64: 64.4 MiB
+    one = hsrgeom.build_index(pts, batch_size=1)
+    assert one.kind == "quantized_scan" and "memory-bound" in one.reason
+    assert hsrgeom.build_index(pts, batch_size=64).kind == "brute_force"
+    assert hsrgeom.build_index(pts[:20_000], batch_size=1).kind == "brute_force"  # 39 MiB

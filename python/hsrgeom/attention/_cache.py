@@ -88,7 +88,8 @@ class DecodeCache:
             B, H = k.shape[:2]
             self._k = [[_Grow(k.shape[3], k.dtype) for _ in range(H)] for _ in range(B)]
             self._v = [[_Grow(v.shape[3], v.dtype) for _ in range(H)] for _ in range(B)]
-            self._heads = [[HeadKeys(np.zeros((0, k.shape[3]), k.dtype), kind=self.kind, **self.params)
+            # a decoding step asks one query row per head: batch_size=1 tells "auto" so
+            self._heads = [[HeadKeys(np.zeros((0, k.shape[3]), k.dtype), kind=self.kind, batch_size=1, **self.params)
                             for _ in range(H)] for _ in range(B)]
         else:
             b, h, _, d, dv = self.shape
