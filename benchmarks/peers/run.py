@@ -35,8 +35,9 @@ Peers:
             CGAL's contract) and the search plus int64 ids in ascending order (hsrgeom's and FAISS's
             contract); both timed inside the C++ program, no Python or I/O in the time.
             The binary is compiled on first use into benchmarks/peers/build/ (git-ignored).
-  hsrgeom   BruteForce, PartitionTree, PartitionTree(split="pca") for d >= 8, ConvexLayers at
-            d = 2, build_index(kind="auto", batch_size=m); 2 threads unless marked 1.
+  hsrgeom   BruteForce, PartitionTree, PartitionTree(split="pca") for d >= 8, QuantizedScan for
+            d >= 16, ConvexLayers at d = 2, ConvexLayers3 at d = 3,
+            build_index(kind="auto", batch_size=m); 2 threads unless marked 1.
 
 Time per query = best batch time / m (best of 3, fewer when a batch takes > 10 s in all).
 Ratios are time / time of hsrgeom auto with 2 threads ("x auto") and, for single-threaded rows,
@@ -254,6 +255,11 @@ def run_case(kind, d, n, target, rng, cgal_bin, tmp, log):
         t, res = timed(lambda: tree.report(a, b, n_threads=1))
         add("hsrgeom PartitionTree", 1, tb, t, res.split())
     del tree
+    if d >= 16:
+        tb, qs = build(lambda: hsrgeom.QuantizedScan(x))
+        t, res = timed(lambda: qs.report(a, b))
+        add("hsrgeom QuantizedScan", THREADS, tb, t, res.split())
+        del qs
     if d >= 8:
         tb, tree = build(lambda: hsrgeom.PartitionTree(x, split="pca"))
         t, res = timed(lambda: tree.report(a, b))
