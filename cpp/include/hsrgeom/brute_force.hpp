@@ -43,17 +43,7 @@ class BruteForce {
       out.ids.push_back(i);
       if (scores) out.scores.push_back(dot_f64(a, row(i), d_));
     });
-    std::vector<IdList> merged(q.m);
-    for (index_t j = 0; j < q.m; ++j) {
-      for (auto& chunk : lists.cells) {
-        auto& v = chunk[j];
-        merged[j].ids.insert(merged[j].ids.end(), v.ids.begin(), v.ids.end());
-        merged[j].scores.insert(merged[j].scores.end(), v.scores.begin(), v.scores.end());
-        IdList().ids.swap(v.ids);
-        IdList().scores.swap(v.scores);
-      }
-      if (st) st->points_reported[j] = static_cast<std::int64_t>(merged[j].ids.size());
-    }
+    std::vector<IdList> merged = join_chunks(lists.cells, q.m, st);
     return ReportResult::from_lists(merged, scores);
   }
 

@@ -90,6 +90,21 @@ struct ReportResult {
   }
 };
 
+// Per-query lists of a scan over chunks of consecutive points (cells[chunk][query]) joined in
+// chunk order, so ids stay ascending; the cells are freed on the way.
+inline std::vector<IdList> join_chunks(std::vector<std::vector<IdList>>& cells, index_t m, QueryStats* st) {
+  std::vector<IdList> out(m);
+  for (index_t j = 0; j < m; ++j) {
+    for (auto& chunk : cells) {
+      out[j].ids.insert(out[j].ids.end(), chunk[j].ids.begin(), chunk[j].ids.end());
+      out[j].scores.insert(out[j].scores.end(), chunk[j].scores.begin(), chunk[j].scores.end());
+      chunk[j] = IdList();
+    }
+    if (st) st->points_reported[j] = static_cast<std::int64_t>(out[j].ids.size());
+  }
+  return out;
+}
+
 // empty() of a structure that counts anyway: 1 where the count is 0.
 inline std::vector<std::uint8_t> zero_counts(const std::vector<std::int64_t>& counts) {
   std::vector<std::uint8_t> out(counts.size());

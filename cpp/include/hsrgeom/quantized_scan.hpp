@@ -37,7 +37,6 @@ namespace hsrgeom {
 template <class T>
 class QuantizedScan {
  public:
-
   QuantizedScan() = default;
   QuantizedScan(PointsView<T> p, int threads) : full_(p), n_(p.n), d_(p.d) {
     codes_.resize(static_cast<size_t>(n_) * d_);
@@ -65,15 +64,7 @@ class QuantizedScan {
       out.ids.push_back(i);
       if (scores) out.scores.push_back(score);
     });
-    std::vector<IdList> merged(q.m);
-    for (index_t j = 0; j < q.m; ++j) {
-      for (auto& chunk : parts) {
-        merged[j].ids.insert(merged[j].ids.end(), chunk[j].ids.begin(), chunk[j].ids.end());
-        merged[j].scores.insert(merged[j].scores.end(), chunk[j].scores.begin(), chunk[j].scores.end());
-        chunk[j] = IdList();
-      }
-      if (st) st->points_reported[j] = static_cast<std::int64_t>(merged[j].ids.size());
-    }
+    std::vector<IdList> merged = join_chunks(parts, q.m, st);
     return ReportResult::from_lists(merged, scores);
   }
 
