@@ -39,10 +39,8 @@ class BruteForce {
   // reported point is computed in float64 right after its tile, while its row is in cache.
   ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false) const {
     Grid<IdList> lists(q.m, plan(q.m, threads));
-    scan(q, threads, st, lists, [&](IdList& out, index_t i, const double* a) {
-      out.ids.push_back(i);
-      if (scores) out.scores.push_back(dot_f64(a, row(i), d_));
-    });
+    scan(q, threads, st, lists,
+         [&](IdList& out, index_t i, const double* a) { out.add(i, scores, a, row(i), d_); });
     std::vector<IdList> merged = join_chunks(lists.cells, q.m, st);
     return ReportResult::from_lists(merged, scores);
   }

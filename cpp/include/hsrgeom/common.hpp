@@ -56,6 +56,16 @@ struct Counters {
   }
 };
 
+// <a, x> with a in float64 and float64 accumulation (the score reported with an id). Any
+// summation order is covered by the predicate's margins, so the compiler may vectorise it.
+template <class P>
+inline double dot_f64(const double* a, const P* x, int d) {
+  double s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int i = 0; i < d; ++i) s += a[i] * static_cast<double>(x[i]);
+  return s;
+}
+
 // One query's reported ids and, when asked for, their scores <a, x> (float64 accumulation of
 // the stored coordinates, in the same order as ids).
 struct IdList {
@@ -64,6 +74,19 @@ struct IdList {
   void clear() {
     ids.clear();
     scores.clear();
+  }
+  // Appends id, and <a, x> when with_score (x: the point's stored coordinates).
+  template <class P>
+  void add(std::int64_t id, bool with_score, const double* a, const P* x, int d) {
+    ids.push_back(id);
+    if (with_score) scores.push_back(dot_f64(a, x, d));
+  }
+  // Appends count ids at once, with the scores of their points stored row after row from x.
+  template <class P>
+  void add_rows(const std::int64_t* id, index_t count, bool with_score, const double* a, const P* x, int d) {
+    ids.insert(ids.end(), id, id + count);
+    if (with_score)
+      for (index_t k = 0; k < count; ++k) scores.push_back(dot_f64(a, x + k * static_cast<index_t>(d), d));
   }
 };
 
@@ -112,22 +135,11 @@ inline std::vector<std::uint8_t> zero_counts(const std::vector<std::int64_t>& co
   return out;
 }
 
-// A cleared per-thread buffer for one query's ids: the query grows it, then copies the final ids
-// out, so a query costs one allocation whatever its output size.
+// A cleared per-thread buffer for one query's ids (see collect_sorted).
 inline IdList& id_scratch() {
   static thread_local IdList v;
   v.clear();
   return v;
-}
-
-// <a, x> with a in float64 and float64 accumulation (the score reported with an id). Any
-// summation order is covered by the predicate's margins, so the compiler may vectorise it.
-template <class P>
-inline double dot_f64(const double* a, const P* x, int d) {
-  double s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int i = 0; i < d; ++i) s += a[i] * static_cast<double>(x[i]);
-  return s;
 }
 
 // Sorts ids in [0, n) ascending (and their scores with them when out.scores is not empty):
@@ -188,6 +200,19 @@ inline void sort_ids(IdList& out, index_t n) {
     std::copy(src, src + k, ids.data());
     if (sc) std::copy(ssrc, ssrc + k, out.scores.data());
   }
+}
+
+// One query of a report: fill(out) appends the ids (and scores) to a per-thread scratch list,
+// which is sorted by id and copied into dest, so a query costs one allocation whatever its
+// output size. Returns the number of ids.
+template <class Fill>
+std::int64_t collect_sorted(IdList& dest, index_t n, Fill&& fill) {
+  IdList& out = id_scratch();
+  fill(out);
+  sort_ids(out, n);
+  dest.ids.assign(out.ids.begin(), out.ids.end());
+  dest.scores.assign(out.scores.begin(), out.scores.end());
+  return static_cast<std::int64_t>(out.ids.size());
 }
 
 // ---- threads ---------------------------------------------------------------------------------

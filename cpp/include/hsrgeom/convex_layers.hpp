@@ -324,16 +324,9 @@ class ConvexLayers {
   ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false) const {
     std::vector<IdList> lists(q.m);
     run(q, st, threads, [&](index_t j, const double* a, double b, Counters& c) {
-      IdList& out = id_scratch();
-      visit(a, b, c, [&](index_t k) {
-        out.ids.push_back(ids_[k]);
-        if (scores) out.scores.push_back(dot_f64(a, &xy_[2 * k], 2));
-        return true;
+      c.reported = collect_sorted(lists[j], n_, [&](IdList& out) {
+        visit(a, b, c, [&](index_t k) { out.add(ids_[k], scores, a, &xy_[2 * k], 2); return true; });
       });
-      sort_ids(out, n_);
-      lists[j].ids.assign(out.ids.begin(), out.ids.end());
-      lists[j].scores.assign(out.scores.begin(), out.scores.end());
-      c.reported = static_cast<std::int64_t>(out.ids.size());
     });
     return ReportResult::from_lists(lists, scores);
   }

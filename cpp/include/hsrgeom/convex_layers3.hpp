@@ -170,18 +170,14 @@ class ConvexLayers3 {
   ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false) const {
     std::vector<IdList> lists(q.m);
     run(q.m, st, threads, [&](index_t j, Scratch& s, Counters& c) {
-      IdList& out = id_scratch();
       const double a[3] = {static_cast<double>(q.normals[3 * j]), static_cast<double>(q.normals[3 * j + 1]),
                            static_cast<double>(q.normals[3 * j + 2])};
-      visit(q.normals + 3 * j, q.offsets[j], s, c, [&](std::int64_t id, const T* x) {
-        out.ids.push_back(id);
-        if (scores) out.scores.push_back(dot_f64(a, x, 3));
-        return true;
+      c.reported = collect_sorted(lists[j], n_, [&](IdList& out) {
+        visit(q.normals + 3 * j, q.offsets[j], s, c, [&](std::int64_t id, const T* x) {
+          out.add(id, scores, a, x, 3);
+          return true;
+        });
       });
-      sort_ids(out, n_);
-      lists[j].ids.assign(out.ids.begin(), out.ids.end());
-      lists[j].scores.assign(out.scores.begin(), out.scores.end());
-      c.reported = static_cast<std::int64_t>(out.ids.size());
     });
     return ReportResult::from_lists(lists, scores);
   }

@@ -69,9 +69,12 @@ class QuantizedScan {
   }
 
   std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    const ReportResult r = report(q, st, threads);
-    std::vector<std::int64_t> out(q.m);
-    for (index_t j = 0; j < q.m; ++j) out[j] = r.lims[j + 1] - r.lims[j];
+    std::vector<std::vector<std::int64_t>> parts;
+    scan(q, st, threads, parts, [](std::int64_t& cnt, index_t, double) { ++cnt; });
+    std::vector<std::int64_t> out(q.m, 0);
+    for (auto& chunk : parts)
+      for (index_t j = 0; j < q.m; ++j) out[j] += chunk[j];
+    if (st) st->points_reported = out;
     return out;
   }
 
@@ -102,19 +105,29 @@ class QuantizedScan {
       resid_[i] = kInf;
       return;
     }
-    const double s = mx / 127.0, u = Rounding<double>::u;
+    double c2 = 0;
+    const double s = to_integers(x, mx, 127.0, c, &resid_[i], &c2);
+    scale_[i] = s;
+    cfac_[i] = s * std::sqrt(c2) * (1 + 4 * Rounding<double>::u);
+  }
+
+  // q_k = round(v_k / s) in [-qmax, qmax], s = mx / qmax (mx = max|v_k| in [1e-290, 1e290]);
+  // returns s, sets *resid >= ||v - s q|| and *q2 = ||q||^2 (exact: integers < 2^53).
+  template <class I>
+  double to_integers(const T* v, double mx, double qmax, I* q, double* resid, double* q2) const {
+    const double s = mx / qmax, u = Rounding<double>::u;
     double r2 = 0, c2 = 0;
     for (int k = 0; k < d_; ++k) {
-      const double v = std::nearbyint(static_cast<double>(x[k]) / s);
-      c[k] = static_cast<std::int8_t>(std::max(-127.0, std::min(127.0, v)));
-      const double diff = static_cast<double>(x[k]) - s * c[k];
+      const double w = std::max(-qmax, std::min(qmax, std::nearbyint(static_cast<double>(v[k]) / s)));
+      q[k] = static_cast<I>(w);
+      const double diff = static_cast<double>(v[k]) - s * w;
       r2 += diff * diff;
-      c2 += static_cast<double>(c[k]) * c[k];  // exact (integers < 2^53)
+      c2 += w * w;
     }
-    scale_[i] = s;
-    cfac_[i] = s * std::sqrt(c2) * (1 + 4 * u);
+    *q2 = c2;
     // computed norm: relative error <= (d + 4) u; each diff's rounding: <= 2 u mx per coordinate
-    resid_[i] = (std::sqrt(r2) * (1 + (d_ + 8) * u) + 4 * u * mx * std::sqrt(d_ + 1.0)) * (1 + 4 * u);
+    *resid = (std::sqrt(r2) * (1 + (d_ + 8) * u) + 4 * u * mx * std::sqrt(d_ + 1.0)) * (1 + 4 * u);
+    return s;
   }
 
   // A query normal as integers: q = round(a / s_a) with |q| small enough that a d-term sum of
@@ -135,24 +148,16 @@ class QuantizedScan {
       r.ra = r.na;
       return r;
     }
-    const double u = Rounding<double>::u;
-    r.sa = mx / qmax;
-    double e2 = 0;
-    for (int k = 0; k < d_; ++k) {
-      const double v = std::max(-qmax, std::min(qmax, std::nearbyint(static_cast<double>(a[k]) / r.sa)));
-      r.q[k] = static_cast<std::int16_t>(v);
-      const double diff = static_cast<double>(a[k]) - r.sa * v;
-      e2 += diff * diff;
-    }
-    r.ra = (std::sqrt(e2) * (1 + (d_ + 8) * u) + 4 * u * mx * std::sqrt(d_ + 1.0)) * (1 + 4 * u);
+    double q2 = 0;
+    r.sa = to_integers(a, mx, qmax, r.q.data(), &r.ra, &q2);
     return r;
   }
 
   // For each query j and point i that may lie in the half-space (by the codes), decides it
   // exactly and calls on(parts[chunk][j], i, <a_j, x_i> in float64) for each point inside.
   // Chunks of consecutive points run in parallel, so the ids of a chunk come in ascending order.
-  template <class On>
-  void scan(const Halfspaces<T>& q, QueryStats* st, int threads, std::vector<std::vector<IdList>>& parts,
+  template <class C, class On>
+  void scan(const Halfspaces<T>& q, QueryStats* st, int threads, std::vector<std::vector<C>>& parts,
             On on) const {
     const index_t m = q.m;
     std::vector<double> ad(q.normals, q.normals + m * d_);
@@ -161,7 +166,7 @@ class QuantizedScan {
     const int nt = threads_for_work(threads, static_cast<double>(n_) * m * d_ / 4);
     const index_t chunks = std::max<index_t>(1, std::min<index_t>((n_ + 4095) / 4096, nt > 1 ? 8 * nt : 1));
     const index_t per = (n_ + chunks - 1) / chunks;
-    parts.assign(chunks, std::vector<IdList>(m));
+    parts.assign(chunks, std::vector<C>(m));
     std::vector<std::vector<std::int64_t>> tested(chunks, std::vector<std::int64_t>(m, 0)),
         exact(chunks, std::vector<std::int64_t>(m, 0));
     const Margin margin(d_, Rounding<double>::u, Rounding<double>::eta);

@@ -50,22 +50,13 @@ class RangeTree {
   ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false) const {
     std::vector<IdList> lists(q.m);
     run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
-      IdList& out = id_scratch();
       const double* a = qq.a.data();
-      traverse(qq, c, [&](index_t b0, index_t b1) {
-        out.ids.insert(out.ids.end(), perm_.begin() + b0, perm_.begin() + b1);
-        if (scores)
-          for (index_t k = b0; k < b1; ++k) out.scores.push_back(dot_f64(a, row(k), d_));
-        return true;
-      }, [&](index_t k) {
-        out.ids.push_back(perm_[k]);
-        if (scores) out.scores.push_back(dot_f64(a, row(k), d_));
-        return true;
+      c.reported = collect_sorted(lists[j], n_, [&](IdList& out) {
+        traverse(qq, c, [&](index_t b0, index_t b1) {
+          out.add_rows(perm_.data() + b0, b1 - b0, scores, a, row(b0), d_);
+          return true;
+        }, [&](index_t k) { out.add(perm_[k], scores, a, row(k), d_); return true; });
       });
-      sort_ids(out, n_);
-      lists[j].ids.assign(out.ids.begin(), out.ids.end());
-      lists[j].scores.assign(out.scores.begin(), out.scores.end());
-      c.reported = static_cast<std::int64_t>(out.ids.size());
     });
     return ReportResult::from_lists(lists, scores);
   }
