@@ -84,27 +84,30 @@ class HalfspaceQuery {
 
   // May the cell contain a point of the half-space?  max over the box of <a, x> >= b (minus tol).
   bool inner_range_intersects(const CGAL::Kd_tree_rectangle<FT, Dimension>& r) const {
-    double hi = 0.0, mag = 1.0;
-    for (int i = 0; i < d_; ++i) {
-      const double lo_i = r.min_coord(i), hi_i = r.max_coord(i);
-      hi += a_[i] >= 0 ? a_[i] * hi_i : a_[i] * lo_i;
-      mag = std::max(mag, std::max(std::fabs(lo_i), std::fabs(hi_i)));
-    }
+    double lo, hi, mag;
+    box_range(r, lo, hi, mag);
     return hi >= b_ - tol_ * mag;
   }
 
   // Is the whole cell inside?  min over the box of <a, x> >= b (plus tol).
   bool outer_range_contains(const CGAL::Kd_tree_rectangle<FT, Dimension>& r) const {
-    double lo = 0.0, mag = 1.0;
-    for (int i = 0; i < d_; ++i) {
-      const double lo_i = r.min_coord(i), hi_i = r.max_coord(i);
-      lo += a_[i] >= 0 ? a_[i] * lo_i : a_[i] * hi_i;
-      mag = std::max(mag, std::max(std::fabs(lo_i), std::fabs(hi_i)));
-    }
+    double lo, hi, mag;
+    box_range(r, lo, hi, mag);
     return lo >= b_ + tol_ * mag;
   }
 
  private:
+  // min and max of <a, x> over the box, and the largest coordinate magnitude in it (>= 1).
+  void box_range(const CGAL::Kd_tree_rectangle<FT, Dimension>& r, double& lo, double& hi, double& mag) const {
+    lo = hi = 0.0;
+    mag = 1.0;
+    for (int i = 0; i < d_; ++i) {
+      const double lo_i = r.min_coord(i), hi_i = r.max_coord(i);
+      lo += a_[i] >= 0 ? a_[i] * lo_i : a_[i] * hi_i;
+      hi += a_[i] >= 0 ? a_[i] * hi_i : a_[i] * lo_i;
+      mag = std::max(mag, std::max(std::fabs(lo_i), std::fabs(hi_i)));
+    }
+  }
   double dot(const double* x) const {
     double s = 0.0;
     for (int i = 0; i < d_; ++i) s += a_[i] * x[i];

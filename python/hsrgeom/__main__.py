@@ -41,6 +41,8 @@ def demo(args) -> int:
             ("PartitionTree(widest)", lambda: hsrgeom.PartitionTree(x)),
             ("PartitionTree(pca)", lambda: hsrgeom.PartitionTree(x, split="pca")),
         ]
+        if d >= 32:
+            builders.append(("QuantizedScan", lambda: hsrgeom.QuantizedScan(x)))
         if d <= 8:
             builders.append(("SimplicialPartitionTree", lambda: hsrgeom.SimplicialPartitionTree(x)))
         if d == 2:

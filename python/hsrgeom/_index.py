@@ -19,6 +19,11 @@ _MAGIC = b"HSRGEOM\x00"
 _FORMAT_VERSION = 1
 
 
+def _compiled(name, points):
+    """The compiled class ``name`` for the dtype of ``points`` (float32 or float64)."""
+    return getattr(_core, name + ("F32" if points.dtype == np.float32 else "F64"))
+
+
 class HalfspaceResult:
     """Result of a batch of half-space reports, in compressed rows like ``faiss.RangeSearchResult``.
 
@@ -360,7 +365,7 @@ class BruteForce(_Index):
         self._build(V.points(points))
 
     def _build(self, points):
-        self._impl = (_core.BruteForceF32 if points.dtype == np.float32 else _core.BruteForceF64)(points)
+        self._impl = _compiled("BruteForce", points)(points)
         self._init_common(points)
 
 
@@ -392,8 +397,7 @@ class QuantizedScan(_Index):
         self._build(V.points(points), n_threads=n_threads)
 
     def _build(self, points, n_threads=None):
-        cls = _core.QuantizedScanF32 if points.dtype == np.float32 else _core.QuantizedScanF64
-        self._impl = cls(points, V.threads(n_threads))
+        self._impl = _compiled("QuantizedScan", points)(points, V.threads(n_threads))
         self._init_common(points)
 
 
@@ -430,7 +434,7 @@ class PartitionTree(_Index):
         leaf_size = V.positive_int(leaf_size, "leaf_size")
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
-        cls = _core.PartitionTreeF32 if points.dtype == np.float32 else _core.PartitionTreeF64
+        cls = _compiled("PartitionTree", points)
         self._impl = cls(points, leaf_size, _SPLITS[split], V.threads(n_threads))
         self.leaf_size = leaf_size
         self.split = split
@@ -489,7 +493,7 @@ class SimplicialPartitionTree(_Index):
         seed = V.positive_int(seed, "seed", minimum=0)
         if seed >= 2**64:
             raise ValueError(f"seed must be < 2**64, got {seed}")
-        cls = _core.SimplicialPartitionTreeF32 if points.dtype == np.float32 else _core.SimplicialPartitionTreeF64
+        cls = _compiled("SimplicialPartitionTree", points)
         self._impl = cls(points, r, leaf_size, seed, V.threads(n_threads))
         self.r, self.leaf_size, self.seed = r, leaf_size, seed
         self._init_common(points)
@@ -552,7 +556,7 @@ class ConvexLayers(_Index):
     def _build(self, points):
         if points.shape[1] != 2:
             raise ValueError(f"ConvexLayers needs points of shape (n, 2), got d={points.shape[1]}")
-        self._impl = (_core.ConvexLayersF32 if points.dtype == np.float32 else _core.ConvexLayersF64)(points)
+        self._impl = _compiled("ConvexLayers", points)(points)
         self._init_common(points)
 
     @property
@@ -612,7 +616,7 @@ class ConvexLayers3(_Index):
         if points.shape[1] != 3:
             raise ValueError(f"ConvexLayers3 needs points of shape (n, 3), got d={points.shape[1]}")
         max_layers = V.positive_int(max_layers, "max_layers", minimum=0)
-        cls = _core.ConvexLayers3F32 if points.dtype == np.float32 else _core.ConvexLayers3F64
+        cls = _compiled("ConvexLayers3", points)
         self._impl = cls(points, max_layers, V.threads(n_threads))
         self.max_layers = max_layers
         self._init_common(points)
