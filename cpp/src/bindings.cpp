@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <string>
+#include <type_traits>
 
 #include "hsrgeom/brute_force.hpp"
 #include "hsrgeom/convex_layers.hpp"
@@ -110,6 +111,47 @@ void bind_queries(PyClass& cls) {
       .def_property_readonly("memory_bytes", &S::memory_bytes);
 }
 
+// Binds sum(normals, offsets, values, offset, power, shift, threads) -> (counts, weights, sums,
+// stats) for a structure with a native sum. values: None or a 2-D float32/float64 array whose
+// rows offset .. offset + n - 1 belong to the points.
+template <class S, class T, class PyClass>
+void bind_sum(PyClass& cls) {
+  cls.def("sum", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, py::object values,
+                    index_t offset, int power, const CArray<double>& shift, int threads) {
+    auto q = halfspaces<T>(normals, offsets, self.dim());
+    if (shift.ndim() != 1 || shift.shape(0) != q.m) throw py::value_error("shift must be (m,)");
+    if (power < 0) throw py::value_error("power must be >= 0");
+    auto run = [&](auto* tag, py::object arr) {
+      using V = std::remove_pointer_t<decltype(tag)>;
+      SumSpec<V> sp;
+      CArray<V> vals;
+      if (!arr.is_none()) {
+        vals = arr.cast<CArray<V>>();
+        if (vals.ndim() != 2) throw py::value_error("values must be 2-D");
+        if (offset < 0 || offset + self.size() > vals.shape(0)) throw py::value_error("values has too few rows");
+        sp.values = vals.data();
+        sp.dv = static_cast<int>(vals.shape(1));
+      }
+      sp.offset = offset;
+      sp.power = power;
+      sp.shift = shift.data();
+      QueryStats st;
+      SumResult r(0, 0);
+      {
+        py::gil_scoped_release nogil;
+        r = self.sum(q, sp, &st, threads);
+      }
+      return py::make_tuple(to_numpy(std::move(r.counts)), to_numpy(std::move(r.weights)),
+                            to_numpy(std::move(r.sums), {static_cast<py::ssize_t>(q.m), sp.dv}),
+                            stats_dict(std::move(st)));
+    };
+    if (!values.is_none() && py::array::ensure(values).dtype().is(py::dtype::of<float>()))
+      return run(static_cast<float*>(nullptr), values);
+    return run(static_cast<double*>(nullptr), values);
+  }, py::arg("normals"), py::arg("offsets"), py::arg("values"), py::arg("offset"), py::arg("power"),
+     py::arg("shift"), py::arg("threads") = 0);
+}
+
 template <class T>
 void bind_dtype(py::module_& m, const std::string& suffix) {
   using BF = BruteForce<T>;
@@ -124,6 +166,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         return to_numpy(std::move(copy), {static_cast<py::ssize_t>(self.size()), self.dim()});
       });
   bind_queries<BF, T>(bf);
+  bind_sum<BF, T>(bf);
 
   using QS = QuantizedScan<T>;
   py::class_<QS> qs(m, ("QuantizedScan" + suffix).c_str());
@@ -137,6 +180,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         return to_numpy(std::move(copy), {static_cast<py::ssize_t>(self.size()), self.dim()});
       });
   bind_queries<QS, T>(qs);
+  bind_sum<QS, T>(qs);
 
   using PT = PartitionTree<T>;
   py::class_<PT> pt(m, ("PartitionTree" + suffix).c_str());
@@ -151,6 +195,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def_property_readonly("node_count", &PT::node_count)
       .def_property_readonly("leaf_size", &PT::leaf_size);
   bind_queries<PT, T>(pt);
+  bind_sum<PT, T>(pt);
 
   using SPT = SimplicialPartitionTree<T>;
   py::class_<SPT> spt(m, ("SimplicialPartitionTree" + suffix).c_str());
@@ -193,6 +238,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def_property_readonly("r", &SPT::r)
       .def_property_readonly("leaf_size", &SPT::leaf_size);
   bind_queries<SPT, T>(spt);
+  bind_sum<SPT, T>(spt);
 
   using CL = ConvexLayers<T>;
   py::class_<CL> cl(m, ("ConvexLayers" + suffix).c_str());

@@ -2,6 +2,7 @@ from ._index import BruteForce as BruteForce
 from ._index import ConvexLayers as ConvexLayers
 from ._index import ConvexLayers3 as ConvexLayers3
 from ._index import HalfspaceResult as HalfspaceResult
+from ._index import HalfspaceSums as HalfspaceSums
 from ._index import PartitionTree as PartitionTree
 from ._index import QuantizedScan as QuantizedScan
 from ._index import QueryStats as QueryStats

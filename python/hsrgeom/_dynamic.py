@@ -173,6 +173,34 @@ class DynamicState:
         np.cumsum(np.bincount(q, minlength=m), out=lims[1:])
         return lims, g, s, _sum_stats(stats, m, reported=np.diff(lims))
 
+    def sum(self, a, b, values, power, shift, n_threads):
+        """(counts, weights, sums, stats dict) of _Index.sum, added over the parts. A part whose
+        ids are consecutive and all alive (every part of an append-only index) sums natively
+        over its rows of ``values``; any other part sums over its report."""
+        from ._index import _sums_from_report
+
+        m = len(a)
+        counts = np.zeros(m, dtype=np.int64)
+        weights = np.zeros(m)
+        sums = np.zeros((m, 0 if values is None else values.shape[1]))
+        stats = []
+        for index, gids in self.parts():
+            live = self.alive[gids]
+            if len(gids) and gids[-1] - gids[0] + 1 == len(gids) and live.all() and hasattr(index._impl, "sum"):
+                c, w, s, st = index._impl.sum(a, b, values, int(gids[0]), power, shift, n_threads)
+            else:
+                lims, ids, sc, st = index._impl.report(a, b, n_threads, True)
+                keep = live[ids]
+                rows = np.repeat(np.arange(m, dtype=np.int64), np.diff(lims))[keep]
+                part_lims = np.zeros(m + 1, dtype=np.int64)
+                np.cumsum(np.bincount(rows, minlength=m), out=part_lims[1:])
+                c, w, s = _sums_from_report(part_lims, gids[ids[keep]], sc[keep], values, power, shift, n_threads)
+            counts += c
+            weights += w
+            sums += s
+            stats.append(st)
+        return counts, weights, sums, _sum_stats(stats, m, reported=counts)
+
     def topk(self, q, k, n_threads):
         """Exact top-k merged over the parts: each part gives its top (k + removed) live
         candidates; the union is ranked again by an exact BruteForce over the candidates."""

@@ -12,7 +12,7 @@ from . import _core
 from . import _validate as V
 from ._dynamic import DynamicState
 
-__all__ = ["HalfspaceResult", "QueryStats", "BruteForce", "QuantizedScan", "PartitionTree", "SimplicialPartitionTree",
+__all__ = ["HalfspaceResult", "HalfspaceSums", "QueryStats", "BruteForce", "QuantizedScan", "PartitionTree", "SimplicialPartitionTree",
            "ConvexLayers", "ConvexLayers3", "build_index", "load"]
 
 _MAGIC = b"HSRGEOM\x00"
@@ -80,6 +80,57 @@ class HalfspaceResult:
     def __repr__(self):
         sc = ", scores" if self.scores is not None else ""
         return f"HalfspaceResult(queries={len(self)}, total_ids={len(self.ids)}{sc})"
+
+
+class HalfspaceSums:
+    """Result of :meth:`sum <BruteForce.sum>`: aggregates over the points of each half-space.
+
+    Attributes
+    ----------
+    counts : ndarray of int64, shape (m,)
+        Points in half-space j (exactly ``report(...).counts``).
+    weights : ndarray of float64, shape (m,)
+        Sum of the weights ``w`` of those points.
+    sums : ndarray of float64, shape (m, dv) or (m,), or None
+        Sum of ``w * values[id]`` (None when no values were given; (m,) for 1-D values).
+    """
+
+    __slots__ = ("counts", "weights", "sums")
+
+    def __init__(self, counts, weights, sums=None):
+        self.counts = counts
+        self.weights = weights
+        self.sums = sums
+
+    def __len__(self):
+        return len(self.counts)
+
+    def __repr__(self):
+        dv = "" if self.sums is None else f", sums shape={self.sums.shape}"
+        return f"HalfspaceSums(queries={len(self)}, total_count={int(self.counts.sum())}{dv})"
+
+
+def _weights(scores, rows, power, shift):
+    """w = max(score - shift[row], 0)^power (power 0: 1), evaluated as the compiled sum does."""
+    if power == 0:
+        return np.ones(len(scores))
+    x = np.maximum(scores - shift[rows], 0.0)
+    w = x.copy()
+    for _ in range(power - 1):
+        w *= x
+    return w
+
+
+def _sums_from_report(lims, ids, scores, values, power, shift, n_threads):
+    """(counts, weights, sums) of a sum() computed from a report with scores (ids index values)."""
+    m = len(lims) - 1
+    counts = np.diff(lims)
+    rows = np.repeat(np.arange(m), counts)
+    w = _weights(scores, rows, power, shift)
+    weights = np.bincount(rows, weights=w, minlength=m).astype(np.float64)
+    if values is None:
+        return counts, weights, np.zeros((m, 0))
+    return counts, weights, _core.gather_weighted_sum(values, lims, ids, w, n_threads)
 
 
 class QueryStats:
@@ -279,6 +330,65 @@ class _Index:
             e, st = self._impl.empty(a, b, V.threads(n_threads))
         self._stats = QueryStats._from_dict(st)
         return e.astype(bool)
+
+    def sum(self, normals, offsets, values=None, *, power=0, shift=None, n_threads=None):
+        """Aggregate over the points of each half-space without listing them.
+
+        For the points x (id i) with exact ``<normals[j], x> >= offsets[j]`` -- the set
+        :meth:`report` returns -- computes their number, the sum of their weights
+        ``w = max(<normals[j], x> - shift[j], 0) ** power`` and the sum of ``w * values[i]``.
+        The inner product in ``w`` is the float64 score of ``report(..., return_scores=True)``.
+        Like a weighted kernel sum (scikit-learn's ``KDTree.kernel_density``) with a half-space
+        kernel: a tree adds whole nodes inside the half-space without sorting or returning ids,
+        and splits a few queries over all threads. (hsrgeom.attention uses it for ReLU^alpha
+        attention: power = alpha, values = V.)
+
+        Parameters
+        ----------
+        normals, offsets
+            As in :meth:`report`.
+        values : array_like, shape (N,) or (N, dv), optional
+            Per-point values, row i for id i (N at least the largest id + 1). float32/float64
+            are used as they are, other real dtypes as float64. Summed as given: NaN and inf
+            propagate like ``numpy.sum``.
+        power : int, default 0
+            Exponent of the weight (0: every point weighs 1).
+        shift : array_like, shape (m,) or scalar, optional
+            Where the weight starts (default: ``offsets``).
+        n_threads : int, optional
+            Threads for this call.
+
+        Returns
+        -------
+        HalfspaceSums
+            ``counts`` (int64, m), ``weights`` (float64, m), ``sums`` (float64, (m, dv), or (m,)
+            for 1-D values, None without values). Counts are exact; weights and sums are float64
+            accumulations (their order depends on the structure and, for scans, on the threads).
+        """
+        a, b = self._halfspaces(normals, offsets)
+        power = V.positive_int(power, "power", minimum=0)
+        sh = b if shift is None else V.offsets(shift, len(a), "shift")
+        vals, flat = (None, False) if values is None else V.values(values, self._id_bound(), "values")
+        counts, weights, sums, st = self._sum(a, b, vals, power, sh, V.threads(n_threads))
+        self._stats = QueryStats._from_dict(st)
+        if vals is None:
+            sums = None
+        elif flat:
+            sums = sums[:, 0]
+        return HalfspaceSums(counts, weights, sums)
+
+    def _id_bound(self):
+        return self._dyn.next_id if self._dyn else self._impl.n
+
+    def _sum(self, a, b, values, power, shift, n_threads):
+        if self._dyn:
+            return self._dyn.sum(a, b, values, power, shift, n_threads)
+        if hasattr(self._impl, "sum"):
+            return self._impl.sum(a, b, values, 0, power, shift, n_threads)
+        lims, ids, scores, st = self._impl.report(a, b, n_threads, power > 0)
+        if scores is None:
+            scores = np.zeros(len(ids))
+        return (*_sums_from_report(lims, ids, scores, values, power, shift, n_threads), st)
 
     def topk(self, queries, k, *, n_threads=None):
         """Exact maximum inner product search.

@@ -102,6 +102,22 @@ def scalar_offset(b, name="b"):
     return np.array([b], dtype=np.float64)
 
 
+def values(x, rows, name="values"):
+    """Validate per-point values for ``sum``: (N,) or (N, dv) with N >= rows; returns a 2-D
+    C-contiguous float32/float64 array (other real dtypes are converted to float64, a copy) and
+    whether the input was 1-D. Values are summed as given: NaN and inf propagate like numpy.sum."""
+    arr = _as_array(x, name)
+    _check_real(arr, name)
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"{name} must be 1-D (N,) or 2-D (N, dv), got shape {arr.shape}")
+    if arr.shape[0] < rows:
+        raise ValueError(f"{name} has {arr.shape[0]} rows but point ids go up to {rows - 1}")
+    flat = arr.ndim == 1
+    dtype = arr.dtype if arr.dtype in SUPPORTED_DTYPES else np.float64
+    arr = np.ascontiguousarray(arr.reshape(len(arr), -1) if flat else arr, dtype=dtype)
+    return arr, flat
+
+
 def positive_int(x, name, minimum=1):
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Integral, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(x).__name__}")

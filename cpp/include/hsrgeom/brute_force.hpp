@@ -40,19 +40,29 @@ class BruteForce {
   ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false) const {
     Grid<IdList> lists(q.m, plan(q.m, threads));
     scan(q, threads, st, lists,
-         [&](IdList& out, index_t i, const double* a) { out.add(i, scores, a, row(i), d_); });
+         [&](IdList& out, index_t, index_t i, const double* a) { out.add(i, scores, a, row(i), d_); });
     std::vector<IdList> merged = join_chunks(lists.cells, q.m, st);
     return ReportResult::from_lists(merged, scores);
   }
 
   std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
     Grid<std::int64_t> c(q.m, plan(q.m, threads));
-    scan(q, threads, st, c, [](std::int64_t& out, index_t, const double*) { ++out; });
+    scan(q, threads, st, c, [](std::int64_t& out, index_t, index_t, const double*) { ++out; });
     std::vector<std::int64_t> out(q.m, 0);
     for (auto& chunk : c.cells)
       for (index_t j = 0; j < q.m; ++j) out[j] += chunk[j];
     if (st) st->points_reported = out;
     return out;
+  }
+
+  // Half-space sums (common.hpp, SumSpec): per chunk, then added in chunk order.
+  template <class V>
+  SumResult sum(const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads) const {
+    Grid<SumAcc> g(q.m, plan(q.m, threads));
+    scan(q, threads, st, g, [&](SumAcc& acc, index_t j, index_t i, const double* a) {
+      acc.add(sp, j, i, sp.needs_score() ? dot_f64(a, row(i), d_) : 0.0);
+    });
+    return merge_sums(g.cells, q.m, sp, st);
   }
 
   // True where the half-space holds no point. (A full scan: BruteForce has no early exit that
@@ -140,8 +150,8 @@ class BruteForce {
     });
   }
 
-  // Applies the shared predicate to every (point, query) pair; on(cell, i, a) for each point i in
-  // the half-space with normal a (float64).
+  // Applies the shared predicate to every (point, query) pair; on(cell, j, i, a) for each point i
+  // in half-space j, whose normal is a (float64).
   template <class C, class On>
   void scan(const Halfspaces<T>& q, int threads, QueryStats* st, Grid<C>& grid, On on) const {
     std::vector<double> ad(q.normals, q.normals + q.m * d_);
@@ -161,7 +171,7 @@ class BruteForce {
               for (index_t i = p0; i < p1; ++i)
                 if (in_halfspace(static_cast<double>(col[i - p0]), margin(na, norms_[i], b), a,
                                  row(i), b, d_, &ex))
-                  on(cell, i, a);
+                  on(cell, j, i, a);
             }
           },
           q.normals);

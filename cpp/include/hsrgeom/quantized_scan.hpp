@@ -60,7 +60,7 @@ class QuantizedScan {
 
   ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false) const {
     std::vector<std::vector<IdList>> parts;
-    scan(q, st, threads, parts, [&](IdList& out, index_t i, double score) {
+    scan(q, st, threads, parts, [&](IdList& out, index_t, index_t i, double score) {
       out.ids.push_back(i);
       if (scores) out.scores.push_back(score);
     });
@@ -70,12 +70,20 @@ class QuantizedScan {
 
   std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
     std::vector<std::vector<std::int64_t>> parts;
-    scan(q, st, threads, parts, [](std::int64_t& cnt, index_t, double) { ++cnt; });
+    scan(q, st, threads, parts, [](std::int64_t& cnt, index_t, index_t, double) { ++cnt; });
     std::vector<std::int64_t> out(q.m, 0);
     for (auto& chunk : parts)
       for (index_t j = 0; j < q.m; ++j) out[j] += chunk[j];
     if (st) st->points_reported = out;
     return out;
+  }
+
+  // Half-space sums (common.hpp, SumSpec), with the float64 scores of the exact check.
+  template <class V>
+  SumResult sum(const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads) const {
+    std::vector<std::vector<SumAcc>> parts;
+    scan(q, st, threads, parts, [&](SumAcc& acc, index_t j, index_t i, double score) { acc.add(sp, j, i, score); });
+    return merge_sums(parts, q.m, sp, st);
   }
 
   std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
@@ -154,7 +162,7 @@ class QuantizedScan {
   }
 
   // For each query j and point i that may lie in the half-space (by the codes), decides it
-  // exactly and calls on(parts[chunk][j], i, <a_j, x_i> in float64) for each point inside.
+  // exactly and calls on(parts[chunk][j], j, i, <a_j, x_i> in float64) for each point inside.
   // Chunks of consecutive points run in parallel, so the ids of a chunk come in ascending order.
   template <class C, class On>
   void scan(const Halfspaces<T>& q, QueryStats* st, int threads, std::vector<std::vector<C>>& parts,
@@ -201,7 +209,7 @@ class QuantizedScan {
           const double* a = ad.data() + j * d_;
           const T* x = row(id);
           const double v = dot_f64(a, x, d_), b = q.offsets[j];
-          if (in_halfspace(v, margin(iq[j].na, xnorm_[id], b), a, x, b, d_, &exact[ch][j])) on(parts[ch][j], id, v);
+          if (in_halfspace(v, margin(iq[j].na, xnorm_[id], b), a, x, b, d_, &exact[ch][j])) on(parts[ch][j], j, id, v);
         }
       }
     });
