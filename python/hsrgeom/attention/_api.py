@@ -27,16 +27,13 @@ def _limits(m, n, causal):
 
 
 def _head_relu(Qg, K, V, hk, limit, scale, bias_rows, alpha):
+    # ReLU^a(scale <q,k> - bias) = scale^a max(<q,k> - t, 0)^a with t = bias / scale: the factor
+    # scale^a cancels in num / den, so the index sums the weights on <q,k> directly.
     t = bias_rows / scale
     qn = np.sqrt((Qg.astype(np.float64) ** 2).sum(axis=1))
-    lims, ids, dots = hk.report(Qg, t - score_slack(Qg.shape[1], qn, hk.kmax, t), limit)
-
-    def weight(logits, rows, lmax):
-        return np.maximum(logits - bias_rows[rows], 0.0) ** alpha
-
-    num, den, _, _ = weighted_rows(lims, ids, dots, V, weight, scale)
+    entries, den, num = hk.relu_sums(Qg, t - score_slack(Qg.shape[1], qn, hk.kmax, t), t, alpha, V, limit)
     out = np.divide(num, den[:, None], out=np.zeros_like(num), where=den[:, None] > 0)
-    return out, {"entries": np.diff(lims)}
+    return out, {"entries": entries}
 
 
 def _trim_top(lims, ids, dots, r):

@@ -89,12 +89,13 @@ class HeadKeys:
         self.points_tested += int(st.points_tested.sum())
         self.nodes_visited += int(st.nodes_visited.sum())
 
-    def report(self, Q, t, limit=None):
+    def report(self, Q, t, limit=None, blocks=None):
         """CSR (lims, ids, dots) of the keys with ``<q_i, k> >= t_i`` (exact), ``ids <= limit[i]``;
-        ``dots`` = ``<q_i, k>`` in float64, computed by the index while it read the key."""
+        ``dots`` = ``<q_i, k>`` in float64, computed by the index while it read the key.
+        ``blocks``: only these ``[start, index]`` blocks (default: all)."""
         m = len(Q)
         rows_all, ids_all, dots_all = [], [], []
-        for s, idx in self.blocks:
+        for s, idx in self.blocks if blocks is None else blocks:
             e = s + idx.n
             rows = np.arange(m) if limit is None else np.flatnonzero(limit >= s)
             if not len(rows) or idx.n == 0:
@@ -111,6 +112,35 @@ class HeadKeys:
             dots_all.append(dots)
         return _csr(m, rows_all, ids_all, dots_all)
 
+    def relu_sums(self, Q, t_in, t, alpha, V, limit=None):
+        """Per row i, over the keys k with ``<q_i, k> >= t_in[i]`` (exact) and ``ids <= limit[i]``:
+        ``(entries, den, num)`` = their number, ``sum w`` and ``sum w v_k`` with
+        ``w = max(<q_i, k> - t[i], 0) ** alpha`` (float64). Rows that see a whole block use the
+        index's fused :meth:`sum <hsrgeom.BruteForce.sum>` (no id lists); rows that see part of
+        a block (the causal diagonal) report it and gather the rows."""
+        m, dv = len(Q), V.shape[1]
+        entries, den, num = np.zeros(m, dtype=np.int64), np.zeros(m), np.zeros((m, dv))
+        Vc = V if V.flags.c_contiguous else np.ascontiguousarray(V)
+        for s, idx in self.blocks:
+            e = s + idx.n
+            if idx.n == 0:
+                continue
+            full, part = _block_rows(m, s, e, limit)
+            if len(full):
+                res = idx.sum(Q[full], t_in[full], Vc[s:e], power=alpha, shift=t[full])
+                self._count(idx)
+                entries[full] += res.counts
+                den[full] += res.weights
+                num[full] += res.sums
+            if len(part):
+                lims, ids, dots = self.report(Q[part], t_in[part], limit[part], blocks=[(s, idx)])
+                rows = np.repeat(np.arange(len(part)), np.diff(lims))
+                w = np.maximum(dots - t[part][rows], 0.0) ** alpha
+                entries[part] += np.diff(lims)
+                den[part] += np.bincount(rows, weights=w, minlength=len(part))
+                num[part] += _core.gather_weighted_sum(Vc, lims, ids, w)
+        return entries, den, num
+
     def topk(self, Q, r, K, limit=None):
         """CSR (lims, ids, dots) of the ``r`` keys with the largest ``<q_i, k>`` among
         ``ids <= limit[i]`` (fewer where a row sees fewer keys); dots as in :meth:`report`. Within a block the ranking is exact (ties: smaller
@@ -121,7 +151,7 @@ class HeadKeys:
             e = s + idx.n
             if idx.n == 0:
                 continue
-            full = np.arange(m) if limit is None else np.flatnonzero(limit >= e - 1)
+            full, part = _block_rows(m, s, e, limit)
             if len(full):
                 kk = min(r, idx.n)
                 sc, ids = idx.topk(Q[full], kk)
@@ -129,19 +159,17 @@ class HeadKeys:
                 rows_all.append(np.repeat(full, kk))
                 ids_all.append(ids.ravel() + s)
                 sc_all.append(sc.ravel())
-            if limit is not None:
-                part = np.flatnonzero((limit >= s) & (limit < e - 1))
-                if len(part):  # the diagonal block: scan the visible prefix
-                    S = Q[part].astype(np.float64) @ K[s:e].astype(np.float64).T
-                    S[np.arange(e - s)[None, :] > (limit[part] - s)[:, None]] = -np.inf
-                    self.points_tested += int((limit[part] - s + 1).sum())
-                    kk = min(r, e - s)
-                    top = np.argsort(-S, axis=1, kind="stable")[:, :kk]
-                    sc = np.take_along_axis(S, top, axis=1)
-                    ok = np.isfinite(sc)
-                    rows_all.append(np.repeat(part, kk)[ok.ravel()])
-                    ids_all.append((top + s).ravel()[ok.ravel()])
-                    sc_all.append(sc.ravel()[ok.ravel()])
+            if len(part):  # the diagonal block: scan the visible prefix
+                S = Q[part].astype(np.float64) @ K[s:e].astype(np.float64).T
+                S[np.arange(e - s)[None, :] > (limit[part] - s)[:, None]] = -np.inf
+                self.points_tested += int((limit[part] - s + 1).sum())
+                kk = min(r, e - s)
+                top = np.argsort(-S, axis=1, kind="stable")[:, :kk]
+                sc = np.take_along_axis(S, top, axis=1)
+                ok = np.isfinite(sc)
+                rows_all.append(np.repeat(part, kk)[ok.ravel()])
+                ids_all.append((top + s).ravel()[ok.ravel()])
+                sc_all.append(sc.ravel()[ok.ravel()])
         if not rows_all:
             return _csr(m, [], [], [])
         rows, ids, sc = np.concatenate(rows_all), np.concatenate(ids_all), np.concatenate(sc_all)
@@ -153,6 +181,13 @@ class HeadKeys:
         rows, ids, sc = rows[keep], ids[keep], sc[keep]
         order = np.lexsort((ids, rows))
         return _csr(m, [rows[order]], [ids[order]], [sc[order]])
+
+
+def _block_rows(m, s, e, limit):
+    """Rows that see all of block [s, e) and rows that see part of it (limit[i] in [s, e - 1))."""
+    if limit is None:
+        return np.arange(m), np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(limit >= e - 1), np.flatnonzero((limit >= s) & (limit < e - 1))
 
 
 def _csr(m, rows_list, ids_list, dots_list):
