@@ -62,6 +62,7 @@ class Query:
         x = _data(d, n)
         self.index = _build(structure, x)
         self.a, self.b = _queries(x, 64, selectivity)
+        self.values = np.random.default_rng(3).standard_normal((n, d))
 
     def time_report_batch(self, structure, d, n, selectivity):
         self.index.report(self.a, self.b)
@@ -71,6 +72,10 @@ class Query:
 
     def time_count_batch(self, structure, d, n, selectivity):
         self.index.count(self.a, self.b)
+
+    def time_sum_one(self, structure, d, n, selectivity):
+        # one query, weights max(<a,x> - b, 0) and a weighted sum of d values (a decoding step)
+        self.index.sum(self.a[:1], self.b[:1], self.values, power=1)
 
     def track_points_tested(self, structure, d, n, selectivity):
         self.index.count(self.a, self.b)
