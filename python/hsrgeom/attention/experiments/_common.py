@@ -86,16 +86,18 @@ def command(name, argv) -> str:
     return "python -m hsrgeom.attention.experiments " + " ".join([name, *argv])
 
 
-def write_section(args, name: str, title: str, body: str, argv=()) -> Path:
-    """Replace (or append) the section ``name`` of docs/attention.md; returns the file."""
+def write_section(args, name: str, title: str, body: str, argv=(), key=None) -> Path:
+    """Replace (or append) the section ``key`` (default: ``name``) of docs/attention.md; returns
+    the file."""
+    key = key or name
     path = docs_dir(args) / "attention.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     text = path.read_text() if path.exists() else (
         "# hsrgeom.attention: the paper's claims, measured\n\n"
         "Every section below is written by one command (shown in it); rerun it to regenerate that section.\n")
-    block = (f"<!-- begin:{name} -->\n## {title}\n\n`{command(name, argv)}`  \n"
-             f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}.\n\n{body.strip()}\n<!-- end:{name} -->")
-    pattern = re.compile(rf"<!-- begin:{re.escape(name)} -->.*?<!-- end:{re.escape(name)} -->", re.S)
+    block = (f"<!-- begin:{key} -->\n## {title}\n\n`{command(name, argv)}`  \n"
+             f"Machine: {machine()}; {time.strftime('%Y-%m-%d')}.\n\n{body.strip()}\n<!-- end:{key} -->")
+    pattern = re.compile(rf"<!-- begin:{re.escape(key)} -->.*?<!-- end:{re.escape(key)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
     return path
