@@ -111,9 +111,10 @@ class HalfspaceSums:
 
 
 def _weights(scores, rows, power, shift):
-    """w = max(score - shift[row], 0)^power (power 0: 1), evaluated as the compiled sum does."""
+    """w = max(score - shift[row], 0)^power (power 0: 1, scores unused), evaluated as the
+    compiled sum does."""
     if power == 0:
-        return np.ones(len(scores))
+        return np.ones(len(rows))
     x = np.maximum(scores - shift[rows], 0.0)
     w = x.copy()
     for _ in range(power - 1):
@@ -386,8 +387,6 @@ class _Index:
         if hasattr(self._impl, "sum"):
             return self._impl.sum(a, b, values, 0, power, shift, n_threads)
         lims, ids, scores, st = self._impl.report(a, b, n_threads, power > 0)
-        if scores is None:
-            scores = np.zeros(len(ids))
         return (*_sums_from_report(lims, ids, scores, values, power, shift, n_threads), st)
 
     def topk(self, queries, k, *, n_threads=None):

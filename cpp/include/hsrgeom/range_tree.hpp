@@ -84,11 +84,14 @@ class RangeTree {
     if (n_ == 0 || m == 0) return res;
     const std::vector<std::int32_t> roots = subtrees(std::max<index_t>(1, 64 / m));
     const index_t r = static_cast<index_t>(roots.size());
+    std::vector<Query> qs;
+    qs.reserve(m);
+    for (index_t j = 0; j < m; ++j) qs.push_back(make_query(q.normals + j * d_, q.offsets[j]));
     std::vector<SumAcc> acc(m * r);
     std::vector<Counters> cnt(m * r);
-    parallel_for(m * r, threads_for_work(threads, sum_work(q, roots, sp.dv)), [&](index_t w, int) {
+    parallel_for(m * r, threads_for_work(threads, sum_work(qs, roots, sp.dv)), [&](index_t w, int) {
       const index_t j = w / r;
-      const Query qq = make_query(q.normals + j * d_, q.offsets[j]);
+      const Query& qq = qs[j];
       SumAcc& a = acc[w];
       const double* an = qq.a.data();
       auto add = [&](index_t k) { a.add(sp, j, perm_[k], sp.needs_score() ? dot_f64(an, row(k), d_) : 0.0); };
@@ -265,11 +268,11 @@ class RangeTree {
   // query): points of undecided subtrees may cost a traversal, points of subtrees inside add a
   // row of values. Rough weights, set so that one decoding query at n = 10^6, d = 4 (~1.5 ms on
   // one thread) uses both threads and n = 2000 (~30 us) does not.
-  double sum_work(const Halfspaces<T>& q, const std::vector<std::int32_t>& roots, int dv) const {
+  double sum_work(const std::vector<Query>& qs, const std::vector<std::int32_t>& roots, int dv) const {
     double work = 0;
     Counters c;
-    for (index_t j = 0; j < q.m && work < kParallelWork; ++j) {
-      const Query qq = make_query(q.normals + j * d_, q.offsets[j]);
+    for (size_t j = 0; j < qs.size() && work < kParallelWork; ++j) {
+      const Query& qq = qs[j];
       for (const std::int32_t v : roots) {
         const auto [b0, b1] = self().node_range(v);
         const int cls = classify(v, qq, c);

@@ -112,6 +112,18 @@ class HeadKeys:
             dots_all.append(dots)
         return _csr(m, rows_all, ids_all, dots_all)
 
+    def _visible_blocks(self, m, limit):
+        """(start, end, index, rows seeing all of it, rows seeing part of it) of each non-empty
+        block; a row i sees positions <= limit[i] (all of them when limit is None)."""
+        for s, idx in self.blocks:
+            e = s + idx.n
+            if idx.n == 0:
+                continue
+            if limit is None:
+                yield s, e, idx, np.arange(m), np.zeros(0, dtype=np.int64)
+            else:
+                yield s, e, idx, np.flatnonzero(limit >= e - 1), np.flatnonzero((limit >= s) & (limit < e - 1))
+
     def relu_sums(self, Q, t_in, t, alpha, V, limit=None):
         """Per row i, over the keys k with ``<q_i, k> >= t_in[i]`` (exact) and ``ids <= limit[i]``:
         ``(entries, den, num)`` = their number, ``sum w`` and ``sum w v_k`` with
@@ -121,11 +133,7 @@ class HeadKeys:
         m, dv = len(Q), V.shape[1]
         entries, den, num = np.zeros(m, dtype=np.int64), np.zeros(m), np.zeros((m, dv))
         Vc = V if V.flags.c_contiguous else np.ascontiguousarray(V)
-        for s, idx in self.blocks:
-            e = s + idx.n
-            if idx.n == 0:
-                continue
-            full, part = _block_rows(m, s, e, limit)
+        for s, e, idx, full, part in self._visible_blocks(m, limit):
             if len(full):
                 res = idx.sum(Q[full], t_in[full], Vc[s:e], power=alpha, shift=t[full])
                 self._count(idx)
@@ -147,11 +155,7 @@ class HeadKeys:
         id); candidates of different blocks are merged by their float64 scores."""
         m = len(Q)
         rows_all, ids_all, sc_all = [], [], []
-        for s, idx in self.blocks:
-            e = s + idx.n
-            if idx.n == 0:
-                continue
-            full, part = _block_rows(m, s, e, limit)
+        for s, e, idx, full, part in self._visible_blocks(m, limit):
             if len(full):
                 kk = min(r, idx.n)
                 sc, ids = idx.topk(Q[full], kk)
@@ -181,13 +185,6 @@ class HeadKeys:
         rows, ids, sc = rows[keep], ids[keep], sc[keep]
         order = np.lexsort((ids, rows))
         return _csr(m, [rows[order]], [ids[order]], [sc[order]])
-
-
-def _block_rows(m, s, e, limit):
-    """Rows that see all of block [s, e) and rows that see part of it (limit[i] in [s, e - 1))."""
-    if limit is None:
-        return np.arange(m), np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(limit >= e - 1), np.flatnonzero((limit >= s) & (limit < e - 1))
 
 
 def _csr(m, rows_list, ids_list, dots_list):
