@@ -24,6 +24,10 @@ def check(index, points, normals, offsets):
     np.testing.assert_array_equal(index.empty(normals, offsets), [len(e) == 0 for e in expected])
     for j in range(min(len(a), 3)):
         np.testing.assert_array_equal(index.report_one(normals[j], offsets[j]), expected[j])
+    unsorted = index.report(normals, offsets, return_sorted=False)
+    np.testing.assert_array_equal(unsorted.lims, res.lims)
+    for j, e in enumerate(expected):
+        np.testing.assert_array_equal(np.sort(unsorted[j]), e, err_msg=f"query {j}, return_sorted=False")
     return expected
 
 
@@ -205,11 +209,26 @@ def check_scores(index, points, normals, offsets):
     assert res.scores.dtype == np.float64 and res.scores.shape == res.ids.shape
     a = np.asarray(normals).astype(index.dtype).astype(np.float64)
     x = np.asarray(points).astype(index.dtype).astype(np.float64)
-    for j in range(len(res)):
-        ids, sc = res[j], res.scores[res.lims[j] : res.lims[j + 1]]
-        tol = 4 * (x.shape[1] + 2) * 2.0**-53 * (np.abs(x[ids]) @ np.abs(a[j]))
-        np.testing.assert_array_less(np.abs(sc - x[ids] @ a[j]), tol + 1e-300, err_msg=f"query {j}")
+    unsorted = index.report(normals, offsets, return_scores=True, return_sorted=False)
+    for r in (res, unsorted):  # scores follow their ids in either order
+        for j in range(len(r)):
+            ids, sc = r[j], r.scores[r.lims[j] : r.lims[j + 1]]
+            tol = 4 * (x.shape[1] + 2) * 2.0**-53 * (np.abs(x[ids]) @ np.abs(a[j]))
+            np.testing.assert_array_less(np.abs(sc - x[ids] @ a[j]), tol + 1e-300, err_msg=f"query {j}")
     return res
+
+
+@pytest.mark.parametrize("kind", ["partition_tree", "convex_layers"])
+def test_return_sorted_false_skips_the_sort(kind, rng):
+    # the option must change something where a structure's own order is not ascending
+    pts = rng.standard_normal((5000, 2))
+    normals = rng.standard_normal((20, 2))
+    offsets = quantile_offsets(pts, normals, np.full(20, 0.05))
+    index = hsrgeom.build_index(pts, kind=kind)
+    unsorted = index.report(normals, offsets, return_sorted=False)
+    assert any((np.diff(unsorted[j]) < 0).any() for j in range(20))
+    assert index.report(normals, offsets) == hsrgeom.HalfspaceResult(
+        unsorted.lims, np.concatenate([np.sort(unsorted[j]) for j in range(20)]))
 
 
 @pytest.mark.parametrize("d", [2, 3, 8])

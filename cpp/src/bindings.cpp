@@ -61,17 +61,18 @@ py::dict stats_dict(QueryStats&& s) {
 template <class S, class T, class PyClass>
 void bind_queries(PyClass& cls) {
   cls.def("report", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, int threads,
-                       bool scores) {
+                       bool scores, bool sorted) {
         auto q = halfspaces<T>(normals, offsets, self.dim());
         QueryStats st;
         ReportResult r;
         {
           py::gil_scoped_release nogil;
-          r = self.report(q, &st, threads, scores);
+          r = self.report(q, &st, threads, scores, sorted);
         }
         py::object sc = scores ? py::object(to_numpy(std::move(r.scores))) : py::none();
         return py::make_tuple(to_numpy(std::move(r.lims)), to_numpy(std::move(r.ids)), sc, stats_dict(std::move(st)));
-      }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0, py::arg("scores") = false)
+      }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0, py::arg("scores") = false,
+         py::arg("sorted") = true)
       .def("count", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, int threads) {
         auto q = halfspaces<T>(normals, offsets, self.dim());
         QueryStats st;

@@ -146,13 +146,13 @@ class DynamicState:
         self.blocks.sort(key=lambda b: -b.size)
 
     # -- queries -----------------------------------------------------------------------------
-    def report(self, a, b, n_threads, scores=False):
+    def report(self, a, b, n_threads, scores=False, sort=True):
         """(lims, ids, scores or None, stats dict) merged over the parts, dead ids dropped, ids
-        ascending."""
+        ascending (sort=True) or grouped by query in part order (sort=False)."""
         m = len(a)
         qs, gs, ss, stats = [], [], [], []
         for index, gids in self.parts():
-            lims, ids, sc, st = index._impl.report(a, b, n_threads, scores)
+            lims, ids, sc, st = index._impl.report(a, b, n_threads, scores, sort)
             g = gids[ids]
             q = np.repeat(np.arange(m, dtype=np.int64), np.diff(lims))
             keep = self.alive[g]
@@ -163,7 +163,7 @@ class DynamicState:
             stats.append(st)
         if qs:
             q, g = np.concatenate(qs), np.concatenate(gs)
-            order = np.lexsort((g, q))
+            order = np.lexsort((g, q)) if sort else np.argsort(q, kind="stable")
             q, g = q[order], g[order]
             s = np.concatenate(ss)[order] if scores else None
         else:
@@ -189,7 +189,7 @@ class DynamicState:
             if len(gids) and gids[-1] - gids[0] + 1 == len(gids) and live.all() and hasattr(index._impl, "sum"):
                 c, w, s, st = index._impl.sum(a, b, values, int(gids[0]), power, shift, n_threads)
             else:
-                lims, ids, sc, st = index._impl.report(a, b, n_threads, True)
+                lims, ids, sc, st = index._impl.report(a, b, n_threads, True, False)
                 keep = live[ids]
                 rows = np.repeat(np.arange(m, dtype=np.int64), np.diff(lims))[keep]
                 part_lims = np.zeros(m + 1, dtype=np.int64)

@@ -82,14 +82,16 @@ class NodeBounds {
   const double* hi(index_t v) const { return &hi_[v * d_]; }
 
   // +1: every point of v is in {<a,y> >= b}; -1: none is; 0: can't tell from the bounds.
-  int classify(index_t v, const double* a, double na, double b, const Margin& mg,
+  // D > 0: the dimension is D (a compile-time constant, see with_dim).
+  template <int D = 0>
+  HSRGEOM_INLINE int classify(index_t v, const double* a, double na, double b, const Margin& mg,
                double extra = 0) const {
     double blo, bhi;
-    box_range(v, a, blo, bhi);
+    box_range<D>(v, a, blo, bhi);
     const double mbox = mg(na, bnorm_[v], b) + extra;
     if (bhi - b < -mbox) return -1;
     if (blo - b > mbox) return 1;
-    const double ac = dot(v, a), rr = na * radius_[v];
+    const double ac = dot<D>(v, a), rr = na * radius_[v];
     const double mball = mg(na, cnorm_[v] + radius_[v], b) + extra;
     if (ac + rr - b < -mball) return -1;
     if (ac - rr - b > mball) return 1;
@@ -106,25 +108,29 @@ class NodeBounds {
   }
 
  private:
-  void box_range(index_t v, const double* a, double& mn, double& mx) const {
-    const double* lo = &lo_[v * d_];
-    const double* hi = &hi_[v * d_];
+  template <int D = 0>
+  HSRGEOM_INLINE void box_range(index_t v, const double* a, double& mn, double& mx) const {
+    const int d = D > 0 ? D : d_;
+    const double* lo = &lo_[v * d];
+    const double* hi = &hi_[v * d];
     double lo_sum = 0, hi_sum = 0;  // any summation order is covered by the margin
-#pragma omp simd reduction(+ : lo_sum, hi_sum)
-    for (int i = 0; i < d_; ++i) {
+    auto term = [&](int i) {
       const double p = a[i] * lo[i], q = a[i] * hi[i];
       lo_sum += std::min(p, q);
       hi_sum += std::max(p, q);
+    };
+    if constexpr (D > 0) {  // straight-line code
+      for (int i = 0; i < D; ++i) term(i);
+    } else {
+#pragma omp simd reduction(+ : lo_sum, hi_sum)
+      for (int i = 0; i < d; ++i) term(i);
     }
     mn = lo_sum;
     mx = hi_sum;
   }
-  double dot(index_t v, const double* a) const {
-    const double* c = &center_[v * d_];
-    double s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int i = 0; i < d_; ++i) s += a[i] * c[i];
-    return s;
+  template <int D = 0>
+  HSRGEOM_INLINE double dot(index_t v, const double* a) const {
+    return dot_f64<D>(a, &center_[v * (D > 0 ? D : d_)], d_);
   }
 
   int d_ = 0;

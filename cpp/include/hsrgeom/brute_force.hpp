@@ -35,9 +35,11 @@ class BruteForce {
   const std::vector<T>& points() const { return pts_; }
   size_t memory_bytes() const { return pts_.size() * sizeof(T) + norms_.size() * sizeof(double); }
 
-  // Ids come out ascending (chunks are contiguous and in order); with scores, <a, x> of each
-  // reported point is computed in float64 right after its tile, while its row is in cache.
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false) const {
+  // Ids come out ascending (chunks are contiguous and in order) whatever `sorted` says; with
+  // scores, <a, x> of each reported point is computed in float64 right after its tile, while
+  // its row is in cache.
+  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
+                      bool = true) const {
     Grid<IdList> lists(q.m, plan(q.m, threads));
     scan(q, threads, st, lists,
          [&](IdList& out, index_t, index_t i, const double* a) { out.add(i, scores, a, row(i), d_); });

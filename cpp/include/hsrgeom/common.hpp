@@ -7,6 +7,7 @@
 #include <limits>
 #include <cstdint>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #ifdef _OPENMP
@@ -58,12 +59,31 @@ struct Counters {
 
 // <a, x> with a in float64 and float64 accumulation (the score reported with an id). Any
 // summation order is covered by the predicate's margins, so the compiler may vectorise it.
-template <class P>
-inline double dot_f64(const double* a, const P* x, int d) {
+// D > 0: d == D known at compile time (see with_dim), so the loop unrolls.
+template <int D = 0, class P>
+HSRGEOM_INLINE double dot_f64(const double* a, const P* x, int d) {
+  if constexpr (D > 0) {  // straight-line code (an `omp simd` loop would not unroll)
+    double s = 0;
+    for (int i = 0; i < D; ++i) s += a[i] * static_cast<double>(x[i]);
+    return s;
+  }
   double s = 0;
 #pragma omp simd reduction(+ : s)
   for (int i = 0; i < d; ++i) s += a[i] * static_cast<double>(x[i]);
   return s;
+}
+
+// Calls f(std::integral_constant<int, D>{}) with D = d for the small dimensions whose hot loops
+// are worth compiling for a fixed d (2, 3, 4: a traversal's per-node and per-point work is then
+// a few straight-line multiply-adds), D = 0 (d known at run time only) otherwise.
+template <class F>
+decltype(auto) with_dim(int d, F&& f) {
+  switch (d) {
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    default: return f(std::integral_constant<int, 0>{});
+  }
 }
 
 // One query's reported ids and, when asked for, their scores <a, x> (float64 accumulation of
@@ -314,13 +334,13 @@ inline void sort_ids(IdList& out, index_t n) {
 }
 
 // One query of a report: fill(out) appends the ids (and scores) to a per-thread scratch list,
-// which is sorted by id and copied into dest, so a query costs one allocation whatever its
-// output size. Returns the number of ids.
+// which is sorted by id (when `sorted`) and copied into dest, so a query costs one allocation
+// whatever its output size. Returns the number of ids.
 template <class Fill>
-std::int64_t collect_sorted(IdList& dest, index_t n, Fill&& fill) {
+std::int64_t collect(IdList& dest, index_t n, bool sorted, Fill&& fill) {
   IdList& out = id_scratch();
   fill(out);
-  sort_ids(out, n);
+  if (sorted) sort_ids(out, n);
   dest.ids.assign(out.ids.begin(), out.ids.end());
   dest.scores.assign(out.scores.begin(), out.scores.end());
   return static_cast<std::int64_t>(out.ids.size());

@@ -303,6 +303,10 @@ class ConvexLayers {
       std::rotate(ids_.begin() + s, ids_.begin() + s + w, ids_.begin() + s + h);
       std::rotate(xy_.begin() + 2 * s, xy_.begin() + 2 * (s + w), xy_.begin() + 2 * (s + h));
     }
+    xnorm_.resize(layers());  // per layer, the largest ||x|| (for the predicate's margin)
+    for (index_t l = 0; l < layers(); ++l)
+      for (index_t k = layer_start_[l]; k < layer_start_[l + 1]; ++k)
+        xnorm_[l] = std::max(xnorm_[l], norm_up(&xy_[2 * k], 2));
   }
 
   index_t size() const { return n_; }
@@ -310,7 +314,7 @@ class ConvexLayers {
   index_t layers() const { return static_cast<index_t>(layer_start_.size()) - 1; }
   size_t memory_bytes() const {
     return ids_.size() * sizeof(index_t) + xy_.size() * sizeof(double) + angle_.size() * sizeof(double) +
-           layer_start_.size() * sizeof(index_t);
+           layer_start_.size() * sizeof(index_t) + xnorm_.size() * sizeof(double);
   }
   std::vector<T> original_points() const {
     std::vector<T> out(2 * n_);
@@ -321,10 +325,11 @@ class ConvexLayers {
     return out;
   }
 
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false) const {
+  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
+                      bool sorted = true) const {
     std::vector<IdList> lists(q.m);
     run(q, st, threads, [&](index_t j, const double* a, double b, Counters& c) {
-      c.reported = collect_sorted(lists[j], n_, [&](IdList& out) {
+      c.reported = collect(lists[j], n_, sorted, [&](IdList& out) {
         visit(a, b, c, [&](index_t k) { out.add(ids_[k], scores, a, &xy_[2 * k], 2); return true; });
       });
     });
@@ -385,7 +390,8 @@ class ConvexLayers {
  private:
   template <class Body>
   void run(const Halfspaces<T>& q, QueryStats* st, int threads, Body&& body) const {
-    const double work = static_cast<double>(q.m) * 64 * std::log2(2.0 + n_);
+    // ~1 us per query at n = 10^6 reporting ~100 points (measured)
+    const double work = static_cast<double>(q.m) * 256 * std::log2(2.0 + n_);
     for_each_query(q.m, st, threads, work, [&](index_t j, Counters& c) {
       const double a[2] = {static_cast<double>(q.normals[2 * j]), static_cast<double>(q.normals[2 * j + 1])};
       body(j, a, q.offsets[j], c);
@@ -403,26 +409,27 @@ class ConvexLayers {
           if (!out(k)) return;
       return;
     }
+    double margin = 0;  // of the current layer
     auto inside = [&](index_t k) {
       ++c.tested;
       const double* x = &xy_[2 * k];
-      return in_halfspace(a[0] * x[0] + a[1] * x[1], mg(na, norm_up(x, 2), b), a, x, b, 2, &c.exact);
+      return in_halfspace(a[0] * x[0] + a[1] * x[1], margin, a, x, b, 2, &c.exact);
     };
     const double theta = std::atan2(a[1], a[0]);
     for (index_t l = 0; l < layers(); ++l) {
       ++c.nodes;
       const index_t s = layer_start_[l], h = layer_start_[l + 1] - s;
+      margin = mg(na, xnorm_[l], b);
       const index_t e = s + extreme(s, h, a, theta);
       if (!inside(e)) return;
       if (!out(e)) return;
-      index_t cnt = 1;
-      for (index_t i = 1; i < h && cnt < h; ++i, ++cnt) {  // counter-clockwise from e
-        const index_t k = s + (e - s + i) % h;
+      // the arc inside: counter-clockwise from e, then clockwise from e, h - 1 vertices at most
+      index_t ccw = 0;
+      for (index_t k = e + 1 == s + h ? s : e + 1; ccw < h - 1; k = k + 1 == s + h ? s : k + 1, ++ccw) {
         if (!inside(k)) break;
         if (!out(k)) return;
       }
-      for (index_t i = 1; cnt < h; ++i, ++cnt) {  // clockwise from e
-        const index_t k = s + (e - s - i + h) % h;
+      for (index_t k = e == s ? s + h - 1 : e - 1, cw = 0; ccw + cw < h - 1; k = k == s ? s + h - 1 : k - 1, ++cw) {
         if (!inside(k)) break;
         if (!out(k)) return;
       }
@@ -460,6 +467,7 @@ class ConvexLayers {
   std::vector<index_t> ids_;          // original id of each stored vertex
   std::vector<double> xy_;            // coordinates of each stored vertex (exact copies)
   std::vector<double> angle_;         // outward normal angle of edge (k, k+1) of its layer
+  std::vector<double> xnorm_;         // per layer: upper bound of the norms of its vertices
 };
 
 }  // namespace hsrgeom

@@ -167,12 +167,13 @@ class ConvexLayers3 {
     return out;
   }
 
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false) const {
+  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
+                      bool sorted = true) const {
     std::vector<IdList> lists(q.m);
     run(q.m, st, threads, [&](index_t j, Scratch& s, Counters& c) {
       const double a[3] = {static_cast<double>(q.normals[3 * j]), static_cast<double>(q.normals[3 * j + 1]),
                            static_cast<double>(q.normals[3 * j + 2])};
-      c.reported = collect_sorted(lists[j], n_, [&](IdList& out) {
+      c.reported = collect(lists[j], n_, sorted, [&](IdList& out) {
         visit(q.normals + 3 * j, q.offsets[j], s, c, [&](std::int64_t id, const T* x) {
           out.add(id, scores, a, x, 3);
           return true;

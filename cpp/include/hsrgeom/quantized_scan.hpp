@@ -58,7 +58,9 @@ class QuantizedScan {
            (scale_.size() + cfac_.size() + resid_.size() + xnorm_.size()) * sizeof(double);
   }
 
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false) const {
+  // Ids come out ascending whatever `sorted` says (a scan meets them in that order).
+  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
+                      bool = true) const {
     std::vector<std::vector<IdList>> parts;
     scan(q, st, threads, parts, [&](IdList& out, index_t, index_t i, double score) {
       out.ids.push_back(i);

@@ -47,11 +47,12 @@ class RangeTree {
     return out;
   }
 
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false) const {
+  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
+                      bool sorted = true) const {
     std::vector<IdList> lists(q.m);
     run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
       const double* a = qq.a.data();
-      c.reported = collect_sorted(lists[j], n_, [&](IdList& out) {
+      c.reported = collect(lists[j], n_, sorted, [&](IdList& out) {
         traverse(qq, c, [&](index_t b0, index_t b1) {
           out.add_rows(perm_.data() + b0, b1 - b0, scores, a, row(b0), d_);
           return true;
@@ -213,12 +214,14 @@ class RangeTree {
   }
 
   // +1 every point of v is inside, -1 none is, 0 the bounds can't tell.
-  int classify(std::int32_t v, const Query& q, Counters& c) const {
+  // D > 0: d_ == D (see with_dim).
+  template <int D = 0>
+  HSRGEOM_INLINE int classify(std::int32_t v, const Query& q, Counters& c) const {
     if (degenerate_[v]) {
       ++c.exact;
       return exact_sign(q.a.data(), row(self().node_range(v).first), q.b, d_) >= 0 ? 1 : -1;
     }
-    return bounds_.classify(v, q.frame_a(), q.na, q.b - q.shift, frame_margin_, q.extra);
+    return bounds_.template classify<D>(v, q.frame_a(), q.na, q.b - q.shift, frame_margin_, q.extra);
   }
 
   // An upper bound of max <a, x> over node v, never below the exact maximum.
@@ -228,14 +231,17 @@ class RangeTree {
 
   // Exact membership of the points of leaf v: point(k) for every stored k inside; stops (and
   // returns false) when point returns false.
-  template <class Point>
-  bool test_leaf(std::int32_t v, const Query& q, Counters& c, Point&& point) const {
+  template <int D = 0, class Point>
+  HSRGEOM_INLINE bool test_leaf(std::int32_t v, const Query& q, Counters& c, Point&& point) const {
     const auto [b0, b1] = self().node_range(v);
     const double margin = margin_(q.na, xnorm_[v], q.b);
+    c.tested += b1 - b0;
     for (index_t k = b0; k < b1; ++k) {
-      ++c.tested;
-      if (in_halfspace(dot_f64(q.a.data(), row(k), d_), margin, q.a.data(), row(k), q.b, d_, &c.exact) && !point(k))
+      const T* x = pts_.data() + k * (D > 0 ? D : d_);
+      if (in_halfspace(dot_f64<D>(q.a.data(), x, d_), margin, q.a.data(), x, q.b, d_, &c.exact) && !point(k)) {
+        c.tested -= b1 - k - 1;  // the points after k were not tested
         return false;
+      }
     }
     return true;
   }
@@ -245,6 +251,10 @@ class RangeTree {
   template <class Range, class Point>
   void traverse(const Query& q, Counters& c, Range&& range, Point&& point, std::int32_t root = 0) const {
     if (n_ == 0) return;
+    with_dim(d_, [&](auto D) { traverse_d<decltype(D)::value>(q, c, range, point, root); });
+  }
+  template <int D, class Range, class Point>
+  void traverse_d(const Query& q, Counters& c, Range& range, Point& point, std::int32_t root) const {
     std::vector<std::int32_t> stack;
     stack.reserve(128);
     stack.push_back(root);
@@ -252,7 +262,7 @@ class RangeTree {
       const std::int32_t v = stack.back();
       stack.pop_back();
       ++c.nodes;
-      const int cls = classify(v, q, c);
+      const int cls = classify<D>(v, q, c);
       if (cls < 0) continue;
       if (cls > 0) {
         const auto [b0, b1] = self().node_range(v);
@@ -260,7 +270,7 @@ class RangeTree {
         continue;
       }
       if (self().each_child(v, [&](std::int32_t ch) { stack.push_back(ch); })) continue;
-      if (!test_leaf(v, q, c, point)) return;
+      if (!test_leaf<D>(v, q, c, point)) return;
     }
   }
 
