@@ -92,6 +92,23 @@ def test_auto_reports_kind_and_reason(rng):
     assert explicit.kind == "partition_tree" and explicit.leaf_size == 4
 
 
+def test_auto_output_size_steers_the_choice():
+    # Gaussian d = 8: a tree for queries reporting 100 points, the scan for 20 % of them
+    x = np.random.default_rng(5).standard_normal((300_000, 8)).astype(np.float32)
+    few = hsrgeom.build_index(x, output_size=100, batch_size=1)
+    many = hsrgeom.build_index(x, output_size=60_000, batch_size=1)
+    assert few.kind == "partition_tree" and "reporting 100 points (given output_size)" in few.reason
+    assert many.kind == "brute_force" and "reporting 60000 points (given output_size)" in many.reason
+    assert "reporting 100 points (default output_size)" in hsrgeom.build_index(x[:10_000]).reason
+
+
+@pytest.mark.parametrize("bad, err", [(-1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),
+                                      (True, TypeError), ("10", TypeError)])
+def test_auto_output_size_errors(bad, err):
+    with pytest.raises(err, match="output_size"):
+        hsrgeom.build_index(np.zeros((10, 2)), output_size=bad)
+
+
 def test_auto_considers_convex_layers_only_in_the_plane_and_space():
     rng = np.random.default_rng(3)
     two = hsrgeom.build_index(rng.standard_normal((6000, 2)))

@@ -767,52 +767,78 @@ _STRUCTURES = (BruteForce, QuantizedScan, PartitionTree, SimplicialPartitionTree
 # ---- auto selection ----------------------------------------------------------------------------
 _SMALL_N = 4096  # below this a scan is as fast as any traversal
 _PROBE_N = 50_000  # sample size of the probe
-_PROBE_SELECTIVITY = (1e-3, 1e-2)  # fractions reported by the probe queries
+_PROBE_OUTPUT = (0.002, 0.04)  # fractions of the sample reported by the small and large probes
+_DEFAULT_OUTPUT = (1e-3, 100, 1000)  # no output_size: 0.1 % of n, clipped to [100, 1000] points
 _PROBE_MARGIN = 0.8  # a tree must be this much faster (time ratio) than the scan to be chosen
 _QUANTIZED_MAX_BATCH = 4  # QuantizedScan instead of the scan for batches up to this size ...
 _QUANTIZED_MIN_BYTES = 64 << 20  # ... over at least this many bytes of points
 
 
-def _probe_queries(sample, m, rng):
-    """Probe half-spaces: half random directions, half directions taken from the data."""
+def _probe_normals(sample, m, rng):
+    """Probe directions: half random, half taken from the data (centred sample points)."""
     n, d = sample.shape
     a = rng.standard_normal((m, d))
     half = m // 2
     centered = sample[rng.choice(n, size=half)] - sample.mean(axis=0)
     a[:half] = centered + 1e-12 * a[:half]
     a /= np.linalg.norm(a, axis=1, keepdims=True)
-    a = a.astype(sample.dtype)
-    proj = sample.astype(np.float64) @ a.T.astype(np.float64)
-    return [(a, np.quantile(proj, 1 - s, axis=0)) for s in _PROBE_SELECTIVITY]
+    return a.astype(sample.dtype)
 
 
-def _time_queries(index, probes, repeat=5):
+def _probe_offsets(points, a, k):
+    """Offsets at which each half-space of normals ``a`` holds about ``k`` of ``points``."""
+    proj = points.astype(np.float64) @ a.T.astype(np.float64)
+    return -np.partition(-proj, k - 1, axis=0)[k - 1]
+
+
+def _time_queries(index, a, b, repeat=5):
+    """Best time of ``index.count(a, b)`` per query on one thread, after a warm-up call."""
     import time
 
-    for a, b in probes:  # warm-up: first touch of memory, thread start-up
-        index.count(a, b)
+    index.count(a, b, n_threads=1)  # warm-up: first touch of memory
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
-        for a, b in probes:
-            index.count(a, b)
+        index.count(a, b, n_threads=1)
         best = min(best, time.perf_counter() - t)
-    return best
+    return best / len(a)
 
 
-def _choose(pts, batch_size, params):
+def _speedup(cls, n, d, m):
+    """Threads a call of m queries over n points will use (roughly as the C++ side decides,
+    common.hpp kParallelWork): a scan splits the points, the other structures the queries."""
+    from ._core import get_num_threads
+
+    t = get_num_threads()
+    if cls is BruteForce:
+        return t if n * m * d >= 4e6 else 1
+    return min(t, m) if m * (64 * d + 4 * d * np.sqrt(n)) >= 4e6 else 1
+
+
+def _choose(pts, batch_size, output_size, params):
     """Times candidate structures on samples; returns (class, params, reason).
 
-    Each candidate is timed on a sample of s points and on a quarter of it; the growth between
-    the two gives its scaling exponent, which extrapolates the time to all n points (a scan
-    grows like n, a tree that prunes more slowly).
+    Cost model per query: t(n, k) = o + search(n) + c k for k reported points, o the cost of a
+    call that finds nothing. On a sample of s points each candidate is timed (one thread) at two
+    output sizes k1 < k2 (c from the difference, search(s) from the rest) and on a quarter of the
+    sample at k1 (the growth of search, its exponent g); the prediction for all n points is
+    o + (search(s) (n/s)^g + c k) / threads, with k the caller's ``output_size`` (a scan's
+    search grows exactly like n) and the threads the call would use at n.
     """
     n, d = pts.shape
     rng = np.random.default_rng(0)
     sample = pts[np.sort(rng.choice(n, size=_PROBE_N, replace=False))] if n > _PROBE_N else pts
-    small = sample[:: 4]
+    small = sample[::4]
+    s = len(sample)
     m = int(min(max(batch_size or 16, 1), 64))
-    probes = _probe_queries(sample, m, rng)
+    a = _probe_normals(sample, m, rng)
+    k1, k2 = (max(8, round(f * s)) for f in _PROBE_OUTPUT)
+    b1, b2, b1_small = _probe_offsets(sample, a, k1), _probe_offsets(sample, a, k2), _probe_offsets(small, a, k1)
+    if output_size is None:
+        frac, lo, hi = _DEFAULT_OUTPUT
+        k_user, said = float(np.clip(frac * n, lo, hi)), "default"
+    else:
+        k_user, said = float(output_size), "given"
     candidates = [("brute_force", BruteForce, {})]
     splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 else ["widest", "pca"])
     for split in splits:
@@ -823,18 +849,23 @@ def _choose(pts, batch_size, params):
         candidates.append(("convex_layers3", ConvexLayers3, {}))
     # SimplicialPartitionTree is not a candidate: on every case measured (docs/simplicial.md) it
     # tests 1.5-5x the points PartitionTree tests and builds ~10x slower.
+    # the cost of a call that finds nothing (validation, result arrays), the same for all n
+    overhead = _time_queries(BruteForce._from_valid(sample[:1]), a, b1)
     predicted, tested, shown = {}, {}, []
     for name, cls, prm in candidates:
-        t_small = _time_queries(cls._from_valid(small, **prm), probes)
         idx = cls._from_valid(sample, **prm)
-        t = _time_queries(idx, probes)
-        tested[name] = idx.stats.points_tested.mean() / len(sample)
-        growth = np.log(max(t, 1e-9) / max(t_small, 1e-9)) / np.log(len(sample) / len(small))
+        t2, t1 = _time_queries(idx, a, b2), _time_queries(idx, a, b1)
+        tested[name] = idx.stats.points_tested.mean() / s  # at the small output
+        t1_small = _time_queries(cls._from_valid(small, **prm), a, b1_small)
+        c = max(t2 - t1, 0.0) / (k2 - k1)
+        search = max(t1 - c * k1 - overhead, 1e-9)
+        search_small = max(t1_small - c * k1 - overhead, 1e-9)
         # a scan's work is exactly linear in n; on a small sample its fixed costs make it look
         # sublinear, which would favour it wrongly when extrapolated
-        growth = 1.0 if cls is BruteForce else float(np.clip(growth, 0.2, 1.0))
-        predicted[name] = t * (n / len(sample)) ** growth
-        shown.append(f"{name} {t / (m * len(probes)) * 1e3:.3f} ms (grows ~n^{growth:.2f})")
+        growth = 1.0 if cls is BruteForce else float(np.clip(np.log(search / search_small) / np.log(4), 0.2, 1.0))
+        predicted[name] = overhead + (search * (n / s) ** growth + c * k_user) / _speedup(cls, n, d, batch_size or m)
+        shown.append(f"{name} {predicted[name] * 1e3:.3g} ms (search ~n^{growth:.2f}, "
+                     f"{c * 1e9:.2g} ns per point reported)")
     # a timing spike must not pick a tree that prunes nothing: it must also skip half the points
     usable = [k for k, _, _ in candidates if tested[k] < 0.5 or k == "brute_force"]
     best = min(predicted[k] for k in usable)
@@ -843,9 +874,9 @@ def _choose(pts, batch_size, params):
     name = next(k for k in usable if predicted[k] <= best / _PROBE_MARGIN)
     cls, prm = next((c, p) for nm, c, p in candidates if nm == name)
     reason = (
-        f"probe on {len(sample)} sampled points, batches of {m} queries reporting "
-        f"{'/'.join(f'{s:g}' for s in _PROBE_SELECTIVITY)} of the points, per query: "
-        f"{', '.join(shown)}; extrapolated to n={n} -> {name}"
+        f"probe on {s} sampled points, batches of {m} queries reporting {k1} and {k2} points; "
+        f"predicted per query at n={n} reporting {k_user:.0f} points ({said} output_size): "
+        f"{', '.join(shown)} -> {name}"
     )
     # The probe's sample sits in cache, where a scan is not bound by memory; over points far
     # larger than cache, few queries per call (decoding) read every point once per call, and
@@ -860,7 +891,7 @@ def _choose(pts, batch_size, params):
     return cls, prm, reason
 
 
-def build_index(points, kind="auto", *, batch_size=None, **params):
+def build_index(points, kind="auto", *, batch_size=None, output_size=None, **params):
     """Build a half-space reporting index.
 
     Parameters
@@ -871,8 +902,10 @@ def build_index(points, kind="auto", *, batch_size=None, **params):
         slower than a partition tree everywhere) and "convex_layers3" a :class:`ConvexLayers3`.
         "auto": for n < 4096 a scan; otherwise each candidate structure (the scan, partition
         trees, and convex layers when d = 2 or 3 and no params are given) is built on a sample of
-        the points (up to 50 000) and timed on probe queries (random and data-derived
-        directions reporting 0.1 % and 1 % of the points); a tree is chosen only if it is
+        the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and
+        data-derived directions) reporting 0.2 % and 4 % of the sample. From these a cost per
+        query is predicted at n points and ``output_size`` reported points: the search's growth
+        with n, extrapolated, plus a cost per reported point. A tree is chosen only if it is
         clearly faster than the scan, so "auto" is never much slower than ``BruteForce``; among
         candidates within 1.25x of the fastest, the cheapest to build is taken (convex layers
         build ~10-30x slower than a partition tree). When that is the scan, ``batch_size <= 4``,
@@ -881,6 +914,9 @@ def build_index(points, kind="auto", *, batch_size=None, **params):
         measured reason are in ``index.kind`` and ``index.reason``.
     batch_size : int, optional
         Typical number of queries per call, when known (a scan gains more from large batches).
+    output_size : float, optional
+        Typical number of points one query reports, when known (trees gain most when it is
+        small). Default: 0.1 % of n, at least 100 and at most 1000.
     **params
         Passed to the chosen structure (e.g. ``leaf_size``, ``split`` for a partition tree).
     """
@@ -893,10 +929,12 @@ def build_index(points, kind="auto", *, batch_size=None, **params):
         return kinds[kind]._from_valid(pts, **params)
     if batch_size is not None:
         batch_size = V.positive_int(batch_size, "batch_size")
+    if output_size is not None:
+        output_size = V.nonnegative_float(output_size, "output_size")
     if n < _SMALL_N:
         cls, prm, reason = BruteForce, {}, f"n={n} < {_SMALL_N}: a scan is as fast as any traversal"
     else:
-        cls, prm, reason = _choose(pts, batch_size, params)
+        cls, prm, reason = _choose(pts, batch_size, output_size, params)
     idx = cls._from_valid(pts, **prm)
     idx.reason = reason
     return idx

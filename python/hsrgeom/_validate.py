@@ -127,6 +127,15 @@ def positive_int(x, name, minimum=1):
     return x
 
 
+def nonnegative_float(x, name):
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}")
+    x = float(x)
+    if not (np.isfinite(x) and x >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {x}")
+    return x
+
+
 def threads(x):
     if x is None:
         return 0
