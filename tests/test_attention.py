@@ -186,6 +186,20 @@ def test_decode_cache_rechooses_index_as_it_grows():
     assert_close(out, R.relu_attention(q, k, v, bias=1.5), np.float64)
 
 
+def test_decode_cache_tells_auto_how_many_keys_a_row_selects():
+    rng = np.random.default_rng(9)
+    k = rng.standard_normal((1, 1, 10_000, 4))
+    v = rng.standard_normal((1, 1, 10_000, 2))
+    cache = A.DecodeCache(output_size=123).append(k[:, :, :5000], v[:, :, :5000])
+    reason = lambda: cache._heads[0][0].blocks[0][1].reason  # noqa: E731
+    assert "reporting 123 points (given output_size)" in reason()
+    q = rng.standard_normal((1, 1, 3, 4))
+    _, st = cache.attend(q, mode="relu", bias=1.0)
+    share = st["entries"].sum() / (3 * 5000)  # non-zeros per row, as a share of the keys
+    cache.append(k[:, :, 5000:], v[:, :, 5000:])  # doubled: re-chosen for the share selected
+    assert f"reporting {share * 10_000:.0f} points (given output_size)" in reason()
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     b=st.integers(1, 2), hkv=st.integers(1, 2), g=st.integers(1, 3), m=st.integers(0, 4),

@@ -43,7 +43,10 @@ class DecodeCache:
     amortised O(log n) rebuild work per key). With ``kind="auto"`` the index of a head is
     re-chosen by :func:`hsrgeom.build_index` whenever the cache has doubled since the last
     choice (from 4096 keys on), so a cache that starts with one token still ends with the
-    structure that suits the data.
+    structure that suits the data. The choice depends on how many keys a query row selects
+    (the ReLU non-zeros; few favour a tree, a large share a scan): ``output_size`` is that
+    number for the first choice when known (e.g. ``n ** 0.8`` for a bias set as in the paper);
+    later choices use the share the queries so far selected.
 
     ``attend(q, ...)`` treats the m rows of q as the last m positions of the cache (row i sees
     keys ``j <= len(cache) - m + i``; decoding one token, m = 1, sees every key) and returns
@@ -51,8 +54,9 @@ class DecodeCache:
     without rebuilding anything.
     """
 
-    def __init__(self, kind="auto", **params):
+    def __init__(self, kind="auto", output_size=None, **params):
         self.kind = kind
+        self.output_size = output_size
         self.params = params
         self._k = self._v = self._heads = None
         self.dtype = None
@@ -89,7 +93,8 @@ class DecodeCache:
             self._k = [[_Grow(k.shape[3], k.dtype) for _ in range(H)] for _ in range(B)]
             self._v = [[_Grow(v.shape[3], v.dtype) for _ in range(H)] for _ in range(B)]
             # a decoding step asks one query row per head: batch_size=1 tells "auto" so
-            self._heads = [[HeadKeys(np.zeros((0, k.shape[3]), k.dtype), kind=self.kind, batch_size=1, **self.params)
+            self._heads = [[HeadKeys(np.zeros((0, k.shape[3]), k.dtype), kind=self.kind, batch_size=1,
+                                     output_size=self.output_size, **self.params)
                             for _ in range(H)] for _ in range(B)]
         else:
             b, h, _, d, dv = self.shape

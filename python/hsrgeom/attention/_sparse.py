@@ -42,8 +42,9 @@ class HeadKeys:
     scans the one it sits in (the causal cut).
     """
 
-    def __init__(self, keys, kind="auto", block=None, batch_size=None, **params):
-        self.kind, self.params, self.batch_size = kind, params, batch_size
+    def __init__(self, keys, kind="auto", block=None, batch_size=None, output_size=None, **params):
+        self.kind, self.params, self.batch_size, self.output_size = kind, params, batch_size, output_size
+        self._rows, self._share = 0, 0.0  # query rows asked, sum of the share of keys each selected
         n = len(keys)
         block = max(n, 1) if block is None else int(block)
         self.blocks = []  # [start, index]
@@ -55,8 +56,14 @@ class HeadKeys:
         self.nodes_visited = 0
 
     def _build(self, keys):
-        bs = self.batch_size if self.kind == "auto" else None
-        kw = {"batch_size": bs} if bs else {}
+        kw = {}
+        if self.kind == "auto":
+            if self.batch_size:
+                kw["batch_size"] = self.batch_size
+            if self._rows:  # re-choosing: the share of the keys the queries so far selected
+                kw["output_size"] = self._share / self._rows * len(keys)
+            elif self.output_size is not None:
+                kw["output_size"] = self.output_size
         return build_index(keys, kind=self.kind, **kw, **self.params)
 
     @property
@@ -86,6 +93,8 @@ class HeadKeys:
 
     def _count(self, idx):
         st = idx.stats
+        self._rows += len(st)
+        self._share += float(st.points_reported.sum()) / max(self.n, 1)
         self.points_tested += int(st.points_tested.sum())
         self.nodes_visited += int(st.nodes_visited.sum())
 

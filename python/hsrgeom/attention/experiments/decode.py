@@ -8,7 +8,8 @@ non-zeros (``--bias n45``, the acceptance setting) or the paper's b = sqrt(0.4 l
   without this package; reads all of K and all of V), the best of 1 and the default number of
   BLAS threads;
 * ``relu_attention``: one call, building the index over the keys (what a one-off costs);
-* ``DecodeCache.attend``: the index is built once by ``append`` (its time is shown apart), then
+* ``DecodeCache.attend``: the index is built once by ``append`` (its time is shown apart; "auto"
+  chooses it for ``output_size = n^(4/5)`` keys per query row, the paper's bound), then
   each step runs one fused ``index.sum`` per head (the half-space search over K, adding
   ``max(<q,k> - t, 0) * v`` of each key inside as it is found, no id lists) and divides. Its
   time is split into that index query and the rest (Python plumbing).
@@ -74,7 +75,7 @@ def measure(dist, d, n, bias_mode, rng):
     out1, st1 = relu_attention(q4, k4, v4, bias=bias, scale=scale, return_stats=True)
     t_once = time.perf_counter() - t0
     t0 = time.perf_counter()
-    cache = DecodeCache().append(k4, v4)
+    cache = DecodeCache(output_size=n**0.8).append(k4, v4)  # the paper's bound on non-zeros per row
     t_build = time.perf_counter() - t0
     t_attend, (out, st) = best_time(lambda: cache.attend(q4, mode="relu", bias=bias, scale=scale))
     index = cache._heads[0][0].blocks[0][1]  # the head's index, to time its query alone
