@@ -35,8 +35,9 @@ STRUCTURES = {
     "SimplicialPartitionTree": (lambda x: hsrgeom.SimplicialPartitionTree(x), None),
     "ConvexLayers": (lambda x: hsrgeom.ConvexLayers(x), 2),
     "ConvexLayers3": (lambda x: hsrgeom.ConvexLayers3(x), 3),
-    "auto": (lambda x: hsrgeom.build_index(x, batch_size=200), None),
+    "auto": (lambda x: hsrgeom.build_index(x, batch_size=200, output_size=K), None),
 }
+DEEP = ("PartitionTree(widest)", "PartitionTree(pca)", "SimplicialPartitionTree")  # halving queries too
 SLOW_BUILD = ("ConvexLayers", "SimplicialPartitionTree")  # skipped above n = 10^6 (builds of minutes)
 
 
@@ -70,15 +71,20 @@ def data(dist, n, d, rng):
     return centers[rng.integers(0, 20, n)] + 0.3 * rng.standard_normal((n, d))
 
 
-def measure(index, x, m, rng):
+def measure(index, x, m, rng, share=None):
+    """Per query: points tested, nodes visited, reported, time; half-spaces holding ~K points
+    (or the given share of them: 0.5 for hyperplanes through the median)."""
     a = rng.standard_normal((m, x.shape[1]))
     a /= np.linalg.norm(a, axis=1, keepdims=True)
     sample = x if len(x) <= 200_000 else x[rng.choice(len(x), 200_000, replace=False)]
-    b = np.quantile(sample @ a.T, 1 - min(K / len(x), 1.0), axis=0)
+    b = np.quantile(sample @ a.T, 1 - (min(K / len(x), 1.0) if share is None else share), axis=0)
     index.count(a, b)  # warm-up
-    t = time.perf_counter()
-    index.count(a, b)
-    el = time.perf_counter() - t
+    el, total, k = np.inf, 0.0, 0
+    while k < 3 or (total < 0.2 and k < 50):  # best of 3, or of more while calls are short
+        t = time.perf_counter()
+        index.count(a, b)
+        dt = time.perf_counter() - t
+        el, total, k = min(el, dt), total + dt, k + 1
     st = index.stats
     return {
         "tested": float(st.points_tested.mean()),
@@ -112,7 +118,7 @@ def main():
     dists = args.dists.split(",")
     ns = [int(v) for v in np.unique(np.round(np.logspace(3, np.log10(args.max_n), 2 * round(np.log10(args.max_n / 1e3)) + 1)))]
     rng = np.random.default_rng(0)
-    rows, curves, kinds = [], {}, {}
+    rows, curves, kinds, deep = [], {}, {}, {}
     t0 = time.perf_counter()
     for dist in dists:
         for d in dims:
@@ -128,6 +134,8 @@ def main():
                     if name == "auto":
                         kinds[(dist, d)] = index.kind
                     res.append((n, measure(index, x, args.queries, rng)))
+                    if dist == "uniform" and name in DEEP:
+                        deep.setdefault((d, name), []).append((n, measure(index, x, args.queries, rng, share=0.5)))
                 curves[(dist, d, name)] = res
                 nn = [n for n, _ in res]
                 e_t = fit(nn, [r["tested"] - 0.0 for _, r in res])
@@ -136,6 +144,10 @@ def main():
                 rows.append((dist, d, name, theory(name, d), e_t, e_w, last, res[-1][0]))
                 print(f"{dist:9s} d={d:<3d} {name:22s} theory {theory(name, d):.2f}  tested ~n^{e_t:.2f}  time ~n^{e_w:.2f}  "
                       f"(n={res[-1][0]}: {last['tested']:.0f} tested, {last['us']:.1f} us/query)", flush=True)
+                if (d, name) in deep and dist == "uniform":
+                    dn = [n for n, _ in deep[(d, name)]]
+                    print(f"{'':9s} {'':5s} {name:22s} halving queries: tested ~n^{fit(dn, [r['tested'] for _, r in deep[(d, name)]]):.2f}",
+                          flush=True)
     elapsed = time.perf_counter() - t0
     if args.quick:
         return
@@ -156,10 +168,20 @@ def main():
         f.write("|---|---|---|---|---|---|---|---|---|---|\n")
         for dist, d, name, th, e_t, e_w, last, n in rows:
             f.write(f"| {dist} | {d} | {name} | {th:.2f} | {e_t:.2f} | {e_w:.2f} | {n} | {last['tested']:.0f} | {last['nodes']:.0f} | {last['us']:.1f} |\n")
-        f.write("\n" + READING + "\n")
+        f.write("\n" + READING + "\n\n")
+        f.write("## Deep queries: where the crossing-number bound applies\n\n"
+                "Uniform data, hyperplanes through the median (each half-space holds n/2 points; `count`, "
+                "which takes whole nodes inside without visiting them, so the points tested are those of "
+                "the leaves the hyperplane crosses). Theory: a kd-tree cell or a partition-tree cell is "
+                "crossed by O(n^(1 - 1/d)) leaves' worth of points.\n\n")
+        f.write("| d | structure | theory | points tested ~ n^e | nodes ~ n^e | largest n | tested there |\n|---|---|---|---|---|---|---|\n")
+        for (d, name), res in sorted(deep.items()):
+            nn = [n for n, _ in res]
+            f.write(f"| {d} | {name} | {theory(name, d):.2f} | {fit(nn, [r['tested'] for _, r in res]):.2f} | "
+                    f"{fit(nn, [r['nodes'] for _, r in res]):.2f} | {nn[-1]} | {res[-1][1]['tested']:.0f} |\n")
         f.write("\n")
         f.write("## auto against the best single structure\n\n"
-                "Time per query of `build_index(kind=\"auto\", batch_size=200)` divided by the fastest other "
+                "Time per query of `build_index(kind=\"auto\", batch_size=200, output_size=100)` divided by the fastest other "
                 "structure's at the same n (n >= 10^4; below 4096 points auto is a scan by rule). The issue asks "
                 "for <= 1.2 everywhere. Timing noise on a shared 2-core machine is ~10-20 % on the fast cases.\n\n")
         f.write("| data | d | worst ratio (n) | median ratio | auto's choice at max n |\n|---|---|---|---|---|\n")
