@@ -767,8 +767,11 @@ _STRUCTURES = (BruteForce, QuantizedScan, PartitionTree, SimplicialPartitionTree
 # ---- auto selection ----------------------------------------------------------------------------
 _SMALL_N = 4096  # below this a scan is as fast as any traversal
 _PROBE_N = 50_000  # sample size of the probe
-_PROBE_OUTPUT = (0.002, 0.04)  # fractions of the sample reported by the small and large probes
+_PROBE_MIN_OUTPUT = 16  # points reported by a probe query at least
 _DEFAULT_OUTPUT = (1e-3, 100, 1000)  # no output_size: 0.1 % of n, clipped to [100, 1000] points
+# Convex layers build superlinearly (measured: 7 s / 15 s at n = 10^6, 400 s / 370 s at 10^7 for
+# d = 2 / 3), so "auto" considers them only up to this n.
+_LAYERS_MAX_N = 2_000_000
 _PROBE_MARGIN = 0.8  # a tree must be this much faster (time ratio) than the scan to be chosen
 _QUANTIZED_MAX_BATCH = 4  # QuantizedScan instead of the scan for batches up to this size ...
 _QUANTIZED_MIN_BYTES = 64 << 20  # ... over at least this many bytes of points
@@ -818,12 +821,12 @@ def _speedup(cls, n, d, m):
 def _choose(pts, batch_size, output_size, params):
     """Times candidate structures on samples; returns (class, params, reason).
 
-    Cost model per query: t(n, k) = o + search(n) + c k for k reported points, o the cost of a
-    call that finds nothing. On a sample of s points each candidate is timed (one thread) at two
-    output sizes k1 < k2 (c from the difference, search(s) from the rest) and on a quarter of the
-    sample at k1 (the growth of search, its exponent g); the prediction for all n points is
-    o + (search(s) (n/s)^g + c k) / threads, with k the caller's ``output_size`` (a scan's
-    search grows exactly like n) and the threads the call would use at n.
+    The probe queries report the caller's share of the points, f = output_size / n: each
+    candidate is timed (one thread) on a sample of s points with half-spaces holding f s of them
+    and on a quarter of the sample holding f s / 4 (both at least 16 points: below that the
+    workload is one of fixed small outputs, and both probes report 16). The growth between the
+    two, exponent g, extrapolates to n: o + (t(s) - o) (n/s)^g / threads, with o the cost of a
+    call that finds nothing and the threads the call would use at n (a scan's g is exactly 1).
     """
     n, d = pts.shape
     rng = np.random.default_rng(0)
@@ -832,40 +835,38 @@ def _choose(pts, batch_size, output_size, params):
     s = len(sample)
     m = int(min(max(batch_size or 16, 1), 64))
     a = _probe_normals(sample, m, rng)
-    k1, k2 = (max(8, round(f * s)) for f in _PROBE_OUTPUT)
-    b1, b2, b1_small = _probe_offsets(sample, a, k1), _probe_offsets(sample, a, k2), _probe_offsets(small, a, k1)
     if output_size is None:
         frac, lo, hi = _DEFAULT_OUTPUT
         k_user, said = float(np.clip(frac * n, lo, hi)), "default"
     else:
         k_user, said = float(output_size), "given"
+    k_s = int(np.clip(round(k_user / n * s), _PROBE_MIN_OUTPUT, s // 2))
+    k_q = int(np.clip(round(k_user / n * s / 4), min(k_s, _PROBE_MIN_OUTPUT), len(small) // 2))
+    b, b_small = _probe_offsets(sample, a, k_s), _probe_offsets(small, a, k_q)
     candidates = [("brute_force", BruteForce, {})]
     splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 else ["widest", "pca"])
     for split in splits:
         candidates.append((f"partition_tree(split={split})", PartitionTree, {**params, "split": split}))
-    if d == 2 and not params:
+    if d == 2 and not params and n <= _LAYERS_MAX_N:
         candidates.append(("convex_layers", ConvexLayers, {}))
-    if d == 3 and not params:
+    if d == 3 and not params and n <= _LAYERS_MAX_N:
         candidates.append(("convex_layers3", ConvexLayers3, {}))
     # SimplicialPartitionTree is not a candidate: on every case measured (docs/simplicial.md) it
     # tests 1.5-5x the points PartitionTree tests and builds ~10x slower.
     # the cost of a call that finds nothing (validation, result arrays), the same for all n
-    overhead = _time_queries(BruteForce._from_valid(sample[:1]), a, b1)
+    overhead = _time_queries(BruteForce._from_valid(sample[:1]), a, b)
     predicted, tested, shown = {}, {}, []
     for name, cls, prm in candidates:
         idx = cls._from_valid(sample, **prm)
-        t2, t1 = _time_queries(idx, a, b2), _time_queries(idx, a, b1)
-        tested[name] = idx.stats.points_tested.mean() / s  # at the small output
-        t1_small = _time_queries(cls._from_valid(small, **prm), a, b1_small)
-        c = max(t2 - t1, 0.0) / (k2 - k1)
-        search = max(t1 - c * k1 - overhead, 1e-9)
-        search_small = max(t1_small - c * k1 - overhead, 1e-9)
+        t = _time_queries(idx, a, b)
+        tested[name] = idx.stats.points_tested.mean() / s
+        t_small = _time_queries(cls._from_valid(small, **prm), a, b_small)
+        work, work_small = max(t - overhead, 1e-9), max(t_small - overhead, 1e-9)
         # a scan's work is exactly linear in n; on a small sample its fixed costs make it look
         # sublinear, which would favour it wrongly when extrapolated
-        growth = 1.0 if cls is BruteForce else float(np.clip(np.log(search / search_small) / np.log(4), 0.2, 1.0))
-        predicted[name] = overhead + (search * (n / s) ** growth + c * k_user) / _speedup(cls, n, d, batch_size or m)
-        shown.append(f"{name} {predicted[name] * 1e3:.3g} ms (search ~n^{growth:.2f}, "
-                     f"{c * 1e9:.2g} ns per point reported)")
+        growth = 1.0 if cls is BruteForce else float(np.clip(np.log(work / work_small) / np.log(4), 0.2, 1.0))
+        predicted[name] = overhead + work * (n / s) ** growth / _speedup(cls, n, d, batch_size or m)
+        shown.append(f"{name} {predicted[name] * 1e3:.3g} ms (~n^{growth:.2f})")
     # a timing spike must not pick a tree that prunes nothing: it must also skip half the points
     usable = [k for k, _, _ in candidates if tested[k] < 0.5 or k == "brute_force"]
     best = min(predicted[k] for k in usable)
@@ -874,8 +875,8 @@ def _choose(pts, batch_size, output_size, params):
     name = next(k for k in usable if predicted[k] <= best / _PROBE_MARGIN)
     cls, prm = next((c, p) for nm, c, p in candidates if nm == name)
     reason = (
-        f"probe on {s} sampled points, batches of {m} queries reporting {k1} and {k2} points; "
-        f"predicted per query at n={n} reporting {k_user:.0f} points ({said} output_size): "
+        f"probe on {s} sampled points (and a quarter of them), batches of {m} queries reporting {k_s} "
+        f"({k_q}) points; predicted per query at n={n} reporting {k_user:.0f} points ({said} output_size): "
         f"{', '.join(shown)} -> {name}"
     )
     # The probe's sample sits in cache, where a scan is not bound by memory; over points far
@@ -901,11 +902,11 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         "simplicial" builds a :class:`SimplicialPartitionTree` (never chosen by "auto": measured
         slower than a partition tree everywhere) and "convex_layers3" a :class:`ConvexLayers3`.
         "auto": for n < 4096 a scan; otherwise each candidate structure (the scan, partition
-        trees, and convex layers when d = 2 or 3 and no params are given) is built on a sample of
+        trees, and convex layers when d = 2 or 3, n <= 2 000 000 -- they build superlinearly,
+        minutes at 10^7 -- and no params are given) is built on a sample of
         the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and
-        data-derived directions) reporting 0.2 % and 4 % of the sample. From these a cost per
-        query is predicted at n points and ``output_size`` reported points: the search's growth
-        with n, extrapolated, plus a cost per reported point. A tree is chosen only if it is
+        data-derived directions) reporting the share ``output_size / n`` of each; the growth
+        between the two extrapolates each candidate's time to n points. A tree is chosen only if it is
         clearly faster than the scan, so "auto" is never much slower than ``BruteForce``; among
         candidates within 1.25x of the fastest, the cheapest to build is taken (convex layers
         build ~10-30x slower than a partition tree). When that is the scan, ``batch_size <= 4``,
