@@ -172,6 +172,23 @@ def test_decode_cache_matches_dense(dtype):
     assert_close(out, R.relu_attention(qm, k, v, bias=0.2, causal=True), dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_decode_cache_tree_adds_subtrees_from_attached_values(dtype):
+    """A tree index gets the values attached (node sums); steps with alpha 1 and 2, appends one
+    token at a time (new blocks get node sums too) and a chunk (re-chosen for auto)."""
+    rng = np.random.default_rng(11)
+    q, k, v = qkv(rng, m=1, n=6000, d=3, dtype=dtype)
+    for kind in ("partition_tree", "auto"):
+        cache = A.DecodeCache(kind=kind).append(k[:, :, :3000], v[:, :, :3000])
+        index = cache._heads[0][0].blocks[0][1]
+        assert index.has_values == index.node_sums and (kind == "auto" or index.has_values)
+        for n in (3000, 3001, 3300, 6000):
+            cache.append(k[:, :, len(cache) : n], v[:, :, len(cache) : n])
+            for alpha in (1, 2):
+                out = cache.attend(q, mode="relu", bias=0.3, alpha=alpha, return_stats=False)
+                assert_close(out, R.relu_attention(q, k[:, :, :n], v[:, :, :n], bias=0.3, alpha=alpha), dtype)
+
+
 def test_decode_cache_rechooses_index_as_it_grows():
     rng = np.random.default_rng(8)
     k = rng.standard_normal((1, 1, 9000, 2))

@@ -27,10 +27,11 @@ def expected_sums(points, ids_alive, normals, offsets, values, power, shift):
     return np.array(counts), np.array(weights), (np.array(sums) if vals is not None else None)
 
 
-def check_sum(index, points, ids_alive, normals, offsets, values, power, shift=None):
+def check_sum(index, points, ids_alive, normals, offsets, values, power, shift=None, attached=False):
+    """attached: the index has ``values`` attached; sum with values="attached"."""
     normals = np.asarray(normals).astype(index.dtype)
     sh = offsets if shift is None else shift
-    res = index.sum(normals, offsets, values, power=power, shift=shift)
+    res = index.sum(normals, offsets, "attached" if attached else values, power=power, shift=shift)
     assert isinstance(res, hsrgeom.HalfspaceSums) and len(res) == len(normals)
     c, w, s = expected_sums(points, ids_alive, normals, offsets, values, power, sh)
     np.testing.assert_array_equal(res.counts, c)
@@ -103,9 +104,10 @@ def test_sum_threads_do_not_change_results(rng):
     values = rng.standard_normal((200_000, 8)).astype(np.float32)
     normals = rng.standard_normal((2, 4)).astype(np.float32)
     offsets = quantile_offsets(pts, normals, [0.05, 0.3])
-    for index in (hsrgeom.PartitionTree(pts), hsrgeom.SimplicialPartitionTree(pts)):
-        one = index.sum(normals, offsets, values, power=1, n_threads=1)
-        two = index.sum(normals, offsets, values, power=1, n_threads=2)
+    trees = (hsrgeom.PartitionTree(pts), hsrgeom.SimplicialPartitionTree(pts))
+    for index, vals in [(t, values) for t in trees] + [(t.attach_values(values), "attached") for t in trees]:
+        one = index.sum(normals, offsets, vals, power=1, n_threads=1)
+        two = index.sum(normals, offsets, vals, power=1, n_threads=2)
         np.testing.assert_array_equal(one.counts, two.counts)
         np.testing.assert_array_equal(one.weights, two.weights)
         np.testing.assert_array_equal(one.sums, two.sums)
@@ -158,3 +160,114 @@ def test_sum_bad_input(rng):
     index.insert(rng.standard_normal((5, 3)))
     with pytest.raises(ValueError, match="values has 44 rows but point ids go up to 44"):
         index.sum(a, b, np.zeros((44, 2)))
+
+
+# ---- attached values (attach_values, values="attached"; node sums in the trees) -----------------
+
+@pytest.mark.parametrize("power", [0, 1, 2])
+def test_attached_values_match_reference(make_index, dtype, rng, power):
+    """Trees add whole nodes from their value sums (power 0 and 1); a node inside the half-space
+    but not entirely above the shift must still be read point by point (weights clip at 0):
+    shift = offsets + 0.5 checks that."""
+    d = 3
+    for name, pts in datasets(rng, 2000, d, dtype):
+        pts = pts.astype(dtype)
+        normals = rng.standard_normal((5, d))
+        offsets = quantile_offsets(pts, normals, [0.0, 0.01, 0.2, 0.6, 1.0])
+        offsets[-1] -= 1.0
+        for values in (rng.standard_normal((len(pts), 3)).astype(dtype), rng.standard_normal(len(pts))):
+            index = make_index(pts).attach_values(values)
+            assert index.has_values
+            np.testing.assert_array_equal(index.values(), values)
+            for shift in (None, offsets - 0.5, offsets + 0.5):
+                check_sum(index, pts, np.arange(len(pts)), normals, offsets, values, power, shift, attached=True)
+
+
+def test_attached_values_node_sums_other_dimensions(rng):
+    for d in (1, 2, 8):
+        pts = rng.standard_normal((5000, d)).astype(np.float32)
+        pts[:1000] = pts[0]  # a block of duplicates: degenerate nodes
+        values = rng.standard_normal((5000, 5)).astype(np.float32)
+        normals = rng.standard_normal((4, d))
+        offsets = quantile_offsets(pts, normals, [0.01, 0.3, 0.7, 0.95])
+        for index in (hsrgeom.PartitionTree(pts), hsrgeom.PartitionTree(pts, split="pca"),
+                      hsrgeom.SimplicialPartitionTree(pts)):
+            before = index.memory_bytes
+            index.attach_values(values)
+            assert index.memory_bytes > before + values.nbytes  # the copy, the tree-order rows, the sums
+            for power, shift in [(0, None), (1, None), (1, offsets - 0.3), (1, offsets + 0.3)]:
+                check_sum(index, pts, np.arange(5000), normals, offsets, values, power, shift, attached=True)
+
+
+def test_attached_values_with_updates_and_persistence(make_index, rng, tmp_path):
+    import pickle
+
+    d = 3
+    pts = rng.integers(-4, 5, (2000, d)).astype(np.float64)  # ties and duplicates
+    values = rng.standard_normal((2000, 2))
+    index = make_index(pts).attach_values(values)
+    normals = rng.integers(-2, 3, (4, d)).astype(float)
+    offsets = np.array([3.0, 1.0, 0.0, -20.0])
+    more = rng.integers(-4, 5, (1500, d)).astype(np.float64)
+    more_v = rng.standard_normal((1500, 2))
+    for start in range(0, 1500, 100):  # append only: consecutive ids, new blocks get node sums
+        index.insert(more[start : start + 100], more_v[start : start + 100])
+    allp, allv = np.vstack([pts, more]), np.vstack([values, more_v])
+    for power in (0, 1):
+        check_sum(index, allp, np.arange(3500), normals, offsets, allv, power, attached=True)
+    gone = rng.choice(3500, 700, replace=False)
+    index.remove(gone)
+    live = np.setdiff1d(np.arange(3500), gone)
+    check_sum(index, allp[live], live, normals, offsets, allv, 1, offsets - 1.0, attached=True)
+    for copy in (pickle.loads(pickle.dumps(index)), _saved_and_loaded(index, tmp_path)):
+        np.testing.assert_array_equal(copy.values(), allv)
+        check_sum(copy, allp[live], live, normals, offsets, allv, 1, attached=True)
+        extra, extra_v = rng.integers(-4, 5, (300, d)).astype(np.float64), rng.standard_normal((300, 2))
+        copy.insert(extra, extra_v)
+        ids = np.concatenate([live, np.arange(3500, 3800)])
+        check_sum(copy, np.vstack([allp[live], extra]), ids, normals, offsets, np.vstack([allv, extra_v]), 1,
+                  attached=True)
+    check_sum(index, allp[live], live, normals, offsets, allv, 1, attached=True)  # the original is untouched
+
+
+def _saved_and_loaded(index, tmp_path):
+    path = tmp_path / "index.hsr"
+    index.save(path)
+    return hsrgeom.load(path)
+
+
+def test_attached_values_errors(rng, tmp_path):
+    pts = rng.standard_normal((100, 3))
+    index = hsrgeom.PartitionTree(pts)
+    a, b = np.ones((2, 3)), [0.0, 1.0]
+    with pytest.raises(ValueError, match="no values are attached"):
+        index.sum(a, b, "attached")
+    with pytest.raises(ValueError, match="values must be an array or 'attached'"):
+        index.sum(a, b, "attach")
+    with pytest.raises(ValueError, match="values given but none are attached"):
+        index.insert(pts[:2], np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="values has 101 rows but the index has 100 ids"):
+        index.attach_values(np.zeros((101, 2)))
+    with pytest.raises(ValueError, match="values has 99 rows"):
+        index.attach_values(np.zeros((99, 2)))
+    with pytest.raises(TypeError, match="values must hold real numbers"):
+        index.attach_values(np.zeros((100, 2), dtype=complex))
+    values = rng.standard_normal((100, 2))
+    index.attach_values(values)
+    values[:] = 0  # the index kept a copy
+    assert index.values().any()
+    with pytest.raises(ValueError, match="already attached"):
+        index.attach_values(values)
+    with pytest.raises(ValueError, match="needs the new points' values"):
+        index.insert(pts[:2])
+    with pytest.raises(ValueError, match=r"values must have shape \(2, 2\)"):
+        index.insert(pts[:2], np.zeros((2, 3)))
+    with pytest.raises(TypeError, match="values must have the attached dtype float64"):
+        index.insert(pts[:2], np.zeros((2, 2), dtype=np.float32))
+    assert len(index) == 100 and index.values().shape == (100, 2)  # failed inserts changed nothing
+    path = tmp_path / "v.hsr"
+    index.save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:-40])
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        hsrgeom.load(path)

@@ -118,7 +118,7 @@ void bind_queries(PyClass& cls) {
 template <class S, class T, class PyClass>
 void bind_sum(PyClass& cls) {
   cls.def("sum", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, py::object values,
-                    index_t offset, int power, const CArray<double>& shift, int threads) {
+                    index_t offset, int power, const CArray<double>& shift, int threads, bool node_sums) {
     auto q = halfspaces<T>(normals, offsets, self.dim());
     if (shift.ndim() != 1 || shift.shape(0) != q.m) throw py::value_error("shift must be (m,)");
     if (power < 0) throw py::value_error("power must be >= 0");
@@ -135,6 +135,7 @@ void bind_sum(PyClass& cls) {
       }
       sp.offset = offset;
       sp.power = power;
+      sp.node_sums = node_sums;
       sp.shift = shift.data();
       QueryStats st;
       SumResult r(0, 0);
@@ -150,7 +151,26 @@ void bind_sum(PyClass& cls) {
       return run(static_cast<float*>(nullptr), values);
     return run(static_cast<double*>(nullptr), values);
   }, py::arg("normals"), py::arg("offsets"), py::arg("values"), py::arg("offset"), py::arg("power"),
-     py::arg("shift"), py::arg("threads") = 0);
+     py::arg("shift"), py::arg("threads") = 0, py::arg("node_sums") = false);
+}
+
+// Binds set_value_sums(values, offset, threads) (RangeTree structures): per-node sums of the
+// values' rows offset .. offset + n - 1, which sum(..., node_sums=True) then uses.
+template <class S, class PyClass>
+void bind_value_sums(PyClass& cls) {
+  cls.def("set_value_sums", [](S& self, py::array values, index_t offset, int threads) {
+    auto run = [&](auto* tag) {
+      using V = std::remove_pointer_t<decltype(tag)>;
+      auto vals = values.cast<CArray<V>>();
+      if (vals.ndim() != 2) throw py::value_error("values must be 2-D");
+      if (offset < 0 || offset + self.size() > vals.shape(0)) throw py::value_error("values has too few rows");
+      py::gil_scoped_release nogil;
+      self.set_value_sums(vals.data(), static_cast<int>(vals.shape(1)), offset, threads);
+    };
+    if (values.dtype().is(py::dtype::of<float>())) run(static_cast<float*>(nullptr));
+    else run(static_cast<double*>(nullptr));
+  }, py::arg("values"), py::arg("offset"), py::arg("threads") = 0)
+      .def_property_readonly("has_value_sums", &S::has_value_sums);
 }
 
 template <class T>
@@ -197,6 +217,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def_property_readonly("leaf_size", &PT::leaf_size);
   bind_queries<PT, T>(pt);
   bind_sum<PT, T>(pt);
+  bind_value_sums<PT>(pt);
 
   using SPT = SimplicialPartitionTree<T>;
   py::class_<SPT> spt(m, ("SimplicialPartitionTree" + suffix).c_str());
@@ -240,6 +261,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def_property_readonly("leaf_size", &SPT::leaf_size);
   bind_queries<SPT, T>(spt);
   bind_sum<SPT, T>(spt);
+  bind_value_sums<SPT>(spt);
 
   using CL = ConvexLayers<T>;
   py::class_<CL> cl(m, ("ConvexLayers" + suffix).c_str());

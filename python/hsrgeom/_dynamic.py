@@ -36,6 +36,7 @@ class DynamicState:
     def __init__(self, build, first, ids, next_id):
         """``first``: a static index holding the points with global ids ``ids`` (ascending)."""
         self.build = build
+        self.on_build = None  # called as on_build(index, gids) for every new block
         self.d = first.d
         self.dtype = first.dtype
         self.blocks = [Block(first, ids)] if len(ids) else []
@@ -142,7 +143,10 @@ class DynamicState:
             gids = np.concatenate([b.gids[keep], gids])
             order = np.argsort(gids, kind="stable")
             pts, gids = pts[order], gids[order]
-        self.blocks.append(Block(self.build(np.ascontiguousarray(pts)), gids))
+        index = self.build(np.ascontiguousarray(pts))
+        if self.on_build is not None:
+            self.on_build(index, gids)
+        self.blocks.append(Block(index, gids))
         self.blocks.sort(key=lambda b: -b.size)
 
     # -- queries -----------------------------------------------------------------------------
@@ -173,10 +177,11 @@ class DynamicState:
         np.cumsum(np.bincount(q, minlength=m), out=lims[1:])
         return lims, g, s, _sum_stats(stats, m, reported=np.diff(lims))
 
-    def sum(self, a, b, values, power, shift, n_threads):
+    def sum(self, a, b, values, power, shift, n_threads, node_sums=False):
         """(counts, weights, sums, stats dict) of _Index.sum, added over the parts. A part whose
         ids are consecutive and all alive (every part of an append-only index) sums natively
-        over its rows of ``values``; any other part sums over its report."""
+        over its rows of ``values`` (with its node sums when ``node_sums``: the values are the
+        index's attached ones); any other part sums over its report."""
         from ._index import _sums_from_report
 
         m = len(a)
@@ -187,7 +192,7 @@ class DynamicState:
         for index, gids in self.parts():
             live = self.alive[gids]
             if len(gids) and gids[-1] - gids[0] + 1 == len(gids) and live.all() and hasattr(index._impl, "sum"):
-                c, w, s, st = index._impl.sum(a, b, values, int(gids[0]), power, shift, n_threads)
+                c, w, s, st = index._impl.sum(a, b, values, int(gids[0]), power, shift, n_threads, node_sums)
             else:
                 lims, ids, sc, st = index._impl.report(a, b, n_threads, True, False)
                 keep = live[ids]

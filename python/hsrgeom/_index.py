@@ -16,7 +16,7 @@ __all__ = ["HalfspaceResult", "HalfspaceSums", "QueryStats", "BruteForce", "Quan
            "ConvexLayers", "ConvexLayers3", "build_index", "load"]
 
 _MAGIC = b"HSRGEOM\x00"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # reads 1 and 2; writes 1 unless values are attached
 
 
 def _compiled(name, points):
@@ -192,6 +192,8 @@ class _Index:
         self.reason = getattr(self, "reason", f"{self.kind} requested explicitly")
         self._stats = QueryStats._empty()
         self._dyn = None  # DynamicState once insert/remove was used
+        self._vbuf = None  # attached values: rows 0.._id_bound() - 1 (capacity doubles on insert)
+        self._vflat = False
 
     # -- properties --------------------------------------------------------------------------
     @property
@@ -206,10 +208,11 @@ class _Index:
 
     @property
     def memory_bytes(self):
-        """Bytes held by the index (points copy included)."""
+        """Bytes held by the index (points copy and attached values included)."""
+        extra = 0 if self._vbuf is None else self._vbuf.nbytes
         if self._dyn:
-            return sum(index.memory_bytes for index, _ in self._dyn.parts())
-        return self._impl.memory_bytes
+            return extra + sum(index._impl.memory_bytes for index, _ in self._dyn.parts())
+        return extra + self._impl.memory_bytes
 
     @property
     def stats(self):
@@ -227,6 +230,68 @@ class _Index:
         """Ids of the live points, ascending (``arange(n)`` until points are removed)."""
         return self._dyn.live_points()[1] if self._dyn else np.arange(self.n, dtype=np.int64)
 
+    # -- attached values ---------------------------------------------------------------------
+    #: True for the structures that keep per-node sums of attached values (see attach_values).
+    node_sums = False
+
+    @property
+    def has_values(self):
+        """Whether values are attached (:meth:`attach_values`)."""
+        return self._vbuf is not None
+
+    def _values(self):
+        return None if self._vbuf is None else self._vbuf[: self._id_bound()]
+
+    def values(self):
+        """A copy of the attached values (row i for id i, removed ids included), or None."""
+        v = self._values()
+        return None if v is None else (v[:, 0].copy() if self._vflat else v.copy())
+
+    def attach_values(self, values, *, n_threads=None):
+        """Attach per-point values for ``sum(..., values="attached")``; returns the index.
+
+        ``values``: shape (N,) or (N, dv), row i for id i, N = the number of ids given so far
+        (``len(index)`` before any update). The index keeps a copy (float32 and float64 as
+        given, other real dtypes as float64), so later changes to the caller's array do not
+        matter; :meth:`insert` then takes the new points' values too, and :meth:`save` and
+        pickling keep them. Values are attached once.
+
+        Structures with ``node_sums = True`` (PartitionTree, SimplicialPartitionTree) also
+        precompute, for every node of at least ``max(64, 8 (d + 1))`` points, the sum of its
+        values and of ``(x - mean) v^T``, and store the rows in tree order: a sum with
+        ``power`` 0 or 1 then adds a subtree that lies inside the half-space (and, for power 1,
+        above ``shift``) in O(d dv) operations instead of reading each of its points and rows,
+        and reads the rows of the points it tests in leaves sequentially. Counts stay exact;
+        weights and sums agree with ``values=<the array>`` to float64 rounding. Memory: one
+        more copy of the values plus about 2 bytes per point and value column. (The one-time
+        precomputation reads each point and row once: 0.07 s for 10^6 points, d = d_v = 4.)
+        """
+        if self._vbuf is not None:
+            raise ValueError("values are already attached to this index")
+        rows = self._id_bound()
+        vals, flat = V.values(values, rows, "values")
+        if len(vals) != rows:
+            raise ValueError(f"values has {len(vals)} rows but the index has {rows} ids (one row per id)")
+        self._vbuf, self._vflat = vals.copy(), flat
+        threads = V.threads(n_threads)
+        if self._dyn is None:
+            self._prepare_values(self, np.arange(rows, dtype=np.int64), threads)
+        else:
+            self._hook_values()
+            for index, gids in self._dyn.parts():
+                self._prepare_values(index, gids, threads)
+        return self
+
+    def _hook_values(self):
+        """New blocks of the dynamic state get node sums of this index's attached values."""
+        if self._dyn is not None and self._vbuf is not None:
+            self._dyn.on_build = lambda index, gids: self._prepare_values(index, gids, 0)
+
+    def _prepare_values(self, index, gids, threads):
+        """Node sums of a static part whose ids are consecutive (rows gids[0] ...)."""
+        if index.node_sums and len(gids) and gids[-1] - gids[0] + 1 == len(gids):
+            index._impl.set_value_sums(self._values(), int(gids[0]), threads)
+
     # -- dynamic updates -----------------------------------------------------------------------
     def _dynamic(self):
         if self._dyn is None:
@@ -234,19 +299,41 @@ class _Index:
             first.__dict__.update(self.__dict__)
             build = lambda pts: type(self)._from_valid(pts, **self._params())  # noqa: E731
             self._dyn = DynamicState(build, first, np.arange(self._impl.n, dtype=np.int64), self._impl.n)
+            self._hook_values()
         return self._dyn
 
-    def insert(self, points):
+    def insert(self, points, values=None):
         """Add points (an (m, d) array of the index dtype, or one (d,) point); returns their ids.
 
         Ids continue after the largest id ever given. Uses the logarithmic method: amortised
-        O(log n) rebuild work per point; a small tail of recent points is scanned.
+        O(log n) rebuild work per point; a small tail of recent points is scanned. With
+        attached values (:meth:`attach_values`), ``values`` gives the new points' rows (same
+        dtype and columns as the attached ones); without, it must be None.
         """
         arr = V.points(np.atleast_2d(np.asarray(points)) if np.ndim(points) == 1 else points)
         if arr.shape[1] != self.d:
             raise ValueError(f"points has d={arr.shape[1]} but the index has d={self.d}")
         if arr.dtype != self.dtype:
             raise TypeError(f"points must have the index dtype {self.dtype}, got {arr.dtype}; convert explicitly")
+        if self._vbuf is None:
+            if values is not None:
+                raise ValueError("values given but none are attached to this index (see attach_values)")
+        else:
+            if values is None:
+                raise ValueError("this index has attached values: insert(points, values) needs the new points' values")
+            vals, flat = V.values(np.atleast_1d(np.asarray(values)) if self._vflat else
+                                  (np.atleast_2d(np.asarray(values)) if np.ndim(values) == 1 else values), len(arr), "values")
+            if len(vals) != len(arr) or flat != self._vflat or vals.shape[1] != self._vbuf.shape[1]:
+                raise ValueError(f"values must have shape {(len(arr),) if self._vflat else (len(arr), self._vbuf.shape[1])} "
+                                 f"like the attached values, got {np.shape(values)}")
+            if vals.dtype != self._vbuf.dtype:
+                raise TypeError(f"values must have the attached dtype {self._vbuf.dtype}, got {vals.dtype}; convert explicitly")
+            rows = self._id_bound()
+            if rows + len(vals) > len(self._vbuf):
+                grown = np.empty((max(2 * len(self._vbuf), rows + len(vals), 16), self._vbuf.shape[1]), self._vbuf.dtype)
+                grown[:rows] = self._vbuf[:rows]
+                self._vbuf = grown
+            self._vbuf[rows : rows + len(vals)] = vals
         return self._dynamic().insert(arr)
 
     def remove(self, ids):
@@ -355,10 +442,11 @@ class _Index:
         ----------
         normals, offsets
             As in :meth:`report`.
-        values : array_like, shape (N,) or (N, dv), optional
+        values : array_like, shape (N,) or (N, dv), or "attached", optional
             Per-point values, row i for id i (N at least the largest id + 1). float32/float64
             are used as they are, other real dtypes as float64. Summed as given: NaN and inf
-            propagate like ``numpy.sum``.
+            propagate like ``numpy.sum``. ``"attached"``: the values given to
+            :meth:`attach_values` (structures with ``node_sums`` then add whole subtrees).
         power : int, default 0
             Exponent of the weight (0: every point weighs 1).
         shift : array_like, shape (m,) or scalar, optional
@@ -376,8 +464,16 @@ class _Index:
         a, b = self._halfspaces(normals, offsets)
         power = V.positive_int(power, "power", minimum=0)
         sh = b if shift is None else V.offsets(shift, len(a), "shift")
-        vals, flat = (None, False) if values is None else V.values(values, self._id_bound(), "values")
-        counts, weights, sums, st = self._sum(a, b, vals, power, sh, V.threads(n_threads))
+        attached = isinstance(values, str)
+        if attached:
+            if values != "attached":
+                raise ValueError(f"values must be an array or 'attached', got {values!r}")
+            if self._vbuf is None:
+                raise ValueError("values='attached' but no values are attached to this index (see attach_values)")
+            vals, flat = self._values(), self._vflat
+        else:
+            vals, flat = (None, False) if values is None else V.values(values, self._id_bound(), "values")
+        counts, weights, sums, st = self._sum(a, b, vals, power, sh, V.threads(n_threads), attached)
         self._stats = QueryStats._from_dict(st)
         if vals is None:
             sums = None
@@ -388,11 +484,11 @@ class _Index:
     def _id_bound(self):
         return self._dyn.next_id if self._dyn else self._impl.n
 
-    def _sum(self, a, b, values, power, shift, n_threads):
+    def _sum(self, a, b, values, power, shift, n_threads, attached=False):
         if self._dyn:
-            return self._dyn.sum(a, b, values, power, shift, n_threads)
+            return self._dyn.sum(a, b, values, power, shift, n_threads, attached)
         if hasattr(self._impl, "sum"):
-            return self._impl.sum(a, b, values, 0, power, shift, n_threads)
+            return self._impl.sum(a, b, values, 0, power, shift, n_threads, attached)
         lims, ids, scores, st = self._impl.report(a, b, n_threads, power > 0, False)
         return (*_sums_from_report(lims, ids, scores, values, power, shift, n_threads), st)
 
@@ -431,18 +527,25 @@ class _Index:
         )
 
     # -- persistence: a versioned binary format with a checksum -----------------------------------
-    # MAGIC | u32 version | u64 header length | header (JSON) | points | ids | sha256 of all before.
+    # MAGIC | u32 version | u64 header length | header (JSON) | points | ids | [values] | sha256 of
+# all before. Version 1 has no values; version 2 adds the attached values (header "values").
     # The structure is rebuilt from the points on load (builds are deterministic).
     def to_bytes(self):
         """The index in hsrgeom's binary format (what :meth:`save` writes)."""
         pts, ids = self.points(), self.ids()
-        header = json.dumps({
+        h = {
             "class": type(self).__name__, "dtype": self.dtype.name, "n": int(len(ids)), "d": int(self.d),
             "params": self._params(), "reason": self.reason,
             "next_id": int(self._dyn.next_id if self._dyn else len(ids)),
-        }).encode()
-        body = _MAGIC + struct.pack("<IQ", _FORMAT_VERSION, len(header)) + header
+        }
+        vals = self._values()
+        if vals is not None:  # format 2: the attached values follow the ids
+            h["values"] = {"dtype": vals.dtype.name, "dv": int(vals.shape[1]), "flat": self._vflat}
+        header = json.dumps(h).encode()
+        body = _MAGIC + struct.pack("<IQ", 1 if vals is None else _FORMAT_VERSION, len(header)) + header
         body += np.ascontiguousarray(pts).tobytes() + ids.astype("<i8").tobytes()
+        if vals is not None:
+            body += vals.tobytes()
         return body + hashlib.sha256(body).digest()
 
     def save(self, path):
@@ -459,6 +562,7 @@ class _Index:
     def __setstate__(self, state):
         other = _from_bytes(state["hsrgeom"])
         self.__dict__.update(other.__dict__)
+        self._hook_values()  # the hook of `other` would write to its buffer, not this one
 
 
 class BruteForce(_Index):
@@ -542,6 +646,7 @@ class PartitionTree(_Index):
     """
 
     kind = "partition_tree"
+    node_sums = True
 
     def __init__(self, points, leaf_size=32, split="widest", *, n_threads=None):
         self._build(V.points(points), leaf_size=leaf_size, split=split, n_threads=n_threads)
@@ -597,6 +702,7 @@ class SimplicialPartitionTree(_Index):
     """
 
     kind = "simplicial"
+    node_sums = True
 
     def __init__(self, points, r=16, leaf_size=32, seed=0, *, n_threads=None):
         self._build(V.points(points), r=r, leaf_size=leaf_size, seed=seed, n_threads=n_threads)
@@ -947,8 +1053,8 @@ def _from_bytes(data):
     if len(data) < fixed + 32 or not data.startswith(_MAGIC):
         raise ValueError("not an hsrgeom index file (bad magic or too short)")
     version, hlen = struct.unpack("<IQ", data[len(_MAGIC) : fixed])
-    if version != _FORMAT_VERSION:
-        raise ValueError(f"unsupported hsrgeom file format version {version} (this hsrgeom reads {_FORMAT_VERSION})")
+    if version not in (1, 2):
+        raise ValueError(f"unsupported hsrgeom file format version {version} (this hsrgeom reads 1 and 2)")
     if hashlib.sha256(data[:-32]).digest() != data[-32:]:
         raise ValueError("corrupted or truncated hsrgeom index file: checksum mismatch")
     try:
@@ -956,11 +1062,17 @@ def _from_bytes(data):
         cls = {c.__name__: c for c in _STRUCTURES}[h["class"]]
         dtype = np.dtype(h["dtype"])
         n, d, next_id = int(h["n"]), int(h["d"]), int(h["next_id"])
+        hv = h.get("values") if version == 2 else None
+        if hv is not None:
+            vdtype, dv, vflat = np.dtype(hv["dtype"]), int(hv["dv"]), bool(hv["flat"])
+            if vdtype not in (np.float32, np.float64) or dv < 0 or (vflat and dv != 1):
+                raise ValueError(f"bad values entry {hv}")
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"corrupted hsrgeom index file: bad header ({exc})") from exc
     start = fixed + hlen
     size_pts = n * d * dtype.itemsize
-    if len(data) - 32 != start + size_pts + 8 * n:
+    size_vals = 0 if hv is None else next_id * dv * vdtype.itemsize
+    if len(data) - 32 != start + size_pts + 8 * n + size_vals:
         raise ValueError("corrupted hsrgeom index file: sizes in the header do not match the file")
     pts = np.frombuffer(data, dtype=dtype, count=n * d, offset=start).reshape(n, d).copy()
     ids = np.frombuffer(data, dtype="<i8", count=n, offset=start + size_pts).astype(np.int64)
@@ -971,6 +1083,9 @@ def _from_bytes(data):
         if n:
             index._dyn.blocks[0].gids = ids
         index._dyn.set_alive(ids, next_id)
+    if hv is not None:
+        vals = np.frombuffer(data, dtype=vdtype, count=next_id * dv, offset=start + size_pts + 8 * n)
+        index.attach_values(vals.reshape(next_id, dv)[:, 0] if vflat else vals.reshape(next_id, dv))
     return index
 
 

@@ -147,6 +147,7 @@ struct SumSpec {
   index_t offset = 0;  // point i uses row offset + i
   int power = 0;
   const double* shift = nullptr;  // one per query
+  bool node_sums = false;  // the structure's value sums (set_value_sums) were made from these values
   bool needs_score() const { return power > 0; }
   double weight(double s, index_t j) const {
     if (power == 0) return 1.0;
@@ -192,6 +193,11 @@ struct SumAcc {
     const std::int64_t k = std::min<std::int64_t>(pending_, kLag);
     for (std::int64_t t = pending_ - k; t < pending_; ++t) add_row(sp, ring_[t % kLag]);
     pending_ = 0;
+  }
+  // The dv sums, zero-filled on first use.
+  double* row(int dv) {
+    if (sum.empty()) sum.assign(dv, 0.0);
+    return sum.data();
   }
   void merge(const SumAcc& o) {
     count += o.count;

@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <numeric>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -88,19 +89,28 @@ class RangeTree {
     std::vector<Query> qs;
     qs.reserve(m);
     for (index_t j = 0; j < m; ++j) qs.push_back(make_query(q.normals + j * d_, q.offsets[j]));
+    // attached node sums apply to these values (the caller says so) and weights linear in <a, x>
+    const bool node_sums = sp.node_sums && vdv_ == sp.dv && (sp.dv == 0 || !value_rows<V>().empty());
+    SumSpec<V> tsp = sp;
+    if (node_sums) tsp.values = sp.dv ? value_rows<V>().data() : nullptr, tsp.offset = 0;
     std::vector<SumAcc> acc(m * r);
     std::vector<Counters> cnt(m * r);
-    parallel_for(m * r, threads_for_work(threads, sum_work(qs, roots, sp.dv)), [&](index_t w, int) {
+    parallel_for(m * r, threads_for_work(threads, sum_work(qs, roots, sp.dv, node_sums)), [&](index_t w, int) {
       const index_t j = w / r;
       const Query& qq = qs[j];
       SumAcc& a = acc[w];
       const double* an = qq.a.data();
-      auto add = [&](index_t k) { a.add(sp, j, perm_[k], sp.needs_score() ? dot_f64(an, row(k), d_) : 0.0); };
-      traverse(qq, cnt[w], [&](index_t b0, index_t b1) {
-        for (index_t k = b0; k < b1; ++k) add(k);
+      // with node sums, value rows are read from the tree-order copy (row k for stored point k)
+      auto add = [&](index_t k, double s) {
+        if (node_sums) a.add(tsp, j, k, s);
+        else a.add(sp, j, perm_[k], s);
+      };
+      traverse(qq, cnt[w], [&](index_t b0, index_t b1, std::int32_t v) {
+        if (!node_sums || sp.power > 1 || !add_node_sums(v, qq, sp, j, a))
+          for (index_t k = b0; k < b1; ++k) add(k, sp.needs_score() ? dot_f64(an, row(k), d_) : 0.0);
         return true;
-      }, [&](index_t k) { add(k); return true; }, roots[w % r]);
-      a.flush(sp);
+      }, [&](index_t k, double s) { add(k, s); return true; }, roots[w % r]);
+      a.flush(node_sums ? tsp : sp);
     });
     for (index_t j = 0; j < m; ++j) {
       SumAcc total;
@@ -115,6 +125,112 @@ class RangeTree {
     }
     return res;
   }
+
+  // Per-node sums of values (rows offset + id, dv columns), and a copy of the rows in tree
+  // order (sum() then reads the rows of the points it finds in leaves sequentially, not
+  // scattered over the caller's array): for every node of at least
+  // node_sum_min_size() points, the mean c of its points, sum v and sum (x - c) v^T (float64),
+  // so that sum() with power 0 or 1 adds a node inside the half-space in O(d dv) instead of
+  // reading each of its points and value rows:
+  //   sum over the node of (<a, x> - s) v = (<a, c> - s) sum v + a^T sum (x - c) v^T.
+  // Computed bottom-up (each point is read once, at the lowest nodes that get sums). The caller
+  // passes SumSpec::node_sums only with the same values and offset.
+  template <class V>
+  void set_value_sums(const V* values, int dv, index_t offset, int threads) {
+    const index_t nodes = static_cast<index_t>(xnorm_.size());
+    const index_t min_size = node_sum_min_size();
+    const index_t stride = vstride(dv);
+    std::vector<std::int32_t> pre;  // preorder: children after their parent
+    pre.reserve(nodes);
+    std::vector<std::int32_t> stack{0};
+    while (n_ > 0 && !stack.empty()) {
+      const std::int32_t v = stack.back();
+      stack.pop_back();
+      pre.push_back(v);
+      self().each_child(v, [&](std::int32_t ch) { stack.push_back(ch); });
+    }
+    std::vector<std::int32_t> slot(nodes, -1);
+    index_t slots = 0;
+    for (const std::int32_t v : pre) {
+      const auto [b0, b1] = self().node_range(v);
+      if (b1 - b0 >= min_size) slot[v] = static_cast<std::int32_t>(slots++);
+    }
+    std::vector<double> data(static_cast<size_t>(slots * stride), 0.0);
+    // a node whose children all have sums (and cover it) combines theirs; the others read points
+    std::vector<std::uint8_t> combine(nodes, 0);
+    std::vector<std::int32_t> direct;
+    for (const std::int32_t v : pre) {
+      if (slot[v] < 0) continue;
+      index_t covered = 0;
+      bool all = true;
+      const int kids = self().each_child(v, [&](std::int32_t ch) {
+        const auto [c0, c1] = self().node_range(ch);
+        covered += c1 - c0;
+        all = all && slot[ch] >= 0;
+      });
+      const auto [b0, b1] = self().node_range(v);
+      if (kids && all && covered == b1 - b0) combine[v] = 1;
+      else direct.push_back(v);
+    }
+    const double work = static_cast<double>(n_) * d_ * std::max(dv, 1);
+    parallel_for(static_cast<index_t>(direct.size()), threads_for_work(threads, work), [&](index_t i, int) {
+      const std::int32_t v = direct[i];
+      const auto [b0, b1] = self().node_range(v);
+      double* c = &data[slot[v] * stride];
+      double* sv = c + d_;
+      double* mv = sv + dv;
+      for (index_t k = b0; k < b1; ++k)
+        for (int t = 0; t < d_; ++t) c[t] += static_cast<double>(row(k)[t]);
+      for (int t = 0; t < d_; ++t) c[t] /= static_cast<double>(b1 - b0);
+      std::vector<double> y(d_);
+      for (index_t k = b0; k < b1; ++k) {
+        const V* val = values + (offset + perm_[k]) * static_cast<index_t>(dv);
+        for (int t = 0; t < d_; ++t) y[t] = static_cast<double>(row(k)[t]) - c[t];
+        for (int u = 0; u < dv; ++u) {
+          const double x = static_cast<double>(val[u]);
+          sv[u] += x;
+          for (int t = 0; t < d_; ++t) mv[t * dv + u] += y[t] * x;
+        }
+      }
+    });
+    for (auto it = pre.rbegin(); it != pre.rend(); ++it) {
+      const std::int32_t v = *it;
+      if (!combine[v]) continue;
+      const auto [b0, b1] = self().node_range(v);
+      double* c = &data[slot[v] * stride];
+      double* sv = c + d_;
+      double* mv = sv + dv;
+      self().each_child(v, [&](std::int32_t ch) {
+        const auto [c0, c1] = self().node_range(ch);
+        const double* cc = &data[slot[ch] * stride];
+        for (int t = 0; t < d_; ++t) c[t] += static_cast<double>(c1 - c0) * cc[t];
+      });
+      for (int t = 0; t < d_; ++t) c[t] /= static_cast<double>(b1 - b0);
+      self().each_child(v, [&](std::int32_t ch) {  // sum (x - c) v^T = M_ch + (c_ch - c) S_ch^T
+        const double* cc = &data[slot[ch] * stride];
+        const double* sc = cc + d_;
+        const double* mc = sc + dv;
+        for (int u = 0; u < dv; ++u) sv[u] += sc[u];
+        for (int t = 0; t < d_; ++t) {
+          const double dc = cc[t] - c[t];
+          for (int u = 0; u < dv; ++u) mv[t * dv + u] += mc[t * dv + u] + dc * sc[u];
+        }
+      });
+    }
+    std::vector<V> rows(static_cast<size_t>(n_) * dv);
+    for (index_t k = 0; k < n_; ++k) {
+      const V* val = values + (offset + perm_[k]) * static_cast<index_t>(dv);
+      std::copy(val, val + dv, &rows[k * dv]);
+    }
+    vslot_ = std::move(slot);
+    vdata_ = std::move(data);
+    value_rows<V>() = std::move(rows);
+    vdv_ = dv;
+  }
+  // Nodes smaller than this keep no value sums (reading their points is about as fast, and the
+  // sums of all larger nodes take at most ~2 bytes per point and value column).
+  index_t node_sum_min_size() const { return std::max<index_t>(64, 8 * (d_ + 1)); }
+  bool has_value_sums() const { return vdv_ >= 0; }
 
   // True where the half-space holds no point; stops at the first point found.
   std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
@@ -238,7 +354,12 @@ class RangeTree {
     c.tested += b1 - b0;
     for (index_t k = b0; k < b1; ++k) {
       const T* x = pts_.data() + k * (D > 0 ? D : d_);
-      if (in_halfspace(dot_f64<D>(q.a.data(), x, d_), margin, q.a.data(), x, q.b, d_, &c.exact) && !point(k)) {
+      const double s = dot_f64<D>(q.a.data(), x, d_);
+      if (!in_halfspace(s, margin, q.a.data(), x, q.b, d_, &c.exact)) continue;
+      bool go;
+      if constexpr (std::is_invocable_v<Point&, index_t, double>) go = point(k, s);
+      else go = point(k);
+      if (!go) {
         c.tested -= b1 - k - 1;  // the points after k were not tested
         return false;
       }
@@ -266,7 +387,11 @@ class RangeTree {
       if (cls < 0) continue;
       if (cls > 0) {
         const auto [b0, b1] = self().node_range(v);
-        if (!range(b0, b1)) return;
+        if constexpr (std::is_invocable_v<Range&, index_t, index_t, std::int32_t>) {
+          if (!range(b0, b1, v)) return;
+        } else {
+          if (!range(b0, b1)) return;
+        }
         continue;
       }
       if (self().each_child(v, [&](std::int32_t ch) { stack.push_back(ch); })) continue;
@@ -274,11 +399,62 @@ class RangeTree {
     }
   }
 
+  index_t vstride(int dv) const { return d_ + dv + static_cast<index_t>(d_) * dv; }
+  template <class V>
+  std::vector<V>& value_rows() {
+    if constexpr (std::is_same_v<V, float>) return vrows_f_; else return vrows_d_;
+  }
+  template <class V>
+  const std::vector<V>& value_rows() const {
+    if constexpr (std::is_same_v<V, float>) return vrows_f_; else return vrows_d_;
+  }
+
+  // Adds node v (inside the half-space of query j) from its value sums; false when it has none,
+  // or (power 1) when its bounds can't show every point at or above the shift (points in
+  // between weigh 0, not <a, x> - shift: the caller adds them one by one).
+  template <class V>
+  bool add_node_sums(std::int32_t v, const Query& q, const SumSpec<V>& sp, index_t j, SumAcc& acc) const {
+    const std::int32_t s = vslot_[v];
+    if (s < 0) return false;
+    const double shift = sp.power == 1 ? sp.shift[j] : 0.0;
+    if (sp.power == 1 && shift > q.b && !degenerate_[v] &&
+        bounds_.classify(v, q.frame_a(), q.na, shift - q.shift, frame_margin_, q.extra) <= 0)
+      return false;
+    if (sp.power == 1 && degenerate_[v] && shift > q.b) return false;
+    const auto [b0, b1] = self().node_range(v);
+    const double cnt = static_cast<double>(b1 - b0);
+    const int dv = sp.dv;
+    const double* c = &vdata_[s * vstride(dv)];
+    const double* sv = c + d_;
+    const double* mv = sv + dv;
+    acc.count += b1 - b0;
+    if (sp.power == 0) {
+      acc.weight += cnt;
+      if (dv) {
+        double* out = acc.row(dv);
+        for (int u = 0; u < dv; ++u) out[u] += sv[u];
+      }
+      return true;
+    }
+    const double wc = dot_f64(q.a.data(), c, d_) - shift;
+    acc.weight += cnt * wc;
+    if (dv) {
+      double* out = acc.row(dv);
+      for (int u = 0; u < dv; ++u) out[u] += wc * sv[u];
+      for (int t = 0; t < d_; ++t) {
+        const double at = q.a[t];
+        const double* mt = mv + t * dv;
+        for (int u = 0; u < dv; ++u) out[u] += at * mt[u];
+      }
+    }
+    return true;
+  }
+
   // Estimated work of a sum over the given subtrees, from their classification (a few per
   // query): points of undecided subtrees may cost a traversal, points of subtrees inside add a
   // row of values. Rough weights, set so that one decoding query at n = 10^6, d = 4 (~1.5 ms on
   // one thread) uses both threads and n = 2000 (~30 us) does not.
-  double sum_work(const std::vector<Query>& qs, const std::vector<std::int32_t>& roots, int dv) const {
+  double sum_work(const std::vector<Query>& qs, const std::vector<std::int32_t>& roots, int dv, bool node_sums) const {
     double work = 0;
     Counters c;
     for (size_t j = 0; j < qs.size() && work < kParallelWork; ++j) {
@@ -287,7 +463,7 @@ class RangeTree {
         const auto [b0, b1] = self().node_range(v);
         const int cls = classify(v, qq, c);
         if (cls == 0) work += 8.0 * (b1 - b0) * d_;
-        if (cls > 0) work += 2.0 * (b1 - b0) * (dv + d_);
+        if (cls > 0) work += node_sums && vslot_[v] >= 0 ? 2.0 * vstride(dv) : 2.0 * (b1 - b0) * (dv + d_);
       }
     }
     return work;
@@ -342,6 +518,8 @@ class RangeTree {
   // Bytes of everything but the derived class's node array.
   size_t base_memory_bytes() const {
     return pts_.size() * sizeof(T) + perm_.size() * sizeof(index_t) + xnorm_.size() * (sizeof(double) + 1) +
+           vdata_.size() * sizeof(double) + vslot_.size() * sizeof(std::int32_t) +
+           vrows_f_.size() * sizeof(float) + vrows_d_.size() * sizeof(double) +
            bounds_.memory_bytes() + (frame_.size() + mu_.size()) * sizeof(double);
   }
 
@@ -358,6 +536,11 @@ class RangeTree {
   std::vector<std::uint8_t> degenerate_;
   std::vector<double> frame_, mu_;  // frame U (d x d row-major) and mean; empty: identity
   double munorm_ = 0;
+  int vdv_ = -1;                       // value columns of the node sums; -1: none
+  std::vector<std::int32_t> vslot_;    // per node: its sums in vdata_, or -1
+  std::vector<double> vdata_;          // per slot: mean (d), sum v (dv), sum (x - mean) v^T (d x dv)
+  std::vector<float> vrows_f_;         // the values' rows in tree order (one of the two)
+  std::vector<double> vrows_d_;
 };
 
 }  // namespace hsrgeom

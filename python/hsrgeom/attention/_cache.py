@@ -40,7 +40,9 @@ class DecodeCache:
 
     ``append`` copies the keys and values (the caller's arrays are never kept or changed) and
     inserts the keys into each head's index (the logarithmic method of the structures:
-    amortised O(log n) rebuild work per key). With ``kind="auto"`` the index of a head is
+    amortised O(log n) rebuild work per key). A tree index also gets the values attached
+    (:meth:`hsrgeom.PartitionTree.attach_values`: per-node sums, so a ReLU step with
+    ``alpha = 1`` adds whole subtrees of keys inside the half-space; one more copy of V). With ``kind="auto"`` the index of a head is
     re-chosen by :func:`hsrgeom.build_index` whenever the cache has doubled since the last
     choice (from 4096 keys on), so a cache that starts with one token still ends with the
     structure that suits the data. The choice depends on how many keys a query row selects
@@ -106,7 +108,8 @@ class DecodeCache:
             for h, hk in enumerate(row):
                 self._k[b][h].append(k[b, h])
                 self._v[b][h].append(v[b, h])
-                hk.append(np.ascontiguousarray(k[b, h]), rebuild_from=self._k[b][h].data)
+                hk.append(np.ascontiguousarray(k[b, h]), rebuild_from=self._k[b][h].data,
+                          values=v[b, h], values_from=self._v[b][h].data)
         return self
 
     def keys(self):

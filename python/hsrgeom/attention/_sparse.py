@@ -55,7 +55,9 @@ class HeadKeys:
         self.points_tested = 0
         self.nodes_visited = 0
 
-    def _build(self, keys):
+    def _build(self, keys, values=None):
+        """An index over ``keys``; with ``values`` (their V rows) attached where the structure
+        keeps node sums (``index.node_sums``), so ReLU sums add whole subtrees."""
         kw = {}
         if self.kind == "auto":
             if self.batch_size:
@@ -64,17 +66,22 @@ class HeadKeys:
                 kw["output_size"] = self._share / self._rows * len(keys)
             elif self.output_size is not None:
                 kw["output_size"] = self.output_size
-        return build_index(keys, kind=self.kind, **kw, **self.params)
+        index = build_index(keys, kind=self.kind, **kw, **self.params)
+        if values is not None and index.node_sums:
+            index.attach_values(values)
+        return index
 
     @property
     def description(self):
         return ", ".join(f"[{s}:{s + idx.n}) {idx.kind}" for s, idx in self.blocks)
 
-    def append(self, keys, rebuild_from=None):
+    def append(self, keys, rebuild_from=None, values=None, values_from=None):
         """Add keys at the next positions (into the last block's index, logarithmic method).
 
         ``rebuild_from``: all keys so far (including these); with ``kind="auto"`` the index is
-        rebuilt (and re-chosen) each time the number of keys doubles past 4096.
+        rebuilt (and re-chosen) each time the number of keys doubles past 4096. ``values`` and
+        ``values_from``: the V rows of ``keys`` and of ``rebuild_from``, for indexes that keep
+        node sums (see :meth:`_build`); a cache that gives them always gives them.
         """
         if len(keys) == 0:
             return
@@ -82,14 +89,15 @@ class HeadKeys:
         old = self.n
         self.n += len(keys)
         if not self.blocks:
-            self.blocks.append([0, self._build(keys)])
+            self.blocks.append([0, self._build(keys, values)])
             self._built_at = self.n
             return
         if self.kind == "auto" and rebuild_from is not None and len(self.blocks) == 1 and self.n >= 4096 and self.n >= 2 * getattr(self, "_built_at", old):
-            self.blocks[0][1] = self._build(rebuild_from)
+            self.blocks[0][1] = self._build(rebuild_from, values_from)
             self._built_at = self.n
             return
-        self.blocks[-1][1].insert(keys)
+        index = self.blocks[-1][1]
+        index.insert(keys, values if index.has_values else None)
 
     def _count(self, idx):
         st = idx.stats
@@ -143,8 +151,8 @@ class HeadKeys:
         entries, den, num = np.zeros(m, dtype=np.int64), np.zeros(m), np.zeros((m, dv))
         Vc = V if V.flags.c_contiguous else np.ascontiguousarray(V)
         for s, e, idx, full, part in self._visible_blocks(m, limit):
-            if len(full):
-                res = idx.sum(Q[full], t_in[full], Vc[s:e], power=alpha, shift=t[full])
+            if len(full):  # attached values are the rows s:e of V (see append)
+                res = idx.sum(Q[full], t_in[full], "attached" if idx.has_values else Vc[s:e], power=alpha, shift=t[full])
                 self._count(idx)
                 entries[full] += res.counts
                 den[full] += res.weights

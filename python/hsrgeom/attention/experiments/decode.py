@@ -109,13 +109,17 @@ rule out (~73k of 10⁶ at d = 128, 63k of them inside), so a step reads ~1/4 of
 of K and V, where dense numpy streams all of K and V. The result is still exact: the codes only
 choose which keys are read, the shared exact predicate decides each of them.
 Where geometry prunes (d = 4, clustered keys at d = 16) the tree tests a small fraction of the
-keys and the step beats the dense pass. Where it does not, at d = 8 and 16 with Gaussian keys,
-this layer loses to dense numpy, as measured here: at d = 8 `auto` picks a partition tree from
-its 50k-point probe (which reports 0.1–1 %), but at n = 10⁶ with ~6 % reported the tree tests
-about half of the keys; at d = 16 it picks the blocked scan, whose exact per-key test plus
-the scattered reads of the V rows inside (~70 ns each out of cache, prefetching or not) cost
-more than numpy's two streaming passes over K and V at these small d. Both are open items
-of the structures issue (`auto` at the caller's output size; a cheaper scan for one query).
+keys and the step beats the dense pass. `DecodeCache(output_size=n ** 0.8)` tells `auto` how many
+keys a row selects (the paper's bound), and `auto` probes at that share of the keys; without it
+`auto` assumes small outputs and at d = 8 picks a partition tree that, at ~6 % inside, tests
+half of the keys (measured: 7 ms against 2.9 ms for the scan). Where nothing prunes, at d = 8
+and 16 with Gaussian keys, this layer still loses to dense numpy: the blocked scan's exact
+per-key test plus the scattered reads of the V rows inside (~70 ns each out of cache,
+prefetching or not) cost more than numpy's two streaming passes over K and V at these small d.
+With ~6 % of the keys inside, the pruned cases (d = 4, clustered-16) gain about as much as the
+quantized scan at d = 128, not more: the step still computes `<q, k>` and reads the V row of
+every key inside (ReLU weights depend on the score). Per-node sums of `v` and `k v^T` would let
+a tree add a whole subtree in O(d d_v) for α = 1 (the next step; not built).
 The paper's O(n^(4/5)) decode needs a search in O(n^(4/5)) time, which no structure delivers at
 high d (docs/complexity.md: the query exponent approaches 1 as d grows); the quantized scan is
 still linear in n, with a 4x smaller constant. The one-call `relu_attention` pays the index build
