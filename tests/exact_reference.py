@@ -35,15 +35,19 @@ def topk(points, q, k):
     x = np.asarray(points, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
     n, d = x.shape
-    s = x @ q
-    tol = 4 * (d + 2) * 2.0**-53 * (np.abs(x) @ np.abs(q)) + 1e-300
-    order = np.lexsort((np.arange(n), -s))
     if k == 0:
         return np.zeros(0, dtype=np.int64)
-    # every point that could be in the answer: upper bound >= the k-th lower bound
-    kth_low = np.sort(s - tol)[::-1][k - 1]
-    cand = np.flatnonzero(s + tol >= kth_low)
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = x @ q
+        tol = 4 * (d + 2) * 2.0**-53 * (np.abs(x) @ np.abs(q)) + 1e-300
+        # every point that could be in the answer: upper bound >= the k-th lower bound (all of
+        # them when a float64 value overflowed)
+        low = s - tol
+        kth_low = np.sort(low)[::-1][k - 1]
+        if np.isfinite(low).all() and np.isfinite(s + tol).all():
+            cand = np.flatnonzero(s + tol >= kth_low)
+        else:
+            cand = np.arange(n)
     exact = {int(i): _exact_dot(q, x[i]) for i in cand}
     best = sorted(cand.tolist(), key=lambda i: (-exact[i], i))[:k]
-    del order
     return np.array(best, dtype=np.int64)

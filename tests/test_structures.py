@@ -121,6 +121,35 @@ def test_extreme_magnitudes(make_index, rng, scale):
     check(make_index(pts), pts, normals, offsets)
 
 
+@pytest.mark.parametrize("d", [1, 3, 8, 9, 48])
+def test_float32_scores_that_overflow(make_index, rng, d):
+    """float32 points and normals whose float32 products overflow (inf, and inf - inf = NaN in a
+    sum) while the exact values are finite: the scan's candidate pass must hand those points to
+    the exact test. m = 1, 2 and 5 queries (scans compute few queries without a matrix product)."""
+    pts = (rng.standard_normal((3000, d)) * 1e30).astype(np.float32)
+    pts[::7] = rng.standard_normal((len(pts[::7]), d)).astype(np.float32)  # and ordinary ones
+    for m in (1, 2, 5):
+        normals = rng.standard_normal((m, d)) * 1e15
+        offsets = quantile_offsets(pts, normals, np.linspace(0.01, 0.6, m))
+        offsets[0] = 0.0
+        check(make_index(pts), pts, normals, offsets)
+
+
+def test_float64_scores_that_overflow(make_index, rng):
+    """The same in float64 (products ~1e350): every structure's float64 score overflows; the
+    exact accumulator holds the products, so the exact test decides. Top-k ids too (its scores
+    are float64 evaluations: +-inf or NaN here, in an order-dependent way)."""
+    d = 3
+    pts = rng.standard_normal((2000, d)) * 1e200
+    pts[::5] = rng.standard_normal((len(pts[::5]), d))
+    normals = rng.standard_normal((3, d)) * 1e150
+    index = make_index(pts)
+    check(index, pts, normals, np.array([0.0, 1e307, -1e307]))
+    _, ids = index.topk(normals, 5)
+    for j in range(3):
+        np.testing.assert_array_equal(ids[j], ref.topk(pts, normals[j], 5))
+
+
 @pytest.mark.parametrize("n", [0, 1, 2, 33])
 def test_tiny_sizes(make_index, dtype, rng, n):
     pts = rng.standard_normal((n, 3)).astype(dtype)

@@ -432,6 +432,8 @@ class TopKCollector {
   double kth_lower() const { return kth_lower_; }
 
   void push(double s, double err, std::int64_t id, const T* x) {
+    if (!(std::fabs(s) <= std::numeric_limits<double>::max()) || !(err <= std::numeric_limits<double>::max()))
+      s = 0, err = std::numeric_limits<double>::infinity();  // overflowed: no enclosure, exact comparisons decide
     if (s + err < kth_lower_) return;
     cand_.push_back({s, err, id, x});
     if (static_cast<index_t>(cand_.size()) >= 2 * k_ + 64) prune();

@@ -181,7 +181,8 @@ class Quickhull {
       const double q = cx * cx + cy * cy + cz * cz;
       if (q > best) best = q, c = i;
     }
-    if (collinear3(p(a), p(b), p(c))) {
+    // c < 0: every q overflowed (NaN), as with coordinates near 1e200; the scan decides exactly
+    if (c < 0 || collinear3(p(a), p(b), p(c))) {
       c = -1;
       for (std::int32_t i = 0; i < m_ && c < 0; ++i)
         if (!collinear3(p(a), p(b), p(i))) c = i;
@@ -195,7 +196,7 @@ class Quickhull {
       const double v = std::fabs(pl.approx(p(i), bound));
       if (v > best) best = v, d = i;
     }
-    int o = pl.sign(p(d));
+    int o = d >= 0 ? pl.sign(p(d)) : 0;  // d < 0: every estimate overflowed
     if (o == 0) {
       d = -1;
       for (std::int32_t i = 0; i < m_ && d < 0; ++i)

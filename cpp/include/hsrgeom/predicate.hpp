@@ -216,11 +216,14 @@ struct Margin {
 };
 
 // Three-way decision of the filter: +1 surely in, -1 surely out, 0 undecided.
+// An s that overflowed (inf, or NaN from inf - inf) says nothing about the exact value, whose
+// products the exact accumulator holds without overflow: exact arithmetic decides.
 HSRGEOM_INLINE int filter_decide(double s, double b, double margin) {
+  if (!(std::fabs(s) <= std::numeric_limits<double>::max())) return 0;
   const double v = s - b;
   if (v > margin) return 1;
   if (v < -margin) return -1;
-  return 0;  // also NaN (an overflowed s): exact arithmetic decides
+  return 0;
 }
 
 // The predicate itself: filter first, exact only when the filter can't decide.

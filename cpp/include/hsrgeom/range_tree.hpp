@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <type_traits>
 #include <utility>
@@ -341,8 +342,10 @@ class RangeTree {
   }
 
   // An upper bound of max <a, x> over node v, never below the exact maximum.
+  // (NaN, from an overflow, becomes +inf: nothing known, nothing pruned.)
   double upper(std::int32_t v, const Query& q) const {
-    return bounds_.upper(v, q.frame_a(), q.na, frame_margin_, q.extra) + q.shift;
+    const double u = bounds_.upper(v, q.frame_a(), q.na, frame_margin_, q.extra) + q.shift;
+    return std::isnan(u) ? std::numeric_limits<double>::infinity() : u;
   }
 
   // Exact membership of the points of leaf v: point(k) for every stored k inside; stops (and
