@@ -109,17 +109,16 @@ rule out (~73k of 10⁶ at d = 128, 63k of them inside), so a step reads ~1/4 of
 of K and V, where dense numpy streams all of K and V. The result is still exact: the codes only
 choose which keys are read, the shared exact predicate decides each of them.
 Where geometry prunes (d = 4, clustered keys at d = 16) the tree tests a small fraction of the
-keys and the step beats the dense pass. `DecodeCache(output_size=n ** 0.8)` tells `auto` how many
-keys a row selects (the paper's bound), and `auto` probes at that share of the keys; without it
-`auto` assumes small outputs and at d = 8 picks a partition tree that, at ~6 % inside, tests
-half of the keys (measured: 7 ms against 2.9 ms for the scan). Where nothing prunes, at d = 8
-and 16 with Gaussian keys, this layer still loses to dense numpy: the blocked scan's exact
-per-key test plus the scattered reads of the V rows inside (~70 ns each out of cache,
-prefetching or not) cost more than numpy's two streaming passes over K and V at these small d.
-With ~6 % of the keys inside, the pruned cases (d = 4, clustered-16) gain about as much as the
-quantized scan at d = 128, not more: the step still computes `<q, k>` and reads the V row of
-every key inside (ReLU weights depend on the score). Per-node sums of `v` and `k v^T` would let
-a tree add a whole subtree in O(d d_v) for α = 1 (the next step; not built).
+keys, and `DecodeCache` attaches V to the tree (`index.attach_values`): every node keeps the sum
+of its value rows and of `(k − mean) vᵀ`, so for α = 1 a subtree inside the half-space (and above
+t) adds `(<q, mean> − t) Σv + qᵀ Σ(k − mean)vᵀ` in O(d·d_v) instead of reading each key and V row,
+and the keys tested in leaves read their V rows in tree order. `DecodeCache(output_size=n ** 0.8)`
+tells `auto` how many keys a row selects (the paper's bound), and `auto` probes at that share of
+the keys; without it `auto` assumes small outputs and at d = 8 picks a partition tree that, at
+~6 % inside, tests half of the keys. At d = 8 and 16 with Gaussian keys nothing prunes and the
+step is the blocked scan; for one query it computes the scores with dot products compiled for
+the fixed d (d ≤ 8) and a branch-free candidate pass, so it now beats dense numpy there too
+(numpy makes two passes, K and V, and a temporary of n weights).
 The paper's O(n^(4/5)) decode needs a search in O(n^(4/5)) time, which no structure delivers at
 high d (docs/complexity.md: the query exponent approaches 1 as d grows); the quantized scan is
 still linear in n, with a 4x smaller constant. The one-call `relu_attention` pays the index build
@@ -128,7 +127,7 @@ every time: use `DecodeCache` for decoding.
 
 PAPER_TEXT = """The paper's bias leaves ~6x fewer non-zeros than n^(4/5) (section 2). With fewer entries
 inside, the index query is a larger share of the cost, and where the partition tree prunes
-(d = 4, clustered keys) the step is several times faster than dense numpy, more than where
+(d = 4, clustered keys) the step is about 10x faster than dense numpy, twice the gain where
 nothing prunes (d = 128, a quantized scan that still reads codes of every key). Section 2 explains
 the mechanics.
 """
