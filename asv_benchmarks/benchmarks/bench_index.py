@@ -63,6 +63,7 @@ class Query:
         self.index = _build(structure, x)
         self.a, self.b = _queries(x, 64, selectivity)
         self.values = np.random.default_rng(3).standard_normal((n, d))
+        self.index.attach_values(self.values)  # for time_sum_one_attached (queries ignore it)
 
     def time_report_batch(self, structure, d, n, selectivity):
         self.index.report(self.a, self.b)
@@ -76,6 +77,10 @@ class Query:
     def time_sum_one(self, structure, d, n, selectivity):
         # one query, weights max(<a,x> - b, 0) and a weighted sum of d values (a decoding step)
         self.index.sum(self.a[:1], self.b[:1], self.values, power=1)
+
+    def time_sum_one_attached(self, structure, d, n, selectivity):
+        # the same over attached values: trees add whole subtrees from their node sums
+        self.index.sum(self.a[:1], self.b[:1], "attached", power=1)
 
     def track_points_tested(self, structure, d, n, selectivity):
         self.index.count(self.a, self.b)
