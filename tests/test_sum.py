@@ -265,8 +265,15 @@ def test_attached_values_errors(rng, tmp_path):
     with pytest.raises(TypeError, match="values must have the attached dtype float64"):
         index.insert(pts[:2], np.zeros((2, 2), dtype=np.float32))
     assert len(index) == 100 and index.values().shape == (100, 2)  # failed inserts changed nothing
+    assert index.insert(pts[0], [5.0, 6.0]).tolist() == [100]  # one point (d,), its row (dv,)
+    np.testing.assert_array_equal(index.values()[100], [5.0, 6.0])
+    flat = hsrgeom.BruteForce(pts).attach_values(np.arange(100.0))
+    assert flat.insert(pts[0], 7.0).tolist() == [100] and flat.values()[100] == 7.0
+    with pytest.raises(ValueError, match=r"values must have shape \(2,\)"):
+        flat.insert(pts[:2], np.zeros((2, 1)))
     path = tmp_path / "v.hsr"
     index.save(path)
+    np.testing.assert_array_equal(hsrgeom.load(path).values(), index.values())
     data = path.read_bytes()
     path.write_bytes(data[:-40])
     with pytest.raises(ValueError, match="checksum mismatch"):

@@ -321,8 +321,9 @@ class _Index:
         else:
             if values is None:
                 raise ValueError("this index has attached values: insert(points, values) needs the new points' values")
-            vals, flat = V.values(np.atleast_1d(np.asarray(values)) if self._vflat else
-                                  (np.atleast_2d(np.asarray(values)) if np.ndim(values) == 1 else values), len(arr), "values")
+            if np.ndim(points) == 1 and np.ndim(values) == (0 if self._vflat else 1):
+                values = np.asarray(values)[None]  # one point, its value or row
+            vals, flat = V.values(values, len(arr), "values")
             if len(vals) != len(arr) or flat != self._vflat or vals.shape[1] != self._vbuf.shape[1]:
                 raise ValueError(f"values must have shape {(len(arr),) if self._vflat else (len(arr), self._vbuf.shape[1])} "
                                  f"like the attached values, got {np.shape(values)}")

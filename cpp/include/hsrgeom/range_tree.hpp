@@ -420,10 +420,9 @@ class RangeTree {
     const std::int32_t s = vslot_[v];
     if (s < 0) return false;
     const double shift = sp.power == 1 ? sp.shift[j] : 0.0;
-    if (sp.power == 1 && shift > q.b && !degenerate_[v] &&
-        bounds_.classify(v, q.frame_a(), q.na, shift - q.shift, frame_margin_, q.extra) <= 0)
+    if (sp.power == 1 && shift > q.b &&
+        (degenerate_[v] || bounds_.classify(v, q.frame_a(), q.na, shift - q.shift, frame_margin_, q.extra) <= 0))
       return false;
-    if (sp.power == 1 && degenerate_[v] && shift > q.b) return false;
     const auto [b0, b1] = self().node_range(v);
     const double cnt = static_cast<double>(b1 - b0);
     const int dv = sp.dv;
