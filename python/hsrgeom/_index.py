@@ -262,9 +262,10 @@ class _Index:
         ``power`` 0 or 1 then adds a subtree that lies inside the half-space (and, for power 1,
         above ``shift``) in O(d dv) operations instead of reading each of its points and rows,
         and reads the rows of the points it tests in leaves sequentially. Counts stay exact;
-        weights and sums agree with ``values=<the array>`` to float64 rounding. Memory: one
-        more copy of the values plus about 2 bytes per point and value column. (The one-time
-        precomputation reads each point and row once: 0.07 s for 10^6 points, d = d_v = 4.)
+        weights and sums agree with ``values=<the array>`` to float64 rounding. Memory: a copy
+        of the values (the trees keep a second one, in tree order) plus, in the trees, about
+        2 bytes per point and value column for the node sums. (Their one-time precomputation
+        reads each point and row once: 0.07 s for 10^6 points, d = d_v = 4.)
         """
         if self._vbuf is not None:
             raise ValueError("values are already attached to this index")

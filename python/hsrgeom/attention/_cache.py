@@ -42,7 +42,7 @@ class DecodeCache:
     inserts the keys into each head's index (the logarithmic method of the structures:
     amortised O(log n) rebuild work per key). A tree index also gets the values attached
     (:meth:`hsrgeom.PartitionTree.attach_values`: per-node sums, so a ReLU step with
-    ``alpha = 1`` adds whole subtrees of keys inside the half-space; one more copy of V). With ``kind="auto"`` the index of a head is
+    ``alpha = 1`` adds whole subtrees of keys inside the half-space; two more copies of V). With ``kind="auto"`` the index of a head is
     re-chosen by :func:`hsrgeom.build_index` whenever the cache has doubled since the last
     choice (from 4096 keys on), so a cache that starts with one token still ends with the
     structure that suits the data. The choice depends on how many keys a query row selects
