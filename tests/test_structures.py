@@ -164,11 +164,15 @@ def test_empty_query_batch(make_index, dtype, rng):
     assert idx.count(np.zeros((0, 3)), np.zeros(0)).shape == (0,)
 
 
-@pytest.mark.parametrize("d", [128, 512])
+@pytest.mark.parametrize("d", [128, 512, 1024])
 def test_high_dimension(make_index, rng, d):
+    from test_topk import check_topk
+
     pts = rng.standard_normal((300, d))
     normals = rng.standard_normal((4, d))
-    check(make_index(pts), pts, normals, quantile_offsets(pts, normals, [0.01, 0.1, 0.5, 1.0]))
+    index = make_index(pts)
+    check(index, pts, normals, quantile_offsets(pts, normals, [0.01, 0.1, 0.5, 1.0]))
+    check_topk(index, pts, normals, 7)
 
 
 def test_large_n_low_d(rng):
