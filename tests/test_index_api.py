@@ -84,10 +84,11 @@ def test_queries_release_the_gil(rng):
 def test_auto_reports_kind_and_reason(rng):
     small = hsrgeom.build_index(rng.standard_normal((100, 3)))
     assert small.kind == "brute_force" and "n=100" in small.reason
+    # the choice among close candidates depends on timed probes: both answers below are right
     low_d = hsrgeom.build_index(rng.random((60_000, 2)))
-    assert low_d.kind == "partition_tree" and "probe" in low_d.reason
+    assert low_d.kind in ("partition_tree", "convex_layers") and "probe" in low_d.reason
     high_d = hsrgeom.build_index(rng.standard_normal((20_000, 128)).astype(np.float32))
-    assert high_d.kind == "brute_force" and "probe" in high_d.reason
+    assert high_d.kind in ("brute_force", "quantized_scan") and "probe" in high_d.reason
     explicit = hsrgeom.build_index(rng.random((100, 2)), kind="partition_tree", leaf_size=4)
     assert explicit.kind == "partition_tree" and explicit.leaf_size == 4
 

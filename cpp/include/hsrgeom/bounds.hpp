@@ -40,12 +40,12 @@ class NodeBounds {
     double* lo = &lo_[v * d_];
     double* hi = &hi_[v * d_];
     double* c = &center_[v * d_];
-    const P* x0 = pts.row(ids[0]);
+    const P* x0 = pts.row(ids ? ids[0] : 0);
     std::copy(x0, x0 + d_, lo);
     std::copy(x0, x0 + d_, hi);
     std::fill(c, c + d_, 0.0);
     for (index_t k = 0; k < count; ++k) {
-      const P* x = pts.row(ids[k]);
+      const P* x = pts.row(ids ? ids[k] : k);
       for (int i = 0; i < d_; ++i) {
         lo[i] = std::min(lo[i], static_cast<double>(x[i]));
         hi[i] = std::max(hi[i], static_cast<double>(x[i]));
@@ -62,7 +62,7 @@ class NodeBounds {
     }
     double r2 = 0;
     for (index_t k = 0; k < count; ++k) {
-      const P* x = pts.row(ids[k]);
+      const P* x = pts.row(ids ? ids[k] : k);
       double s = 0;
       for (int i = 0; i < d_; ++i) {
         const double t = static_cast<double>(x[i]) - c[i];

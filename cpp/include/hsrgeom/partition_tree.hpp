@@ -54,20 +54,23 @@ class PartitionTree : public RangeTree<PartitionTree<T>, T> {
     skeleton(0, n_);
     this->allocate_nodes(static_cast<index_t>(nodes_.size()));
     const int nt = threads_for_work(threads, 20.0 * n_ * d_);
+    // The build works on copies whose rows it permutes along with perm_ (every node's points
+    // are then contiguous rows, read sequentially at every level); the copy of the points ends
+    // up in tree order and becomes the stored points.
+    std::vector<T> x(p.data, p.data + n_ * static_cast<index_t>(d_));
     std::vector<double> y;
     if (split_ == SplitRule::PCA) y = principal_frame(p, nt);
-    const PointsView<double> yv{y.data(), n_, d_};
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #pragma omp single
 #endif
     {
       if (split_ == SplitRule::PCA)
-        fill(0, yv, p, nt > 1);
+        fill(0, y.data(), x.data(), nt > 1);
       else
-        fill(0, p, p, nt > 1);
+        fill(0, x.data(), static_cast<T*>(nullptr), nt > 1);
     }
-    this->store_points(p);
+    this->pts_ = std::move(x);
   }
 
   int leaf_size() const { return leaf_size_; }
@@ -99,39 +102,74 @@ class PartitionTree : public RangeTree<PartitionTree<T>, T> {
     return v;
   }
 
-  // Computes the bounds of node v (on frame points f), its original-frame norm bound and
-  // degeneracy (on the original points p), partitions its range of perm_, recurses.
+  // Computes the bounds of node v (on frame points f), splits its rows at the median of the
+  // widest box axis, recurses; then its original-frame norm bound and degeneracy (on the
+  // original points: x, or f itself when x is null) from its children's (leaves: from their
+  // points). f and x are row-major n x d working copies whose rows move with perm_.
   template <class F>
-  void fill(std::int32_t v, const PointsView<F>& f, const PointsView<T>& p, bool parallel) {
+  void fill(std::int32_t v, F* f, T* x, bool parallel) {
     const Node nd = nodes_[v];
-    index_t* ids = perm_.data() + nd.begin;
     const index_t cnt = nd.end - nd.begin;
-    this->summarize(v, f, p, ids, cnt);
-    const bool same = this->degenerate_[v];
-    if (nd.left < 0) return;
-    if (!same) {
-      int axis = 0;
-      double w = -1;
-      for (int i = 0; i < d_; ++i) {
-        const double e = bounds_.hi(v)[i] - bounds_.lo(v)[i];
-        if (e > w) w = e, axis = i;
-      }
-      std::nth_element(ids, ids + cnt / 2, ids + cnt, [&](index_t x, index_t y) {
-        const F fx = f.row(x)[axis], fy = f.row(y)[axis];
-        return fx < fy || (fx == fy && x < y);
-      });
+    const T* xs = x ? x : reinterpret_cast<const T*>(f);  // x null: f holds the points (F == T)
+    const PointsView<F> fv{f + nd.begin * d_, cnt, d_};
+    if (nd.left < 0) {
+      this->summarize(v, fv, PointsView<T>{xs + nd.begin * d_, cnt, d_}, nullptr, cnt);
+      return;
     }
+    bounds_.compute(v, fv, nullptr, cnt);
+    int axis = 0;
+    double w = -1;
+    for (int i = 0; i < d_; ++i) {
+      const double e = bounds_.hi(v)[i] - bounds_.lo(v)[i];
+      if (e > w) w = e, axis = i;
+    }
+    if (w > 0) select(f, x, nd.begin, nd.end, nd.begin + cnt / 2, axis);  // w == 0: all rows equal
 #ifdef _OPENMP
     if (parallel && cnt > 32768) {
 #pragma omp task
-      fill(nd.left, f, p, parallel);
-      fill(nd.right, f, p, parallel);
+      fill(nd.left, f, x, parallel);
+      fill(nd.right, f, x, parallel);
 #pragma omp taskwait
-      return;
-    }
+    } else
 #endif
-    fill(nd.left, f, p, false);
-    fill(nd.right, f, p, false);
+    {
+      fill(nd.left, f, x, false);
+      fill(nd.right, f, x, false);
+    }
+    const T* a = xs + nodes_[nd.left].begin * d_;
+    const T* b = xs + nodes_[nd.right].begin * d_;
+    this->xnorm_[v] = std::max(this->xnorm_[nd.left], this->xnorm_[nd.right]);
+    this->degenerate_[v] = this->degenerate_[nd.left] && this->degenerate_[nd.right] && std::equal(a, a + d_, b);
+  }
+
+  // Quickselect on rows [b, e): afterwards row k holds the k-th smallest (f[axis], id), rows
+  // before it smaller ones, rows after larger ones (ids make every key distinct, so the split
+  // is the same whatever the order the rows came in). Pivots from a generator seeded by the
+  // range: expected linear time, deterministic.
+  template <class F>
+  void select(F* f, T* x, index_t b, index_t e, index_t k, int axis) {
+    auto less = [&](index_t i, index_t j) {
+      const F fi = f[i * d_ + axis], fj = f[j * d_ + axis];
+      return fi < fj || (fi == fj && perm_[i] < perm_[j]);
+    };
+    auto swap_rows = [&](index_t i, index_t j) {
+      std::swap_ranges(f + i * d_, f + (i + 1) * d_, f + j * d_);
+      if (x) std::swap_ranges(x + i * d_, x + (i + 1) * d_, x + j * d_);
+      std::swap(perm_[i], perm_[j]);
+    };
+    std::uint64_t state = static_cast<std::uint64_t>(b) * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(e);
+    index_t lo = b, hi = e - 1;
+    while (lo < hi) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      swap_rows(lo + static_cast<index_t>((state >> 33) % static_cast<std::uint64_t>(hi - lo + 1)), hi);
+      index_t store = lo;  // Lomuto: rows before the pivot to the front
+      for (index_t i = lo; i < hi; ++i)
+        if (less(i, hi)) swap_rows(i, store++);
+      swap_rows(store, hi);
+      if (store == k) return;
+      if (k < store) hi = store - 1;
+      else lo = store + 1;
+    }
   }
 
   // Principal-axes frame from a sample; returns y = (x - mu) U for all points (n x d, row-major)

@@ -489,15 +489,15 @@ class RangeTree {
   }
 
   // Bounds (on frame points f), original-frame norm bound and degeneracy (on the original points
-  // p) of node v, whose points are ids[0, count).
+  // p) of node v, whose points are ids[0, count) (ids == nullptr: rows 0 .. count - 1).
   template <class F>
   void summarize(std::int32_t v, const PointsView<F>& f, const PointsView<T>& p, const index_t* ids, index_t count) {
     bounds_.compute(v, f, ids, count);
     double xn = 0;
     bool same = true;
-    const T* x0 = p.row(ids[0]);
+    const T* x0 = p.row(ids ? ids[0] : 0);
     for (index_t k = 0; k < count; ++k) {
-      const T* x = p.row(ids[k]);
+      const T* x = p.row(ids ? ids[k] : k);
       xn = std::max(xn, norm_up(x, d_));
       same = same && std::equal(x, x + d_, x0);
     }
