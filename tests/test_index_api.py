@@ -126,3 +126,24 @@ def test_auto_takes_quantized_scan_for_few_queries_over_large_data(rng):
     assert one.kind == "quantized_scan" and "memory-bound" in one.reason
     assert hsrgeom.build_index(pts, batch_size=64).kind == "brute_force"
     assert hsrgeom.build_index(pts[:20_000], batch_size=1).kind == "brute_force"  # 39 MiB
+
+
+def test_verbose_builds_print_progress(rng, capfd):
+    """hsrgeom.set_verbose(True): builds of >= 10^5 points print start and done lines on stderr
+    (C level), auto prints its choice; off (the default) prints nothing."""
+    pts = rng.random((120_000, 3))
+    assert hsrgeom.get_verbose() is False
+    hsrgeom.PartitionTree(pts)
+    assert capfd.readouterr().err == ""
+    previous = hsrgeom.set_verbose(True)
+    try:
+        assert previous is False and hsrgeom.get_verbose() is True
+        hsrgeom.PartitionTree(pts)
+        hsrgeom.PartitionTree(pts[:1000])  # small builds stay quiet
+        hsrgeom.build_index(pts, output_size=100)
+    finally:
+        hsrgeom.set_verbose(previous)
+    err = capfd.readouterr().err
+    assert "hsrgeom PartitionTree: building on 120000 points, d = 3" in err
+    assert "hsrgeom PartitionTree: done:" in err and "1000 points" not in err
+    assert "hsrgeom auto: probe on " in err

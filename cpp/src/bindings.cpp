@@ -337,6 +337,9 @@ PYBIND11_MODULE(_core, m) {
   bind_gather<double>(m);
   m.def("set_num_threads", [](int n) { default_threads_ref() = n; }, py::arg("n"));
   m.def("get_num_threads", []() { return resolve_threads(0); });
+  m.def("set_verbose", [](bool on) { return verbose_flag().exchange(on); }, py::arg("on"),
+        "Progress lines on stderr for builds of >= 10^5 points (start, every 5 s, done); returns the previous setting.");
+  m.def("get_verbose", []() { return verbose_flag().load(); });
   m.def("exact_sign", [](const CArray<double>& a, const CArray<double>& x, double b) {
     if (a.ndim() != 1 || x.ndim() != 1 || a.shape(0) != x.shape(0)) throw py::value_error("a and x must be 1-D of equal length");
     return exact_sign(a.data(), x.data(), b, static_cast<int>(a.shape(0)));

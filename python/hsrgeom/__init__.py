@@ -10,7 +10,7 @@ with structures that prune where geometry allows and a blocked scan where it doe
 >>> res.counts.shape
 (3,)
 """
-from ._core import get_num_threads, set_num_threads
+from ._core import get_num_threads, get_verbose, set_num_threads, set_verbose
 from ._index import (
     BruteForce,
     ConvexLayers,
@@ -40,4 +40,6 @@ __all__ = [
     "load",
     "get_num_threads",
     "set_num_threads",
+    "get_verbose",
+    "set_verbose",
 ]

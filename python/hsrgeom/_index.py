@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 
 from . import _core
 from . import _validate as V
@@ -1044,6 +1045,8 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         cls, prm, reason = BruteForce, {}, f"n={n} < {_SMALL_N}: a scan is as fast as any traversal"
     else:
         cls, prm, reason = _choose(pts, batch_size, output_size, params)
+    if _core.get_verbose():  # see hsrgeom.set_verbose
+        print(f"hsrgeom auto: {reason}", file=sys.stderr, flush=True)
     idx = cls._from_valid(pts, **prm)
     idx.reason = reason
     return idx

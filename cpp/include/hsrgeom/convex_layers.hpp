@@ -279,6 +279,7 @@ class ConvexLayers {
     layer_start_.push_back(0);
     OnionPeeler<T> peeler(p, std::move(order));
     std::vector<index_t> hull;
+    BuildProgress progress("ConvexLayers", n_, 2);
     while (peeler.next_layer(hull)) {
       for (index_t id : hull) {
         ids_.push_back(id);
@@ -286,7 +287,10 @@ class ConvexLayers {
         xy_.push_back(static_cast<double>(p.row(id)[1]));
       }
       layer_start_.push_back(static_cast<index_t>(ids_.size()));
+      progress.tick("%lld layers, %lld of %lld points peeled", static_cast<long long>(layers()),
+                    static_cast<long long>(ids_.size()), static_cast<long long>(n_));
     }
+    progress.done("done: %lld layers", static_cast<long long>(layers()));
     // angle of each edge's outward normal, for the extreme-vertex search
     angle_.resize(ids_.size());
     for (size_t l = 0; l + 1 < layer_start_.size(); ++l) {

@@ -74,7 +74,10 @@ class ConvexLayers3 {
     layer_start_.push_back(0);
     adj_start_.push_back(0);
     std::vector<double> vnormal;  // per stored vertex: sum of its faces' unit normals
+    BuildProgress progress("ConvexLayers3", n_, 3);
     while (layers() < max_layers_ && pool.size() >= 4) {
+      progress.tick("%lld layers (at most %lld), %lld points peeled", static_cast<long long>(layers()),
+                    static_cast<long long>(max_layers_), static_cast<long long>(ids_.size()));
       buf.resize(3 * pool.size());
       for (size_t i = 0; i < pool.size(); ++i)
         for (int k = 0; k < 3; ++k) buf[3 * i + k] = X[3 * pool[i] + k];
@@ -140,6 +143,7 @@ class ConvexLayers3 {
     core_ = PartitionTree<T>({core_pts.data(), nc, 3}, 32, SplitRule::Widest, threads);
     core_pos_.resize(nc);
     for (index_t k = 0; k < nc; ++k) core_pos_[core_.stored_id(k)] = k;
+    progress.done("done: %lld layers, a core of %lld points", static_cast<long long>(layers()), static_cast<long long>(nc));
   }
 
   index_t size() const { return n_; }

@@ -51,6 +51,7 @@ class PartitionTree : public RangeTree<PartitionTree<T>, T> {
   PartitionTree(PointsView<T> p, int leaf_size, SplitRule split, int threads)
       : Base(p), leaf_size_(std::max(1, leaf_size)), split_(split) {
     if (n_ == 0) return;
+    BuildProgress progress("PartitionTree", n_, d_);
     skeleton(0, n_);
     this->allocate_nodes(static_cast<index_t>(nodes_.size()));
     const int nt = threads_for_work(threads, 20.0 * n_ * d_);
@@ -71,6 +72,7 @@ class PartitionTree : public RangeTree<PartitionTree<T>, T> {
         fill(0, x.data(), static_cast<T*>(nullptr), nt > 1);
     }
     this->pts_ = std::move(x);
+    progress.done("done: %lld nodes", static_cast<long long>(nodes_.size()));
   }
 
   int leaf_size() const { return leaf_size_; }

@@ -73,6 +73,7 @@ class SimplicialPartitionTree : public RangeTree<SimplicialPartitionTree<T>, T> 
   SimplicialPartitionTree(PointsView<T> p, int r, int leaf_size, std::uint64_t seed, int threads)
       : Base(p), r_(std::min(std::max(2, r), 256)), leaf_size_(std::max(1, leaf_size)), seed_(seed) {
     if (n_ == 0) return;
+    BuildProgress progress("SimplicialPartitionTree", n_, d_);
     const int nt = threads_for_work(threads, 100.0 * n_ * d_);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
@@ -86,6 +87,7 @@ class SimplicialPartitionTree : public RangeTree<SimplicialPartitionTree<T>, T> 
       this->summarize(static_cast<std::int32_t>(v), p, p, perm_.data() + nd.begin, nd.end - nd.begin);
     });
     this->store_points(p);
+    progress.done("done: %lld nodes", static_cast<long long>(nodes_.size()));
   }
 
   int r() const { return r_; }
