@@ -255,9 +255,12 @@ class BruteForce {
   std::vector<double> norms_;  // upper bounds of ||x_i||
   std::vector<double> block_norm_;  // max of norms_ over points [k, k + 1) * kPointBlock
 
-  // The largest T not above x (so that t >= round_down(x) keeps every t >= x); NaN stays NaN.
+  // The largest U not above x (so that t >= round_down(x) keeps every t >= x); NaN stays NaN.
   template <class U>
   static U round_down(double x) {
+    const U top = std::numeric_limits<U>::max();
+    if (x >= static_cast<double>(top)) return top;
+    if (x < -static_cast<double>(top)) return -std::numeric_limits<U>::infinity();
     U r = static_cast<U>(x);
     if (static_cast<double>(r) > x) r = std::nextafter(r, -std::numeric_limits<U>::infinity());
     return r;
