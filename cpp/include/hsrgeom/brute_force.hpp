@@ -10,7 +10,6 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
 #include "hsrgeom/common.hpp"
@@ -29,9 +28,11 @@ class BruteForce {
   BruteForce() = default;
   explicit BruteForce(PointsView<T> p) : n_(p.n), d_(p.d), pts_(p.data, p.data + p.n * p.d) {
     norms_.resize(n_);
-    for (index_t i = 0; i < n_; ++i) norms_[i] = norm_up(row(i), d_);
     block_norm_.assign((n_ + kPointBlock - 1) / kPointBlock, 0.0);
-    for (index_t i = 0; i < n_; ++i) block_norm_[i / kPointBlock] = std::max(block_norm_[i / kPointBlock], norms_[i]);
+    for (index_t i = 0; i < n_; ++i) {
+      norms_[i] = norm_up(row(i), d_);
+      block_norm_[i / kPointBlock] = std::max(block_norm_[i / kPointBlock], norms_[i]);
+    }
   }
 
   index_t size() const { return n_; }
@@ -170,7 +171,7 @@ class BruteForce {
   void few_products(const Eigen::Map<const RowMat>& A, index_t p0, index_t p1, ColMat& S) const {
     S.resize(p1 - p0, A.rows());
     for (index_t j = 0; j < A.rows(); ++j)
-      with_small_dim<1, kFixedDims>(d_, [&](auto D) { dots<decltype(D)::value>(A.data() + j * d_, p0, p1, S.data() + j * S.rows()); });
+      with_dim_in<1, kFixedDims>(d_, [&](auto D) { dots<decltype(D)::value>(A.data() + j * d_, p0, p1, S.data() + j * S.rows()); });
   }
   // d <= kFixedDims: compiled for the fixed d (the dot product unrolls); larger d: a simd loop.
   static constexpr int kFixedDims = 8;
@@ -186,15 +187,6 @@ class BruteForce {
         for (int t = 0; t < d_; ++t) s += a[t] * x[t];
       }
       out[i - p0] = s;
-    }
-  }
-  template <int Lo, int Hi, class F>
-  static void with_small_dim(int d, F&& f) {
-    if constexpr (Lo > Hi) {
-      f(std::integral_constant<int, 0>{});
-    } else {
-      if (d == Lo) f(std::integral_constant<int, Lo>{});
-      else with_small_dim<Lo + 1, Hi>(d, f);
     }
   }
 
@@ -233,8 +225,7 @@ class BruteForce {
               for (index_t c = 0; c < nc; ++c) {
                 const index_t i = p0 + cand[c];
                 const double sc = static_cast<double>(col[cand[c]]);
-                if ((sc - b > mt && sc <= std::numeric_limits<double>::max()) ||
-                    in_halfspace(sc, margin(na, norms_[i], b), a, row(i), b, d_, &ex))
+                if (filter_decide(sc, b, mt) > 0 || in_halfspace(sc, margin(na, norms_[i], b), a, row(i), b, d_, &ex))
                   on(cell, j, i, a);
               }
             }
