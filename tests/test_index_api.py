@@ -1,5 +1,6 @@
 """The Python protocol of every index: results, stats, repr, pickling, threads, auto."""
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -101,6 +102,24 @@ def test_auto_output_size_steers_the_choice():
     assert few.kind == "partition_tree" and "reporting 100 points (given output_size)" in few.reason
     assert many.kind == "brute_force" and "reporting 60000 points (given output_size)" in many.reason
     assert "reporting 100 points (default output_size)" in hsrgeom.build_index(x[:10_000]).reason
+
+
+def test_auto_times_close_calls_on_all_points(monkeypatch):
+    """Far above its sample size, auto builds the most promising tree on all n points and times
+    it against the scan when their predictions are close (here forced: a tiny sample, any
+    ratio), and keeps that tree when it wins; the index answers exactly either way."""
+    from hsrgeom import _index
+
+    monkeypatch.setattr(_index, "_PROBE_N", 1000)
+    monkeypatch.setattr(_index, "_FULL_PROBE_RATIO", np.inf)
+    rng = np.random.default_rng(7)
+    for x in (rng.random((40_000, 4)), rng.standard_normal((40_000, 16)).astype(np.float32)):
+        idx = hsrgeom.build_index(x, output_size=50)
+        assert re.search(r"close call at n=40000: partition_tree\(split=(widest|pca)\) built on all points", idx.reason)
+        assert x.shape[1] == 16 or idx.kind == "partition_tree"  # d = 4: the tree wins by far
+        a = rng.standard_normal((20, x.shape[1])).astype(x.dtype)
+        b = np.quantile(x @ a.T, 0.99, axis=0).astype(x.dtype)
+        assert idx.n == len(x) and idx.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
 
 
 @pytest.mark.parametrize("bad, err", [(-1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),

@@ -881,7 +881,9 @@ _DEFAULT_OUTPUT = (1e-3, 100, 1000)  # no output_size: 0.1 % of n, clipped to [1
 # Convex layers build superlinearly (measured: 7 s / 15 s at n = 10^6, 400 s / 370 s at 10^7 for
 # d = 2 / 3), so "auto" considers them only up to this n.
 _LAYERS_MAX_N = 2_000_000
+_FULL_PROBE_RATIO = 4  # above 16 x the sample size, a tree predicted within this factor of the scan is timed at n
 _PROBE_MARGIN = 0.8  # a tree must be this much faster (time ratio) than the scan to be chosen
+_MEASURED_MARGIN = 0.9  # ... or this much, when both were timed on all n points
 _QUANTIZED_MAX_BATCH = 4  # QuantizedScan instead of the scan for batches up to this size ...
 _QUANTIZED_MIN_BYTES = 64 << 20  # ... over at least this many bytes of points
 
@@ -903,15 +905,15 @@ def _probe_offsets(points, a, k):
     return -np.partition(-proj, k - 1, axis=0)[k - 1]
 
 
-def _time_queries(index, a, b, repeat=5):
-    """Best time of ``index.count(a, b)`` per query on one thread, after a warm-up call."""
+def _time_queries(index, a, b, repeat=5, n_threads=1):
+    """Best time of ``index.count(a, b)`` per query (one thread by default), after a warm-up call."""
     import time
 
-    index.count(a, b, n_threads=1)  # warm-up: first touch of memory
+    index.count(a, b, n_threads=n_threads)  # warm-up: first touch of memory
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
-        index.count(a, b, n_threads=1)
+        index.count(a, b, n_threads=n_threads)
         best = min(best, time.perf_counter() - t)
     return best / len(a)
 
@@ -976,18 +978,42 @@ def _choose(pts, batch_size, output_size, params):
         growth = 1.0 if cls is BruteForce else float(np.clip(np.log(work / work_small) / np.log(4), 0.2, 1.0))
         predicted[name] = overhead + work * (n / s) ** growth / _speedup(cls, n, d, batch_size or m)
         shown.append(f"{name} {predicted[name] * 1e3:.3g} ms (~n^{growth:.2f})")
+    reason = (
+        f"probe on {s} sampled points (and a quarter of them), batches of {m} queries reporting {k_s} "
+        f"({k_q}) points; predicted per query at n={n} reporting {k_user:.0f} points ({said} output_size): "
+        f"{', '.join(shown)}"
+    )
+    built, built_name, margin = None, None, _PROBE_MARGIN
+    # Far above the sample size a close call is measured, not extrapolated: at d = 16 a tree's
+    # cost grows ~linearly up to 10^6 points and then bends (uniform: 1.8x the scan at 10^6, 0.66x
+    # at 10^7), and a scan streaming n points from memory runs slower per point than one over a
+    # cached sample (docs/performance.md). The tree is built on all n points (kept if chosen) and
+    # timed against the scan on the same queries.
+    trees = [k for k, c, _ in candidates if c is PartitionTree]
+    if n > 16 * s and trees:
+        tree = min(trees, key=predicted.get)
+        ratio = predicted[tree] / predicted["brute_force"]
+        if 1 / _FULL_PROBE_RATIO < ratio < _FULL_PROBE_RATIO:
+            big = pts[np.sort(rng.choice(n, size=4 * s, replace=False))]
+            b_n = _probe_offsets(big, a, int(np.clip(round(k_user / n * len(big)), 2, len(big) // 2)))
+            # one copy of the points at a time: the scan's is freed before the tree is built
+            predicted["brute_force"] = _time_queries(BruteForce._from_valid(pts), a, b_n, repeat=1, n_threads=None)
+            cls, prm = next((c, p) for nm, c, p in candidates if nm == tree)
+            built, built_name, margin = cls._from_valid(pts, **prm), tree, _MEASURED_MARGIN
+            predicted[tree] = _time_queries(built, a, b_n, repeat=2, n_threads=None)
+            tested[tree] = built.stats.points_tested.mean() / n
+            reason += (f"; close call at n={n}: {tree} built on all points and timed against the scan "
+                       f"({predicted[tree] * 1e3:.3g} vs {predicted['brute_force'] * 1e3:.3g} ms per query)")
     # a timing spike must not pick a tree that prunes nothing: it must also skip half the points
     usable = [k for k, _, _ in candidates if tested[k] < 0.5 or k == "brute_force"]
     best = min(predicted[k] for k in usable)
     # candidates are listed by build cost: take the cheapest to build that is within the margin
     # of the fastest (the scan unless a structure is clearly faster)
-    name = next(k for k in usable if predicted[k] <= best / _PROBE_MARGIN)
+    name = next(k for k in usable if predicted[k] <= best / margin)
     cls, prm = next((c, p) for nm, c, p in candidates if nm == name)
-    reason = (
-        f"probe on {s} sampled points (and a quarter of them), batches of {m} queries reporting {k_s} "
-        f"({k_q}) points; predicted per query at n={n} reporting {k_user:.0f} points ({said} output_size): "
-        f"{', '.join(shown)} -> {name}"
-    )
+    reason += f" -> {name}"
+    if name != built_name:
+        built = None
     # The probe's sample sits in cache, where a scan is not bound by memory; over points far
     # larger than cache, few queries per call (decoding) read every point once per call, and
     # QuantizedScan reads 1 byte per coordinate instead of 4-8. Measured at n = 10^6, d = 128,
@@ -998,7 +1024,7 @@ def _choose(pts, batch_size, output_size, params):
         reason += (f"; then quantized_scan instead: batches of {batch_size} <= {_QUANTIZED_MAX_BATCH} queries "
                    f"over {pts.nbytes / 2**20:.0f} MiB of points (>= {_QUANTIZED_MIN_BYTES >> 20} MiB) are "
                    "memory-bound, and its 8-bit codes read 4-8x fewer bytes")
-    return cls, prm, reason
+    return cls, prm, reason, built
 
 
 def build_index(points, kind="auto", *, batch_size=None, output_size=None, **params):
@@ -1015,7 +1041,10 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         minutes at 10^7 -- and no params are given) is built on a sample of
         the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and
         data-derived directions) reporting the share ``output_size / n`` of each; the growth
-        between the two extrapolates each candidate's time to n points. A tree is chosen only if it is
+        between the two extrapolates each candidate's time to n points. Above 16x the sample size
+        (n > 800 000), when the best partition tree is predicted within 4x of the scan, that tree
+        is built on all n points and timed against the scan on the same queries (extrapolation
+        from a sample misjudges both at d ~ 16), and kept if chosen. A tree is chosen only if it is
         clearly faster than the scan, so "auto" is never much slower than ``BruteForce``; among
         candidates within 1.25x of the fastest, the cheapest to build is taken (convex layers
         build ~10-30x slower than a partition tree). When that is the scan, ``batch_size <= 4``,
@@ -1042,12 +1071,13 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
     if output_size is not None:
         output_size = V.nonnegative_float(output_size, "output_size")
     if n < _SMALL_N:
-        cls, prm, reason = BruteForce, {}, f"n={n} < {_SMALL_N}: a scan is as fast as any traversal"
+        cls, prm, reason, idx = BruteForce, {}, f"n={n} < {_SMALL_N}: a scan is as fast as any traversal", None
     else:
-        cls, prm, reason = _choose(pts, batch_size, output_size, params)
+        cls, prm, reason, idx = _choose(pts, batch_size, output_size, params)
     if _core.get_verbose():  # see hsrgeom.set_verbose
         print(f"hsrgeom auto: {reason}", file=sys.stderr, flush=True)
-    idx = cls._from_valid(pts, **prm)
+    if idx is None:
+        idx = cls._from_valid(pts, **prm)
     idx.reason = reason
     return idx
 
