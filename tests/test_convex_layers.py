@@ -47,6 +47,62 @@ def test_layers_large_uniform(rng):
     assert index.stats.points_tested.mean() < 3 * index.stats.points_reported.mean() + 100
 
 
+def peel_reference(pts):
+    """Sizes of the onion layers of integer points: a monotone chain in Python integers (exact),
+    strictly convex (points inside an edge go to a later layer), one copy of a repeated vertex
+    per layer."""
+    live = sorted(set(map(tuple, pts.tolist())), key=lambda p: (p[0], p[1]))
+    copies = {}
+    for p in map(tuple, pts.tolist()):
+        copies[p] = copies.get(p, 0) + 1
+
+    def cross(o, a, b):
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    sizes = []
+    while live:
+        if len(live) == 1:
+            hull = live
+        else:
+            lower, upper = [], []
+            for p in live:
+                while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+                    lower.pop()
+                lower.append(p)
+            for p in reversed(live):
+                while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+                    upper.pop()
+                upper.append(p)
+            hull = lower[:-1] + upper[:-1]
+        sizes.append(len(hull))
+        for p in hull:
+            copies[p] -= 1
+        live = [p for p in live if copies[p] > 0]
+    return sizes
+
+
+@pytest.mark.parametrize("case", ["uniform", "gaussian", "grid", "lines"])
+def test_layers_are_the_onion_layers(case, rng):
+    """The batched peeling (a ring of candidates, many layers per batch) yields exactly the
+    layers of one-at-a-time peeling, on data where many layers are peeled per batch and on
+    degenerate data (collinear points, duplicates) where batches end early."""
+    n = 6000
+    if case == "uniform":
+        pts = rng.integers(-10**6, 10**6, (n, 2))
+    elif case == "gaussian":
+        pts = np.round(rng.standard_normal((n, 2)) * 1e5)
+    elif case == "grid":
+        pts = rng.integers(0, 40, (n, 2))  # ~4 copies of each grid point
+    else:
+        t = rng.integers(-500, 500, n)
+        pts = np.c_[t, (t * 3) % 7 + 2 * (t % 3)]  # points on a few lines
+    pts = pts.astype(np.float64)
+    index = hsrgeom.ConvexLayers(pts)
+    ref = peel_reference(pts.astype(np.int64))
+    assert index.layers == len(ref) > 10
+    assert index.layer_sizes().tolist() == ref
+
+
 def test_wrong_dimension():
     with pytest.raises(ValueError, match=r"\(n, 2\)"):
         hsrgeom.ConvexLayers(np.zeros((10, 3)))

@@ -273,7 +273,8 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def("points", [](const CL& self) {
         return to_numpy(self.original_points(), {static_cast<py::ssize_t>(self.size()), 2});
       })
-      .def_property_readonly("layers", &CL::layers);
+      .def_property_readonly("layers", &CL::layers)
+      .def("layer_sizes", [](const CL& self) { return to_numpy(self.layer_sizes()); });
   bind_queries<CL, T>(cl);
 
   using CL3 = ConvexLayers3<T>;

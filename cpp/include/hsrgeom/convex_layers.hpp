@@ -13,8 +13,9 @@
 // strictly convex (points in the middle of a hull edge go to a later layer: still inside the
 // hull, so the stopping rule holds).
 //
-// Build: OnionPeeler below -- per layer, a monotone chain over the few points that can be on the
-// hull (those not strictly inside a polygon of extreme points found with a kd-tree).
+// Build: OnionPeeler below -- batches of layers, each a monotone chain over the points that can
+// be on the hull (those not strictly inside a polygon slightly inside the hull, found once per
+// batch with a kd-tree).
 #pragma once
 
 #include <algorithm>
@@ -52,56 +53,56 @@ inline int orient2d(const double* p, const double* q, const double* r) {
   return orient2d_exact(p, q, r);
 }
 
-// Strictly convex hull (CCW) of the points `ids` (sorted lexicographically).
-template <class T>
-void monotone_chain(const PointsView<T>& p, const std::vector<index_t>& ids, std::vector<index_t>& hull) {
+// Strictly convex hull (CCW) of m points sorted lexicographically, xy(t) giving point t's
+// coordinates (doubles, exact copies); fills `hull` with their positions t.
+template <class XY>
+void monotone_chain_of(size_t m, XY&& xy, std::vector<size_t>& hull) {
   hull.clear();
-  const size_t m = ids.size();
-  auto pt = [&](index_t id, double* out) {
-    out[0] = static_cast<double>(p.row(id)[0]);
-    out[1] = static_cast<double>(p.row(id)[1]);
-  };
+  if (m == 0) return;
   if (m == 1) {
-    hull.push_back(ids[0]);
+    hull.push_back(0);
     return;
   }
-  std::vector<index_t> h(2 * m);
+  hull.resize(2 * m);
   size_t k = 0;
-  double A[2], B[2], C[2];
   for (size_t pass = 0; pass < 2; ++pass) {
     const size_t base = k;
     for (size_t t = 0; t < m; ++t) {
-      const index_t id = pass == 0 ? ids[t] : ids[m - 1 - t];
-      pt(id, C);
-      while (k >= base + 2) {
-        pt(h[k - 2], A);
-        pt(h[k - 1], B);
-        if (orient2d(A, B, C) > 0) break;
-        --k;
-      }
-      h[k++] = id;
+      const size_t i = pass == 0 ? t : m - 1 - t;
+      const double* C = xy(i);
+      while (k >= base + 2 && orient2d(xy(hull[k - 2]), xy(hull[k - 1]), C) <= 0) --k;
+      hull[k++] = i;
     }
     --k;  // the last point of a chain is the first of the other
   }
-  h.resize(k);
+  hull.resize(k);
   // all points identical: keep one; identical duplicates of a vertex stay for later layers
-  if (k == 0) h.push_back(ids[0]);
-  hull.assign(h.begin(), h.end());
+  if (k == 0) hull.push_back(0);
   if (hull.size() == 2) {
-    double P[2], Q[2];
-    pt(hull[0], P);
-    pt(hull[1], Q);
+    const double *P = xy(hull[0]), *Q = xy(hull[1]);
     if (P[0] == Q[0] && P[1] == Q[1]) hull.pop_back();
   }
 }
 
+// The same over the points `ids` of p (sorted lexicographically); hull gets ids.
+template <class T>
+void monotone_chain(const PointsView<T>& p, const std::vector<index_t>& ids, std::vector<index_t>& hull) {
+  std::vector<double> xy(2 * ids.size());
+  for (size_t t = 0; t < ids.size(); ++t)
+    for (int i = 0; i < 2; ++i) xy[2 * t + i] = static_cast<double>(p.row(ids[t])[i]);
+  std::vector<size_t> h;
+  monotone_chain_of(ids.size(), [&](size_t t) { return &xy[2 * t]; }, h);
+  hull.resize(h.size());
+  for (size_t i = 0; i < h.size(); ++i) hull[i] = ids[h[i]];
+}
 
 // Peels convex layers. Hull vertices of the remaining set S can't lie strictly inside any polygon
 // P spanned by points of S (P is inside conv(S), and a vertex of conv(S) is not interior to it),
-// so each layer: (1) takes points of S extreme in kDirs directions (approximately: any point of S
-// will do) from a kd-tree with live counts, (2) collects the live points not strictly inside
-// their hull P -- whole kd-tree boxes strictly inside P are skipped, tested with exact
-// orientation -- and (3) runs the monotone chain on those candidates only.
+// so a batch of layers: (1) takes points of S extreme in kDirs directions (approximately: any
+// point of S will do) from a kd-tree with live counts, (2) collects the live points not strictly
+// inside their hull P, shrunk (whole kd-tree boxes strictly inside P are skipped, tested with
+// exact orientation), and (3) runs the monotone chain on those candidates only, layer after
+// layer while the layer still holds P (see next_layer).
 template <class T>
 class OnionPeeler {
  public:
@@ -119,15 +120,36 @@ class OnionPeeler {
     for (index_t k = 0; k < p.n; ++k) pos_[order_[k]] = k;
   }
 
+  // The next layer (CCW ids); false when no point is left.
+  //
+  // Layers are peeled in batches: a batch collects once the live points not strictly inside a
+  // polygon P (the hull of the extreme points, shrunk towards its centre by a factor 1 - eps), a
+  // ring of candidates C, and then peels layer after layer from C alone, as long as the layer's
+  // hull H contains P (checked exactly): every other live point is strictly inside P, so
+  // strictly inside H, and the hull of C is the hull of all live points. When H no longer
+  // contains P the next batch starts. eps adapts so that a batch yields ~kBatchLayers layers
+  // (collecting costs a walk along the whole boundary of the point set; peeling a layer from C
+  // costs O(|C|)). The first layer of a batch always holds P (P lies inside the polygon of
+  // extreme points, whose corners are vertices of H); a batch whose first layer fails anyway
+  // (rounding of the shrunk corners) is redone without a polygon, from every live point.
   bool next_layer(std::vector<index_t>& hull) {
     if (live_ == 0) return false;
-    std::vector<index_t> cand;
-    std::vector<std::array<double, 2>> poly;
-    if (live_ > 64) inner_polygon(poly);
-    collect(0, poly, cand);
-    std::sort(cand.begin(), cand.end(), [&](index_t a, index_t b) { return sorted_rank_[a] < sorted_rank_[b]; });
-    monotone_chain(p_, cand, hull);
-    for (index_t id : hull) kill(id);
+    bool fresh = false;
+    if (cand_.empty()) start_batch(false), fresh = true;
+    std::vector<size_t> h;
+    while (true) {
+      monotone_chain_of(cand_.size(), [&](size_t t) { return cand_[t].xy; }, h);
+      if (poly_.empty() || covers(h, poly_)) break;
+      start_batch(fresh);
+      fresh = true;
+    }
+    hull.resize(h.size());
+    for (size_t i = 0; i < h.size(); ++i) {
+      hull[i] = cand_[h[i]].id;
+      kill(hull[i]);
+    }
+    cand_.erase(std::remove_if(cand_.begin(), cand_.end(), [&](const Cand& c) { return !alive_[c.id]; }), cand_.end());
+    ++batch_layers_;
     return true;
   }
 
@@ -227,6 +249,39 @@ class OnionPeeler {
     for (index_t id : h) poly.push_back({static_cast<double>(p_.row(id)[0]), static_cast<double>(p_.row(id)[1])});
   }
 
+  // New candidates: the live points not strictly inside the shrunk polygon of extreme points
+  // (every live point when `whole`, or when there are few), sorted lexicographically.
+  void start_batch(bool whole) {
+    if (batch_layers_ > 0)  // the previous batch's yield steers the ring's width
+      eps_ = std::min(0.5, std::max(1e-9, eps_ * std::min(4.0, std::max(0.25, double(kBatchLayers) / batch_layers_))));
+    batch_layers_ = 0;
+    poly_.clear();
+    if (!whole && live_ > 64) {
+      inner_polygon(poly_);
+      double c[2] = {0, 0};
+      for (const auto& v : poly_) c[0] += v[0] / poly_.size(), c[1] += v[1] / poly_.size();
+      for (auto& v : poly_)
+        for (int i = 0; i < 2; ++i) v[i] = c[i] + (1 - eps_) * (v[i] - c[i]);
+    }
+    std::vector<index_t> ids;
+    collect(0, poly_, ids);
+    std::sort(ids.begin(), ids.end(), [&](index_t a, index_t b) { return sorted_rank_[a] < sorted_rank_[b]; });
+    cand_.resize(ids.size());
+    for (size_t t = 0; t < ids.size(); ++t)
+      cand_[t] = {{static_cast<double>(p_.row(ids[t])[0]), static_cast<double>(p_.row(ids[t])[1])}, ids[t]};
+  }
+
+  // Every corner of poly inside or on the strictly convex CCW polygon of the candidates at
+  // positions `hull`, exactly.
+  bool covers(const std::vector<size_t>& hull, const std::vector<std::array<double, 2>>& poly) const {
+    const size_t h = hull.size();
+    if (h < 3) return false;
+    for (const auto& v : poly)
+      for (size_t i = 0; i < h; ++i)
+        if (orient2d(cand_[hull[i]].xy, cand_[hull[i + 1 == h ? 0 : i + 1]].xy, v.data()) < 0) return false;
+    return true;
+  }
+
   bool strictly_inside(const std::vector<std::array<double, 2>>& poly, const double* x) const {
     const size_t h = poly.size();
     for (size_t i = 0; i < h; ++i)
@@ -256,7 +311,16 @@ class OnionPeeler {
     collect(nd.right, poly, out);
   }
 
+  static constexpr int kBatchLayers = 32;  // layers a batch of candidates aims to yield
   PointsView<T> p_;
+  struct Cand {
+    double xy[2];
+    index_t id;
+  };
+  std::vector<Cand> cand_;                    // the current batch's live candidates, sorted
+  std::vector<std::array<double, 2>> poly_;   // its shrunk polygon (empty: every live point)
+  double eps_ = 0.01;                         // how much the polygon is shrunk
+  index_t batch_layers_ = 0;                  // layers the current batch has yielded
   std::vector<index_t> sorted_rank_, order_, pos_;
   std::vector<std::uint8_t> alive_;
   index_t live_;
@@ -316,6 +380,11 @@ class ConvexLayers {
   index_t size() const { return n_; }
   int dim() const { return 2; }
   index_t layers() const { return static_cast<index_t>(layer_start_.size()) - 1; }
+  std::vector<index_t> layer_sizes() const {
+    std::vector<index_t> out(layers());
+    for (index_t l = 0; l < layers(); ++l) out[l] = layer_start_[l + 1] - layer_start_[l];
+    return out;
+  }
   size_t memory_bytes() const {
     return ids_.size() * sizeof(index_t) + xy_.size() * sizeof(double) + angle_.size() * sizeof(double) +
            layer_start_.size() * sizeof(index_t) + xnorm_.size() * sizeof(double);
