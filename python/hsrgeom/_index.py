@@ -890,7 +890,7 @@ _DEFAULT_OUTPUT = (1e-3, 100, 1000)  # no output_size: 0.1 % of n, clipped to [1
 # d = 2 / 3), so "auto" considers them only up to this n.
 _LAYERS_MAX_N = 2_000_000
 _FULL_PROBE_RATIO = 4  # above 16 x the sample size, a tree predicted within this factor of the scan is timed at n
-_PROBE_MARGIN = 0.8  # a tree must be this much faster (time ratio) than the scan to be chosen
+_PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the scan to be chosen
 _MEASURED_MARGIN = 0.9  # ... or this much, when both were timed on all n points
 _QUANTIZED_MAX_BATCH = 4  # QuantizedScan instead of the scan for batches up to this size ...
 _QUANTIZED_MIN_BYTES = 64 << 20  # ... over at least this many bytes of points
@@ -1054,7 +1054,7 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         is built on all n points and timed against the scan on the same queries (extrapolation
         from a sample misjudges both at d ~ 16), and kept if chosen. A tree is chosen only if it is
         clearly faster than the scan, so "auto" is never much slower than ``BruteForce``; among
-        candidates within 1.25x of the fastest, the cheapest to build is taken (convex layers
+        candidates within 1.18x (1 / 0.85) of the fastest, the cheapest to build is taken (convex layers
         build ~10-30x slower than a partition tree). When that is the scan, ``batch_size <= 4``,
         d >= 32 and the points take >= 64 MiB, a :class:`QuantizedScan` is built instead (the
         probe's cached sample cannot show that such scans are memory-bound). The choice and its

@@ -131,7 +131,8 @@ class OnionPeeler {
   // (collecting costs a walk along the whole boundary of the point set; peeling a layer from C
   // costs O(|C|)). The first layer of a batch always holds P (P lies inside the polygon of
   // extreme points, whose corners are vertices of H); a batch whose first layer fails anyway
-  // (rounding of the shrunk corners) is redone without a polygon, from every live point.
+  // (rounding of the shrunk corners) is redone without a polygon, from every live point. A
+  // batch without a polygon (few points left, or extreme points on a line) is one layer.
   bool next_layer(std::vector<index_t>& hull) {
     if (live_ == 0) return false;
     bool fresh = false;
@@ -150,6 +151,7 @@ class OnionPeeler {
     }
     cand_.erase(std::remove_if(cand_.begin(), cand_.end(), [&](const Cand& c) { return !alive_[c.id]; }), cand_.end());
     ++batch_layers_;
+    if (poly_.empty()) cand_.clear();  // no polygon (few or degenerate points): one layer per batch
     return true;
   }
 
@@ -252,7 +254,7 @@ class OnionPeeler {
   // New candidates: the live points not strictly inside the shrunk polygon of extreme points
   // (every live point when `whole`, or when there are few), sorted lexicographically.
   void start_batch(bool whole) {
-    if (batch_layers_ > 0)  // the previous batch's yield steers the ring's width
+    if (batch_layers_ > 0 && !poly_.empty())  // the previous batch's yield steers the ring's width
       eps_ = std::min(0.5, std::max(1e-9, eps_ * std::min(4.0, std::max(0.25, double(kBatchLayers) / batch_layers_))));
     batch_layers_ = 0;
     poly_.clear();
