@@ -134,6 +134,8 @@ def main():
                     index = make(x)
                     if name == "auto":  # what it chose, e.g. "partition_tree(split=widest)"
                         kinds[(dist, d, n)] = index.reason.rsplit("-> ", 1)[-1].split(";")[0] if "-> " in index.reason else index.kind
+                        if n >= 10**6:
+                            print(f"  auto at n={n}: {index.reason}", flush=True)
                     res.append((n, measure(index, x, args.queries, rng)))
                     if dist == "uniform" and name in DEEP:
                         deep.setdefault((d, name), []).append((n, measure(index, x, args.queries, rng, share=0.5)))
