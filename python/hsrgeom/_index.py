@@ -1005,7 +1005,7 @@ def _choose(pts, batch_size, output_size, params):
             big = pts[np.sort(rng.choice(n, size=4 * s, replace=False))]
             b_n = _probe_offsets(big, a, int(np.clip(round(k_user / n * len(big)), 2, len(big) // 2)))
             # one copy of the points at a time: the scan's is freed before the tree is built
-            predicted["brute_force"] = _time_queries(BruteForce._from_valid(pts), a, b_n, repeat=1, n_threads=None)
+            predicted["brute_force"] = _time_queries(BruteForce._from_valid(pts), a, b_n, repeat=2, n_threads=None)
             cls, prm = next((c, p) for nm, c, p in candidates if nm == tree)
             built, built_name, margin = cls._from_valid(pts, **prm), tree, _MEASURED_MARGIN
             predicted[tree] = _time_queries(built, a, b_n, repeat=2, n_threads=None)
