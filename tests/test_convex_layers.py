@@ -152,3 +152,76 @@ def ref_report(pts, a, b):
     import exact_reference
 
     return exact_reference.report(pts, a, b)
+
+
+def shallow_cases(rng, n):
+    t = rng.random(n) * 2 * np.pi
+    return {
+        "uniform": rng.random((n, 2)),
+        "gaussian": rng.standard_normal((n, 2)),
+        "grid_with_duplicates": rng.integers(-30, 31, (n, 2)).astype(float),
+        "integer_circle": np.round(1000 * np.c_[np.cos(t), np.sin(t)]),  # near-cocircular, ties
+        "few_lines": np.c_[rng.integers(0, 4, n), 0.0 * t] + np.outer(rng.integers(-50, 51, n), [1.0, 2.0]),
+    }
+
+
+@pytest.mark.parametrize("case", ["uniform", "gaussian", "grid_with_duplicates", "integer_circle", "few_lines"])
+def test_shallow_table_is_exact(case, dtype, rng):
+    # The table answers shallow queries (offsets near the top of the projections, and on data
+    # values: ties on the boundary); the walk (table_layers=0) and the exact reference agree.
+    pts = shallow_cases(rng, 4000)[case].astype(dtype)
+    normals = np.vstack([rng.standard_normal((14, 2)), rng.integers(-3, 4, (6, 2))])
+    vals = pts.astype(np.float64) @ normals.astype(dtype).astype(np.float64).T
+    top = -np.sort(-vals, axis=0)
+    offsets = top[np.minimum(rng.integers(0, 150, len(normals)), len(pts) - 1), np.arange(len(normals))]
+    offsets[::3] = np.nextafter(offsets[::3], np.inf)  # just above a data value
+    index = hsrgeom.ConvexLayers(pts)
+    walk = hsrgeom.ConvexLayers(pts, table_layers=0)
+    assert index.table_layers == 64 and walk.table_layers == 0
+    expected = check(index, pts, normals, offsets)
+    table_nodes = index.stats.nodes_visited.copy()
+    assert walk.report(normals, offsets) == index.report(normals, offsets)
+    check_topk(index, pts, normals, 9)
+    if case in ("uniform", "gaussian"):  # within the table's layers it answers: a level or two
+        walked = walk.stats.nodes_visited  # the layers reached, + 1
+        covered = (walked > 4) & (walked - 1 <= index._impl.table_layers)
+        assert covered.sum() >= 5 and (table_nodes[covered] <= 3).all(), (table_nodes, walked)
+    assert sum(len(e) for e in expected) > 0
+
+
+def test_shallow_table_falls_back_past_its_layers(rng):
+    pts = rng.standard_normal((3000, 2))
+    normals = rng.standard_normal((30, 2))
+    offsets = quantile_offsets(pts, normals, np.linspace(0.0, 0.5, 30))
+    for layers in (1, 2, 5):
+        index = hsrgeom.ConvexLayers(pts, table_layers=layers)
+        check(index, pts, normals, offsets)
+    for bad in (-1, 65):
+        with pytest.raises(ValueError, match="table_layers"):
+            hsrgeom.ConvexLayers(pts, table_layers=bad)
+
+
+def test_shallow_table_at_its_arc_ends(rng):
+    # Normals on the table's arc ends, one ulp either side: the rounded angle may pick either
+    # arc, and each arc must hold every answer (its ends are widened by a slack).
+    pts = rng.integers(-200, 201, (3000, 2)).astype(float)
+    index = hsrgeom.ConvexLayers(pts)
+    m = index._impl.table_directions
+    theta = -np.pi + 2 * np.pi * np.arange(m) / m
+    normals = np.c_[np.cos(theta), np.sin(theta)]
+    normals = np.vstack([normals, np.nextafter(normals, np.inf), np.nextafter(normals, -np.inf)])
+    vals = pts @ normals.T
+    offsets = -np.sort(-vals, axis=0)[rng.integers(0, 40, len(normals)), np.arange(len(normals))]
+    got = index.report(normals, offsets)
+    assert got == hsrgeom.BruteForce(pts).report(normals, offsets)
+    assert index.stats.nodes_visited.mean() < 1.5  # answered by the table (the walk: ~10 layers)
+
+
+def test_shallow_table_persists(rng, tmp_path):
+    pts = rng.random((2000, 2))
+    index = hsrgeom.ConvexLayers(pts, table_layers=7)
+    index.save(tmp_path / "cl.hsr")
+    clone = hsrgeom.load(tmp_path / "cl.hsr")
+    assert clone.table_layers == 7 and "table_layers=7" in repr(clone)
+    a = rng.standard_normal((20, 2))
+    assert clone.report(a, 0.9) == index.report(a, 0.9)

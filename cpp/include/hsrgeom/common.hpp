@@ -107,7 +107,7 @@ struct IdList {
   }
   // Appends id, and <a, x> when with_score (x: the point's stored coordinates).
   template <class P>
-  void add(std::int64_t id, bool with_score, const double* a, const P* x, int d) {
+  HSRGEOM_INLINE void add(std::int64_t id, bool with_score, const double* a, const P* x, int d) {
     ids.push_back(id);
     if (with_score) scores.push_back(dot_f64(a, x, d));
   }
@@ -468,6 +468,56 @@ void for_each_query(index_t m, QueryStats* st, int threads, double work, F&& f) 
     f(j, c);
     if (st) c.store(*st, j);
   });
+}
+
+// A whole report without an allocation per query: fill(j, counters, out) appends query j's ids
+// (and scores) to `out`; they go to the running thread's arena (sorted by id first when
+// `sorted`, through the per-thread scratch) and are gathered into one ReportResult at the end
+// (FAISS's RangeSearchPartialResult idea). Stores each query's counters in *st when given.
+template <class Fill>
+ReportResult report_queries(index_t m, QueryStats* st, int threads, double work, index_t n, bool sorted,
+                            bool scores, Fill&& fill) {
+  if (st) st->resize(m);
+  const int nt = static_cast<int>(std::min<index_t>(threads_for_work(threads, work), std::max<index_t>(m, 1)));
+  std::vector<IdList> arena(nt);
+  std::vector<std::int64_t> start(m), len(m);
+  std::vector<int> owner(m);
+  parallel_for(m, nt, [&](index_t j, int t) {
+    Counters c;
+    IdList& a = arena[t];
+    start[j] = static_cast<std::int64_t>(a.ids.size());
+    owner[j] = t;
+    if (sorted) {
+      IdList& out = id_scratch();
+      fill(j, c, out);
+      sort_ids(out, n);
+      a.ids.insert(a.ids.end(), out.ids.begin(), out.ids.end());
+      a.scores.insert(a.scores.end(), out.scores.begin(), out.scores.end());
+    } else {
+      fill(j, c, a);
+    }
+    len[j] = static_cast<std::int64_t>(a.ids.size()) - start[j];
+    c.reported = len[j];
+    if (st) c.store(*st, j);
+  });
+  ReportResult r;
+  r.lims.resize(m + 1);
+  r.lims[0] = 0;
+  for (index_t j = 0; j < m; ++j) r.lims[j + 1] = r.lims[j] + len[j];
+  if (nt == 1) {  // one arena, already in query order
+    r.ids = std::move(arena[0].ids);
+    if (scores) r.scores = std::move(arena[0].scores);
+    return r;
+  }
+  r.ids.resize(r.lims[m]);
+  if (scores) r.scores.resize(r.lims[m]);
+  for (index_t j = 0; j < m; ++j) {
+    const IdList& a = arena[owner[j]];
+    std::copy(a.ids.begin() + start[j], a.ids.begin() + start[j] + len[j], r.ids.begin() + r.lims[j]);
+    if (scores)
+      std::copy(a.scores.begin() + start[j], a.scores.begin() + start[j] + len[j], r.scores.begin() + r.lims[j]);
+  }
+  return r;
 }
 
 // ---- exact top-k -----------------------------------------------------------------------------

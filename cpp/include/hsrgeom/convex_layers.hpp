@@ -21,8 +21,13 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "hsrgeom/common.hpp"
 #include "hsrgeom/predicate.hpp"
@@ -51,6 +56,68 @@ inline int orient2d(const double* p, const double* q, const double* r) {
   if (det > bound) return 1;
   if (det < -bound) return -1;
   return orient2d_exact(p, q, r);
+}
+
+// Eight table candidates (ConvexLayers' shallow table), stored together so that a query reads
+// one contiguous stream: coordinates, stored index and id of each.
+struct Cand8 {
+  double x[8], y[8];
+  index_t k[8];
+  std::int64_t id[8];
+};
+
+// Counts the candidates i < cnt (in blocks c) whose rounded <a, (x_i, y_i)> - b exceeds margin
+// and, as Want asks (1: ids, 2: ids and stored indices), writes them to in_id[] and in_k[]
+// (cnt + 8 slots each); sets unsure when some rounded value is within margin of b (the exact
+// test must decide). The caller makes sure no product can overflow. AVX-512 does a block at a
+// time; the tail, and CPUs without it, take the scalar loop, branch-free like the vector one.
+// The rounded value is fma(a1, y, fma(a0, x, -b)), whose error the predicate's margin covers.
+template <int Want>
+inline index_t filter_2d(const double* a, double b, double margin, const Cand8* c, index_t cnt, index_t* in_k,
+                         std::int64_t* in_id, bool& unsure) {
+  index_t i = 0, w = 0;
+#if defined(__AVX512F__)
+  const __m512d a0 = _mm512_set1_pd(a[0]), a1 = _mm512_set1_pd(a[1]), nb = _mm512_set1_pd(-b),
+                hi = _mm512_set1_pd(margin), lo = _mm512_set1_pd(-margin);
+  __mmask8 differ = 0;
+  for (const index_t blocks = cnt / 8; i < blocks; ++i) {
+    const Cand8& q = c[i];
+    const __m512d v = _mm512_fmadd_pd(a1, _mm512_loadu_pd(q.y), _mm512_fmadd_pd(a0, _mm512_loadu_pd(q.x), nb));
+    const __mmask8 yes = _mm512_cmp_pd_mask(v, hi, _CMP_GT_OQ), maybe = _mm512_cmp_pd_mask(v, lo, _CMP_GT_OQ);
+    differ |= yes ^ maybe;
+    // compress in a register, then a full store (the outputs have 8 spare slots): a
+    // compressing store to memory is microcoded and slow on some CPUs (AMD Zen 4)
+    if (Want >= 1) _mm512_storeu_si512(in_id + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.id)));
+    if (Want >= 2) _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.k)));
+    w += __builtin_popcount(yes);
+  }
+  unsure |= differ != 0;
+  i *= 8;
+#endif
+  for (; i < cnt; ++i) {
+    const Cand8& q = c[i / 8];
+    const int l = static_cast<int>(i % 8);
+    const double v = std::fma(a[1], q.y[l], std::fma(a[0], q.x[l], -b));
+    if (Want >= 1) in_id[w] = q.id[l];
+    if (Want >= 2) in_k[w] = q.k[l];
+    w += v > margin;
+    unsure |= (v > margin) != (v > -margin);
+  }
+  return w;
+}
+
+// Number of i < cnt with rounded <a, (x_i, y_i)> >= b (a guide only: rounded).
+inline index_t count_at_least_2d(const double* a, double b, const double* x, const double* y, index_t cnt) {
+  index_t i = 0, c = 0;
+#if defined(__AVX512F__)
+  const __m512d a0 = _mm512_set1_pd(a[0]), a1 = _mm512_set1_pd(a[1]), bb = _mm512_set1_pd(b);
+  for (; i + 8 <= cnt; i += 8) {
+    const __m512d sc = _mm512_fmadd_pd(a1, _mm512_loadu_pd(y + i), _mm512_mul_pd(a0, _mm512_loadu_pd(x + i)));
+    c += __builtin_popcount(_mm512_cmp_pd_mask(sc, bb, _CMP_GE_OQ));
+  }
+#endif
+  for (; i < cnt; ++i) c += a[0] * x[i] + a[1] * y[i] >= b;
+  return c;
 }
 
 // Strictly convex hull (CCW) of m points sorted lexicographically, xy(t) giving point t's
@@ -333,8 +400,10 @@ template <class T>
 class ConvexLayers {
  public:
   ConvexLayers() = default;
-  explicit ConvexLayers(PointsView<T> p) : n_(p.n) {
+  explicit ConvexLayers(PointsView<T> p, index_t table_layers = kDefaultTableLayers) : n_(p.n) {
     if (p.d != 2) throw std::invalid_argument("ConvexLayers needs d = 2");
+    if (table_layers < 0 || table_layers > kMaxTableLayers)
+      throw std::invalid_argument("table_layers must be in [0, 64]");
     std::vector<index_t> order(n_);
     std::iota(order.begin(), order.end(), index_t{0});
     std::sort(order.begin(), order.end(), [&](index_t a, index_t b) {
@@ -377,7 +446,10 @@ class ConvexLayers {
     for (index_t l = 0; l < layers(); ++l)
       for (index_t k = layer_start_[l]; k < layer_start_[l + 1]; ++k)
         xnorm_[l] = std::max(xnorm_[l], norm_up(&xy_[2 * k], 2));
+    build_table(table_layers);
   }
+
+  static constexpr index_t kDefaultTableLayers = 64, kMaxTableLayers = 64;
 
   index_t size() const { return n_; }
   int dim() const { return 2; }
@@ -387,9 +459,12 @@ class ConvexLayers {
     for (index_t l = 0; l < layers(); ++l) out[l] = layer_start_[l + 1] - layer_start_[l];
     return out;
   }
+  index_t table_layers() const { return tab_levels_; }
+  index_t table_directions() const { return tab_buckets_; }
   size_t memory_bytes() const {
     return ids_.size() * sizeof(index_t) + xy_.size() * sizeof(double) + angle_.size() * sizeof(double) +
-           layer_start_.size() * sizeof(index_t) + xnorm_.size() * sizeof(double);
+           layer_start_.size() * sizeof(index_t) + xnorm_.size() * sizeof(double) +
+           tab_.size() * sizeof(TableEntry) + guide_.size() * sizeof(double) + tab_off_.size() * sizeof(index_t) + cand_.size() * sizeof(Cand8);
   }
   std::vector<T> original_points() const {
     std::vector<T> out(2 * n_);
@@ -402,20 +477,24 @@ class ConvexLayers {
 
   ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
                       bool sorted = true) const {
-    std::vector<IdList> lists(q.m);
-    run(q, st, threads, [&](index_t j, const double* a, double b, Counters& c) {
-      c.reported = collect(lists[j], n_, sorted, [&](IdList& out) {
-        visit(a, b, c, [&](index_t k) { out.add(ids_[k], scores, a, &xy_[2 * k], 2); return true; });
-      });
+    return report_queries(q.m, st, threads, work(q.m), n_, sorted, scores, [&](index_t j, Counters& c, IdList& out) {
+      const double a[2] = {static_cast<double>(q.normals[2 * j]), static_cast<double>(q.normals[2 * j + 1])};
+      auto one = [&](index_t k, std::int64_t id) { out.add(id, scores, a, &xy_[2 * k], 2); return true; };
+      auto all = [&](const index_t* k, const std::int64_t* id, index_t w) {  // the table's answer at once
+        out.ids.insert(out.ids.end(), id, id + w);
+        if (scores)
+          for (index_t i = 0; i < w; ++i) out.scores.push_back(dot_f64(a, &xy_[2 * k[i]], 2));
+      };
+      if (scores) visit<2>(a, q.offsets[j], c, one, all);
+      else visit<1>(a, q.offsets[j], c, one, all);
     });
-    return ReportResult::from_lists(lists, scores);
   }
 
   std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
     std::vector<std::int64_t> out(q.m, 0);
     run(q, st, threads, [&](index_t j, const double* a, double b, Counters& c) {
       std::int64_t cnt = 0;
-      visit(a, b, c, [&](index_t) { ++cnt; return true; });
+      visit<0>(a, b, c, [&](index_t, std::int64_t) { ++cnt; return true; }, [&](const index_t*, const std::int64_t*, index_t w) { cnt += w; });
       out[j] = c.reported = cnt;
     });
     return out;
@@ -424,7 +503,7 @@ class ConvexLayers {
   std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
     std::vector<std::uint8_t> out(q.m, 1);
     run(q, st, threads, [&](index_t j, const double* a, double b, Counters& c) {
-      visit(a, b, c, [&](index_t) { out[j] = 0; return false; });
+      visit(a, b, c, [&](index_t, std::int64_t) { out[j] = 0; return false; });
       c.reported = out[j] ? 0 : 1;
     });
     return out;
@@ -454,7 +533,7 @@ class ConvexLayers {
         double lower = std::numeric_limits<double>::infinity();
         for (auto& cand : first.finish()) lower = std::min(lower, cand.s - cand.err);
         TopKCollector<T> col(a, 2, k);
-        visit(a, lower, c, [&](index_t t) { push(col, t); return true; });
+        visit(a, lower, c, [&](index_t t, std::int64_t) { push(col, t); return true; });
         best = col.finish();
       }
       write_topk(best, j, k, scores, ids);
@@ -463,25 +542,36 @@ class ConvexLayers {
   }
 
  private:
+  // ~1 us per query at n = 10^6 reporting ~100 points (measured)
+  double work(index_t m) const { return static_cast<double>(m) * 256 * std::log2(2.0 + n_); }
+
   template <class Body>
   void run(const Halfspaces<T>& q, QueryStats* st, int threads, Body&& body) const {
-    // ~1 us per query at n = 10^6 reporting ~100 points (measured)
-    const double work = static_cast<double>(q.m) * 256 * std::log2(2.0 + n_);
-    for_each_query(q.m, st, threads, work, [&](index_t j, Counters& c) {
+    for_each_query(q.m, st, threads, work(q.m), [&](index_t j, Counters& c) {
       const double a[2] = {static_cast<double>(q.normals[2 * j]), static_cast<double>(q.normals[2 * j + 1])};
       body(j, a, q.offsets[j], c);
     });
   }
 
-  // Calls out(k) for each stored vertex k inside {<a,x> >= b}; out returns false to stop.
-  template <class Out>
+  // Calls out(k, id) for each stored vertex k (id: its point's id) inside {<a,x> >= b}; out
+  // returns false to stop.
+  template <int Want = 2, class Out>
   void visit(const double* a, double b, Counters& c, Out&& out) const {
+    visit<Want>(a, b, c, out, [&](const index_t* k, const std::int64_t* id, index_t w) {
+      for (index_t i = 0; i < w; ++i)
+        if (!out(k[i], id[i])) return;
+    });
+  }
+  // The same, with block(k, id, w) receiving all the points at once when the table answers;
+  // Want says what block reads: 0 only w, 1 the ids too, 2 also the stored indices k.
+  template <int Want, class Out, class Block>
+  void visit(const double* a, double b, Counters& c, Out&& out, Block&& block) const {
     const Margin mg(2, Rounding<double>::u, Rounding<double>::eta);
     const double na = norm_up(a, 2);
     if (a[0] == 0 && a[1] == 0) {  // every point or none
       if (0 >= b)
         for (index_t k = 0; k < static_cast<index_t>(ids_.size()); ++k)
-          if (!out(k)) return;
+          if (!out(k, ids_[k])) return;
       return;
     }
     double margin = 0;  // of the current layer
@@ -491,22 +581,72 @@ class ConvexLayers {
       return in_halfspace(a[0] * x[0] + a[1] * x[1], margin, a, x, b, 2, &c.exact);
     };
     const double theta = std::atan2(a[1], a[0]);
+    if (tab_levels_ > 0) {
+      // Shallow table: the smallest level j whose layer misses the half-plane, then the
+      // bucket's candidates for that level (see build_table).
+      const index_t J = tab_levels_;
+      const index_t bkt = std::min<index_t>(
+          tab_buckets_ - 1, std::max<index_t>(0, static_cast<index_t>((theta + kPi) * (tab_buckets_ / (2 * kPi)))));
+      const size_t row = static_cast<size_t>(bkt) * J;
+      const TableEntry* lv = &tab_[row];
+      auto certified = [&](index_t j) {  // does layer j miss the half-plane? exact
+        ++c.nodes;
+        const TableEntry& e = lv[j - 1];
+        margin = mg(na, e.xnorm, b);
+        for (index_t t = 0, k = e.first; t < e.count; ++t, k = k + 1 == e.end ? e.start : k + 1)
+          if (inside(k)) return false;
+        return true;
+      };
+      // Guide: the levels whose vertex s is (rounded) inside, counted among every eighth level,
+      // then among the eight after the last of those. The values decrease with j (nested hulls),
+      // so the next level is the one to try; only the exact test lets a level be used, and a
+      // level deeper than needed only costs more candidates.
+      const double* gx = &guide_[static_cast<size_t>(bkt) * guide_stride_];
+      const index_t group = 8 * count_at_least_2d(a, b, gx, gx + 8, 8);
+      const index_t first =
+          group >= J ? J + 1 : 1 + group + count_at_least_2d(a, b, gx + 16 + 2 * group, gx + 24 + 2 * group, 8);
+      for (index_t j = first; j <= J; ++j) {
+        if (!certified(j)) continue;
+        margin = mg(na, xnorm_[0], b);  // layer 0 holds the largest norm
+        const index_t off = tab_off_[bkt], cnt = lv[j - 1].prefix;
+        std::vector<std::int64_t>& scratch = index_scratch();
+        scratch.resize(2 * (cnt + 8));
+        index_t* in_k = scratch.data();
+        std::int64_t* in_id = in_k + cnt + 8;
+        const Cand8* cand = &cand_[off];
+        // no product can overflow when ||a|| ||x|| and |b| are far from the largest double
+        bool unsure = !(na * xnorm_[0] <= 1e300 && std::fabs(b) <= 1e300);
+        const index_t w = unsure ? 0 : filter_2d<Want>(a, b, margin, cand, cnt, in_k, in_id, unsure);
+        index_t w2 = w;
+        if (unsure) {  // some candidate is within rounding of the boundary: decide each exactly
+          c.tested -= cnt;
+          w2 = 0;
+          for (index_t i = 0; i < cnt; ++i) {
+            const index_t k = cand[i / 8].k[i % 8];
+            if (inside(k)) in_k[w2] = k, in_id[w2++] = cand[i / 8].id[i % 8];
+          }
+        }
+        c.tested += cnt;
+        block(in_k, in_id, w2);
+        return;
+      }
+    }
     for (index_t l = 0; l < layers(); ++l) {
       ++c.nodes;
       const index_t s = layer_start_[l], h = layer_start_[l + 1] - s;
       margin = mg(na, xnorm_[l], b);
       const index_t e = s + extreme(s, h, a, theta);
       if (!inside(e)) return;
-      if (!out(e)) return;
+      if (!out(e, ids_[e])) return;
       // the arc inside: counter-clockwise from e, then clockwise from e, h - 1 vertices at most
       index_t ccw = 0;
       for (index_t k = e + 1 == s + h ? s : e + 1; ccw < h - 1; k = k + 1 == s + h ? s : k + 1, ++ccw) {
         if (!inside(k)) break;
-        if (!out(k)) return;
+        if (!out(k, ids_[k])) return;
       }
       for (index_t k = e == s ? s + h - 1 : e - 1, cw = 0; ccw + cw < h - 1; k = k == s ? s + h - 1 : k - 1, ++cw) {
         if (!inside(k)) break;
-        if (!out(k)) return;
+        if (!out(k, ids_[k])) return;
       }
     }
   }
@@ -537,12 +677,214 @@ class ConvexLayers {
     return compare_dots(a, &xy_[2 * i], &xy_[2 * j], 2) > 0;
   }
 
+  // ---- shallow table ------------------------------------------------------------------------
+  // The directions are cut into M buckets (arcs of angle 2 pi / M, widened by kArcSlack on both
+  // sides so that the rounded atan2 of a query's normal always falls in an arc that contains the
+  // normal). For bucket B and level j (1 <= j <= J) the table keeps
+  //   * the vertices s..e (counter-clockwise) of layer j extreme for B's two end directions:
+  //     for every normal a in B, a vertex of layer j maximising <a, x> is among them, so the
+  //     query "does layer j miss the half-plane?" is a few exact tests;
+  //   * how many of B's candidates belong to level j. A vertex p of a layer above j is a
+  //     candidate of (B, j) when it is strictly outside one of the edges (s, s+1) .. (e-1, e) of
+  //     layer j, or beyond the line through v_s normal to B's first direction u0, or beyond the
+  //     one through v_e normal to its last u1 (exact tests). Every other point x is in the
+  //     region Q cut out by those half-planes (deeper points: in layer j's hull). Their normals
+  //     u0, n_s, .., n_(e-1), u1 turn counter-clockwise and any a in B lies between two
+  //     consecutive ones (v_s is extreme for u0, v_e for u1), whose lines meet at one of
+  //     v_s..v_e: so max over Q of <a, x> is attained there (LP duality), and when layer j misses
+  //     the half-plane, so does Q: every point inside is a candidate of (B, j).
+  // Candidates are stored per bucket in order of the first level that needs them, so the
+  // candidates of (B, j) are a prefix. A query at the level it needs tests ~k + a few points
+  // (measured: 106 candidates for 100 reported at n = 10^6). Queries that reach deeper than J
+  // layers take the layer-by-layer walk. J <= 64 (the guide's layout), and the candidates are
+  // at most 4 per point (4096 for few points): levels past that budget are dropped.
+  struct TableEntry {
+    double xnorm;        // of layer j
+    index_t start, end;  // stored vertices of layer j
+    index_t first;       // stored index of vertex s of layer j
+    index_t count;       // vertices s..e
+    index_t prefix;      // candidates of levels <= j
+  };
+  static std::vector<std::int64_t>& index_scratch() {
+    thread_local std::vector<std::int64_t> v;
+    return v;
+  }
+  static constexpr double kPi = 3.141592653589793;
+  static constexpr double kArcSlack = 1e-9;
+
+  index_t layer_size(index_t l) const { return layer_start_[l + 1] - layer_start_[l]; }
+
+  void build_table(index_t want) {
+    index_t J = 0;  // level j needs layer j to be a polygon (>= 3 vertices)
+    while (J < want && J + 1 < layers() && layer_size(J + 1) >= 3) ++J;
+    if (J == 0) return;
+    index_t M = 16;  // directions: more for more points (a bucket's extra candidates shrink)
+    while (M < 1024 && M * 16 < n_) M *= 2;
+    const double step = 2 * kPi / static_cast<double>(M);
+    std::vector<TableEntry> tab(static_cast<size_t>(M) * J);
+    // guide per bucket: x[8], y[8] of vertex s at levels 8, 16, .., 64, then for each group of
+    // eight levels x[8], y[8]; NaN past J (never counted as inside)
+    const index_t groups = (J + 7) / 8;
+    guide_stride_ = 16 + 16 * groups;
+    guide_.assign(static_cast<size_t>(M) * guide_stride_, std::numeric_limits<double>::quiet_NaN());
+    // the ends of each bucket's arc of directions (widened)
+    std::vector<std::array<double, 4>> dirs(M);
+    for (index_t bk = 0; bk < M; ++bk)
+      for (int t = 0; t < 2; ++t) {
+        const double ang = -kPi + step * static_cast<double>(bk + t) + (t ? kArcSlack : -kArcSlack);
+        dirs[bk][2 * t] = std::cos(ang);
+        dirs[bk][2 * t + 1] = std::sin(ang);
+      }
+    // per level, the buckets whose edges s-1 .. e hold each edge (CSR over the layer's edges)
+    std::vector<std::vector<index_t>> edge_off(J + 1), edge_bkt(J + 1);
+    std::vector<std::vector<std::array<index_t, 2>>> ends_of(J + 1);  // s, e of (level, bucket)
+    for (index_t j = 1; j <= J; ++j) {
+      const index_t s = layer_start_[j], h = layer_size(j);
+      std::vector<index_t>& off = edge_off[j];
+      off.assign(h + 1, 0);
+      std::vector<std::array<index_t, 2>> chains(M);
+      ends_of[j].resize(M);
+      for (index_t bk = 0; bk < M; ++bk) {
+        index_t* ends = ends_of[j][bk].data();
+        for (int t = 0; t < 2; ++t) {
+          const double* u = &dirs[bk][2 * t];
+          ends[t] = extreme(s, h, u, std::atan2(u[1], u[0]));
+        }
+        const index_t cnt = (ends[1] - ends[0] + h) % h + 1;
+        tab[static_cast<size_t>(bk) * J + (j - 1)] = {xnorm_[j], s, s + h, s + ends[0], cnt, 0};
+        double* g = &guide_[static_cast<size_t>(bk) * guide_stride_];
+        const index_t grp = (j - 1) / 8, lane = (j - 1) % 8;
+        g[16 + 16 * grp + lane] = xy_[2 * (s + ends[0])];
+        g[24 + 16 * grp + lane] = xy_[2 * (s + ends[0]) + 1];
+        if (lane == 7) g[grp] = xy_[2 * (s + ends[0])], g[8 + grp] = xy_[2 * (s + ends[0]) + 1];
+        chains[bk] = {(ends[0] + h - 1) % h, std::min<index_t>(cnt + 1, h)};  // first edge, edges
+        for (index_t t = 0; t < chains[bk][1]; ++t) ++off[(chains[bk][0] + t) % h + 1];
+      }
+      for (index_t i = 0; i < h; ++i) off[i + 1] += off[i];
+      std::vector<index_t> fill(off.begin(), off.end() - 1);
+      edge_bkt[j].resize(off[h]);
+      for (index_t bk = 0; bk < M; ++bk)
+        for (index_t t = 0; t < chains[bk][1]; ++t) edge_bkt[j][fill[(chains[bk][0] + t) % h]++] = bk;
+    }
+    // Each vertex p of layers 0..J-1, level by level: the edges of layer j it sees, and their
+    // buckets. Bucket B's region at level j is cut by its edges s..e-1 and by the lines through
+    // v_s and v_e normal to B's arc ends; a point beyond one of those lines sees edge s-1 or s
+    // (resp. e-1 or e), so the edges s-1 and e are looked at, and then the line decides.
+    struct Need {
+      index_t bucket, level, vertex;
+    };
+    std::vector<Need> needs;
+    std::vector<index_t> stamp(M, -1);
+    for (index_t l = 0; l < J; ++l)
+      for (index_t k = layer_start_[l]; k < layer_start_[l + 1]; ++k)
+        for (index_t j = l + 1; j <= J; ++j)
+          visible_edges(j, &xy_[2 * k], [&](index_t i) {
+            const index_t s = layer_start_[j], h = layer_size(j);
+            for (index_t q = edge_off[j][i]; q < edge_off[j][i + 1]; ++q) {
+              const index_t bk = edge_bkt[j][q];
+              if (stamp[bk] == k) continue;
+              const index_t vs = ends_of[j][bk][0], ve = ends_of[j][bk][1];
+              const bool first = i == (vs + h - 1) % h, last = i == ve;
+              if ((first || last) &&
+                  !(first && compare_dots(&dirs[bk][0], &xy_[2 * k], &xy_[2 * (s + vs)], 2) > 0) &&
+                  !(last && compare_dots(&dirs[bk][2], &xy_[2 * k], &xy_[2 * (s + ve)], 2) > 0))
+                continue;
+              stamp[bk] = k;
+              needs.push_back({bk, j, k});
+            }
+          });
+    // memory: at most 4 candidates per point (and 4096 for few points); levels past that go
+    const index_t J0 = J;
+    std::vector<size_t> per_level(J + 1, 0);
+    for (const Need& nd : needs) ++per_level[nd.level];
+    size_t total = 0;
+    for (index_t j = 1; j <= J; ++j) {
+      if (total + per_level[j] > std::max<size_t>(4096, 4 * static_cast<size_t>(n_))) {
+        J = j - 1;
+        break;
+      }
+      total += per_level[j];
+    }
+    if (J == 0) return;
+    if (J < J0) {  // keep levels 1..J: entries with the new stride, the guide NaN past J
+      for (index_t bk = 0; bk < M; ++bk) {
+        for (index_t j = 1; j <= J; ++j) tab[static_cast<size_t>(bk) * J + j - 1] = tab[static_cast<size_t>(bk) * J0 + j - 1];
+        double* g = &guide_[static_cast<size_t>(bk) * guide_stride_];
+        for (index_t j = J + 1; j <= J0; ++j) {
+          g[16 + 16 * ((j - 1) / 8) + (j - 1) % 8] = g[24 + 16 * ((j - 1) / 8) + (j - 1) % 8] = std::nan("");
+          if (j % 8 == 0) g[j / 8 - 1] = g[8 + j / 8 - 1] = std::nan("");
+        }
+      }
+      tab.resize(static_cast<size_t>(M) * J);
+    }
+    needs.erase(std::remove_if(needs.begin(), needs.end(), [&](const Need& nd) { return nd.level > J; }), needs.end());
+    std::sort(needs.begin(), needs.end(), [](const Need& x, const Need& y) {
+      return x.bucket < y.bucket || (x.bucket == y.bucket && x.level < y.level);
+    });
+    std::vector<Cand8> cand;
+    tab_off_.assign(M + 1, 0);  // in blocks of 8 candidates; each bucket starts a block
+    size_t q = 0;
+    for (index_t bk = 0; bk < M; ++bk) {
+      tab_off_[bk] = static_cast<index_t>(cand.size());
+      index_t got = 0;
+      for (index_t j = 1; j <= J; ++j) {
+        for (; q < needs.size() && needs[q].bucket == bk && needs[q].level == j; ++q, ++got) {
+          if (got % 8 == 0) cand.push_back(Cand8{});
+          const index_t k = needs[q].vertex;
+          Cand8& c8 = cand.back();
+          c8.x[got % 8] = xy_[2 * k];  // copies, so that a query reads one stream
+          c8.y[got % 8] = xy_[2 * k + 1];
+          c8.k[got % 8] = k;
+          c8.id[got % 8] = ids_[k];
+        }
+        tab[static_cast<size_t>(bk) * J + (j - 1)].prefix = got;
+      }
+    }
+    tab_off_[M] = static_cast<index_t>(cand.size());
+    cand_ = std::move(cand);
+    tab_ = std::move(tab);
+    tab_levels_ = J;
+    tab_buckets_ = M;
+  }
+
+  // Calls f(i) for each edge i (from vertex i to i + 1, within the layer) of layer j that has
+  // point p strictly outside (exact). Those edges are consecutive; a guess from p's direction
+  // finds one, a scan of the layer settles the rare miss.
+  template <class F>
+  void visible_edges(index_t j, const double* p, F&& f) const {
+    const index_t s = layer_start_[j], h = layer_size(j);
+    auto sees = [&](index_t i) { return orient2d(&xy_[2 * (s + i)], &xy_[2 * (s + (i + 1) % h)], p) < 0; };
+    double cx = 0, cy = 0;  // any interior point serves the guess; the first three vertices' mean
+    for (int t = 0; t < 3; ++t) cx += xy_[2 * (s + t)] / 3, cy += xy_[2 * (s + t) + 1] / 3;
+    const double* ang = &angle_[s];
+    const index_t g = static_cast<index_t>(std::lower_bound(ang, ang + h, std::atan2(p[1] - cy, p[0] - cx)) - ang);
+    index_t found = -1;
+    for (index_t t = 0; t < 5 && t < h && found < 0; ++t) {
+      const index_t i = (g + h + (t % 2 ? -(t + 1) / 2 : t / 2)) % h;
+      if (sees(i)) found = i;
+    }
+    if (found < 0) {
+      for (index_t i = 0; i < h; ++i)
+        if (sees(i)) f(i);
+      return;
+    }
+    index_t fwd = 0;
+    for (index_t i = found; fwd < h && sees(i); i = (i + 1) % h, ++fwd) f(i);
+    for (index_t i = (found + h - 1) % h, back = 0; fwd + back < h && sees(i); i = (i + h - 1) % h, ++back) f(i);
+  }
+
   index_t n_ = 0;
   std::vector<index_t> layer_start_;  // vertices of layer l: [layer_start_[l], layer_start_[l+1])
   std::vector<index_t> ids_;          // original id of each stored vertex
   std::vector<double> xy_;            // coordinates of each stored vertex (exact copies)
   std::vector<double> angle_;         // outward normal angle of edge (k, k+1) of its layer
   std::vector<double> xnorm_;         // per layer: upper bound of the norms of its vertices
+  index_t tab_levels_ = 0, tab_buckets_ = 0;  // shallow table (build_table): J levels, M buckets
+  std::vector<TableEntry> tab_;               // entry (bucket B, level j) at B * J + j - 1
+  std::vector<double> guide_;                 // per bucket, guide_stride_ values (see build_table)
+  index_t guide_stride_ = 0;
+  std::vector<index_t> tab_off_;              // candidate blocks of bucket B: cand_[tab_off_[B] .. tab_off_[B + 1])
+  std::vector<Cand8> cand_;                   // candidates per bucket, by the first level needing them
 };
 
 }  // namespace hsrgeom
