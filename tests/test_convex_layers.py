@@ -202,19 +202,20 @@ def test_shallow_table_falls_back_past_its_layers(rng):
 
 
 def test_shallow_table_at_its_arc_ends(rng):
-    # Normals on the table's arc ends, one ulp either side: the rounded angle may pick either
-    # arc, and each arc must hold every answer (its ends are widened by a slack).
-    pts = rng.integers(-200, 201, (3000, 2)).astype(float)
-    index = hsrgeom.ConvexLayers(pts)
-    m = index._impl.table_directions
-    theta = -np.pi + 2 * np.pi * np.arange(m) / m
-    normals = np.c_[np.cos(theta), np.sin(theta)]
-    normals = np.vstack([normals, np.nextafter(normals, np.inf), np.nextafter(normals, -np.inf)])
-    vals = pts @ normals.T
-    offsets = -np.sort(-vals, axis=0)[rng.integers(0, 40, len(normals)), np.arange(len(normals))]
-    got = index.report(normals, offsets)
-    assert got == hsrgeom.BruteForce(pts).report(normals, offsets)
-    assert index.stats.nodes_visited.mean() < 1.5  # answered by the table (the walk: ~10 layers)
+    # Normals on the table's arc ends, one ulp either side: the rounded pseudo-angle may pick
+    # either arc, and each arc must hold every answer (its ends are widened by a slack). Integer
+    # points have edges whose normals are exactly on arc ends (axis-parallel, diagonal).
+    for pts in (rng.integers(-200, 201, (3000, 2)).astype(float), rng.random((3000, 2))):
+        index = hsrgeom.ConvexLayers(pts)
+        m = index._impl.table_directions  # arcs of pseudo-angle 4 / m: quadrant + |y| / (|x| + |y|)
+        q, t = np.divmod(4 * np.arange(m) / m, 1)
+        normals = np.select([(q == v)[:, None] for v in range(4)],
+                            [np.c_[1 - t, t], np.c_[-t, 1 - t], np.c_[t - 1, -t], np.c_[t, t - 1]])
+        normals = np.vstack([normals, np.nextafter(normals, np.inf), np.nextafter(normals, -np.inf)])
+        vals = pts @ normals.T
+        offsets = -np.sort(-vals, axis=0)[rng.integers(0, 40, len(normals)), np.arange(len(normals))]
+        assert index.report(normals, offsets) == hsrgeom.BruteForce(pts).report(normals, offsets)
+        assert index.stats.nodes_visited.mean() < 1.5  # answered by the table (the walk: ~10 layers)
 
 
 def test_shallow_table_persists(rng, tmp_path):

@@ -580,13 +580,12 @@ class ConvexLayers {
       const double* x = &xy_[2 * k];
       return in_halfspace(a[0] * x[0] + a[1] * x[1], margin, a, x, b, 2, &c.exact);
     };
-    const double theta = std::atan2(a[1], a[0]);
     if (tab_levels_ > 0) {
       // Shallow table: the smallest level j whose layer misses the half-plane, then the
       // bucket's candidates for that level (see build_table).
       const index_t J = tab_levels_;
       const index_t bkt = std::min<index_t>(
-          tab_buckets_ - 1, std::max<index_t>(0, static_cast<index_t>((theta + kPi) * (tab_buckets_ / (2 * kPi)))));
+          tab_buckets_ - 1, std::max<index_t>(0, static_cast<index_t>(pseudo_angle(a) * (tab_buckets_ / 4.0))));
       const size_t row = static_cast<size_t>(bkt) * J;
       const TableEntry* lv = &tab_[row];
       auto certified = [&](index_t j) {  // does layer j miss the half-plane? exact
@@ -631,6 +630,7 @@ class ConvexLayers {
         return;
       }
     }
+    const double theta = std::atan2(a[1], a[0]);
     for (index_t l = 0; l < layers(); ++l) {
       ++c.nodes;
       const index_t s = layer_start_[l], h = layer_start_[l + 1] - s;
@@ -678,9 +678,9 @@ class ConvexLayers {
   }
 
   // ---- shallow table ------------------------------------------------------------------------
-  // The directions are cut into M buckets (arcs of angle 2 pi / M, widened by kArcSlack on both
-  // sides so that the rounded atan2 of a query's normal always falls in an arc that contains the
-  // normal). For bucket B and level j (1 <= j <= J) the table keeps
+  // The directions are cut into M buckets (arcs of pseudo-angle 4 / M, see pseudo_angle,
+  // widened by kArcSlack on both sides so that the rounded pseudo-angle of a query's normal
+  // always falls in an arc that contains the normal). For bucket B and level j (1 <= j <= J) the table keeps
   //   * the vertices s..e (counter-clockwise) of layer j extreme for B's two end directions:
   //     for every normal a in B, a vertex of layer j maximising <a, x> is among them, so the
   //     query "does layer j miss the half-plane?" is a few exact tests;
@@ -709,8 +709,27 @@ class ConvexLayers {
     thread_local std::vector<std::int64_t> v;
     return v;
   }
-  static constexpr double kPi = 3.141592653589793;
   static constexpr double kArcSlack = 1e-9;
+
+  // A pseudo-angle in [0, 4], increasing counter-clockwise from direction (1, 0) like the angle
+  // (quadrant q + the fraction |second| / (|x| + |y|) in it): one division instead of atan2.
+  static double pseudo_angle(const double* a) {
+    const double x = a[0], y = a[1], s = std::fabs(x) + std::fabs(y);
+    if (y >= 0) return x >= 0 ? y / s : 1 - x / s;
+    return x < 0 ? 2 - y / s : 3 + x / s;
+  }
+  // A direction with pseudo-angle p (taken modulo 4).
+  static std::array<double, 2> pseudo_direction(double p) {
+    p = std::fmod(p + 8, 4.0);
+    const int q = std::min(3, static_cast<int>(p));
+    const double t = p - q;
+    switch (q) {
+      case 0: return {1 - t, t};
+      case 1: return {-t, 1 - t};
+      case 2: return {t - 1, -t};
+      default: return {t, t - 1};
+    }
+  }
 
   index_t layer_size(index_t l) const { return layer_start_[l + 1] - layer_start_[l]; }
 
@@ -720,7 +739,7 @@ class ConvexLayers {
     if (J == 0) return;
     index_t M = 16;  // directions: more for more points (a bucket's extra candidates shrink)
     while (M < 1024 && M * 16 < n_) M *= 2;
-    const double step = 2 * kPi / static_cast<double>(M);
+    const double step = 4.0 / static_cast<double>(M);
     std::vector<TableEntry> tab(static_cast<size_t>(M) * J);
     // guide per bucket: x[8], y[8] of vertex s at levels 8, 16, .., 64, then for each group of
     // eight levels x[8], y[8]; NaN past J (never counted as inside)
@@ -731,9 +750,9 @@ class ConvexLayers {
     std::vector<std::array<double, 4>> dirs(M);
     for (index_t bk = 0; bk < M; ++bk)
       for (int t = 0; t < 2; ++t) {
-        const double ang = -kPi + step * static_cast<double>(bk + t) + (t ? kArcSlack : -kArcSlack);
-        dirs[bk][2 * t] = std::cos(ang);
-        dirs[bk][2 * t + 1] = std::sin(ang);
+        const auto u = pseudo_direction(step * static_cast<double>(bk + t) + (t ? kArcSlack : -kArcSlack));
+        dirs[bk][2 * t] = u[0];
+        dirs[bk][2 * t + 1] = u[1];
       }
     // per level, the buckets whose edges s-1 .. e hold each edge (CSR over the layer's edges)
     std::vector<std::vector<index_t>> edge_off(J + 1), edge_bkt(J + 1);
