@@ -16,14 +16,12 @@ def _as_array(x, name):
 
 
 def _check_real(arr, name):
-    if arr.dtype == np.bool_ or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
+    if arr.dtype.kind not in "fiu":  # float, signed or unsigned integer (not bool, complex, ...)
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
 
 
 def _check_finite(arr, name):
-    if arr.size and not np.isfinite(arr).all():
+    if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         where = tuple(int(i) for i in bad)
         raise ValueError(f"{name} contains NaN or inf (first at index {where})")
