@@ -479,7 +479,16 @@ ReportResult report_queries(index_t m, QueryStats* st, int threads, double work,
                             bool scores, Fill&& fill) {
   if (st) st->resize(m);
   const int nt = static_cast<int>(std::min<index_t>(threads_for_work(threads, work), std::max<index_t>(m, 1)));
+  // Growing the arenas by doubling cost ~30 % of a 100-id query (measured); start them at the
+  // size the last report in this process needed per query (a hint: trimmed below if it was
+  // far too large).
+  static std::atomic<double> ids_per_query{0};
+  const size_t guess = static_cast<size_t>(std::min(ids_per_query.load() * 1.25, 1e6) * static_cast<double>(m) / nt);
   std::vector<IdList> arena(nt);
+  for (IdList& a : arena) {
+    a.ids.reserve(guess);
+    if (scores) a.scores.reserve(guess);
+  }
   std::vector<std::int64_t> start(m), len(m);
   std::vector<int> owner(m);
   parallel_for(m, nt, [&](index_t j, int t) {
@@ -504,9 +513,11 @@ ReportResult report_queries(index_t m, QueryStats* st, int threads, double work,
   r.lims.resize(m + 1);
   r.lims[0] = 0;
   for (index_t j = 0; j < m; ++j) r.lims[j + 1] = r.lims[j] + len[j];
+  if (m > 0) ids_per_query = static_cast<double>(r.lims[m]) / static_cast<double>(m);
   if (nt == 1) {  // one arena, already in query order
     r.ids = std::move(arena[0].ids);
     if (scores) r.scores = std::move(arena[0].scores);
+    if (r.ids.capacity() > 2 * r.ids.size() + 4096) r.ids.shrink_to_fit(), r.scores.shrink_to_fit();
     return r;
   }
   r.ids.resize(r.lims[m]);
