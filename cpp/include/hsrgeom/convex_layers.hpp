@@ -59,12 +59,18 @@ inline int orient2d(const double* p, const double* q, const double* r) {
 }
 
 // Eight table candidates (ConvexLayers' shallow table), stored together so that a query reads
-// one contiguous stream: coordinates, stored index and id of each.
-struct Cand8 {
-  double x[8], y[8];
+// one contiguous stream: coordinates (in the points' type: exact), stored index and id of each.
+template <class T>
+struct alignas(64) Cand8 {
+  T x[8], y[8];
   index_t k[8];
   std::int64_t id[8];
 };
+
+#if defined(__AVX512F__)
+inline __m512d load8_pd(const double* p) { return _mm512_loadu_pd(p); }
+inline __m512d load8_pd(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
+#endif
 
 // Counts the candidates i < cnt (in blocks c) whose rounded <a, (x_i, y_i)> - b exceeds margin
 // and, as Want asks (1: ids, 2: ids and stored indices), writes them to in_id[] and in_k[]
@@ -72,8 +78,8 @@ struct Cand8 {
 // test must decide). The caller makes sure no product can overflow. AVX-512 does a block at a
 // time; the tail, and CPUs without it, take the scalar loop, branch-free like the vector one.
 // The rounded value is fma(a1, y, fma(a0, x, -b)), whose error the predicate's margin covers.
-template <int Want>
-inline index_t filter_2d(const double* a, double b, double margin, const Cand8* c, index_t cnt, index_t* in_k,
+template <int Want, class T>
+inline index_t filter_2d(const double* a, double b, double margin, const Cand8<T>* c, index_t cnt, index_t* in_k,
                          std::int64_t* in_id, bool& unsure) {
   index_t i = 0, w = 0;
 #if defined(__AVX512F__)
@@ -81,8 +87,8 @@ inline index_t filter_2d(const double* a, double b, double margin, const Cand8* 
                 hi = _mm512_set1_pd(margin), lo = _mm512_set1_pd(-margin);
   __mmask8 differ = 0;
   for (const index_t blocks = cnt / 8; i < blocks; ++i) {
-    const Cand8& q = c[i];
-    const __m512d v = _mm512_fmadd_pd(a1, _mm512_loadu_pd(q.y), _mm512_fmadd_pd(a0, _mm512_loadu_pd(q.x), nb));
+    const Cand8<T>& q = c[i];
+    const __m512d v = _mm512_fmadd_pd(a1, load8_pd(q.y), _mm512_fmadd_pd(a0, load8_pd(q.x), nb));
     const __mmask8 yes = _mm512_cmp_pd_mask(v, hi, _CMP_GT_OQ), maybe = _mm512_cmp_pd_mask(v, lo, _CMP_GT_OQ);
     differ |= yes ^ maybe;
     // compress in a register, then a full store (the outputs have 8 spare slots): a
@@ -95,9 +101,9 @@ inline index_t filter_2d(const double* a, double b, double margin, const Cand8* 
   i *= 8;
 #endif
   for (; i < cnt; ++i) {
-    const Cand8& q = c[i / 8];
+    const Cand8<T>& q = c[i / 8];
     const int l = static_cast<int>(i % 8);
-    const double v = std::fma(a[1], q.y[l], std::fma(a[0], q.x[l], -b));
+    const double v = std::fma(a[1], static_cast<double>(q.y[l]), std::fma(a[0], static_cast<double>(q.x[l]), -b));
     if (Want >= 1) in_id[w] = q.id[l];
     if (Want >= 2) in_k[w] = q.k[l];
     w += v > margin;
@@ -464,7 +470,7 @@ class ConvexLayers {
   size_t memory_bytes() const {
     return ids_.size() * sizeof(index_t) + xy_.size() * sizeof(double) + angle_.size() * sizeof(double) +
            layer_start_.size() * sizeof(index_t) + xnorm_.size() * sizeof(double) +
-           tab_.size() * sizeof(TableEntry) + guide_.size() * sizeof(double) + tab_off_.size() * sizeof(index_t) + cand_.size() * sizeof(Cand8);
+           tab_.size() * sizeof(TableEntry) + guide_.size() * sizeof(double) + tab_off_.size() * sizeof(index_t) + cand_.size() * sizeof(Cand8<T>);
   }
   std::vector<T> original_points() const {
     std::vector<T> out(2 * n_);
@@ -612,7 +618,7 @@ class ConvexLayers {
         scratch.resize(2 * (cnt + 8));
         index_t* in_k = scratch.data();
         std::int64_t* in_id = in_k + cnt + 8;
-        const Cand8* cand = &cand_[off];
+        const Cand8<T>* cand = &cand_[off];
         // no product can overflow when ||a|| ||x|| and |b| are far from the largest double
         bool unsure = !(na * xnorm_[0] <= 1e300 && std::fabs(b) <= 1e300);
         const index_t w = unsure ? 0 : filter_2d<Want>(a, b, margin, cand, cnt, in_k, in_id, unsure);
@@ -840,7 +846,7 @@ class ConvexLayers {
     std::sort(needs.begin(), needs.end(), [](const Need& x, const Need& y) {
       return x.bucket < y.bucket || (x.bucket == y.bucket && x.level < y.level);
     });
-    std::vector<Cand8> cand;
+    std::vector<Cand8<T>> cand;
     tab_off_.assign(M + 1, 0);  // in blocks of 8 candidates; each bucket starts a block
     size_t q = 0;
     for (index_t bk = 0; bk < M; ++bk) {
@@ -848,11 +854,11 @@ class ConvexLayers {
       index_t got = 0;
       for (index_t j = 1; j <= J; ++j) {
         for (; q < needs.size() && needs[q].bucket == bk && needs[q].level == j; ++q, ++got) {
-          if (got % 8 == 0) cand.push_back(Cand8{});
+          if (got % 8 == 0) cand.push_back(Cand8<T>{});
           const index_t k = needs[q].vertex;
-          Cand8& c8 = cand.back();
-          c8.x[got % 8] = xy_[2 * k];  // copies, so that a query reads one stream
-          c8.y[got % 8] = xy_[2 * k + 1];
+          Cand8<T>& c8 = cand.back();
+          c8.x[got % 8] = static_cast<T>(xy_[2 * k]);  // exact copies, so that a query reads one stream
+          c8.y[got % 8] = static_cast<T>(xy_[2 * k + 1]);
           c8.k[got % 8] = k;
           c8.id[got % 8] = ids_[k];
         }
@@ -903,7 +909,7 @@ class ConvexLayers {
   std::vector<double> guide_;                 // per bucket, guide_stride_ values (see build_table)
   index_t guide_stride_ = 0;
   std::vector<index_t> tab_off_;              // candidate blocks of bucket B: cand_[tab_off_[B] .. tab_off_[B + 1])
-  std::vector<Cand8> cand_;                   // candidates per bucket, by the first level needing them
+  std::vector<Cand8<T>> cand_;                   // candidates per bucket, by the first level needing them
 };
 
 }  // namespace hsrgeom
