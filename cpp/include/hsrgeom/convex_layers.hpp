@@ -470,7 +470,7 @@ class ConvexLayers {
   size_t memory_bytes() const {
     return ids_.size() * sizeof(index_t) + xy_.size() * sizeof(double) + angle_.size() * sizeof(double) +
            layer_start_.size() * sizeof(index_t) + xnorm_.size() * sizeof(double) +
-           tab_.size() * sizeof(TableEntry) + guide_.size() * sizeof(double) + tab_off_.size() * sizeof(index_t) + cand_.size() * sizeof(Cand8<T>);
+           tab_.size() * sizeof(TableEntry) + coarse_.size() * sizeof(GuideCoarse) + groups_.size() * sizeof(GuideGroup) + tab_off_.size() * sizeof(index_t) + cand_.size() * sizeof(Cand8<T>);
   }
   std::vector<T> original_points() const {
     std::vector<T> out(2 * n_);
@@ -592,28 +592,34 @@ class ConvexLayers {
       const index_t J = tab_levels_;
       const index_t bkt = std::min<index_t>(
           tab_buckets_ - 1, std::max<index_t>(0, static_cast<index_t>(pseudo_angle(a) * (tab_buckets_ / 4.0))));
-      const size_t row = static_cast<size_t>(bkt) * J;
-      const TableEntry* lv = &tab_[row];
+      const index_t G = tab_groups_;
+      const GuideGroup* gg = &groups_[static_cast<size_t>(bkt) * G];
       auto certified = [&](index_t j) {  // does layer j miss the half-plane? exact
         ++c.nodes;
-        const TableEntry& e = lv[j - 1];
+        ++c.tested;
+        const GuideGroup& q = gg[(j - 1) / 8];
+        const int l = static_cast<int>((j - 1) % 8);
+        const double v[2] = {q.x[l], q.y[l]};  // vertex s
+        if (in_halfspace(a[0] * v[0] + a[1] * v[1], mg(na, norm_up(v, 2), b), a, v, b, 2, &c.exact)) return false;
+        if (q.count[l] == 1) return true;
+        const TableEntry& e = tab_[static_cast<size_t>(bkt) * J + j - 1];  // the other vertices
         margin = mg(na, e.xnorm, b);
-        for (index_t t = 0, k = e.first; t < e.count; ++t, k = k + 1 == e.end ? e.start : k + 1)
+        for (index_t t = 1, k = e.first + 1; t < q.count[l]; ++t, ++k) {
+          if (k == e.end) k = e.start;
           if (inside(k)) return false;
+        }
         return true;
       };
       // Guide: the levels whose vertex s is (rounded) inside, counted among every eighth level,
       // then among the eight after the last of those. The values decrease with j (nested hulls),
       // so the next level is the one to try; only the exact test lets a level be used, and a
       // level deeper than needed only costs more candidates.
-      const double* gx = &guide_[static_cast<size_t>(bkt) * guide_stride_];
-      const index_t group = 8 * count_at_least_2d(a, b, gx, gx + 8, 8);
-      const index_t first =
-          group >= J ? J + 1 : 1 + group + count_at_least_2d(a, b, gx + 16 + 2 * group, gx + 24 + 2 * group, 8);
+      const index_t group = count_at_least_2d(a, b, coarse_[bkt].x, coarse_[bkt].y, 8);
+      const index_t first = group >= G ? J + 1 : 8 * group + 1 + count_at_least_2d(a, b, gg[group].x, gg[group].y, 8);
       for (index_t j = first; j <= J; ++j) {
         if (!certified(j)) continue;
         margin = mg(na, xnorm_[0], b);  // layer 0 holds the largest norm
-        const index_t off = tab_off_[bkt], cnt = lv[j - 1].prefix;
+        const index_t off = tab_off_[bkt], cnt = gg[(j - 1) / 8].prefix[(j - 1) % 8];
         std::vector<std::int64_t>& scratch = index_scratch();
         scratch.resize(2 * (cnt + 8));
         index_t* in_k = scratch.data();
@@ -704,12 +710,18 @@ class ConvexLayers {
   // (measured: 106 candidates for 100 reported at n = 10^6). Queries that reach deeper than J
   // layers take the layer-by-layer walk. J <= 64 (the guide's layout), and the candidates are
   // at most 4 per point (4096 for few points): levels past that budget are dropped.
-  struct TableEntry {
-    double xnorm;        // of layer j
-    index_t start, end;  // stored vertices of layer j
-    index_t first;       // stored index of vertex s of layer j
-    index_t count;       // vertices s..e
-    index_t prefix;      // candidates of levels <= j
+  struct TableEntry {     // level j of a bucket, for chains of more than one vertex
+    double xnorm;         // of layer j
+    index_t start, end;   // stored vertices of layer j
+    index_t first;        // stored index of vertex s
+  };
+  struct GuideCoarse {    // per bucket: vertex s of levels 8, 16, .., 64
+    double x[8], y[8];
+  };
+  struct alignas(64) GuideGroup {  // per bucket, eight levels 8g + 1 .. 8g + 8
+    double x[8], y[8];             // vertex s
+    std::int32_t count[8];         // vertices s..e
+    std::int32_t prefix[8];        // candidates of the levels up to this one
   };
   static std::vector<std::int64_t>& index_scratch() {
     thread_local std::vector<std::int64_t> v;
@@ -746,12 +758,6 @@ class ConvexLayers {
     index_t M = 16;  // directions: more for more points (a bucket's extra candidates shrink)
     while (M < 1024 && M * 16 < n_) M *= 2;
     const double step = 4.0 / static_cast<double>(M);
-    std::vector<TableEntry> tab(static_cast<size_t>(M) * J);
-    // guide per bucket: x[8], y[8] of vertex s at levels 8, 16, .., 64, then for each group of
-    // eight levels x[8], y[8]; NaN past J (never counted as inside)
-    const index_t groups = (J + 7) / 8;
-    guide_stride_ = 16 + 16 * groups;
-    guide_.assign(static_cast<size_t>(M) * guide_stride_, std::numeric_limits<double>::quiet_NaN());
     // the ends of each bucket's arc of directions (widened)
     std::vector<std::array<double, 4>> dirs(M);
     for (index_t bk = 0; bk < M; ++bk)
@@ -776,12 +782,6 @@ class ConvexLayers {
           ends[t] = extreme(s, h, u, std::atan2(u[1], u[0]));
         }
         const index_t cnt = (ends[1] - ends[0] + h) % h + 1;
-        tab[static_cast<size_t>(bk) * J + (j - 1)] = {xnorm_[j], s, s + h, s + ends[0], cnt, 0};
-        double* g = &guide_[static_cast<size_t>(bk) * guide_stride_];
-        const index_t grp = (j - 1) / 8, lane = (j - 1) % 8;
-        g[16 + 16 * grp + lane] = xy_[2 * (s + ends[0])];
-        g[24 + 16 * grp + lane] = xy_[2 * (s + ends[0]) + 1];
-        if (lane == 7) g[grp] = xy_[2 * (s + ends[0])], g[8 + grp] = xy_[2 * (s + ends[0]) + 1];
         chains[bk] = {(ends[0] + h - 1) % h, std::min<index_t>(cnt + 1, h)};  // first edge, edges
         for (index_t t = 0; t < chains[bk][1]; ++t) ++off[(chains[bk][0] + t) % h + 1];
       }
@@ -819,33 +819,42 @@ class ConvexLayers {
             }
           });
     // memory: at most 4 candidates per point (and 4096 for few points); levels past that go
-    const index_t J0 = J;
     std::vector<size_t> per_level(J + 1, 0);
     for (const Need& nd : needs) ++per_level[nd.level];
     size_t total = 0;
     for (index_t j = 1; j <= J; ++j) {
-      if (total + per_level[j] > std::max<size_t>(4096, 4 * static_cast<size_t>(n_))) {
+      if (total + per_level[j] > std::min<size_t>(std::max<size_t>(4096, 4 * static_cast<size_t>(n_)), INT32_MAX)) {
         J = j - 1;
         break;
       }
       total += per_level[j];
     }
     if (J == 0) return;
-    if (J < J0) {  // keep levels 1..J: entries with the new stride, the guide NaN past J
-      for (index_t bk = 0; bk < M; ++bk) {
-        for (index_t j = 1; j <= J; ++j) tab[static_cast<size_t>(bk) * J + j - 1] = tab[static_cast<size_t>(bk) * J0 + j - 1];
-        double* g = &guide_[static_cast<size_t>(bk) * guide_stride_];
-        for (index_t j = J + 1; j <= J0; ++j) {
-          g[16 + 16 * ((j - 1) / 8) + (j - 1) % 8] = g[24 + 16 * ((j - 1) / 8) + (j - 1) % 8] = std::nan("");
-          if (j % 8 == 0) g[j / 8 - 1] = g[8 + j / 8 - 1] = std::nan("");
-        }
-      }
-      tab.resize(static_cast<size_t>(M) * J);
-    }
     needs.erase(std::remove_if(needs.begin(), needs.end(), [&](const Need& nd) { return nd.level > J; }), needs.end());
     std::sort(needs.begin(), needs.end(), [](const Need& x, const Need& y) {
       return x.bucket < y.bucket || (x.bucket == y.bucket && x.level < y.level);
     });
+    // the levels' entries and the guide (NaN / 0 past J: never counted as inside)
+    const index_t G = (J + 7) / 8;
+    std::vector<TableEntry> tab(static_cast<size_t>(M) * J);
+    coarse_.assign(M, GuideCoarse{});
+    groups_.assign(static_cast<size_t>(M) * G, GuideGroup{});
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    for (index_t bk = 0; bk < M; ++bk) {
+      std::fill(coarse_[bk].x, coarse_[bk].x + 16, nan);
+      for (index_t g = 0; g < G; ++g) std::fill(groups_[bk * G + g].x, groups_[bk * G + g].x + 16, nan);
+      for (index_t j = 1; j <= J; ++j) {
+        const index_t s = layer_start_[j], h = layer_size(j), vs = ends_of[j][bk][0], ve = ends_of[j][bk][1];
+        const index_t cnt = (ve - vs + h) % h + 1;
+        tab[static_cast<size_t>(bk) * J + (j - 1)] = {xnorm_[j], s, s + h, s + vs};
+        GuideGroup& gg = groups_[bk * G + (j - 1) / 8];
+        const int l = static_cast<int>((j - 1) % 8);
+        gg.x[l] = xy_[2 * (s + vs)];
+        gg.y[l] = xy_[2 * (s + vs) + 1];
+        gg.count[l] = static_cast<std::int32_t>(cnt);
+        if (l == 7) coarse_[bk].x[(j - 1) / 8] = gg.x[l], coarse_[bk].y[(j - 1) / 8] = gg.y[l];
+      }
+    }
     std::vector<Cand8<T>> cand;
     tab_off_.assign(M + 1, 0);  // in blocks of 8 candidates; each bucket starts a block
     size_t q = 0;
@@ -862,12 +871,13 @@ class ConvexLayers {
           c8.k[got % 8] = k;
           c8.id[got % 8] = ids_[k];
         }
-        tab[static_cast<size_t>(bk) * J + (j - 1)].prefix = got;
+        groups_[bk * G + (j - 1) / 8].prefix[(j - 1) % 8] = static_cast<std::int32_t>(got);
       }
     }
     tab_off_[M] = static_cast<index_t>(cand.size());
     cand_ = std::move(cand);
     tab_ = std::move(tab);
+    tab_groups_ = G;
     tab_levels_ = J;
     tab_buckets_ = M;
   }
@@ -906,8 +916,9 @@ class ConvexLayers {
   std::vector<double> xnorm_;         // per layer: upper bound of the norms of its vertices
   index_t tab_levels_ = 0, tab_buckets_ = 0;  // shallow table (build_table): J levels, M buckets
   std::vector<TableEntry> tab_;               // entry (bucket B, level j) at B * J + j - 1
-  std::vector<double> guide_;                 // per bucket, guide_stride_ values (see build_table)
-  index_t guide_stride_ = 0;
+  std::vector<GuideCoarse> coarse_;           // per bucket
+  std::vector<GuideGroup> groups_;            // per bucket, tab_groups_ of them
+  index_t tab_groups_ = 0;
   std::vector<index_t> tab_off_;              // candidate blocks of bucket B: cand_[tab_off_[B] .. tab_off_[B + 1])
   std::vector<Cand8<T>> cand_;                   // candidates per bucket, by the first level needing them
 };
