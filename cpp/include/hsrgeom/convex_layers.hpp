@@ -624,7 +624,7 @@ class ConvexLayers {
         scratch.resize(2 * (cnt + 8));
         index_t* in_k = scratch.data();
         std::int64_t* in_id = in_k + cnt + 8;
-        const Cand8<T>* cand = &cand_[off];
+        const Cand8<T>* cand = cand_.data() + off;  // (may be empty: then cnt = 0)
         // no product can overflow when ||a|| ||x|| and |b| are far from the largest double
         bool unsure = !(na * xnorm_[0] <= 1e300 && std::fabs(b) <= 1e300);
         const index_t w = unsure ? 0 : filter_2d<Want>(a, b, margin, cand, cnt, in_k, in_id, unsure);
