@@ -772,8 +772,10 @@ class ConvexLayers(_Index):
     can hold (measured: ~1.06 k candidates for k = 100 reported). A query whose half-plane
     misses one of those layers (decided exactly) finds the first such level with two
     vectorised comparisons of eight levels each, and tests that level's candidates, stored
-    contiguously; deeper queries take the layer-by-layer walk. Build O(table_layers^2 * layer
-    size) extra, memory ~30 bytes per candidate.
+    contiguously; deeper queries take the layer-by-layer walk. Building it finds, for each
+    vertex of the covered layers and each deeper covered layer, the edges the vertex sees
+    (+2.7 s at 10^7 uniform points); memory 24 (float32) or 32 (float64) bytes per candidate,
+    at most 4 candidates per point (levels past that are dropped).
 
     The build peels the layers in batches: the live points outside a polygon slightly inside
     the current hull are collected once (a kd-tree skips the boxes inside it), and layer after

@@ -483,7 +483,8 @@ ReportResult report_queries(index_t m, QueryStats* st, int threads, double work,
   // size the last report in this process needed per query (a hint: trimmed below if it was
   // far too large).
   static std::atomic<double> ids_per_query{0};
-  const size_t guess = static_cast<size_t>(std::min(ids_per_query.load() * 1.25, 1e6) * static_cast<double>(m) / nt);
+  const double per_query = std::min(ids_per_query.load() * 1.25, static_cast<double>(n));
+  const size_t guess = static_cast<size_t>(std::min(per_query * static_cast<double>(m) / nt, 16777216.0));
   std::vector<IdList> arena(nt);
   for (IdList& a : arena) {
     a.ids.reserve(guess);

@@ -470,7 +470,8 @@ class ConvexLayers {
   size_t memory_bytes() const {
     return ids_.size() * sizeof(index_t) + xy_.size() * sizeof(double) + angle_.size() * sizeof(double) +
            layer_start_.size() * sizeof(index_t) + xnorm_.size() * sizeof(double) +
-           tab_.size() * sizeof(TableEntry) + coarse_.size() * sizeof(GuideCoarse) + groups_.size() * sizeof(GuideGroup) + tab_off_.size() * sizeof(index_t) + cand_.size() * sizeof(Cand8<T>);
+           tab_.size() * sizeof(TableEntry) + coarse_.size() * sizeof(GuideCoarse) +
+           groups_.size() * sizeof(GuideGroup) + tab_off_.size() * sizeof(index_t) + cand_.size() * sizeof(Cand8<T>);
   }
   std::vector<T> original_points() const {
     std::vector<T> out(2 * n_);
@@ -500,7 +501,9 @@ class ConvexLayers {
     std::vector<std::int64_t> out(q.m, 0);
     run(q, st, threads, [&](index_t j, const double* a, double b, Counters& c) {
       std::int64_t cnt = 0;
-      visit<0>(a, b, c, [&](index_t, std::int64_t) { ++cnt; return true; }, [&](const index_t*, const std::int64_t*, index_t w) { cnt += w; });
+      visit<0>(
+          a, b, c, [&](index_t, std::int64_t) { ++cnt; return true; },
+          [&](const index_t*, const std::int64_t*, index_t w) { cnt += w; });
       out[j] = c.reported = cnt;
     });
     return out;
