@@ -51,17 +51,15 @@ class RangeTree {
 
   ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
                       bool sorted = true) const {
-    std::vector<IdList> lists(q.m);
-    run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
+    auto fill = [&](index_t j, Counters& c, IdList& out) {
+      const Query qq = make_query(q.normals + j * d_, q.offsets[j]);
       const double* a = qq.a.data();
-      c.reported = collect(lists[j], n_, sorted, [&](IdList& out) {
-        traverse(qq, c, [&](index_t b0, index_t b1) {
-          out.add_rows(perm_.data() + b0, b1 - b0, scores, a, row(b0), d_);
-          return true;
-        }, [&](index_t k) { out.add(perm_[k], scores, a, row(k), d_); return true; });
-      });
-    });
-    return ReportResult::from_lists(lists, scores);
+      traverse(qq, c, [&](index_t b0, index_t b1) {
+        out.add_rows(perm_.data() + b0, b1 - b0, scores, a, row(b0), d_);
+        return true;
+      }, [&](index_t k) { out.add(perm_[k], scores, a, row(k), d_); return true; });
+    };
+    return report_queries(q.m, st, threads, query_work(q.m), n_, sorted, scores, fill);
   }
 
   std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
