@@ -800,9 +800,7 @@ class ConvexLayers(_Index):
     def _build(self, points, table_layers=64):
         if points.shape[1] != 2:
             raise ValueError(f"ConvexLayers needs points of shape (n, 2), got d={points.shape[1]}")
-        table_layers = V.positive_int(table_layers, "table_layers", minimum=0)
-        if table_layers > 64:
-            raise ValueError(f"table_layers must be <= 64, got {table_layers}")
+        table_layers = V.positive_int(table_layers, "table_layers", minimum=0)  # <= 64: checked in C++
         self._impl = _compiled("ConvexLayers", points)(points, table_layers)
         self.table_layers = table_layers
         self._init_common(points)

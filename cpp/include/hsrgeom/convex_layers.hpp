@@ -844,8 +844,9 @@ class ConvexLayers {
     groups_.assign(static_cast<size_t>(M) * G, GuideGroup{});
     const double nan = std::numeric_limits<double>::quiet_NaN();
     for (index_t bk = 0; bk < M; ++bk) {
-      std::fill(coarse_[bk].x, coarse_[bk].x + 16, nan);
-      for (index_t g = 0; g < G; ++g) std::fill(groups_[bk * G + g].x, groups_[bk * G + g].x + 16, nan);
+      std::fill_n(coarse_[bk].x, 8, nan);
+      std::fill_n(coarse_[bk].y, 8, nan);
+      for (index_t g = 0; g < G; ++g) std::fill_n(groups_[bk * G + g].x, 8, nan), std::fill_n(groups_[bk * G + g].y, 8, nan);
       for (index_t j = 1; j <= J; ++j) {
         const index_t s = layer_start_[j], h = layer_size(j), vs = ends_of[j][bk][0], ve = ends_of[j][bk][1];
         const index_t cnt = (ve - vs + h) % h + 1;
