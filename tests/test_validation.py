@@ -28,9 +28,13 @@ def test_bad_points(cls, points, exc, match):
         cls(points)
 
 
-@pytest.fixture(params=["brute_force", "partition_tree", "simplicial"])
+@pytest.fixture(params=["brute_force", "quantized_scan", "partition_tree", "simplicial", "convex_layers3", "dynamic"])
 def index(request):
     pts = np.random.default_rng(0).standard_normal((100, 3))
+    if request.param == "dynamic":  # the Bentley-Saxe path, which checks in Python
+        index = hsrgeom.build_index(pts, kind="partition_tree")
+        index.insert(pts[:5])
+        return index
     return hsrgeom.build_index(pts, kind=request.param)
 
 
@@ -53,6 +57,19 @@ def test_bad_queries(index, normals, offsets, exc, match):
         index.count(normals, offsets)
     with pytest.raises(exc, match=match):
         index.empty(normals, offsets)
+
+
+@pytest.mark.parametrize("kind", ["brute_force", "partition_tree", "convex_layers"])
+def test_query_values_beyond_float32_are_an_error(kind):
+    # 1e300 is finite in float64 but inf once cast to a float32 index: an error, not a query
+    # with an infinite normal.
+    index = hsrgeom.build_index(np.random.default_rng(0).random((50, 2), dtype=np.float32), kind=kind)
+    with pytest.raises(ValueError, match=r"normals contains NaN or inf \(first at index \(1, 0\)\) in the index dtype float32"):
+        index.report(np.array([[1.0, 0.0], [1e300, 0.0]]), 0.0)
+    with pytest.raises(ValueError, match=r"offsets contains NaN or inf \(first at index \(2,\)\)$"):
+        index.count(np.ones((3, 2), dtype=np.float32), np.array([0.0, 1.0, -np.inf]))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        index.empty(np.full((1, 2), np.nan, dtype=np.float32), 0.0)
 
 
 def test_bad_single_query(index):

@@ -357,8 +357,11 @@ class _Index:
 
     # -- queries -----------------------------------------------------------------------------
     def _halfspaces(self, normals, offsets):
-        a = V.queries(normals, self.d, self.dtype, "normals")
-        b = V.offsets(offsets, a.shape[0], "offsets")
+        # NaN/inf: checked by the compiled query (after the cast to the index dtype), except on
+        # the dynamic path, which may have no compiled part to ask.
+        check = self._dyn is not None
+        a = V.queries(normals, self.d, self.dtype, "normals", check_finite=check)
+        b = V.offsets(offsets, a.shape[0], "offsets", check_finite=check)
         return a, b
 
     def report(self, normals, offsets, *, n_threads=None, return_scores=False, return_sorted=True):

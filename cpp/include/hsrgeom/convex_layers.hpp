@@ -492,6 +492,8 @@ class ConvexLayers {
         if (scores)
           for (index_t i = 0; i < w; ++i) out.scores.push_back(dot_f64(a, &xy_[2 * k[i]], 2));
       };
+      prefetch(q, j + 2, 0);
+      prefetch(q, j + 1, 1);
       if (scores) visit<2>(a, q.offsets[j], c, one, all);
       else visit<1>(a, q.offsets[j], c, one, all);
     });
@@ -593,8 +595,7 @@ class ConvexLayers {
       // Shallow table: the smallest level j whose layer misses the half-plane, then the
       // bucket's candidates for that level (see build_table).
       const index_t J = tab_levels_;
-      const index_t bkt = std::min<index_t>(
-          tab_buckets_ - 1, std::max<index_t>(0, static_cast<index_t>(pseudo_angle(a) * (tab_buckets_ / 4.0))));
+      const index_t bkt = bucket(a);
       const index_t G = tab_groups_;
       const GuideGroup* gg = &groups_[static_cast<size_t>(bkt) * G];
       auto certified = [&](index_t j) {  // does layer j miss the half-plane? exact
@@ -664,6 +665,38 @@ class ConvexLayers {
         if (!out(k, ids_[k])) return;
       }
     }
+  }
+
+  // The table's bucket of a nonzero normal a.
+  index_t bucket(const double* a) const {
+    return std::min<index_t>(tab_buckets_ - 1,
+                             std::max<index_t>(0, static_cast<index_t>(pseudo_angle(a) * (tab_buckets_ / 4.0))));
+  }
+
+  // Software prefetch for query j of a batch, called two queries ahead (stage 0: its bucket's
+  // coarse guide and candidate offset) and one query ahead (stage 1: the guide group the
+  // coarse guide points to and the first candidate blocks). Each query reads these from a
+  // random bucket, a cache miss apiece that was ~25 % of a query at 10^6 points (perf).
+  void prefetch(const Halfspaces<T>& q, index_t j, int stage) const {
+    if (tab_levels_ == 0 || j >= q.m) return;
+    const double a[2] = {static_cast<double>(q.normals[2 * j]), static_cast<double>(q.normals[2 * j + 1])};
+    if (a[0] == 0 && a[1] == 0) return;
+    const index_t bkt = bucket(a);
+    const GuideCoarse& co = coarse_[bkt];
+    if (stage == 0) {
+      __builtin_prefetch(co.x);
+      __builtin_prefetch(co.y);
+      __builtin_prefetch(&tab_off_[bkt]);
+      return;
+    }
+    const index_t group = count_at_least_2d(a, q.offsets[j], co.x, co.y, 8);
+    if (group < tab_groups_) {
+      const char* g = reinterpret_cast<const char*>(&groups_[static_cast<size_t>(bkt) * tab_groups_ + group]);
+      for (size_t l = 0; l < sizeof(GuideGroup); l += 64) __builtin_prefetch(g + l);
+    }
+    const index_t off = tab_off_[bkt], blocks = std::min<index_t>(tab_off_[bkt + 1] - off, 2);
+    const char* c = reinterpret_cast<const char*>(cand_.data() + off);
+    for (size_t l = 0; l < blocks * sizeof(Cand8<T>); l += 64) __builtin_prefetch(c + l);
   }
 
   // Index (within the layer) of a vertex maximising <a, v>.
