@@ -109,22 +109,24 @@ def test_wrong_dimension():
     assert hsrgeom.build_index(np.zeros((10, 2)), kind="convex_layers").kind == "convex_layers"
 
 
-def test_updates_and_persistence(rng, tmp_path):
+@pytest.mark.parametrize("max_layers", [None, 3])
+def test_updates_and_persistence(max_layers, rng, tmp_path):
     pts = rng.integers(-9, 10, (500, 2)).astype(float)
-    index = hsrgeom.ConvexLayers(pts)
+    index = hsrgeom.ConvexLayers(pts, max_layers=max_layers)
     index.insert(rng.standard_normal((400, 2)))
     index.remove(np.arange(0, 900, 3))
     index.save(tmp_path / "cl.hsr")
     clone = hsrgeom.load(tmp_path / "cl.hsr")
     a = rng.standard_normal((5, 2))
     assert clone.report(a, 0.5) == index.report(a, 0.5)
-    assert type(clone) is hsrgeom.ConvexLayers
+    assert type(clone) is hsrgeom.ConvexLayers and clone.max_layers == max_layers
 
 
 @settings(max_examples=80, deadline=None)
 @given(data=st.data(), n=st.integers(0, 60))
 def test_property(data, n):
     check_small_integer_set(data, n, 2, hsrgeom.ConvexLayers, coord=3)
+    check_small_integer_set(data, n, 2, lambda x: hsrgeom.ConvexLayers(x, max_layers=2), coord=3)
 
 
 def test_normals_one_ulp_from_an_edge_normal(rng):
@@ -226,3 +228,45 @@ def test_shallow_table_persists(rng, tmp_path):
     assert clone.table_layers == 7 and "table_layers=7" in repr(clone)
     a = rng.standard_normal((20, 2))
     assert clone.report(a, 0.9) == index.report(a, 0.9)
+
+
+@pytest.mark.parametrize("case", ["uniform", "gaussian", "grid_with_duplicates", "integer_circle", "few_lines"])
+def test_partial_peel_is_exact(case, dtype, rng):
+    # max_layers stops the peel; a PartitionTree over all points answers what the table does
+    # not. Shallow and deep offsets, on data values and one ulp above, a zero normal; with the
+    # whole table (65 layers), part of it, and none.
+    pts = shallow_cases(rng, 3000)[case].astype(dtype)
+    normals = np.vstack([rng.standard_normal((14, 2)), rng.integers(-3, 4, (6, 2)), [[0, 0]]])
+    vals = pts.astype(np.float64) @ normals.astype(dtype).astype(np.float64).T
+    top = -np.sort(-vals, axis=0)
+    offsets = top[rng.choice([0, 5, 60, 400, 1500, 2999], len(normals)), np.arange(len(normals))]
+    offsets[::3] = np.nextafter(offsets[::3], np.inf)
+    offsets[-1] = 0.0  # zero normal: every point
+    for max_layers in (0, 1, 5, 65):
+        index = hsrgeom.ConvexLayers(pts, max_layers=max_layers)
+        assert index.layers <= max_layers and index.peeled == index.layer_sizes().sum()
+        assert index.table_layers == 64 and index._impl.table_layers <= max(max_layers - 1, 0)
+        check(index, pts, normals, offsets)
+        check_topk(index, pts, normals, 9)
+        check_topk(index, pts, normals, 500)  # more than the peeled layers hold (max_layers <= 5)
+    if case == "uniform":  # the table answered the shallow queries, the tree the others
+        assert index.peeled < len(pts)
+        nodes = index.stats.nodes_visited if index.report(normals, offsets) else None
+        assert (nodes <= 3).sum() >= 3 and (nodes > 3).sum() >= 3, nodes
+
+
+def test_partial_peel_parameters_and_persistence(rng, tmp_path):
+    pts = rng.random((3000, 2))
+    index = hsrgeom.ConvexLayers(pts, max_layers=10, n_threads=1)
+    assert index.layers == 10 and index.peeled < 1000 and "max_layers=10" in repr(index)
+    index.save(tmp_path / "cl.hsr")
+    clone = hsrgeom.load(tmp_path / "cl.hsr")
+    assert clone.max_layers == 10 and clone.peeled == index.peeled
+    a = rng.standard_normal((20, 2))
+    assert clone.report(a, 0.5) == index.report(a, 0.5)
+    full = hsrgeom.ConvexLayers(pts)
+    assert full.max_layers is None and full.peeled == len(pts)
+    with pytest.raises(ValueError, match="max_layers"):
+        hsrgeom.ConvexLayers(pts, max_layers=-1)
+    with pytest.raises(TypeError, match="max_layers"):
+        hsrgeom.ConvexLayers(pts, max_layers=2.5)

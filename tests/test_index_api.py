@@ -139,6 +139,20 @@ def test_auto_considers_convex_layers_only_in_the_plane_and_space():
     assert "convex_layers" not in with_params.reason  # params are a partition tree's
 
 
+def test_auto_peels_only_the_table_layers_above_its_full_peel_limit(monkeypatch, rng):
+    # Above _LAYERS_MAX_N (2 * 10^6; lowered here) a full peel takes minutes: "auto" probes and
+    # builds ConvexLayers(max_layers=65), and never ConvexLayers3.
+    monkeypatch.setattr(hsrgeom._index, "_LAYERS_MAX_N", 5000)
+    pts = rng.random((20000, 2))
+    index = hsrgeom.build_index(pts, batch_size=200, output_size=20)
+    assert "convex_layers(max_layers=65)" in index.reason
+    assert index.kind == "convex_layers" and index.max_layers == 65 and index.peeled < len(pts)
+    a = rng.standard_normal((50, 2))
+    b = np.quantile(pts @ a.T, 0.999, axis=0)
+    assert index.report(a, b) == hsrgeom.BruteForce(pts).report(a, b)
+    assert "convex_layers3" not in hsrgeom.build_index(rng.random((20000, 3))).reason
+
+
 def test_auto_takes_quantized_scan_for_few_queries_over_large_data(rng):
     pts = rng.standard_normal((33_000, 256))  # float64: 64.4 MiB
     one = hsrgeom.build_index(pts, batch_size=1)

@@ -286,16 +286,18 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
 
   using CL = ConvexLayers<T>;
   py::class_<CL> cl(m, ("ConvexLayers" + suffix).c_str());
-  cl.def(py::init([](const CArray<T>& pts, index_t table_layers) {
+  cl.def(py::init([](const CArray<T>& pts, index_t table_layers, index_t max_layers, int threads) {
            auto v = points_view<T>(pts);
            py::gil_scoped_release nogil;
-           return new CL(v, table_layers);
-         }), py::arg("points"), py::arg("table_layers") = CL::kDefaultTableLayers)
+           return new CL(v, table_layers, max_layers, threads);
+         }), py::arg("points"), py::arg("table_layers") = CL::kDefaultTableLayers, py::arg("max_layers") = -1,
+         py::arg("threads") = 0)
       .def("points", [](const CL& self) {
         return to_numpy(self.original_points(), {static_cast<py::ssize_t>(self.size()), 2});
       })
       .def_property_readonly("layers", &CL::layers)
       .def_property_readonly("table_layers", &CL::table_layers)
+      .def_property_readonly("peeled", &CL::peeled)
       .def_property_readonly("table_directions", &CL::table_directions)
       .def("layer_sizes", [](const CL& self) { return to_numpy(self.layer_sizes()); });
   bind_queries<CL, T>(cl);

@@ -783,42 +783,60 @@ class ConvexLayers(_Index):
     The build peels the layers in batches: the live points outside a polygon slightly inside
     the current hull are collected once (a kd-tree skips the boxes inside it), and layer after
     layer is peeled from them with a monotone chain while the layer still encloses that polygon
-    (checked exactly). Superlinear (uniform points have about n^(2/3) layers): measured 3 s at
-    n = 10^6 and 81 s at 10^7 (uniform, float32), so it suits n up to a few million;
-    :class:`PartitionTree` builds 10^7 points in ~2.5 s.
+    (checked exactly). Peeling every point is superlinear (uniform points have about n^(2/3)
+    layers): measured 3 s at n = 10^6 and 81 s at 10^7 (uniform, float32). With
+    ``max_layers``, peeling stops after that many layers (``max_layers=65`` is all the shallow
+    table uses), and a :class:`PartitionTree` over all the points answers every query the table
+    does not (measured at 10^7 uniform points: build 12 s instead of 81 s, the same 0.15 us per
+    table query; a deep query costs what the tree's costs).
 
     Parameters
     ----------
     points : array_like, shape (n, 2), float32 or float64
     table_layers : int, default 64
         Layers the shallow table covers, at most 64 (0: no table, every query walks the
-        layers). Fewer when the table would hold more than 4 candidates per point.
+        layers). Fewer when the table would hold more than 4 candidates per point, or when
+        fewer than ``table_layers + 1`` layers are peeled.
+    max_layers : int, optional
+        Most layers peeled (default: all). When the peel stops early, the tree answers what
+        the table does not (the layer-by-layer walk is not used).
+    n_threads : int, optional
+        Threads used to build that tree (peeling is sequential).
     """
 
     kind = "convex_layers"
 
-    def __init__(self, points, table_layers=64):
-        self._build(V.points(points), table_layers=table_layers)
+    def __init__(self, points, table_layers=64, max_layers=None, *, n_threads=None):
+        self._build(V.points(points), table_layers=table_layers, max_layers=max_layers, n_threads=n_threads)
 
-    def _build(self, points, table_layers=64):
+    def _build(self, points, table_layers=64, max_layers=None, n_threads=None):
         if points.shape[1] != 2:
             raise ValueError(f"ConvexLayers needs points of shape (n, 2), got d={points.shape[1]}")
         table_layers = V.positive_int(table_layers, "table_layers", minimum=0)  # <= 64: checked in C++
-        self._impl = _compiled("ConvexLayers", points)(points, table_layers)
+        if max_layers is not None:
+            max_layers = V.positive_int(max_layers, "max_layers", minimum=0)
+        cls = _compiled("ConvexLayers", points)
+        self._impl = cls(points, table_layers, -1 if max_layers is None else max_layers, V.threads(n_threads))
         self.table_layers = table_layers
+        self.max_layers = max_layers
         self._init_common(points)
 
     @property
     def layers(self):
-        """Number of convex layers."""
+        """Number of peeled convex layers."""
         return self._impl.layers
+
+    @property
+    def peeled(self):
+        """Points on the peeled layers (n unless ``max_layers`` stopped the peel)."""
+        return self._impl.peeled
 
     def layer_sizes(self):
         """Number of vertices of each layer, outermost first (int64 array)."""
         return self._impl.layer_sizes()
 
     def _params(self):
-        return {"table_layers": self.table_layers}
+        return {"table_layers": self.table_layers, "max_layers": self.max_layers}
 
 
 class ConvexLayers3(_Index):
@@ -910,8 +928,10 @@ _PROBE_N = 50_000  # sample size of the probe
 _PROBE_MIN_OUTPUT = 16  # points reported by a probe query at least
 _DEFAULT_OUTPUT = (1e-3, 100, 1000)  # no output_size: 0.1 % of n, clipped to [100, 1000] points
 # Convex layers build superlinearly (measured: 3 s / 15 s at n = 10^6, 81 s / 370 s at 10^7 for
-# d = 2 / 3), so "auto" considers them only up to this n.
+# d = 2 / 3), so "auto" peels them completely only up to this n; above it, d = 2 peels the
+# layers its shallow table uses (12 s at 10^7) and d = 3 is not a candidate.
 _LAYERS_MAX_N = 2_000_000
+_TABLE_PEEL = 65
 _FULL_PROBE_RATIO = 4  # above 16 x the sample size, a tree predicted within this factor of the scan is timed at n
 _PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the scan to be chosen
 _MEASURED_MARGIN = 0.9  # ... or this much, when both were timed on all n points
@@ -989,8 +1009,9 @@ def _choose(pts, batch_size, output_size, params):
     splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 else ["widest", "pca"])
     for split in splits:
         candidates.append((f"partition_tree(split={split})", PartitionTree, {**params, "split": split}))
-    if d == 2 and not params and n <= _LAYERS_MAX_N:
-        candidates.append(("convex_layers", ConvexLayers, {}))
+    if d == 2 and not params:  # above _LAYERS_MAX_N only the table's layers are peeled
+        prm = {} if n <= _LAYERS_MAX_N else {"max_layers": _TABLE_PEEL}
+        candidates.append((f"convex_layers(max_layers={_TABLE_PEEL})" if prm else "convex_layers", ConvexLayers, prm))
     if d == 3 and not params and n <= _LAYERS_MAX_N:
         candidates.append(("convex_layers3", ConvexLayers3, {}))
     # SimplicialPartitionTree is not a candidate: on every case measured (docs/simplicial.md) it
@@ -1068,8 +1089,9 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         "simplicial" builds a :class:`SimplicialPartitionTree` (never chosen by "auto": measured
         slower than a partition tree everywhere) and "convex_layers3" a :class:`ConvexLayers3`.
         "auto": for n < 4096 a scan; otherwise each candidate structure (the scan, partition
-        trees, and convex layers when d = 2 or 3, n <= 2 000 000 -- they build superlinearly,
-        minutes at 10^7 -- and no params are given) is built on a sample of
+        trees, and, when no params are given, convex layers for d = 2 -- above n = 2 000 000
+        with ``max_layers=65``: a full peel takes minutes at 10^7 -- and for d = 3 up to
+        n = 2 000 000) is built on a sample of
         the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and
         data-derived directions) reporting the share ``output_size / n`` of each; the growth
         between the two extrapolates each candidate's time to n points. Above 16x the sample size

@@ -16,6 +16,11 @@
 // Build: OnionPeeler below -- batches of layers, each a monotone chain over the points that can
 // be on the hull (those not strictly inside a polygon slightly inside the hull, found once per
 // batch with a kd-tree).
+//
+// Partial peel (max_layers): the points left after max_layers layers go to a core
+// PartitionTree, searched only by a query that reaches into every layer (as in ConvexLayers3).
+// Peeling all of 10^7 uniform points takes ~80 s (tens of thousands of layers); the shallow
+// table below needs only the first 64, which a partial peel builds in seconds.
 #pragma once
 
 #include <algorithm>
@@ -30,6 +35,7 @@
 #endif
 
 #include "hsrgeom/common.hpp"
+#include "hsrgeom/partition_tree.hpp"
 #include "hsrgeom/predicate.hpp"
 
 namespace hsrgeom {
@@ -406,10 +412,15 @@ template <class T>
 class ConvexLayers {
  public:
   ConvexLayers() = default;
-  explicit ConvexLayers(PointsView<T> p, index_t table_layers = kDefaultTableLayers) : n_(p.n) {
+  // max_layers < 0: peel every point; otherwise at most max_layers layers, and the points left
+  // go to a core PartitionTree (built with `threads`).
+  explicit ConvexLayers(PointsView<T> p, index_t table_layers = kDefaultTableLayers, index_t max_layers = -1,
+                        int threads = 0)
+      : n_(p.n) {
     if (p.d != 2) throw std::invalid_argument("ConvexLayers needs d = 2");
     if (table_layers < 0 || table_layers > kMaxTableLayers)
       throw std::invalid_argument("table_layers must be in [0, 64]");
+    if (max_layers < 0) max_layers = std::numeric_limits<index_t>::max();
     std::vector<index_t> order(n_);
     std::iota(order.begin(), order.end(), index_t{0});
     std::sort(order.begin(), order.end(), [&](index_t a, index_t b) {
@@ -421,7 +432,7 @@ class ConvexLayers {
     OnionPeeler<T> peeler(p, std::move(order));
     std::vector<index_t> hull;
     BuildProgress progress("ConvexLayers", n_, 2);
-    while (peeler.next_layer(hull)) {
+    while (layers() < max_layers && peeler.next_layer(hull)) {
       for (index_t id : hull) {
         ids_.push_back(id);
         xy_.push_back(static_cast<double>(p.row(id)[0]));
@@ -432,6 +443,7 @@ class ConvexLayers {
                     static_cast<long long>(ids_.size()), static_cast<long long>(n_));
     }
     progress.done("done: %lld layers", static_cast<long long>(layers()));
+    layer_end_ = static_cast<index_t>(ids_.size());
     // angle of each edge's outward normal, for the extreme-vertex search
     angle_.resize(ids_.size());
     for (size_t l = 0; l + 1 < layer_start_.size(); ++l) {
@@ -452,6 +464,15 @@ class ConvexLayers {
     for (index_t l = 0; l < layers(); ++l)
       for (index_t k = layer_start_[l]; k < layer_start_[l + 1]; ++k)
         xnorm_[l] = std::max(xnorm_[l], norm_up(&xy_[2 * k], 2));
+    if (layer_end_ < n_) {  // partial peel: a tree over all points, stored after the layers in its order
+      tree_ = PartitionTree<T>(p, 32, SplitRule::Widest, threads);
+      // stored index layer_end_ + k is the tree's position k: a node's points are contiguous here too
+      for (index_t k = 0; k < n_; ++k) {
+        const index_t id = tree_.stored_id(k);
+        ids_.push_back(id);
+        xy_.push_back(static_cast<double>(p.row(id)[0])), xy_.push_back(static_cast<double>(p.row(id)[1]));
+      }
+    }
     build_table(table_layers);
   }
 
@@ -466,12 +487,17 @@ class ConvexLayers {
     return out;
   }
   index_t table_layers() const { return tab_levels_; }
+  // Stored indices [all_begin(), all_begin() + n) hold every point once.
+  index_t all_begin() const { return layer_end_ < n_ ? layer_end_ : 0; }
+  // Points on the peeled layers (n unless max_layers stopped the peel).
+  index_t peeled() const { return layer_end_; }
   index_t table_directions() const { return tab_buckets_; }
   size_t memory_bytes() const {
     return ids_.size() * sizeof(index_t) + xy_.size() * sizeof(double) + angle_.size() * sizeof(double) +
            layer_start_.size() * sizeof(index_t) + xnorm_.size() * sizeof(double) +
            tab_.size() * sizeof(TableEntry) + coarse_.size() * sizeof(GuideCoarse) +
-           groups_.size() * sizeof(GuideGroup) + tab_off_.size() * sizeof(index_t) + cand_.size() * sizeof(Cand8<T>);
+           groups_.size() * sizeof(GuideGroup) + tab_off_.size() * sizeof(index_t) + cand_.size() * sizeof(Cand8<T>) +
+           tree_.memory_bytes();
   }
   std::vector<T> original_points() const {
     std::vector<T> out(2 * n_);
@@ -526,24 +552,26 @@ class ConvexLayers {
   // layers included -- and ranks them exactly.
   void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
             QueryStats* st, int threads) const {
-    std::vector<T> pts(xy_.size());
-    for (size_t i = 0; i < xy_.size(); ++i) pts[i] = static_cast<T>(xy_[i]);
     for_each_query(m, st, threads, 1e3 * m, [&](index_t j, Counters& c) {
       const double a[2] = {static_cast<double>(queries[2 * j]), static_cast<double>(queries[2 * j + 1])};
       const Margin mg(2, Rounding<double>::u, Rounding<double>::eta);
       const double na = norm_up(a, 2);
-      auto push = [&](TopKCollector<T>& col, index_t t) {
+      // the stored doubles are exact copies of the points: exact comparisons on them are exact
+      auto push = [&](TopKCollector<double>& col, index_t t) {
         const double* x = &xy_[2 * t];
-        col.push(a[0] * x[0] + a[1] * x[1], mg(na, norm_up(x, 2), 0.0), ids_[t], &pts[2 * t]);
+        col.push(a[0] * x[0] + a[1] * x[1], mg(na, norm_up(x, 2), 0.0), ids_[t], x);
       };
-      std::vector<typename TopKCollector<T>::Cand> best;
+      std::vector<typename TopKCollector<double>::Cand> best;
       if (k > 0) {
-        TopKCollector<T> first(a, 2, k);
+        TopKCollector<double> first(a, 2, k);
+        // (any k points give a valid bound: all of them when the peeled layers hold fewer)
         const index_t last = std::min<index_t>(k, layers());
-        for (index_t t = 0; t < layer_start_[last]; ++t) push(first, t);
+        const bool few = layer_start_[last] < k;
+        for (index_t t = few ? all_begin() : 0, e = few ? all_begin() + n_ : layer_start_[last]; t < e; ++t)
+          push(first, t);
         double lower = std::numeric_limits<double>::infinity();
         for (auto& cand : first.finish()) lower = std::min(lower, cand.s - cand.err);
-        TopKCollector<T> col(a, 2, k);
+        TopKCollector<double> col(a, 2, k);
         visit(a, lower, c, [&](index_t t, std::int64_t) { push(col, t); return true; });
         best = col.finish();
       }
@@ -581,7 +609,7 @@ class ConvexLayers {
     const double na = norm_up(a, 2);
     if (a[0] == 0 && a[1] == 0) {  // every point or none
       if (0 >= b)
-        for (index_t k = 0; k < static_cast<index_t>(ids_.size()); ++k)
+        for (index_t k = all_begin(); k < all_begin() + n_; ++k)
           if (!out(k, ids_[k])) return;
       return;
     }
@@ -645,6 +673,23 @@ class ConvexLayers {
         block(in_k, in_id, w2);
         return;
       }
+    }
+    if (layer_end_ < n_) {  // partial peel: the tree answers what the table does not (exact in T:
+      // the normal came from one). Its position k is stored index layer_end_ + k.
+      const T normal[2] = {static_cast<T>(a[0]), static_cast<T>(a[1])};
+      tree_.visit(
+          normal, b, c,
+          [&](index_t b0, index_t b1) {
+            if constexpr (Want <= 1) {  // a node inside: its ids at once, like the table's answer
+              block(nullptr, &ids_[layer_end_ + b0], b1 - b0);
+              return true;
+            }
+            for (index_t k = layer_end_ + b0; k < layer_end_ + b1; ++k)
+              if (!out(k, ids_[k])) return false;
+            return true;
+          },
+          [&](index_t k) { return out(layer_end_ + k, ids_[layer_end_ + k]); });
+      return;
     }
     const double theta = std::atan2(a[1], a[0]);
     for (index_t l = 0; l < layers(); ++l) {
@@ -945,10 +990,11 @@ class ConvexLayers {
     for (index_t i = (found + h - 1) % h, back = 0; fwd + back < h && sees(i); i = (i + h - 1) % h, ++back) f(i);
   }
 
-  index_t n_ = 0;
+  index_t n_ = 0, layer_end_ = 0;     // stored points [0, layer_end_): the layers; then, after a
+                                      // partial peel, every point again in tree_'s order
   std::vector<index_t> layer_start_;  // vertices of layer l: [layer_start_[l], layer_start_[l+1])
-  std::vector<index_t> ids_;          // original id of each stored vertex
-  std::vector<double> xy_;            // coordinates of each stored vertex (exact copies)
+  std::vector<index_t> ids_;          // original id of each stored point
+  std::vector<double> xy_;            // coordinates of each stored point (exact copies)
   std::vector<double> angle_;         // outward normal angle of edge (k, k+1) of its layer
   std::vector<double> xnorm_;         // per layer: upper bound of the norms of its vertices
   index_t tab_levels_ = 0, tab_buckets_ = 0;  // shallow table (build_table): J levels, M buckets
@@ -958,6 +1004,7 @@ class ConvexLayers {
   index_t tab_groups_ = 0;
   std::vector<index_t> tab_off_;              // candidate blocks of bucket B: cand_[tab_off_[B] .. tab_off_[B + 1])
   std::vector<Cand8<T>> cand_;                   // candidates per bucket, by the first level needing them
+  PartitionTree<T> tree_;                     // partial peel: over all points; else empty
 };
 
 }  // namespace hsrgeom
