@@ -76,7 +76,8 @@ def data(dist, n, d, rng):
 
 def measure(index, x, m, rng, share=None):
     """Per query: points tested, nodes visited, reported, time; half-spaces holding ~K points
-    (or the given share of them: 0.5 for hyperplanes through the median)."""
+    (or the given share of them: 0.5 for hyperplanes through the median). Every structure at
+    one (data, d, n) gets the same rng seed, so the same queries: ratios are paired."""
     a = rng.standard_normal((m, x.shape[1]))
     a /= np.linalg.norm(a, axis=1, keepdims=True)
     sample = x if len(x) <= 200_000 else x[rng.choice(len(x), 200_000, replace=False)]
@@ -120,7 +121,6 @@ def main():
     dims = [int(v) for v in args.dims.split(",")]
     dists = args.dists.split(",")
     ns = [int(v) for v in np.unique(np.round(np.logspace(3, np.log10(args.max_n), 2 * round(np.log10(args.max_n / 1e3)) + 1)))]
-    rng = np.random.default_rng(0)
     rows, curves, kinds, deep = [], {}, {}, {}
     t0 = time.perf_counter()
     for dist in dists:
@@ -138,9 +138,11 @@ def main():
                         kinds[(dist, d, n)] = index.reason.rsplit("-> ", 1)[-1].split(";")[0] if "-> " in index.reason else index.kind
                         if n >= 10**6:
                             print(f"  auto at n={n}: {index.reason}", flush=True)
-                    res.append((n, measure(index, x, args.queries, rng)))
+                    seed = (dists.index(dist), d, n)
+                    res.append((n, measure(index, x, args.queries, np.random.default_rng(seed))))
                     if dist == "uniform" and name in DEEP:
-                        deep.setdefault((d, name), []).append((n, measure(index, x, args.queries, rng, share=0.5)))
+                        deep.setdefault((d, name), []).append(
+                            (n, measure(index, x, args.queries, np.random.default_rng(seed + (1,)), share=0.5)))
                 curves[(dist, d, name)] = res
                 nn = [n for n, _ in res]
                 e_t = fit(nn, [r["tested"] - 0.0 for _, r in res])
