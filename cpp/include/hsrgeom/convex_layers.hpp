@@ -17,10 +17,10 @@
 // be on the hull (those not strictly inside a polygon slightly inside the hull, found once per
 // batch with a kd-tree).
 //
-// Partial peel (max_layers): the points left after max_layers layers go to a core
-// PartitionTree, searched only by a query that reaches into every layer (as in ConvexLayers3).
-// Peeling all of 10^7 uniform points takes ~80 s (tens of thousands of layers); the shallow
-// table below needs only the first 64, which a partial peel builds in seconds.
+// Partial peel (max_layers): peeling stops after max_layers layers, and a PartitionTree over
+// all the points answers every query the shallow table (below) does not; the walk is not used.
+// Peeling all of 10^7 uniform points takes ~80 s (tens of thousands of layers); the table needs
+// only the first 65 layers, which a partial peel builds in seconds.
 #pragma once
 
 #include <algorithm>
@@ -412,8 +412,8 @@ template <class T>
 class ConvexLayers {
  public:
   ConvexLayers() = default;
-  // max_layers < 0: peel every point; otherwise at most max_layers layers, and the points left
-  // go to a core PartitionTree (built with `threads`).
+  // max_layers < 0: peel every point; otherwise at most max_layers layers, and if points are
+  // left, a PartitionTree over all points (built with `threads`) answers what the table does not.
   explicit ConvexLayers(PointsView<T> p, index_t table_layers = kDefaultTableLayers, index_t max_layers = -1,
                         int threads = 0)
       : n_(p.n) {
