@@ -84,7 +84,7 @@ def measure(index, x, m, rng, share=None):
     b = np.quantile(sample @ a.T, 1 - (min(K / len(x), 1.0) if share is None else share), axis=0)
     index.count(a, b)  # warm-up
     el, total, k = np.inf, 0.0, 0
-    while k < 3 or (total < 0.2 and k < 50):  # best of 3, or of more while calls are short
+    while k < 5 or (total < 0.3 and k < 50):  # best of 5, or of more while calls are short
         t = time.perf_counter()
         index.count(a, b)
         dt = time.perf_counter() - t
@@ -96,6 +96,12 @@ def measure(index, x, m, rng, share=None):
         "reported": float(st.points_reported.mean()),
         "us": el / m * 1e6,
     }
+
+
+# auto's choice (from its reason) -> the structure of this benchmark that is the same build
+CHOICE = {"brute_force": "BruteForce", "partition_tree(split=widest)": "PartitionTree(widest)",
+          "partition_tree(split=pca)": "PartitionTree(pca)", "convex_layers": "ConvexLayers",
+          "convex_layers(max_layers=65)": "ConvexLayers(max_layers=65)", "convex_layers3": "ConvexLayers3"}
 
 
 def fit(ns, ys):
@@ -160,7 +166,8 @@ def main():
         return
     os.makedirs(os.path.join(os.path.dirname(args.out), "img"), exist_ok=True)
     with open(os.path.splitext(args.out)[0] + ".json", "w") as f:  # raw numbers, small
-        json.dump([[ds, dd, nm, res] for (ds, dd, nm), res in curves.items()], f)
+        json.dump({"curves": [[ds, dd, nm, res] for (ds, dd, nm), res in curves.items()],
+                   "auto_choice": [[ds, dd, n, kind] for (ds, dd, n), kind in kinds.items()]}, f)
     plots = plot(curves, dims, dists, os.path.dirname(args.out))
     with open(args.out, "w") as f:
         f.write("# Measured query complexity\n\n")
@@ -189,24 +196,31 @@ def main():
         f.write("\n")
         f.write("## auto against the best single structure\n\n"
                 "Time per query of `build_index(kind=\"auto\", batch_size=200, output_size=100)` divided by the fastest other "
-                "structure's at the same n (n >= 10^4; below 4096 points auto is a scan by rule). The issue asks "
-                "for <= 1.2 everywhere. Timing noise on a shared 2-core machine is ~10-20 % on the fast cases.\n\n")
-        f.write("| data | d | worst ratio (n): auto's choice / the fastest there | median ratio | auto's choice at max n |\n"
-                "|---|---|---|---|---|\n")
+                "structure's at the same n (n >= 10^4; below 4096 points auto is a scan by rule), on the same queries. The "
+                "issue asks for <= 1.2 everywhere. *measured*: auto's index timed on its own; *choice*: the time of the "
+                "structure auto chose (the same build, measured in its own row) over the fastest: the quality of the "
+                "choice without a second timing's noise. Repeated timings of one index vary by up to ~30 % on this "
+                "shared 2-core machine (measured: PartitionTree, d = 8, 10^6 points: 103-133 us per query).\n\n")
+        f.write("| data | d | measured: worst ratio (n): auto's choice / the fastest there | median | "
+                "choice: worst ratio (n) | auto's choice at max n |\n|---|---|---|---|---|---|\n")
         for dist in dists:
             for d in dims:
                 auto = dict(curves.get((dist, d, "auto"), []))
-                ratios = []
+                ratios, chosen = [], []
                 for n, r in auto.items():
-                    others = [(dict(res)[n]["us"], nm) for (ds, dd, nm), res in curves.items()
-                              if ds == dist and dd == d and nm != "auto" and n in dict(res)]
-                    if n >= 10**4 and others:
-                        best = min(others)
+                    times = {nm: dict(res)[n]["us"] for (ds, dd, nm), res in curves.items()
+                             if ds == dist and dd == d and nm != "auto" and n in dict(res)}
+                    if n >= 10**4 and times:
+                        best = min((t, nm) for nm, t in times.items())
                         ratios.append((r["us"] / best[0], n, best[1]))
+                        same = CHOICE.get(kinds.get((dist, d, n)))
+                        if same in times:
+                            chosen.append((times[same] / best[0], n))
                 if ratios:
                     worst = max(ratios)
+                    wc = f"{max(chosen)[0]:.2f} ({max(chosen)[1]})" if chosen else ""
                     f.write(f"| {dist} | {d} | {worst[0]:.2f} ({worst[1]}): {kinds.get((dist, d, worst[1]), '')} / {worst[2]} | "
-                            f"{np.median([q for q, _, _ in ratios]):.2f} | {kinds.get((dist, d, max(auto)), '')} |\n")
+                            f"{np.median([q for q, _, _ in ratios]):.2f} | {wc} | {kinds.get((dist, d, max(auto)), '')} |\n")
         f.write("\n")
         for path in plots:
             f.write(f"![{os.path.basename(path)}](img/{os.path.basename(path)})\n\n")
