@@ -36,6 +36,7 @@ STRUCTURES = {
     "ConvexLayers": (lambda x: hsrgeom.ConvexLayers(x), 2),
     "ConvexLayers(max_layers=65)": (lambda x: hsrgeom.ConvexLayers(x, max_layers=65), 2),
     "ConvexLayers3": (lambda x: hsrgeom.ConvexLayers3(x), 3),
+    "ShallowCutting3": (lambda x: hsrgeom.ShallowCutting3(x), 3),
     "auto": (lambda x: hsrgeom.build_index(x, batch_size=200, output_size=K), None),
 }
 DEEP = ("PartitionTree(widest)", "PartitionTree(pca)", "SimplicialPartitionTree")  # halving queries too
@@ -52,7 +53,8 @@ exponents are those of *deep* queries, hyperplanes through the middle of the dat
 table measures them. auto is built with `output_size=100` (this benchmark's output size), so
 its probes report the same share of its samples. Above n = 2*10^6 its d = 2 candidate is
 ConvexLayers(max_layers=65) (a full peel takes minutes at 10^7), and d = 3 convex layers are
-not among its candidates."""
+not among its candidates. ShallowCutting3's theory column is the shallow-cutting bound
+(O(log n + k)); its grid is fixed, so that bound is not guaranteed (docs/cuttings.md)."""
 
 
 def theory(name, d):
@@ -60,7 +62,7 @@ def theory(name, d):
         return float("nan")
     if name == "BruteForce":
         return 1.0
-    if name.startswith("ConvexLayers"):
+    if name.startswith("ConvexLayers") or name == "ShallowCutting3":
         return 0.0
     return 1 - 1 / d
 
@@ -101,7 +103,8 @@ def measure(index, x, m, rng, share=None):
 # auto's choice (from its reason) -> the structure of this benchmark that is the same build
 CHOICE = {"brute_force": "BruteForce", "partition_tree(split=widest)": "PartitionTree(widest)",
           "partition_tree(split=pca)": "PartitionTree(pca)", "convex_layers": "ConvexLayers",
-          "convex_layers(max_layers=65)": "ConvexLayers(max_layers=65)", "convex_layers3": "ConvexLayers3"}
+          "convex_layers(max_layers=65)": "ConvexLayers(max_layers=65)", "convex_layers3": "ConvexLayers3",
+          "shallow_cutting3": "ShallowCutting3"}
 
 
 def fit(ns, ys):

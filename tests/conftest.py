@@ -12,14 +12,15 @@ STRUCTURES = {
     "simplicial": lambda x: hsrgeom.SimplicialPartitionTree(x, r=8, leaf_size=4),
     "auto": lambda x: hsrgeom.build_index(x, kind="auto"),
     "convex_layers3": lambda x: _only_dim(x, 3, hsrgeom.ConvexLayers3),
+    "shallow_cutting3": lambda x: _only_dim(x, 3, lambda p: hsrgeom.ShallowCutting3(p, grid=4, max_depth=64)),
 }
 # structures defined for one dimension only; tests with other d skip them
-STRUCTURE_DIMS = {"convex_layers3": 3}
+STRUCTURE_DIMS = {"convex_layers3": 3, "shallow_cutting3": 3}
 
 
 def _only_dim(x, d, cls):
     if x.shape[1] != d:
-        pytest.skip(f"{cls.__name__} needs d = {d}")
+        pytest.skip(f"needs d = {d}")
     return cls(x)
 
 

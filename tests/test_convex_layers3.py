@@ -23,6 +23,17 @@ def against_bruteforce(index, pts, normals, offsets, k=5):
     np.testing.assert_allclose(s1, s2, rtol=1e-12, atol=1e-300)  # scores: rounded evaluations
 
 
+def check_reports_and_topk(index, pts, normals, offsets):
+    """Against the exact (fractions) reference up to 40 points, else against BruteForce."""
+    n = len(pts)
+    if n <= 40:
+        check(index, pts, normals, offsets)
+        for k in {0, min(n, 1), min(n, 4), n}:
+            check_topk(index, pts, normals, k)
+    else:
+        against_bruteforce(index, pts, normals, offsets, k=7)
+
+
 def sphere(rng, n):
     x = rng.standard_normal((n, 3))
     return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -52,13 +63,7 @@ def test_cases(dtype, rng, n):
             offsets[:3] = np.round(offsets[:3])  # integer planes through grid points
         else:
             offsets = np.zeros(8)
-        index = hsrgeom.ConvexLayers3(pts)
-        if n <= 40:
-            check(index, pts, normals, offsets)  # exact (fractions) reference
-            for k in {0, min(n, 1), min(n, 4), n}:
-                check_topk(index, pts, normals, k)
-        else:
-            against_bruteforce(index, pts, normals, offsets, k=7)
+        check_reports_and_topk(hsrgeom.ConvexLayers3(pts), pts, normals, offsets)
 
 
 def test_points_on_the_query_plane(dtype, rng):

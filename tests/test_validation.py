@@ -28,7 +28,7 @@ def test_bad_points(cls, points, exc, match):
         cls(points)
 
 
-@pytest.fixture(params=["brute_force", "quantized_scan", "partition_tree", "simplicial", "convex_layers3", "dynamic"])
+@pytest.fixture(params=["brute_force", "quantized_scan", "partition_tree", "simplicial", "convex_layers3", "shallow_cutting3", "dynamic"])
 def index(request):
     pts = np.random.default_rng(0).standard_normal((100, 3))
     if request.param == "dynamic":  # the Bentley-Saxe path, which checks in Python

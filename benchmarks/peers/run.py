@@ -36,9 +36,9 @@ Peers:
             contract); both timed inside the C++ program, no Python or I/O in the time.
             The binary is compiled on first use into benchmarks/peers/build/ (git-ignored).
   hsrgeom   BruteForce, PartitionTree, PartitionTree(split="pca") for d >= 8, QuantizedScan for
-            d >= 16, ConvexLayers at d = 2, ConvexLayers3 at d = 3,
+            d >= 16, ConvexLayers at d = 2, ConvexLayers3 and ShallowCutting3 at d = 3,
             build_index(kind="auto", batch_size=m, output_size=target); 2 threads unless marked
-            1. At d <= 3 PartitionTree and the convex layers also with return_sorted=False
+            1. At d <= 3 PartitionTree, the convex layers and the cutting also with return_sorted=False
             ("unsorted ids": ids in the structure's order, like CGAL's handles).
 
 Time per query = best batch time / m (best of 3, fewer when a batch takes > 10 s in all, more
@@ -274,8 +274,7 @@ def run_case(kind, d, n, target, rng, cgal_bin, tmp, log):
         t, res = timed(lambda: tree.report(a, b))
         add("hsrgeom PartitionTree(pca)", THREADS, tb, t, res.split())
         del tree
-    if d in (2, 3):
-        cls = hsrgeom.ConvexLayers if d == 2 else hsrgeom.ConvexLayers3
+    for cls in {2: [hsrgeom.ConvexLayers], 3: [hsrgeom.ConvexLayers3, hsrgeom.ShallowCutting3]}.get(d, []):
         tb, cl = build(lambda: cls(x))
         t, res = timed(lambda: cl.report(a, b))
         add(f"hsrgeom {cls.__name__}", THREADS, tb, t, res.split())

@@ -12,6 +12,7 @@
 #include "hsrgeom/brute_force.hpp"
 #include "hsrgeom/convex_layers.hpp"
 #include "hsrgeom/convex_layers3.hpp"
+#include "hsrgeom/shallow_cutting3.hpp"
 #include "hsrgeom/gather.hpp"
 #include "hsrgeom/partition_tree.hpp"
 #include "hsrgeom/quantized_scan.hpp"
@@ -318,6 +319,24 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def_property_readonly("layer_points", &CL3::layer_points)
       .def_property_readonly("core_size", &CL3::core_size);
   bind_queries<CL3, T>(cl3);
+
+  using SC3 = ShallowCutting3<T>;
+  py::class_<SC3> sc3(m, ("ShallowCutting3" + suffix).c_str());
+  sc3.def(py::init([](const CArray<T>& pts, int grid, index_t max_depth, index_t max_candidates, int threads) {
+           auto v = points_view<T>(pts);
+           py::gil_scoped_release nogil;
+           return new SC3(v, grid, max_depth, max_candidates, threads);
+         }), py::arg("points"), py::arg("grid"), py::arg("max_depth"), py::arg("max_candidates"), py::arg("threads") = 0)
+      .def("points", [](const SC3& self) {
+        return to_numpy(self.original_points(), {static_cast<py::ssize_t>(self.size()), 3});
+      })
+      .def("depths", [](const SC3& self) { return to_numpy(self.depths()); })
+      .def_property_readonly("grid", &SC3::grid)
+      .def_property_readonly("levels", &SC3::levels)
+      .def_property_readonly("max_depth", &SC3::max_depth)
+      .def_property_readonly("triangles", &SC3::triangles)
+      .def_property_readonly("candidates", &SC3::candidates);
+  bind_queries<SC3, T>(sc3);
 }
 
 // CSR (lims, ids) over the rows of X, checked so that no index can leave the arrays.

@@ -1,6 +1,7 @@
 from ._index import BruteForce as BruteForce
 from ._index import ConvexLayers as ConvexLayers
 from ._index import ConvexLayers3 as ConvexLayers3
+from ._index import ShallowCutting3 as ShallowCutting3
 from ._index import HalfspaceResult as HalfspaceResult
 from ._index import HalfspaceSums as HalfspaceSums
 from ._index import PartitionTree as PartitionTree

@@ -14,7 +14,7 @@ from . import _validate as V
 from ._dynamic import DynamicState
 
 __all__ = ["HalfspaceResult", "HalfspaceSums", "QueryStats", "BruteForce", "QuantizedScan", "PartitionTree", "SimplicialPartitionTree",
-           "ConvexLayers", "ConvexLayers3", "build_index", "load"]
+           "ConvexLayers", "ConvexLayers3", "ShallowCutting3", "build_index", "load"]
 
 _MAGIC = b"HSRGEOM\x00"
 _FORMAT_VERSION = 2  # reads 1 and 2; writes 1 unless values are attached
@@ -919,7 +919,107 @@ class ConvexLayers3(_Index):
         )
 
 
-_STRUCTURES = (BruteForce, QuantizedScan, PartitionTree, SimplicialPartitionTree, ConvexLayers, ConvexLayers3)
+class ShallowCutting3(_Index):
+    """A shallow cutting of the dual arrangement over a grid of directions (d = 3 only), with a
+    PartitionTree for the queries it cannot answer.
+
+    Dual view: point x is the linear function a -> <a, x>, and a query reports the functions at
+    or above b at its normal a. Normals are mapped to the faces of a cube (a / max_i |a_i|);
+    each face is cut into ``grid`` x ``grid`` squares of two triangles. At each grid direction
+    c and for growing depths k_0 < k_1 < ... (8, 10, 12, ... up to ``max_depth``, ~1.25x apart)
+    the structure keeps the k_j-th largest <c, x>; over a triangle these values, interpolated
+    linearly, form a surface lying above every point outside the triangle's *conflict list* at
+    level j (the points among the top k_j of one of its three corners). A query finds its
+    triangle, the shallowest level whose surface is below b at its normal (a certificate with
+    rigorous rounding margins), and tests only that list: every point inside is in it. Queries
+    that no level certifies (deeper than ``max_depth``, zero normals) are answered by the tree.
+    The result is exact on any input (every reported point passes the shared exact predicate).
+
+    Cost per query: locating the triangle and a binary search over the levels (O(log levels)),
+    then the list: ~k plus the points near the query's plane that a corner direction ranks
+    higher (measured in docs/cuttings.md). The grid is fixed, not placed as in the optimal
+    constructions (Afshani & Chan 2009, Chan & Tsakalidis 2016), so no O(k) bound on a list
+    holds in the worst case; the certificate only fails over to the tree, it never loses points.
+    ``topk`` is the tree's.
+
+    Build: the tree, an exact top-``max_depth`` per grid direction (6 (grid + 1)^2 of them,
+    through the tree), and the lists (their total capped at ``max_candidates``; the deepest
+    levels go first when over it).
+
+    Parameters
+    ----------
+    points : array_like, shape (n, 3), float32 or float64
+    grid : int, optional
+        Squares per cube-face side, a power of two up to 256. Default: from n (finer for more
+        points: 16 at 10^6, 32 at 10^7).
+    max_depth : int, default 1024
+        The deepest level's k (queries reporting up to about this many points use the cutting).
+    max_candidates : int, optional
+        Cap on the stored list entries of all triangles together; default 2 n.
+    n_threads : int, optional
+        Threads used by the build.
+    """
+
+    kind = "shallow_cutting3"
+
+    def __init__(self, points, grid=None, max_depth=1024, max_candidates=None, *, n_threads=None):
+        self._build(V.points(points), grid=grid, max_depth=max_depth, max_candidates=max_candidates,
+                    n_threads=n_threads)
+
+    @staticmethod
+    def default_grid(n):
+        """The grid used for n points when none is given: the finest with at least 300 points
+        per triangle (12 grid^2 triangles)."""
+        g = 1
+        while g < 256 and 12 * (2 * g) ** 2 * 300 <= n:
+            g *= 2
+        return g
+
+    def _build(self, points, grid=None, max_depth=1024, max_candidates=None, n_threads=None):
+        if points.shape[1] != 3:
+            raise ValueError(f"ShallowCutting3 needs points of shape (n, 3), got d={points.shape[1]}")
+        n = len(points)
+        grid = self.default_grid(n) if grid is None else V.positive_int(grid, "grid")
+        if grid > 256 or grid & (grid - 1):
+            raise ValueError(f"grid must be a power of two in [1, 256], got {grid}")
+        max_depth = V.positive_int(max_depth, "max_depth", minimum=0)
+        max_candidates = 2 * n if max_candidates is None else V.positive_int(max_candidates, "max_candidates", minimum=0)
+        cls = _compiled("ShallowCutting3", points)
+        self._impl = cls(points, grid, max_depth, max_candidates, V.threads(n_threads))
+        self.max_depth, self.max_candidates = max_depth, max_candidates
+        self._init_common(points)
+
+    @property
+    def grid(self):
+        """Squares per cube-face side."""
+        return self._impl.grid
+
+    @property
+    def levels(self):
+        """Number of levels kept (0: every query goes to the tree)."""
+        return self._impl.levels
+
+    @property
+    def candidates(self):
+        """Stored conflict-list entries, all triangles and levels."""
+        return self._impl.candidates
+
+    def depths(self):
+        """k_j of each kept level (int64 array)."""
+        return self._impl.depths()
+
+    def _params(self):
+        return {"grid": self.grid, "max_depth": self.max_depth, "max_candidates": self.max_candidates}
+
+    def __repr__(self):
+        return (
+            f"ShallowCutting3(n={self.n}, grid={self.grid}, levels={self.levels}, "
+            f"depth<={self._impl.max_depth}, candidates={self.candidates}, dtype={self.dtype.name}, "
+            f"memory={_fmt_bytes(self.memory_bytes)})"
+        )
+
+
+_STRUCTURES = (BruteForce, QuantizedScan, PartitionTree, SimplicialPartitionTree, ConvexLayers, ConvexLayers3, ShallowCutting3)
 
 
 # ---- auto selection ----------------------------------------------------------------------------
@@ -931,6 +1031,9 @@ _DEFAULT_OUTPUT = (1e-3, 100, 1000)  # no output_size: 0.1 % of n, clipped to [1
 # d = 2 / 3), so "auto" peels them completely only up to this n; above it, d = 2 peels the
 # layers its shallow table uses (12 s at 10^7) and d = 3 is not a candidate.
 _LAYERS_MAX_N = 2_000_000
+# ShallowCutting3 is a d = 3 candidate for outputs up to this many points (its default levels
+# reach ~400-900 points, the tree answers deeper queries)
+_CUTTING_MAX_OUTPUT = 256
 _TABLE_PEEL = 65
 _FULL_PROBE_RATIO = 4  # above 16 x the sample size, a tree predicted within this factor of the scan is timed at n
 _PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the scan to be chosen
@@ -1012,6 +1115,11 @@ def _choose(pts, batch_size, output_size, params):
     if d == 2 and not params:  # above _LAYERS_MAX_N only the table's layers are peeled
         prm = {} if n <= _LAYERS_MAX_N else {"max_layers": _TABLE_PEEL}
         candidates.append((f"convex_layers(max_layers={_TABLE_PEEL})" if prm else "convex_layers", ConvexLayers, prm))
+    if d == 3 and not params and k_user <= _CUTTING_MAX_OUTPUT:
+        # probed with the grid n points would get (the sample's default grid is coarser: its
+        # lists would be longer than at n), capped so that a triangle keeps ~60 sample points
+        grid = min(ShallowCutting3.default_grid(n), ShallowCutting3.default_grid(5 * s))
+        candidates.append(("shallow_cutting3", ShallowCutting3, {"grid": grid}))
     if d == 3 and not params and n <= _LAYERS_MAX_N:
         candidates.append(("convex_layers3", ConvexLayers3, {}))
     # SimplicialPartitionTree is not a candidate: on every case measured (docs/simplicial.md) it
@@ -1064,6 +1172,8 @@ def _choose(pts, batch_size, output_size, params):
     name = next(k for k in usable if predicted[k] <= best / margin)
     cls, prm = next((c, p) for nm, c, p in candidates if nm == name)
     reason += f" -> {name}"
+    if cls is ShallowCutting3:
+        prm = {}  # the grid for n points, not the probe's
     if name != built_name:
         built = None
     # The probe's sample sits in cache, where a scan is not bound by memory; over points far

@@ -7,7 +7,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["HalfspaceResult", "HalfspaceSums", "QueryStats", "BruteForce", "QuantizedScan", "PartitionTree", "SimplicialPartitionTree",
-           "ConvexLayers", "ConvexLayers3", "build_index", "load"]
+           "ConvexLayers", "ConvexLayers3", "ShallowCutting3", "build_index", "load"]
 
 class HalfspaceResult:
     lims: NDArray[np.int64]
@@ -121,7 +121,23 @@ class ConvexLayers3(_Index):
     def core_size(self) -> int: ...
     def layer_sizes(self) -> NDArray[np.int64]: ...
 
-_AnyIndex = BruteForce | QuantizedScan | PartitionTree | SimplicialPartitionTree | ConvexLayers | ConvexLayers3
+class ShallowCutting3(_Index):
+    max_depth: int
+    max_candidates: int
+    def __init__(self, points: ArrayLike, grid: int | None = ..., max_depth: int = ...,
+                 max_candidates: int | None = ..., *, n_threads: int | None = ...) -> None: ...
+    @staticmethod
+    def default_grid(n: int) -> int: ...
+    @property
+    def grid(self) -> int: ...
+    @property
+    def levels(self) -> int: ...
+    @property
+    def candidates(self) -> int: ...
+    def depths(self) -> NDArray[np.int64]: ...
+
+_AnyIndex = (BruteForce | QuantizedScan | PartitionTree | SimplicialPartitionTree | ConvexLayers | ConvexLayers3
+             | ShallowCutting3)
 
 def build_index(
     points: ArrayLike, kind: str = ..., *, batch_size: int | None = ..., output_size: float | None = ..., **params: Any

@@ -30,11 +30,8 @@
 #include <numeric>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
 #include "hsrgeom/common.hpp"
+#include "hsrgeom/filter.hpp"
 #include "hsrgeom/partition_tree.hpp"
 #include "hsrgeom/predicate.hpp"
 
@@ -62,60 +59,6 @@ inline int orient2d(const double* p, const double* q, const double* r) {
   if (det > bound) return 1;
   if (det < -bound) return -1;
   return orient2d_exact(p, q, r);
-}
-
-// Eight table candidates (ConvexLayers' shallow table), stored together so that a query reads
-// one contiguous stream: coordinates (in the points' type: exact), stored index and id of each.
-template <class T>
-struct alignas(64) Cand8 {
-  T x[8], y[8];
-  index_t k[8];
-  std::int64_t id[8];
-};
-
-#if defined(__AVX512F__)
-inline __m512d load8_pd(const double* p) { return _mm512_loadu_pd(p); }
-inline __m512d load8_pd(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
-#endif
-
-// Counts the candidates i < cnt (in blocks c) whose rounded <a, (x_i, y_i)> - b exceeds margin
-// and, as Want asks (1: ids, 2: ids and stored indices), writes them to in_id[] and in_k[]
-// (cnt + 8 slots each); sets unsure when some rounded value is within margin of b (the exact
-// test must decide). The caller makes sure no product can overflow. AVX-512 does a block at a
-// time; the tail, and CPUs without it, take the scalar loop, branch-free like the vector one.
-// The rounded value is fma(a1, y, fma(a0, x, -b)), whose error the predicate's margin covers.
-template <int Want, class T>
-inline index_t filter_2d(const double* a, double b, double margin, const Cand8<T>* c, index_t cnt, index_t* in_k,
-                         std::int64_t* in_id, bool& unsure) {
-  index_t i = 0, w = 0;
-#if defined(__AVX512F__)
-  const __m512d a0 = _mm512_set1_pd(a[0]), a1 = _mm512_set1_pd(a[1]), nb = _mm512_set1_pd(-b),
-                hi = _mm512_set1_pd(margin), lo = _mm512_set1_pd(-margin);
-  __mmask8 differ = 0;
-  for (const index_t blocks = cnt / 8; i < blocks; ++i) {
-    const Cand8<T>& q = c[i];
-    const __m512d v = _mm512_fmadd_pd(a1, load8_pd(q.y), _mm512_fmadd_pd(a0, load8_pd(q.x), nb));
-    const __mmask8 yes = _mm512_cmp_pd_mask(v, hi, _CMP_GT_OQ), maybe = _mm512_cmp_pd_mask(v, lo, _CMP_GT_OQ);
-    differ |= yes ^ maybe;
-    // compress in a register, then a full store (the outputs have 8 spare slots): a
-    // compressing store to memory is microcoded and slow on some CPUs (AMD Zen 4)
-    if (Want >= 1) _mm512_storeu_si512(in_id + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.id)));
-    if (Want >= 2) _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.k)));
-    w += __builtin_popcount(yes);
-  }
-  unsure |= differ != 0;
-  i *= 8;
-#endif
-  for (; i < cnt; ++i) {
-    const Cand8<T>& q = c[i / 8];
-    const int l = static_cast<int>(i % 8);
-    const double v = std::fma(a[1], static_cast<double>(q.y[l]), std::fma(a[0], static_cast<double>(q.x[l]), -b));
-    if (Want >= 1) in_id[w] = q.id[l];
-    if (Want >= 2) in_k[w] = q.k[l];
-    w += v > margin;
-    unsure |= (v > margin) != (v > -margin);
-  }
-  return w;
 }
 
 // Number of i < cnt with rounded <a, (x_i, y_i)> >= b (a guide only: rounded).
@@ -496,7 +439,7 @@ class ConvexLayers {
     return ids_.size() * sizeof(index_t) + xy_.size() * sizeof(double) + angle_.size() * sizeof(double) +
            layer_start_.size() * sizeof(index_t) + xnorm_.size() * sizeof(double) +
            tab_.size() * sizeof(TableEntry) + coarse_.size() * sizeof(GuideCoarse) +
-           groups_.size() * sizeof(GuideGroup) + tab_off_.size() * sizeof(index_t) + cand_.size() * sizeof(Cand8<T>) +
+           groups_.size() * sizeof(GuideGroup) + tab_off_.size() * sizeof(index_t) + cand_.size() * sizeof(Cand8) +
            tree_.memory_bytes();
   }
   std::vector<T> original_points() const {
@@ -656,10 +599,10 @@ class ConvexLayers {
         scratch.resize(2 * (cnt + 8));
         index_t* in_k = scratch.data();
         std::int64_t* in_id = in_k + cnt + 8;
-        const Cand8<T>* cand = cand_.data() + off;  // (may be empty: then cnt = 0)
+        const Cand8* cand = cand_.data() + off;  // (may be empty: then cnt = 0)
         // no product can overflow when ||a|| ||x|| and |b| are far from the largest double
         bool unsure = !(na * xnorm_[0] <= 1e300 && std::fabs(b) <= 1e300);
-        const index_t w = unsure ? 0 : filter_2d<Want>(a, b, margin, cand, cnt, in_k, in_id, unsure);
+        const index_t w = unsure ? 0 : filter_blocks<Want, 2>(a, b, margin, cand, cnt, in_k, in_id, unsure);
         index_t w2 = w;
         if (unsure) {  // some candidate is within rounding of the boundary: decide each exactly
           c.tested -= cnt;
@@ -741,7 +684,7 @@ class ConvexLayers {
     }
     const index_t off = tab_off_[bkt], blocks = std::min<index_t>(tab_off_[bkt + 1] - off, 2);
     const char* c = reinterpret_cast<const char*>(cand_.data() + off);
-    for (size_t l = 0; l < blocks * sizeof(Cand8<T>); l += 64) __builtin_prefetch(c + l);
+    for (size_t l = 0; l < blocks * sizeof(Cand8); l += 64) __builtin_prefetch(c + l);
   }
 
   // Index (within the layer) of a vertex maximising <a, v>.
@@ -791,6 +734,7 @@ class ConvexLayers {
   // (measured: 106 candidates for 100 reported at n = 10^6). Queries that reach deeper than J
   // layers take the layer-by-layer walk. J <= 64 (the guide's layout), and the candidates are
   // at most 4 per point (4096 for few points): levels past that budget are dropped.
+  using Cand8 = CandBlock<T, 2>;  // eight table candidates (filter.hpp)
   struct TableEntry {     // level j of a bucket, for chains of more than one vertex
     double xnorm;         // of layer j
     index_t start, end;   // stored vertices of layer j
@@ -937,7 +881,7 @@ class ConvexLayers {
         if (l == 7) coarse_[bk].x[(j - 1) / 8] = gg.x[l], coarse_[bk].y[(j - 1) / 8] = gg.y[l];
       }
     }
-    std::vector<Cand8<T>> cand;
+    std::vector<Cand8> cand;
     tab_off_.assign(M + 1, 0);  // in blocks of 8 candidates; each bucket starts a block
     size_t q = 0;
     for (index_t bk = 0; bk < M; ++bk) {
@@ -945,11 +889,11 @@ class ConvexLayers {
       index_t got = 0;
       for (index_t j = 1; j <= J; ++j) {
         for (; q < needs.size() && needs[q].bucket == bk && needs[q].level == j; ++q, ++got) {
-          if (got % 8 == 0) cand.push_back(Cand8<T>{});
+          if (got % 8 == 0) cand.push_back(Cand8{});
           const index_t k = needs[q].vertex;
-          Cand8<T>& c8 = cand.back();
-          c8.x[got % 8] = static_cast<T>(xy_[2 * k]);  // exact copies, so that a query reads one stream
-          c8.y[got % 8] = static_cast<T>(xy_[2 * k + 1]);
+          Cand8& c8 = cand.back();
+          c8.x[0][got % 8] = static_cast<T>(xy_[2 * k]);  // exact copies, so that a query reads one stream
+          c8.x[1][got % 8] = static_cast<T>(xy_[2 * k + 1]);
           c8.k[got % 8] = k;
           c8.id[got % 8] = ids_[k];
         }
@@ -1003,7 +947,7 @@ class ConvexLayers {
   std::vector<GuideGroup> groups_;            // per bucket, tab_groups_ of them
   index_t tab_groups_ = 0;
   std::vector<index_t> tab_off_;              // candidate blocks of bucket B: cand_[tab_off_[B] .. tab_off_[B + 1])
-  std::vector<Cand8<T>> cand_;                   // candidates per bucket, by the first level needing them
+  std::vector<Cand8> cand_;                   // candidates per bucket, by the first level needing them
   PartitionTree<T> tree_;                     // partial peel: over all points; else empty
 };
 

@@ -1,0 +1,82 @@
+// Candidate blocks and their vectorised filter, shared by the structures that answer a query
+// from a precomputed list of candidates (ConvexLayers' shallow table, ShallowCutting3's
+// conflict lists): the candidates are stored eight at a time, coordinates by axis, so that a
+// query reads one contiguous stream and tests eight points per instruction.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "hsrgeom/common.hpp"
+
+namespace hsrgeom {
+
+// Eight candidates in D dimensions: coordinates (in the points' type: exact copies), the
+// owner's stored index of each (read only when the filter is asked for it) and their ids.
+template <class T, int D>
+struct alignas(64) CandBlock {
+  T x[D][8];
+  index_t k[8];
+  std::int64_t id[8];
+};
+
+// The same without stored indices (20 bytes per float32 candidate in d = 3 instead of 28).
+template <class T, int D>
+struct CandIdBlock {
+  T x[D][8];
+  std::int64_t id[8];
+};
+
+#if defined(__AVX512F__)
+inline __m512d load8_pd(const double* p) { return _mm512_loadu_pd(p); }
+inline __m512d load8_pd(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
+#endif
+
+// Counts the candidates i < cnt (in blocks c) whose rounded <a, x_i> - b exceeds margin and, as
+// Want asks (1: ids, 2: ids and stored indices), writes them to in_id[] and in_k[] (cnt + 8
+// slots each); sets unsure when some rounded value is within margin of b (the exact test must
+// decide). The caller makes sure no product can overflow. AVX-512 does a block at a time; the
+// tail, and CPUs without it, take the scalar loop, branch-free like the vector one. The rounded
+// value is an fma chain starting from -b, whose error the predicate's margin covers.
+template <int Want, int D, class Block>
+inline index_t filter_blocks(const double* a, double b, double margin, const Block* c, index_t cnt, index_t* in_k,
+                             std::int64_t* in_id, bool& unsure) {
+  index_t i = 0, w = 0;
+#if defined(__AVX512F__)
+  __m512d av[D];
+  for (int t = 0; t < D; ++t) av[t] = _mm512_set1_pd(a[t]);
+  const __m512d nb = _mm512_set1_pd(-b), hi = _mm512_set1_pd(margin), lo = _mm512_set1_pd(-margin);
+  __mmask8 differ = 0;
+  for (const index_t blocks = cnt / 8; i < blocks; ++i) {
+    const Block& q = c[i];
+    __m512d v = nb;
+    for (int t = 0; t < D; ++t) v = _mm512_fmadd_pd(av[t], load8_pd(q.x[t]), v);
+    const __mmask8 yes = _mm512_cmp_pd_mask(v, hi, _CMP_GT_OQ), maybe = _mm512_cmp_pd_mask(v, lo, _CMP_GT_OQ);
+    differ |= yes ^ maybe;
+    // compress in a register, then a full store (the outputs have 8 spare slots): a
+    // compressing store to memory is microcoded and slow on some CPUs (AMD Zen 4)
+    if constexpr (Want >= 1) _mm512_storeu_si512(in_id + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.id)));
+    if constexpr (Want >= 2) _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.k)));
+    w += __builtin_popcount(yes);
+  }
+  unsure |= differ != 0;
+  i *= 8;
+#endif
+  for (; i < cnt; ++i) {
+    const Block& q = c[i / 8];
+    const int l = static_cast<int>(i % 8);
+    double v = -b;
+    for (int t = 0; t < D; ++t) v = std::fma(a[t], static_cast<double>(q.x[t][l]), v);
+    if constexpr (Want >= 1) in_id[w] = q.id[l];
+    if constexpr (Want >= 2) in_k[w] = q.k[l];
+    w += v > margin;
+    unsure |= (v > margin) != (v > -margin);
+  }
+  return w;
+}
+
+}  // namespace hsrgeom

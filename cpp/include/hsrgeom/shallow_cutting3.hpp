@@ -1,0 +1,388 @@
+// ShallowCutting3 (d = 3): a shallow cutting of the dual arrangement over a fixed grid of
+// directions, with conflict lists, for output-sensitive half-space reporting; a PartitionTree
+// answers what the cutting cannot.
+//
+// Dual view. Point x is the linear function f_x(a) = <a, x> of the normal; a query (a, b)
+// reports the functions at or above b at a. Directions are cut by a cube map: on the face of
+// axis i and sign s a normal is scaled to a' = a / |a_i| = s e_i + u e_j + v e_k with (u, v) in
+// [-1, 1]^2; each face's square is cut into G x G cells of two triangles. Over each grid vertex
+// c and for a growing list of depths k_0 < k_1 < ... (level j) the cutting keeps beta_j(c), an
+// upper bound of the k_j-th largest <c, x>. On a triangle with corners c_1..c_3 the surface
+// T_j(a') = sum_i lambda_i beta_j(c_i) (lambda: a''s barycentric coordinates) lies above every
+// function f_x outside the triangle's conflict list at level j, the points among the top k_j
+// of some corner: for such x, f_x(c_i) <= beta_j(c_i) at each corner and f_x is linear, so
+// f_x(a') <= T_j(a'). A query therefore finds its triangle, the smallest level j with
+// |a_i| T_j(a') < b (rigorous rounding margins, below), and tests only that conflict list (it
+// holds every point inside). A query with no such level (deeper than the largest depth, or a
+// zero normal) goes to the tree.
+//
+// This is a shallow cutting in the sense of Matousek (cells of the lifted triangulation above the
+// <= k_j-level, each with a conflict list) but its vertices sit on a fixed grid of directions,
+// not where the optimal constructions put them (Afshani-Chan, Chan-Tsakalidis), so no worst-case
+// O(k) bound holds for the conflict lists: their sizes are measured (docs/cuttings.md). The
+// answers are exact on any input: a query tests every point of a list with the shared
+// predicate, and a list is used only when the rounded certificate proves it complete.
+//
+// Storage: per triangle, its conflict lists for all levels as one array ordered by the first
+// level that needs each point (so level j's list is a prefix), in blocks of eight candidates
+// (filter.hpp); per grid vertex, beta_j for every level. Levels past a budget of
+// `max_candidates` stored candidates (all triangles together) are dropped.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "hsrgeom/common.hpp"
+#include "hsrgeom/filter.hpp"
+#include "hsrgeom/partition_tree.hpp"
+#include "hsrgeom/predicate.hpp"
+
+namespace hsrgeom {
+
+template <class T>
+class ShallowCutting3 {
+ public:
+  static constexpr double kGrowth = 1.25;  // k_{j+1} ~ 1.25 k_j
+  static constexpr index_t kFirstDepth = 8;
+  static constexpr int kMaxGrid = 256;
+
+  ShallowCutting3() = default;
+  // grid: cells per cube-face side (G, a power of two); max_depth: the largest k_j;
+  // max_candidates: the budget of stored candidates (levels past it are dropped).
+  ShallowCutting3(PointsView<T> p, int grid, index_t max_depth, index_t max_candidates, int threads)
+      : n_(p.n), grid_(grid) {
+    if (p.d != 3) throw std::invalid_argument("ShallowCutting3 needs d = 3");
+    if (grid < 1 || grid > kMaxGrid || (grid & (grid - 1)) != 0)
+      throw std::invalid_argument("grid must be a power of two in [1, 256]");
+    if (max_depth < 0 || max_candidates < 0) throw std::invalid_argument("max_depth and max_candidates must be >= 0");
+    tree_ = PartitionTree<T>(p, 32, SplitRule::Widest, threads);
+    if (n_ == 0) return;
+    BuildProgress progress("ShallowCutting3", n_, 3);
+    for (index_t i = 0; i < n_; ++i) {
+      double s = 0;
+      for (int t = 0; t < 3; ++t) s += std::fabs(static_cast<double>(p.row(i)[t]));
+      x1_ = std::max(x1_, s);
+    }
+    x1_ *= 1 + 1e-15;
+    xnorm_ = x1_;  // the 1-norm bounds the 2-norm
+    // depths k_j (distinct, growing ~kGrowth), all < n: a level needs points outside its lists
+    std::vector<index_t> depth;
+    for (double k = static_cast<double>(kFirstDepth); static_cast<index_t>(k) <= std::min(max_depth, n_ - 1);
+         k *= kGrowth)
+      if (depth.empty() || static_cast<index_t>(k) > depth.back()) depth.push_back(static_cast<index_t>(k));
+    index_t J = static_cast<index_t>(depth.size());
+    if (J == 0) return;
+    const index_t K = depth.back();
+    const index_t V = vertex_count();
+    // each grid vertex's top K points, ranked exactly (the tree's exact top-k)
+    std::vector<std::int64_t> top(static_cast<size_t>(V) * K);
+    std::vector<double> beta(static_cast<size_t>(V) * J);
+    std::vector<double> scratch_scores(static_cast<size_t>(std::max(1, resolve_threads(threads))) * K);
+    parallel_for(V, threads_for_work(threads, 1e9), [&](index_t v, int tid) {
+      const auto c = vertex_dir(v);
+      const T ct[3] = {static_cast<T>(c[0]), static_cast<T>(c[1]), static_cast<T>(c[2])};  // exact: dyadic
+      std::int64_t* ids = &top[static_cast<size_t>(v) * K];
+      tree_.topk(ct, 1, K, &scratch_scores[static_cast<size_t>(tid) * K], ids, nullptr, 1);
+      double prev = std::numeric_limits<double>::infinity();
+      for (index_t j = 0; j < J; ++j) {
+        // every point outside the top k_j has <c, x> <= <c, x_(k_j - 1)> exactly; round up
+        const T* x = p.row(ids[depth[j] - 1]);
+        double s = 0, mag = 0;
+        for (int t = 0; t < 3; ++t) {
+          s = std::fma(c[t], static_cast<double>(x[t]), s);
+          mag += std::fabs(c[t] * static_cast<double>(x[t]));
+        }
+        double up = s + 4e-16 * mag + 1e-300;
+        if (!(std::fabs(up) <= std::numeric_limits<double>::max())) up = std::numeric_limits<double>::infinity();
+        // level j's lists contain level j - 1's, so the shallower bound holds too
+        prev = std::min(prev, up);
+        beta[static_cast<size_t>(v) * J + j] = prev;
+      }
+      if (tid == 0) progress.tick("top-%lld of %lld grid directions", static_cast<long long>(K), static_cast<long long>(V));
+    });
+    // conflict lists per triangle: level by level, the corners' ranks [k_{j-1}, k_j) not yet in
+    const index_t B = bucket_count();
+    std::vector<std::vector<std::int64_t>> lists(B);
+    std::vector<std::vector<std::int32_t>> prefix(B, std::vector<std::int32_t>(J));
+    const int nt = threads_for_work(threads, 1e9);
+    std::vector<std::vector<std::int32_t>> stamp(nt, std::vector<std::int32_t>(n_, -1));
+    parallel_for(B, nt, [&](index_t bk, int tid) {
+      index_t corner[3];
+      bucket_corners(bk, corner);
+      std::vector<std::int32_t>& st = stamp[tid];
+      std::vector<std::int64_t>& out = lists[bk];
+      for (index_t j = 0; j < J; ++j) {
+        for (int i = 0; i < 3; ++i) {
+          const std::int64_t* ids = &top[static_cast<size_t>(corner[i]) * K];
+          for (index_t r = j ? depth[j - 1] : 0; r < depth[j]; ++r)
+            if (st[ids[r]] != static_cast<std::int32_t>(bk)) st[ids[r]] = static_cast<std::int32_t>(bk), out.push_back(ids[r]);
+        }
+        prefix[bk][j] = static_cast<std::int32_t>(out.size());
+      }
+    });
+    stamp.clear();
+    top.clear();
+    top.shrink_to_fit();
+    // the budget: the deepest levels go first
+    while (J > 0) {
+      size_t total = 0;
+      for (index_t bk = 0; bk < B; ++bk) total += prefix[bk][J - 1];
+      if (total <= static_cast<size_t>(max_candidates)) break;
+      --J;
+    }
+    levels_ = J;
+    if (J == 0) return;
+    depth_.assign(depth.begin(), depth.begin() + J);
+    beta_.resize(static_cast<size_t>(V) * J);
+    for (index_t v = 0; v < V; ++v)
+      std::copy_n(&beta[static_cast<size_t>(v) * depth.size()], J, &beta_[static_cast<size_t>(v) * J]);
+    prefix_.resize(static_cast<size_t>(B) * J);
+    off_.assign(B + 1, 0);
+    for (index_t bk = 0; bk < B; ++bk) {
+      std::copy_n(prefix[bk].begin(), J, &prefix_[static_cast<size_t>(bk) * J]);
+      off_[bk + 1] = off_[bk] + (prefix[bk][J - 1] + 7) / 8;  // each triangle starts a block
+    }
+    cand_.assign(off_[B], Block{});
+    parallel_for(B, threads_for_work(threads, 1e8), [&](index_t bk, int) {
+      Block* blk = &cand_[off_[bk]];
+      for (index_t i = 0; i < prefix[bk][J - 1]; ++i) {
+        const std::int64_t id = lists[bk][i];
+        for (int t = 0; t < 3; ++t) blk[i / 8].x[t][i % 8] = p.row(id)[t];
+        blk[i / 8].id[i % 8] = id;
+      }
+    });
+    progress.done("done: %lld levels (depth up to %lld), %lld candidates in %lld triangles",
+                  static_cast<long long>(J), static_cast<long long>(depth_.back()),
+                  static_cast<long long>(candidates()), static_cast<long long>(B));
+  }
+
+  index_t size() const { return n_; }
+  int dim() const { return 3; }
+  int grid() const { return grid_; }
+  index_t levels() const { return levels_; }
+  index_t max_depth() const { return levels_ ? depth_.back() : 0; }
+  index_t triangles() const { return bucket_count(); }
+  index_t candidates() const {
+    index_t s = 0;
+    for (index_t bk = 0; levels_ && bk < bucket_count(); ++bk) s += prefix_[static_cast<size_t>(bk) * levels_ + levels_ - 1];
+    return s;
+  }
+  std::vector<index_t> depths() const { return depth_; }
+  size_t memory_bytes() const {
+    return tree_.memory_bytes() + cand_.size() * sizeof(Block) + beta_.size() * sizeof(double) +
+           prefix_.size() * sizeof(std::int32_t) + (off_.size() + depth_.size()) * sizeof(index_t);
+  }
+  std::vector<T> original_points() const { return tree_.original_points(); }
+
+  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
+                      bool sorted = true) const {
+    return report_queries(q.m, st, threads, work(q.m), n_, sorted, scores, [&](index_t j, Counters& c, IdList& out) {
+      const double a[3] = {static_cast<double>(q.normals[3 * j]), static_cast<double>(q.normals[3 * j + 1]),
+                           static_cast<double>(q.normals[3 * j + 2])};
+      auto one = [&](std::int64_t id, const T* x) { out.add(id, scores, a, x, 3); return true; };
+      auto all = [&](const std::int64_t* id, index_t w) { out.ids.insert(out.ids.end(), id, id + w); };
+      if (j + 1 < q.m) prefetch(q.normals + 3 * (j + 1));
+      if (scores) visit<false>(q.normals + 3 * j, a, q.offsets[j], c, one, all);
+      else visit<true>(q.normals + 3 * j, a, q.offsets[j], c, one, all);
+    });
+  }
+
+  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
+    std::vector<std::int64_t> out(q.m, 0);
+    run(q, st, threads, [&](index_t j, const double* a, Counters& c) {
+      std::int64_t cnt = 0;
+      visit<true>(
+          q.normals + 3 * j, a, q.offsets[j], c, [&](std::int64_t, const T*) { ++cnt; return true; },
+          [&](const std::int64_t*, index_t w) { cnt += w; });
+      out[j] = c.reported = cnt;
+    });
+    return out;
+  }
+
+  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
+    std::vector<std::uint8_t> out(q.m, 1);
+    run(q, st, threads, [&](index_t j, const double* a, Counters& c) {
+      visit<false>(
+          q.normals + 3 * j, a, q.offsets[j], c, [&](std::int64_t, const T*) { out[j] = 0; return false; },
+          [&](const std::int64_t*, index_t w) { out[j] = w == 0; });
+      c.reported = out[j] ? 0 : 1;
+    });
+    return out;
+  }
+
+  // Exact top-k: the tree's (best-first branch and bound).
+  void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids, QueryStats* st,
+            int threads) const {
+    tree_.topk(queries, m, k, scores, ids, st, threads);
+  }
+
+ private:
+  using Block = CandIdBlock<T, 3>;
+
+  double work(index_t m) const { return static_cast<double>(m) * 256 * std::log2(2.0 + n_); }
+
+  template <class Body>
+  void run(const Halfspaces<T>& q, QueryStats* st, int threads, Body&& body) const {
+    for_each_query(q.m, st, threads, work(q.m), [&](index_t j, Counters& c) {
+      const double a[3] = {static_cast<double>(q.normals[3 * j]), static_cast<double>(q.normals[3 * j + 1]),
+                           static_cast<double>(q.normals[3 * j + 2])};
+      body(j, a, c);
+    });
+  }
+
+  index_t vertex_count() const { return 6 * static_cast<index_t>(grid_ + 1) * (grid_ + 1); }
+  index_t bucket_count() const { return 12 * static_cast<index_t>(grid_) * grid_; }
+
+  // Grid vertex v = (face f, p, q), f = 2 * axis + (sign < 0): s e_axis + u e_j + v e_k with
+  // u = -1 + 2p / G, v = -1 + 2q / G (exact: G is a power of two), (j, k) = the next two axes.
+  std::array<double, 3> vertex_dir(index_t v) const {
+    const index_t W = grid_ + 1, f = v / (W * W), p = (v / W) % W, q = v % W;
+    const int i = static_cast<int>(f / 2);
+    std::array<double, 3> c{};
+    c[i] = f % 2 ? -1.0 : 1.0;
+    c[(i + 1) % 3] = -1.0 + 2.0 * static_cast<double>(p) / grid_;
+    c[(i + 2) % 3] = -1.0 + 2.0 * static_cast<double>(q) / grid_;
+    return c;
+  }
+  // Triangle bk = ((f * G + p) * G + q) * 2 + upper: lower (p, q), (p+1, q), (p, q+1); upper
+  // (p+1, q+1), (p, q+1), (p+1, q).
+  void bucket_corners(index_t bk, index_t* corner) const {
+    const index_t G = grid_, W = G + 1, upper = bk % 2, cell = bk / 2, f = cell / (G * G), p = (cell / G) % G,
+                  q = cell % G, base = f * W * W;
+    if (upper) {
+      corner[0] = base + (p + 1) * W + q + 1, corner[1] = base + p * W + q + 1, corner[2] = base + (p + 1) * W + q;
+    } else {
+      corner[0] = base + p * W + q, corner[1] = base + (p + 1) * W + q, corner[2] = base + p * W + q + 1;
+    }
+  }
+
+  // A nonzero normal's triangle, its corners and barycentric coordinates (>= 0; they
+  // reproduce a / |a_i| up to rounding, covered by locate's caller), and scale = |a_i|.
+  struct Where {
+    index_t bucket, corner[3];
+    double lambda[3], scale;
+  };
+  Where locate(const double* a) const {
+    const double m0 = std::fabs(a[0]), m1 = std::fabs(a[1]), m2 = std::fabs(a[2]);
+    const int i = m0 >= m1 && m0 >= m2 ? 0 : (m1 >= m2 ? 1 : 2);
+    Where w;
+    w.scale = std::fabs(a[i]);
+    const double u = a[(i + 1) % 3] / w.scale, v = a[(i + 2) % 3] / w.scale, half = 0.5 * grid_;
+    const double fp = (u + 1) * half, fq = (v + 1) * half;
+    const index_t G = grid_;
+    const index_t p = std::min<index_t>(G - 1, std::max<index_t>(0, static_cast<index_t>(fp)));
+    const index_t q = std::min<index_t>(G - 1, std::max<index_t>(0, static_cast<index_t>(fq)));
+    const double fu = std::min(1.0, std::max(0.0, fp - p)), fv = std::min(1.0, std::max(0.0, fq - q));
+    const index_t f = 2 * i + (a[i] < 0);
+    const bool upper = fu + fv > 1;
+    w.bucket = ((f * G + p) * G + q) * 2 + upper;
+    bucket_corners(w.bucket, w.corner);
+    if (upper) w.lambda[0] = fu + fv - 1, w.lambda[1] = 1 - fu, w.lambda[2] = 1 - fv;
+    else w.lambda[0] = std::max(0.0, 1 - fu - fv), w.lambda[1] = fu, w.lambda[2] = fv;
+    return w;
+  }
+
+  // Is every point inside {<a, x> >= b} in the triangle's level-j list? With a' = a / scale =
+  // sum lambda_i c_i + delta, <a, x> = scale (sum lambda_i <c_i, x> + <delta, x>) <= scale
+  // (T_j + |delta|_inf |x|_1) for x outside the list. |delta|_inf is a few units of rounding of
+  // values <= 1 (the division, the grid coordinates, 1 - fu - fv); 1e-12 bounds it with a wide
+  // margin, and also the rounding of T_j's sum (relative to sum lambda_i |beta_i|). Any
+  // overflow or NaN makes the comparison false: no certificate, the tree answers.
+  bool certified(const Where& w, index_t j, double b) const {
+    double s = 0, sa = 0;
+    for (int t = 0; t < 3; ++t) {
+      const double bt = beta_[static_cast<size_t>(w.corner[t]) * levels_ + j];
+      s += w.lambda[t] * bt;
+      sa += w.lambda[t] * std::fabs(bt);
+    }
+    double up = w.scale * (s + 1e-12 * (sa + x1_));
+    up += std::fabs(up) * 1e-15 + 1e-300;
+    return up < b;
+  }
+
+  void prefetch(const T* normal) const {
+    if (levels_ == 0) return;
+    const double a[3] = {static_cast<double>(normal[0]), static_cast<double>(normal[1]), static_cast<double>(normal[2])};
+    if (a[0] == 0 && a[1] == 0 && a[2] == 0) return;
+    const Where w = locate(a);
+    for (int t = 0; t < 3; ++t) __builtin_prefetch(&beta_[static_cast<size_t>(w.corner[t]) * levels_ + levels_ / 2]);
+    __builtin_prefetch(&prefix_[static_cast<size_t>(w.bucket) * levels_]);
+    const char* c = reinterpret_cast<const char*>(&cand_[off_[w.bucket]]);
+    for (size_t l = 0; l < 2 * sizeof(Block); l += 64) __builtin_prefetch(c + l);
+  }
+
+  // Calls block(ids, w) with every inside point's id at once when the cutting answers and
+  // Ids is true, else out(id, x) per point (x: its coordinates, T[3]); out returns false to stop.
+  template <bool Ids, class Out, class BlockF>
+  void visit(const T* normal, const double* a, double b, Counters& c, Out&& out, BlockF&& block) const {
+    const bool zero = a[0] == 0 && a[1] == 0 && a[2] == 0;
+    if (levels_ > 0 && !zero) {
+      const Where w = locate(a);
+      // the smallest certified level (T_j decreases with j): binary search, then the list
+      index_t lo = 0, hi = levels_;
+      while (lo < hi) {
+        const index_t mid = (lo + hi) / 2;
+        ++c.nodes;
+        if (certified(w, mid, b)) hi = mid;
+        else lo = mid + 1;
+      }
+      if (lo < levels_) {
+        const Margin mg(3, Rounding<double>::u, Rounding<double>::eta);
+        const double na = norm_up(a, 3), margin = mg(na, xnorm_, b);
+        const index_t cnt = prefix_[static_cast<size_t>(w.bucket) * levels_ + lo];
+        const Block* cand = cand_.data() + off_[w.bucket];
+        c.tested += cnt;
+        // no product can overflow when ||a|| ||x|| and |b| are far from the largest double
+        bool unsure = !(na * xnorm_ <= 1e300 && std::fabs(b) <= 1e300);
+        if (Ids && !unsure) {
+          std::vector<std::int64_t>& ids = id_scratch_();
+          ids.resize(cnt + 8);
+          const index_t got = filter_blocks<1, 3>(a, b, margin, cand, cnt, nullptr, ids.data(), unsure);
+          if (!unsure) {
+            block(ids.data(), got);
+            return;
+          }
+        }
+        // one by one, with the exact predicate where rounding cannot decide
+        for (index_t i = 0; i < cnt; ++i) {
+          const Block& q = cand[i / 8];
+          const int l = static_cast<int>(i % 8);
+          const T x[3] = {q.x[0][l], q.x[1][l], q.x[2][l]};
+          const double sx = a[0] * x[0] + a[1] * x[1] + a[2] * x[2];
+          if (in_halfspace(sx, margin, a, x, b, 3, &c.exact) && !out(q.id[l], x)) return;
+        }
+        return;
+      }
+    }
+    tree_.visit(
+        normal, b, c,
+        [&](index_t b0, index_t b1) {
+          for (index_t k = b0; k < b1; ++k)
+            if (!out(tree_.stored_id(k), tree_.stored_row(k))) return false;
+          return true;
+        },
+        [&](index_t k) { return out(tree_.stored_id(k), tree_.stored_row(k)); });
+  }
+
+  static std::vector<std::int64_t>& id_scratch_() {
+    thread_local std::vector<std::int64_t> v;
+    return v;
+  }
+
+  index_t n_ = 0;
+  int grid_ = 1;
+  index_t levels_ = 0;
+  double x1_ = 0, xnorm_ = 0;         // upper bounds of max |x|_1 and max ||x||_2 over the points
+  PartitionTree<T> tree_;             // all points: for queries the cutting cannot certify, and top-k
+  std::vector<index_t> depth_;        // k_j per level
+  std::vector<double> beta_;          // per grid vertex, per level: upper bound of its k_j-th largest <c, x>
+  std::vector<std::int32_t> prefix_;  // per triangle, per level: size of its conflict list
+  std::vector<index_t> off_;          // per triangle: first block of its candidates in cand_
+  std::vector<Block> cand_;           // candidates, per triangle by the first level needing them
+};
+
+}  // namespace hsrgeom

@@ -1,0 +1,143 @@
+"""ShallowCutting3 (d = 3) against BruteForce and the exact reference: ties at the grid
+directions' levels, degenerate inputs, both answering paths (conflict list and tree)."""
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hsrgeom
+from test_convex_layers3 import against_bruteforce, cases, check_reports_and_topk
+from test_structures import check, check_small_integer_set, quantile_offsets
+
+
+def grid_directions(grid):
+    """Every grid direction of a cube map with `grid` squares per face side (the cutting's
+    vertices: a query along one of them meets its levels' bounds with no interpolation)."""
+    t = -1 + 2 * np.arange(grid + 1) / grid
+    out = []
+    for axis in range(3):
+        for sign in (1.0, -1.0):
+            for u in t:
+                for v in t:
+                    c = np.zeros(3)
+                    c[axis], c[(axis + 1) % 3], c[(axis + 2) % 3] = sign, u, v
+                    out.append(c)
+    return np.array(out)
+
+
+def level_offsets(pts, normals, depths):
+    """Offsets exactly at the values ranked k_j - 1, k_j, k_j + 1 (ties with the bounds the
+    cutting keeps), cycling over the depths, and one ulp on either side."""
+    proj = np.sort(pts.astype(np.float64) @ normals.T, axis=0)[::-1]
+    n = len(pts)
+    out = np.empty(len(normals))
+    for j in range(len(normals)):
+        k = int(depths[j % len(depths)]) + (j // len(depths)) % 3 - 1
+        b = proj[min(max(k, 0), n - 1), j]
+        out[j] = [b, np.nextafter(b, np.inf), np.nextafter(b, -np.inf)][(j // 7) % 3]
+    return out
+
+
+@pytest.mark.parametrize("grid", [1, 4])
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 9, 40, 1000])
+def test_cases(dtype, rng, n, grid):
+    for name, pts in cases(rng, n):
+        pts = pts.astype(dtype)
+        index = hsrgeom.ShallowCutting3(pts, grid=grid, max_depth=64)
+        normals = np.r_[rng.standard_normal((8, 3)), rng.integers(-2, 3, (4, 3)), grid_directions(grid)[::3]]
+        if n:
+            offsets = quantile_offsets(pts, normals, rng.random(len(normals)) ** 3)
+            offsets[8:12] = np.round(offsets[8:12])  # integer planes through grid points
+            if index.levels:
+                offsets[12:] = level_offsets(pts, normals[12:], index.depths())
+        else:
+            offsets = np.zeros(len(normals))
+        check_reports_and_topk(index, pts, normals, offsets)
+
+
+def test_ties_at_the_levels(dtype, rng):
+    # integer points: many share each grid direction's k_j-th value; a query along that
+    # direction with the offset at that value must report all the tied points
+    pts = rng.integers(-6, 7, (3000, 3)).astype(dtype)
+    index = hsrgeom.ShallowCutting3(pts, grid=4, max_depth=400, max_candidates=10**6)
+    assert index.levels > 5
+    normals = grid_directions(4)
+    offsets = level_offsets(pts, normals, index.depths())
+    check(index, pts, normals, offsets)
+    # the cutting answered most of them (the tree alone tests more points)
+    assert (index.stats.points_tested < 4 * index.stats.points_reported + 200).mean() > 0.5
+
+
+def test_lists_answer_shallow_queries(rng):
+    for pts in (rng.random((20_000, 3)), rng.standard_normal((20_000, 3)).astype(np.float32)):
+        index = hsrgeom.ShallowCutting3(pts, grid=8, max_candidates=10 * len(pts))
+        tree_only = hsrgeom.ShallowCutting3(pts, grid=8, max_candidates=0)
+        assert index.levels > 10 and tree_only.levels == 0
+        assert index.candidates <= 10 * len(pts)
+        assert list(index.depths()) == sorted(set(index.depths())) and index.depths()[0] == 8
+        normals = rng.standard_normal((200, 3))
+        offsets = quantile_offsets(pts, normals, np.geomspace(1e-4, 0.5, 200))
+        against_bruteforce(index, pts, normals, offsets, k=20)
+        shallow = quantile_offsets(pts, normals, np.full(200, 0.005))  # 100 points each
+        index.report(normals, shallow)
+        tested = index.stats.points_tested.mean()
+        assert tested < 2.5 * index.stats.points_reported.mean()
+        tree_only.report(normals, shallow)
+        assert tested < tree_only.stats.points_tested.mean()
+        many = rng.standard_normal((3000, 3))  # enough work for two threads
+        off = quantile_offsets(pts, many, np.full(3000, 0.003))
+        assert index.report(many, off, n_threads=1) == index.report(many, off, n_threads=2)
+
+
+def test_parameters():
+    x = np.random.default_rng(0).random((100, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"\(n, 3\)"):
+        hsrgeom.ShallowCutting3(np.zeros((10, 2)))
+    for g in (0, 3, 512):
+        with pytest.raises(ValueError, match="grid"):
+            hsrgeom.ShallowCutting3(x, grid=g)
+    with pytest.raises(TypeError, match="grid"):
+        hsrgeom.ShallowCutting3(x, grid=2.0)
+    with pytest.raises(ValueError, match="max_depth"):
+        hsrgeom.ShallowCutting3(x, max_depth=-1)
+    with pytest.raises(ValueError, match="max_candidates"):
+        hsrgeom.ShallowCutting3(x, max_candidates=-1)
+    assert hsrgeom.ShallowCutting3(x, max_depth=7).levels == 0  # below the first depth (8)
+    assert [hsrgeom.ShallowCutting3.default_grid(n) for n in (10**4, 10**6, 10**7)] == [1, 16, 32]
+    index = hsrgeom.build_index(x, kind="shallow_cutting3")
+    assert index.kind == "shallow_cutting3" and isinstance(index, hsrgeom.ShallowCutting3)
+    r = repr(hsrgeom.ShallowCutting3(x, grid=2))
+    assert "n=100" in r and "grid=2" in r and "levels=" in r and "float32" in r and "memory=" in r
+
+
+def test_updates_and_persistence(rng, tmp_path):
+    pts = rng.integers(-9, 10, (500, 3)).astype(float)
+    index = hsrgeom.ShallowCutting3(pts, grid=2, max_depth=100, max_candidates=3000)
+    index.insert(rng.standard_normal((400, 3)))
+    index.remove(np.arange(0, 900, 3))
+    index.save(tmp_path / "sc3.hsr")
+    a = rng.standard_normal((5, 3))
+    for clone in (hsrgeom.load(tmp_path / "sc3.hsr"), pickle.loads(pickle.dumps(index))):
+        assert type(clone) is hsrgeom.ShallowCutting3
+        assert (clone.grid, clone.max_depth, clone.max_candidates) == (2, 100, 3000)
+        assert clone.report(a, 0.5) == index.report(a, 0.5)
+        np.testing.assert_array_equal(clone.topk(a, 6)[1], index.topk(a, 6)[1])
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data(), n=st.integers(0, 50), grid=st.sampled_from([1, 2]))
+def test_property(data, n, grid):
+    check_small_integer_set(data, n, 3, lambda p: hsrgeom.ShallowCutting3(p, grid=grid, max_depth=20), coord=2)
+
+
+@pytest.mark.parametrize("scale", [1e150, 1e-150, 5e-324 * 2**40, 1e300])
+def test_extreme_magnitudes(rng, scale):
+    # the bounds' products overflow or underflow here: certificates must fail safe
+    pts = rng.standard_normal((400, 3)) * scale
+    pts[:50] = np.round(pts[:50] / scale) * scale  # duplicates among them
+    normals = np.r_[rng.standard_normal((6, 3)) * (1e150 if 1 < scale < 1e200 else 1.0), grid_directions(2)[::5]]
+    offsets = quantile_offsets(pts, normals, np.r_[[0.01, 0.1, 0.5, 0.9, 0.0, 1.0], np.full(len(normals) - 6, 0.02)])
+    index = hsrgeom.ShallowCutting3(pts, grid=2, max_depth=64)
+    check(index, pts, normals, offsets)
