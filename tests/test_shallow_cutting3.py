@@ -141,3 +141,16 @@ def test_extreme_magnitudes(rng, scale):
     offsets = quantile_offsets(pts, normals, np.r_[[0.01, 0.1, 0.5, 0.9, 0.0, 1.0], np.full(len(normals) - 6, 0.02)])
     index = hsrgeom.ShallowCutting3(pts, grid=2, max_depth=64)
     check(index, pts, normals, offsets)
+
+
+def test_massive_ties_keep_the_build_linear(rng):
+    # each direction's K-th value is shared by thousands of points (0/1 coordinates: 8
+    # distinct points) or all of them: a direction with more than 8 K tied points keeps no
+    # list (an exact top-K with a tie-break would visit every tied point at every direction)
+    for pts in (np.tile([1.0, 2.0, 3.0], (60_000, 1)), rng.integers(0, 2, (60_000, 3)).astype(float)):
+        index = hsrgeom.ShallowCutting3(pts, grid=8)
+        if len(np.unique(pts, axis=0)) == 1:
+            assert index.levels == 0 and index.candidates == 0
+        normals = np.r_[rng.standard_normal((20, 3)), grid_directions(8)[::11]]
+        offsets = quantile_offsets(pts, normals, rng.random(len(normals)))
+        assert index.report(normals, offsets) == hsrgeom.BruteForce(pts).report(normals, offsets)

@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <vector>
@@ -78,30 +79,28 @@ class ShallowCutting3 {
     if (J == 0) return;
     const index_t K = depth.back();
     const index_t V = vertex_count();
-    // each grid vertex's top K points, ranked exactly (the tree's exact top-k)
+    // each grid vertex's top K points (ties in any order): see top_points
     std::vector<std::int64_t> top(static_cast<size_t>(V) * K);
     std::vector<double> beta(static_cast<size_t>(V) * J);
-    std::vector<double> scratch_scores(static_cast<size_t>(std::max(1, resolve_threads(threads))) * K);
+    std::vector<std::uint8_t> usable(V);
+    const std::vector<T> sample = sample_points(p);
     parallel_for(V, threads_for_work(threads, 1e9), [&](index_t v, int tid) {
       const auto c = vertex_dir(v);
-      const T ct[3] = {static_cast<T>(c[0]), static_cast<T>(c[1]), static_cast<T>(c[2])};  // exact: dyadic
-      std::int64_t* ids = &top[static_cast<size_t>(v) * K];
-      tree_.topk(ct, 1, K, &scratch_scores[static_cast<size_t>(tid) * K], ids, nullptr, 1);
+      std::vector<std::pair<double, std::int64_t>> got;
+      usable[v] = top_points(c, K, sample, got);
       double prev = std::numeric_limits<double>::infinity();
       for (index_t j = 0; j < J; ++j) {
-        // every point outside the top k_j has <c, x> <= <c, x_(k_j - 1)> exactly; round up
-        const T* x = p.row(ids[depth[j] - 1]);
-        double s = 0, mag = 0;
-        for (int t = 0; t < 3; ++t) {
-          s = std::fma(c[t], static_cast<double>(x[t]), s);
-          mag += std::fabs(c[t] * static_cast<double>(x[t]));
-        }
-        double up = s + 4e-16 * mag + 1e-300;
+        // Every point outside the first k_j has rounded <c, x> <= the k_j-th's rounded value s,
+        // or was not collected (exact <c, x> below the collection threshold, itself <= the
+        // exact value of that point): its exact value is <= s + its rounding error, which is
+        // <= 4e-16 sum |c_t x_t| <= 4e-16 max |x|_1 (|c_t| <= 1).
+        double up = usable[v] ? got[depth[j] - 1].first + 4e-16 * x1_ + 1e-300 : std::numeric_limits<double>::infinity();
         if (!(std::fabs(up) <= std::numeric_limits<double>::max())) up = std::numeric_limits<double>::infinity();
         // level j's lists contain level j - 1's, so the shallower bound holds too
         prev = std::min(prev, up);
         beta[static_cast<size_t>(v) * J + j] = prev;
       }
+      for (index_t r = 0; usable[v] && r < K; ++r) top[static_cast<size_t>(v) * K + r] = got[r].second;
       if (tid == 0) progress.tick("top-%lld of %lld grid directions", static_cast<long long>(K), static_cast<long long>(V));
     });
     // conflict lists per triangle: level by level, the corners' ranks [k_{j-1}, k_j) not yet in
@@ -115,7 +114,13 @@ class ShallowCutting3 {
       bucket_corners(bk, corner);
       std::vector<std::int32_t>& st = stamp[tid];
       std::vector<std::int64_t>& out = lists[bk];
+      // a corner without a top list has beta = inf: no level of the triangle can be certified
+      const bool any = usable[corner[0]] && usable[corner[1]] && usable[corner[2]];
       for (index_t j = 0; j < J; ++j) {
+        if (!any) {
+          prefix[bk][j] = 0;
+          continue;
+        }
         for (int i = 0; i < 3; ++i) {
           const std::int64_t* ids = &top[static_cast<size_t>(corner[i]) * K];
           for (index_t r = j ? depth[j - 1] : 0; r < depth[j]; ++r)
@@ -127,11 +132,11 @@ class ShallowCutting3 {
     stamp.clear();
     top.clear();
     top.shrink_to_fit();
-    // the budget: the deepest levels go first
+    // the budget: the deepest levels go first (and no level when no list is usable)
     while (J > 0) {
       size_t total = 0;
       for (index_t bk = 0; bk < B; ++bk) total += prefix[bk][J - 1];
-      if (total <= static_cast<size_t>(max_candidates)) break;
+      if (total <= static_cast<size_t>(max_candidates) && total > 0) break;
       --J;
     }
     levels_ = J;
@@ -232,6 +237,74 @@ class ShallowCutting3 {
                            static_cast<double>(q.normals[3 * j + 2])};
       body(j, a, c);
     });
+  }
+
+  // A fixed sample of the points (all of them up to 8192), for the collection thresholds.
+  static std::vector<T> sample_points(const PointsView<T>& p) {
+    const index_t s = std::min<index_t>(p.n, 8192);
+    std::vector<T> out(3 * static_cast<size_t>(s));
+    for (index_t i = 0; i < s; ++i) {
+      const index_t id = static_cast<index_t>((static_cast<double>(i) + 0.5) * static_cast<double>(p.n) / s);
+      std::copy_n(p.row(std::min(id, p.n - 1)), 3, &out[3 * static_cast<size_t>(i)]);
+    }
+    return out;
+  }
+
+  // The K points with the largest rounded <c, x> (ties in any order), into got as (rounded
+  // value, id), best first. The tree reports the points with exact <c, x> >= t: t starts at the
+  // sample's value of rank ~1.5 K s / n and goes down (4x the rank) while fewer than K come
+  // back, or up to the collected (2K)-th value while more than kMaxCollect K would. Returns false
+  // (no list) when t cannot rise: massive ties (duplicates) at the K-th value, which an exact
+  // top-K with a tie-break would pay for at every direction.
+  static constexpr index_t kMaxCollect = 8;
+  bool top_points(const std::array<double, 3>& c, index_t K, const std::vector<T>& sample,
+                  std::vector<std::pair<double, std::int64_t>>& got) const {
+    const T ct[3] = {static_cast<T>(c[0]), static_cast<T>(c[1]), static_cast<T>(c[2])};  // exact: dyadic
+    auto dot = [&](const T* x) {
+      return std::fma(c[2], static_cast<double>(x[2]), std::fma(c[1], static_cast<double>(x[1]), c[0] * static_cast<double>(x[0])));
+    };
+    auto by_value = [](const auto& x, const auto& y) { return x.first > y.first; };
+    const index_t s = static_cast<index_t>(sample.size() / 3), cap = kMaxCollect * K + 1024;
+    std::vector<double> proj(s);
+    for (index_t i = 0; i < s; ++i) proj[i] = dot(&sample[3 * static_cast<size_t>(i)]);
+    const double big = std::numeric_limits<double>::max();
+    double want = 1.5 * static_cast<double>(K) + 64, t = 0;
+    bool from_sample = true;
+    for (int rounds = 0; rounds < 64; ++rounds) {
+      if (from_sample) {
+        const index_t r = static_cast<index_t>(std::ceil(want * static_cast<double>(s) / static_cast<double>(n_)));
+        if (r < s) std::nth_element(proj.begin(), proj.begin() + r, proj.end(), std::greater<double>());
+        t = r < s ? std::min(big, std::max(-big, proj[r])) : -big;  // finite
+      }
+      got.clear();
+      Counters cnt;
+      bool full = false;
+      auto take = [&](index_t k) {
+        if (static_cast<index_t>(got.size()) >= cap) return !(full = true);
+        got.push_back({dot(tree_.stored_row(k)), tree_.stored_id(k)});
+        return true;
+      };
+      tree_.visit(ct, t, cnt, [&](index_t b0, index_t b1) {
+        for (index_t k = b0; k < b1; ++k)
+          if (!take(k)) return false;
+        return true;
+      }, take);
+      if (full) {  // too many: up to the collected 2K-th value, if that is higher
+        std::nth_element(got.begin(), got.begin() + 2 * K, got.end(), by_value);
+        const double up = std::min(big, got[2 * K].first);
+        if (!(up > t)) return false;
+        t = up;
+        from_sample = false;
+        continue;
+      }
+      if (static_cast<index_t>(got.size()) >= K) {
+        std::partial_sort(got.begin(), got.begin() + K, got.end(), by_value);
+        return true;
+      }
+      if (!from_sample || want >= static_cast<double>(n_)) return false;  // (fewer than K at -inf: not with K < n)
+      want *= 4;
+    }
+    return false;
   }
 
   index_t vertex_count() const { return 6 * static_cast<index_t>(grid_ + 1) * (grid_ + 1); }
