@@ -3,7 +3,8 @@ import numpy as np
 
 import hsrgeom
 
-STRUCTURES = ["brute_force", "quantized_scan", "partition_tree", "simplicial", "convex_layers", "convex_layers3", "auto"]
+STRUCTURES = ["brute_force", "quantized_scan", "partition_tree", "simplicial", "convex_layers", "convex_layers3",
+              "shallow_cutting3", "auto"]
 DIMS = [2, 3, 8, 32, 128]
 SIZES = [10**4, 10**5, 10**6]
 SELECTIVITY = [1e-4, 1e-2]
@@ -11,7 +12,7 @@ SELECTIVITY = [1e-4, 1e-2]
 
 def _too_big(structure, d, n):
     # structures for one dimension only; keep a full run in minutes: large n only where it says something
-    if structure == "convex_layers" and d != 2 or structure == "convex_layers3" and d != 3:
+    if structure == "convex_layers" and d != 2 or structure in ("convex_layers3", "shallow_cutting3") and d != 3:
         return True
     if structure == "simplicial" and (n > 10**5 or d > 8) or structure == "quantized_scan" and d < 32:
         return True

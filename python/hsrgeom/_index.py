@@ -856,10 +856,9 @@ class ConvexLayers3(_Index):
     Measured walks are short (a handful of steps per layer, starting from the previous layer's
     answer); in the worst case one walk can visit every vertex of its layer, so the proven bound
     is only O((layers reached) * h + k) with h the largest layer size. The optimal O(log n + k)
-    structures for d = 3 (Afshani & Chan's shallow cuttings, 2009) are not implemented: their
-    constructions (shallow cuttings, conflict lists, a hierarchy of them) are intricate and have
-    large constants; the layers are a simple, exact alternative that is output-sensitive on
-    typical data.
+    structures for d = 3 (Afshani & Chan's shallow cuttings, 2009) are not implemented;
+    :class:`ShallowCutting3` is a shallow cutting on a fixed grid of directions (no worst-case
+    bound, faster on the data measured).
 
     Build: one Quickhull per layer over the points not known to be deep (O(n) per layer, about
     n^(1/2) layers for uniform points), so peeling stops after ``max_layers`` layers or when it
