@@ -941,9 +941,10 @@ class ShallowCutting3(_Index):
     holds in the worst case; the certificate only fails over to the tree, it never loses points.
     ``topk`` is the tree's.
 
-    Build: the tree, an exact top-``max_depth`` per grid direction (6 (grid + 1)^2 of them,
-    through the tree), and the lists (their total capped at ``max_candidates``; the deepest
-    levels go first when over it).
+    Build: the tree, the top ``max_depth`` points of each grid direction (6 (grid + 1)^2 of
+    them; a threshold query on the tree, ties in any order; a direction whose k-th value more
+    than 8 k points share keeps no list), and the lists (their total capped at
+    ``max_candidates``; the deepest levels go first when over it).
 
     Parameters
     ----------
