@@ -601,19 +601,24 @@ class ConvexLayers {
         std::int64_t* in_id = in_k + cnt + 8;
         const Cand8* cand = cand_.data() + off;  // (may be empty: then cnt = 0)
         // no product can overflow when ||a|| ||x|| and |b| are far from the largest double
-        bool unsure = !(na * xnorm_[0] <= 1e300 && std::fabs(b) <= 1e300);
-        const index_t w = unsure ? 0 : filter_blocks<Want, 2>(a, b, margin, cand, cnt, in_k, in_id, unsure);
-        index_t w2 = w;
-        if (unsure) {  // some candidate is within rounding of the boundary: decide each exactly
-          c.tested -= cnt;
-          w2 = 0;
+        index_t w = 0;
+        if (!(na * xnorm_[0] <= 1e300 && std::fabs(b) <= 1e300)) {  // decide each exactly
           for (index_t i = 0; i < cnt; ++i) {
             const index_t k = cand[i / 8].k[i % 8];
-            if (inside(k)) in_k[w2] = k, in_id[w2++] = cand[i / 8].id[i % 8];
+            ++c.exact;
+            if (exact_sign(a, &xy_[2 * k], b, 2) >= 0) in_k[w] = k, in_id[w++] = cand[i / 8].id[i % 8];
           }
+        } else {
+          bool unsure = false;
+          w = filter_blocks<Want, 2>(a, b, margin, cand, cnt, in_k, in_id, unsure);
+          if (unsure)  // the few within rounding of the boundary: decided exactly
+            for_each_unsure<2>(a, b, margin, cand, cnt, [&](const Cand8& q, int l) {
+              ++c.exact;
+              if (exact_sign(a, &xy_[2 * q.k[l]], b, 2) >= 0) in_k[w] = q.k[l], in_id[w++] = q.id[l];
+            });
         }
         c.tested += cnt;
-        block(in_k, in_id, w2);
+        block(in_k, in_id, w);
         return;
       }
     }

@@ -79,4 +79,33 @@ inline index_t filter_blocks(const double* a, double b, double margin, const Blo
   return w;
 }
 
+// Calls f(q, l) for each candidate (block q, lane l) that filter_blocks found unsure: rounded
+// value within margin of b. Same arithmetic as filter_blocks (fma is correctly rounded, so the
+// vector and scalar chains agree), so every candidate is either counted there or passed here,
+// never both: the caller decides these few exactly instead of re-testing the whole list.
+template <int D, class Block, class F>
+inline void for_each_unsure(const double* a, double b, double margin, const Block* c, index_t cnt, F&& f) {
+  index_t i = 0;
+#if defined(__AVX512F__)
+  __m512d av[D];
+  for (int t = 0; t < D; ++t) av[t] = _mm512_set1_pd(a[t]);
+  const __m512d nb = _mm512_set1_pd(-b), hi = _mm512_set1_pd(margin), lo = _mm512_set1_pd(-margin);
+  for (const index_t blocks = cnt / 8; i < blocks; ++i) {
+    const Block& q = c[i];
+    __m512d v = nb;
+    for (int t = 0; t < D; ++t) v = _mm512_fmadd_pd(av[t], load8_pd(q.x[t]), v);
+    for (unsigned m = _mm512_cmp_pd_mask(v, hi, _CMP_GT_OQ) ^ _mm512_cmp_pd_mask(v, lo, _CMP_GT_OQ); m; m &= m - 1)
+      f(q, __builtin_ctz(m));
+  }
+  i *= 8;
+#endif
+  for (; i < cnt; ++i) {
+    const Block& q = c[i / 8];
+    const int l = static_cast<int>(i % 8);
+    double v = -b;
+    for (int t = 0; t < D; ++t) v = std::fma(a[t], static_cast<double>(q.x[t][l]), v);
+    if ((v > margin) != (v > -margin)) f(q, l);
+  }
+}
+
 }  // namespace hsrgeom

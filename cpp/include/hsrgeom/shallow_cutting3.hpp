@@ -414,11 +414,16 @@ class ShallowCutting3 {
         if (Ids && !unsure) {
           std::vector<std::int64_t>& ids = id_scratch_();
           ids.resize(cnt + 8);
-          const index_t got = filter_blocks<1, 3>(a, b, margin, cand, cnt, nullptr, ids.data(), unsure);
-          if (!unsure) {
-            block(ids.data(), got);
-            return;
+          index_t got = filter_blocks<1, 3>(a, b, margin, cand, cnt, nullptr, ids.data(), unsure);
+          if (unsure) {  // the few within rounding of the boundary: decided exactly
+            for_each_unsure<3>(a, b, margin, cand, cnt, [&](const Block& q, int l) {
+              const T x[3] = {q.x[0][l], q.x[1][l], q.x[2][l]};
+              ++c.exact;
+              if (exact_sign(a, x, b, 3) >= 0) ids[got++] = q.id[l];
+            });
           }
+          block(ids.data(), got);
+          return;
         }
         // one by one, with the exact predicate where rounding cannot decide
         for (index_t i = 0; i < cnt; ++i) {
