@@ -1042,6 +1042,11 @@ _QUANTIZED_MAX_BATCH = 4  # QuantizedScan instead of the scan for batches up to 
 _QUANTIZED_MIN_BYTES = 64 << 20  # ... over at least this many bytes of points
 
 
+# Build cost classes of the candidates (within a class builds are < 2x apart): the scan, then
+# trees and ShallowCutting3 (1, the default), then convex layers
+_BUILD_CLASS = {BruteForce: 0, ConvexLayers: 2, ConvexLayers3: 2}
+
+
 def _probe_normals(sample, m, rng):
     """Probe directions: half random, half taken from the data (centred sample points)."""
     n, d = sample.shape
@@ -1054,9 +1059,13 @@ def _probe_normals(sample, m, rng):
 
 
 def _probe_offsets(points, a, k):
-    """Offsets at which each half-space of normals ``a`` holds about ``k`` of ``points``."""
+    """Offsets at which each half-space of normals ``a`` holds about ``k`` of ``points``: midway
+    between the k-th and (k+1)-th largest projections, so that no point lies on the boundary
+    (an offset equal to a point's projection makes every query decide a tie exactly, which
+    real queries rarely do; it cost ShallowCutting3 ~25 % per probe query)."""
     proj = points.astype(np.float64) @ a.T.astype(np.float64)
-    return -np.partition(-proj, k - 1, axis=0)[k - 1]
+    top = -np.partition(-proj, [k - 1, k], axis=0)
+    return 0.5 * (top[k - 1] + top[k])
 
 
 def _time_queries(index, a, b, repeat=5, n_threads=1):
@@ -1168,8 +1177,12 @@ def _choose(pts, batch_size, output_size, params):
     usable = [k for k, _, _ in candidates if tested[k] < 0.5 or k == "brute_force"]
     best = min(predicted[k] for k in usable)
     # candidates are listed by build cost: take the cheapest to build that is within the margin
-    # of the fastest (the scan unless a structure is clearly faster)
-    name = next(k for k in usable if predicted[k] <= best / margin)
+    # of the fastest (the scan unless a structure is clearly faster); among those whose builds
+    # cost about the same (trees and ShallowCutting3: < 2x apart, convex layers 10-30x), the
+    # fastest (with "cheapest first" alone, auto lost up to 1.9x to the cutting at d = 3, n ~ 3*10^4)
+    within = [k for k in usable if predicted[k] <= best / margin]
+    build = {nm: _BUILD_CLASS.get(c, 1) for nm, c, _ in candidates}
+    name = min((k for k in within if build[k] == build[within[0]]), key=predicted.get)
     cls, prm = next((c, p) for nm, c, p in candidates if nm == name)
     reason += f" -> {name}"
     if cls is ShallowCutting3:
@@ -1195,12 +1208,14 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
     Parameters
     ----------
     points : array_like, shape (n, d), float32 or float64
-    kind : {"auto", "brute_force", "quantized_scan", "partition_tree", "simplicial", "convex_layers", "convex_layers3"}
+    kind : {"auto", "brute_force", "quantized_scan", "partition_tree", "simplicial", "convex_layers", "convex_layers3", "shallow_cutting3"}
         "simplicial" builds a :class:`SimplicialPartitionTree` (never chosen by "auto": measured
-        slower than a partition tree everywhere) and "convex_layers3" a :class:`ConvexLayers3`.
+        slower than a partition tree everywhere), "convex_layers3" a :class:`ConvexLayers3` and
+        "shallow_cutting3" a :class:`ShallowCutting3`.
         "auto": for n < 4096 a scan; otherwise each candidate structure (the scan, partition
         trees, and, when no params are given, convex layers for d = 2 -- above n = 2 000 000
-        with ``max_layers=65``: a full peel takes minutes at 10^7 -- and for d = 3 up to
+        with ``max_layers=65``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
+        cutting when queries report <= 256 points, and convex layers up to
         n = 2 000 000) is built on a sample of
         the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and
         data-derived directions) reporting the share ``output_size / n`` of each; the growth
@@ -1210,7 +1225,8 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         from a sample misjudges both at d ~ 16), and kept if chosen. A tree is chosen only if it is
         clearly faster than the scan, so "auto" is never much slower than ``BruteForce``; among
         candidates within 1.18x (1 / 0.85) of the fastest, the cheapest to build is taken (convex layers
-        build ~10-30x slower than a partition tree). When that is the scan, ``batch_size <= 4``,
+        build ~10-30x slower than a partition tree), or the fastest of those that build about as
+        cheaply (partition trees and ShallowCutting3). When that is the scan, ``batch_size <= 4``,
         d >= 32 and the points take >= 64 MiB, a :class:`QuantizedScan` is built instead (the
         probe's cached sample cannot show that such scans are memory-bound). The choice and its
         measured reason are in ``index.kind`` and ``index.reason``.
