@@ -109,3 +109,20 @@ class TopK:
 
     def time_topk(self, structure, d, n, k):
         self.index.topk(self.q, k)
+
+
+class TopKTies:
+    """Half the points are one point, the best for the query: the exact tie-break (smaller id
+    first) sees ~n/2 tied candidates (the collector once re-pruned at every push: quadratic)."""
+
+    params = (["brute_force", "partition_tree", "shallow_cutting3"], [10**4, 10**5])
+    param_names = ["structure", "n"]
+
+    def setup(self, structure, n):
+        x = _data(3, n)
+        x[::2] = 2.0
+        self.index = _build(structure, x)
+        self.q = np.ones((4, 3))
+
+    def time_topk_ties(self, structure, n):
+        self.index.topk(self.q, 10)
