@@ -1062,7 +1062,8 @@ def _probe_offsets(points, a, k):
     """Offsets at which each half-space of normals ``a`` holds about ``k`` of ``points``: midway
     between the k-th and (k+1)-th largest projections, so that no point lies on the boundary
     (an offset equal to a point's projection makes every query decide a tie exactly, which
-    real queries rarely do; it cost ShallowCutting3 ~25 % per probe query)."""
+    real queries rarely do; it cost ShallowCutting3 13 % per probe query, 3x before
+    filter.hpp's for_each_unsure)."""
     proj = points.astype(np.float64) @ a.T.astype(np.float64)
     top = -np.partition(-proj, [k - 1, k], axis=0)
     return 0.5 * (top[k - 1] + top[k])
@@ -1232,7 +1233,8 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         cutting when queries report <= 256 points, and convex layers up to
         n = 2 000 000) is built on a sample of
         the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and
-        data-derived directions) reporting the share ``output_size / n`` of each; the growth
+        data-derived directions; repeated 8x per call for structures faster than a call's fixed
+        cost) reporting the share ``output_size / n`` of each; the growth
         between the two extrapolates each candidate's time to n points. Above 16x the sample size
         (n > 800 000), when the best partition tree is predicted within 4x of the scan, that tree
         is built on all n points and timed against the scan on the same queries (extrapolation
