@@ -36,12 +36,30 @@ inline __m512d load8_pd(const double* p) { return _mm512_loadu_pd(p); }
 inline __m512d load8_pd(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
 #endif
 
+// The rounded value <a, x> - b of the eight candidates of block q (AVX-512) or of lane l: an fma
+// chain from -b, the only arithmetic filter_blocks and for_each_unsure use, so that both classify
+// every candidate alike (fma is correctly rounded: the vector and scalar chains agree).
+#if defined(__AVX512F__)
+template <int D, class Block>
+inline __m512d block_values(const __m512d* av, __m512d nb, const Block& q) {
+  __m512d v = nb;
+  for (int t = 0; t < D; ++t) v = _mm512_fmadd_pd(av[t], load8_pd(q.x[t]), v);
+  return v;
+}
+#endif
+template <int D, class Block>
+inline double lane_value(const double* a, double b, const Block& q, int l) {
+  double v = -b;
+  for (int t = 0; t < D; ++t) v = std::fma(a[t], static_cast<double>(q.x[t][l]), v);
+  return v;
+}
+
 // Counts the candidates i < cnt (in blocks c) whose rounded <a, x_i> - b exceeds margin and, as
 // Want asks (1: ids, 2: ids and stored indices), writes them to in_id[] and in_k[] (cnt + 8
 // slots each); sets unsure when some rounded value is within margin of b (the exact test must
 // decide). The caller makes sure no product can overflow. AVX-512 does a block at a time; the
-// tail, and CPUs without it, take the scalar loop, branch-free like the vector one. The rounded
-// value is an fma chain starting from -b, whose error the predicate's margin covers.
+// tail, and CPUs without it, take the scalar loop, branch-free like the vector one. The margin
+// covers the rounding of the values (block_values, lane_value).
 template <int Want, int D, class Block>
 inline index_t filter_blocks(const double* a, double b, double margin, const Block* c, index_t cnt, index_t* in_k,
                              std::int64_t* in_id, bool& unsure) {
@@ -53,8 +71,7 @@ inline index_t filter_blocks(const double* a, double b, double margin, const Blo
   __mmask8 differ = 0;
   for (const index_t blocks = cnt / 8; i < blocks; ++i) {
     const Block& q = c[i];
-    __m512d v = nb;
-    for (int t = 0; t < D; ++t) v = _mm512_fmadd_pd(av[t], load8_pd(q.x[t]), v);
+    const __m512d v = block_values<D>(av, nb, q);
     const __mmask8 yes = _mm512_cmp_pd_mask(v, hi, _CMP_GT_OQ), maybe = _mm512_cmp_pd_mask(v, lo, _CMP_GT_OQ);
     differ |= yes ^ maybe;
     // compress in a register, then a full store (the outputs have 8 spare slots): a
@@ -69,8 +86,7 @@ inline index_t filter_blocks(const double* a, double b, double margin, const Blo
   for (; i < cnt; ++i) {
     const Block& q = c[i / 8];
     const int l = static_cast<int>(i % 8);
-    double v = -b;
-    for (int t = 0; t < D; ++t) v = std::fma(a[t], static_cast<double>(q.x[t][l]), v);
+    const double v = lane_value<D>(a, b, q, l);
     if constexpr (Want >= 1) in_id[w] = q.id[l];
     if constexpr (Want >= 2) in_k[w] = q.k[l];
     w += v > margin;
@@ -80,9 +96,9 @@ inline index_t filter_blocks(const double* a, double b, double margin, const Blo
 }
 
 // Calls f(q, l) for each candidate (block q, lane l) that filter_blocks found unsure: rounded
-// value within margin of b. Same arithmetic as filter_blocks (fma is correctly rounded, so the
-// vector and scalar chains agree), so every candidate is either counted there or passed here,
-// never both: the caller decides these few exactly instead of re-testing the whole list.
+// value within margin of b. Same values as filter_blocks, so every candidate is either counted
+// there or passed here, never both: the caller decides these few exactly instead of re-testing
+// the whole list.
 template <int D, class Block, class F>
 inline void for_each_unsure(const double* a, double b, double margin, const Block* c, index_t cnt, F&& f) {
   index_t i = 0;
@@ -92,8 +108,7 @@ inline void for_each_unsure(const double* a, double b, double margin, const Bloc
   const __m512d nb = _mm512_set1_pd(-b), hi = _mm512_set1_pd(margin), lo = _mm512_set1_pd(-margin);
   for (const index_t blocks = cnt / 8; i < blocks; ++i) {
     const Block& q = c[i];
-    __m512d v = nb;
-    for (int t = 0; t < D; ++t) v = _mm512_fmadd_pd(av[t], load8_pd(q.x[t]), v);
+    const __m512d v = block_values<D>(av, nb, q);
     for (unsigned m = _mm512_cmp_pd_mask(v, hi, _CMP_GT_OQ) ^ _mm512_cmp_pd_mask(v, lo, _CMP_GT_OQ); m; m &= m - 1)
       f(q, __builtin_ctz(m));
   }
@@ -102,8 +117,7 @@ inline void for_each_unsure(const double* a, double b, double margin, const Bloc
   for (; i < cnt; ++i) {
     const Block& q = c[i / 8];
     const int l = static_cast<int>(i % 8);
-    double v = -b;
-    for (int t = 0; t < D; ++t) v = std::fma(a[t], static_cast<double>(q.x[t][l]), v);
+    const double v = lane_value<D>(a, b, q, l);
     if ((v > margin) != (v > -margin)) f(q, l);
   }
 }
