@@ -72,6 +72,7 @@ def demo(args) -> int:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="hsrgeom", description=__doc__)
+    p.add_argument("--version", action="version", version=f"hsrgeom {hsrgeom.__version__}")
     sub = p.add_subparsers(dest="command")
     d = sub.add_parser("demo", help="build indexes on generated data, check and time them")
     d.add_argument("--n", type=int, default=200_000, help="points per dimension (default 200000)")
