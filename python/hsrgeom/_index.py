@@ -13,6 +13,7 @@ from ._dynamic import DynamicState
 __all__ = ["HalfspaceResult", "HalfspaceSums", "QueryStats", "BruteForce", "QuantizedScan", "PartitionTree", "SimplicialPartitionTree",
            "ConvexLayers", "ConvexLayers3", "ShallowCutting3", "build_index", "load"]
 
+
 def _compiled(name, points):
     """The compiled class ``name`` for the dtype of ``points`` (float32 or float64)."""
     return getattr(_core, name + ("F32" if points.dtype == np.float32 else "F64"))
