@@ -3,21 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
-import hashlib
-import json
-import os
-import struct
 import sys
 
 from . import _core
+from . import _format
 from . import _validate as V
 from ._dynamic import DynamicState
 
 __all__ = ["HalfspaceResult", "HalfspaceSums", "QueryStats", "BruteForce", "QuantizedScan", "PartitionTree", "SimplicialPartitionTree",
            "ConvexLayers", "ConvexLayers3", "ShallowCutting3", "build_index", "load"]
-
-_MAGIC = b"HSRGEOM\x00"
-_FORMAT_VERSION = 2  # reads 1 and 2; writes 1 unless values are attached
 
 
 def _compiled(name, points):
@@ -532,43 +526,21 @@ class _Index:
             f"memory={_fmt_bytes(self.memory_bytes)})"
         )
 
-    # -- persistence: a versioned binary format with a checksum -----------------------------------
-    # MAGIC | u32 version | u64 header length | header (JSON) | points | ids | [values] | sha256 of
-# all before. Version 1 has no values; version 2 adds the attached values (header "values").
-    # The structure is rebuilt from the points on load (builds are deterministic).
+    # -- persistence: hsrgeom's binary format (_format.py has the layout and the reading contract)
     def to_bytes(self):
-        """The index in hsrgeom's binary format (what :meth:`save` writes)."""
-        pts, ids = self.points(), self.ids()
-        h = {
-            "class": type(self).__name__, "dtype": self.dtype.name, "n": int(len(ids)), "d": int(self.d),
-            "params": self._params(), "reason": self.reason,
-            "next_id": int(self._dyn.next_id if self._dyn else len(ids)),
-        }
-        vals = self._values()
-        if vals is not None:  # format 2: the attached values follow the ids
-            h["values"] = {"dtype": vals.dtype.name, "dv": int(vals.shape[1]), "flat": self._vflat}
-        header = json.dumps(h).encode()
-        body = _MAGIC + struct.pack("<IQ", 1 if vals is None else _FORMAT_VERSION, len(header)) + header
-        body += np.ascontiguousarray(pts).tobytes() + ids.astype("<i8").tobytes()
-        if vals is not None:
-            body += vals.tobytes()
-        return body + hashlib.sha256(body).digest()
+        """The index in hsrgeom's binary format (what :meth:`save` writes; see :func:`hsrgeom.load`)."""
+        return _format.to_bytes(self)
 
     def save(self, path):
         """Write the index to ``path`` (see :func:`hsrgeom.load`)."""
-        data = self.to_bytes()
-        tmp = f"{os.fspath(path)}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        _format.save(self, path)
 
     def __getstate__(self):
         return {"hsrgeom": self.to_bytes()}
 
     def __setstate__(self, state):
-        other = _from_bytes(state["hsrgeom"])
-        self.__dict__.update(other.__dict__)
-        self._hook_values()  # the hook of `other` would write to its buffer, not this one
+        # checked like a file (hsrgeom.load), and the state must hold this class
+        _format.set_state(self, state)
 
 
 class BruteForce(_Index):
@@ -1278,49 +1250,8 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
 
 
 def _from_bytes(data):
-    data = bytes(data)
-    fixed = len(_MAGIC) + 12
-    if len(data) < fixed + 32 or not data.startswith(_MAGIC):
-        raise ValueError("not an hsrgeom index file (bad magic or too short)")
-    version, hlen = struct.unpack("<IQ", data[len(_MAGIC) : fixed])
-    if version not in (1, 2):
-        raise ValueError(f"unsupported hsrgeom file format version {version} (this hsrgeom reads 1 and 2)")
-    if hashlib.sha256(data[:-32]).digest() != data[-32:]:
-        raise ValueError("corrupted or truncated hsrgeom index file: checksum mismatch")
-    try:
-        h = json.loads(data[fixed : fixed + hlen])
-        cls = {c.__name__: c for c in _STRUCTURES}[h["class"]]
-        dtype = np.dtype(h["dtype"])
-        n, d, next_id = int(h["n"]), int(h["d"]), int(h["next_id"])
-        hv = h.get("values") if version == 2 else None
-        if hv is not None:
-            vdtype, dv, vflat = np.dtype(hv["dtype"]), int(hv["dv"]), bool(hv["flat"])
-            if vdtype not in (np.float32, np.float64) or dv < 0 or (vflat and dv != 1):
-                raise ValueError(f"bad values entry {hv}")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"corrupted hsrgeom index file: bad header ({exc})") from exc
-    start = fixed + hlen
-    size_pts = n * d * dtype.itemsize
-    size_vals = 0 if hv is None else next_id * dv * vdtype.itemsize
-    if len(data) - 32 != start + size_pts + 8 * n + size_vals:
-        raise ValueError("corrupted hsrgeom index file: sizes in the header do not match the file")
-    pts = np.frombuffer(data, dtype=dtype, count=n * d, offset=start).reshape(n, d).copy()
-    ids = np.frombuffer(data, dtype="<i8", count=n, offset=start + size_pts).astype(np.int64)
-    index = cls._from_valid(pts, **h["params"])
-    index.reason = h["reason"]
-    if next_id != n or not np.array_equal(ids, np.arange(n)):
-        index._dynamic()
-        if n:
-            index._dyn.blocks[0].gids = ids
-        index._dyn.set_alive(ids, next_id)
-    if hv is not None:
-        vals = np.frombuffer(data, dtype=vdtype, count=next_id * dv, offset=start + size_pts + 8 * n)
-        index.attach_values(vals.reshape(next_id, dv)[:, 0] if vflat else vals.reshape(next_id, dv))
-    return index
+    """The index held by ``data`` (see :func:`hsrgeom.load`)."""
+    return _format.from_bytes(data)
 
 
-def load(path):
-    """Read an index written by ``index.save(path)``; a truncated or corrupted file raises
-    ValueError."""
-    with open(path, "rb") as f:
-        return _from_bytes(f.read())
+load = _format.load

@@ -287,6 +287,9 @@ class RangeTree {
   RangeTree() = default;
   explicit RangeTree(const PointsView<T>& p)
       : n_(p.n), d_(p.d), margin_(p.d, Rounding<double>::u, Rounding<double>::eta), frame_margin_(margin_) {
+    // the bounds and the PCA frame (principal_frame) need a coordinate: d = 0 is rejected
+    // here as well as in Python (a crafted file once reached principal_frame with d = 0)
+    if (p.d < 1) throw std::invalid_argument("points must have d >= 1");
     perm_.resize(n_);
     std::iota(perm_.begin(), perm_.end(), index_t{0});
   }
