@@ -13,6 +13,7 @@ next ids in order, and a removed id is never reused.
 from __future__ import annotations
 
 import threading
+from threading import get_ident
 
 import numpy as np
 
@@ -26,23 +27,25 @@ class RWLock:
     cannot starve writers. Reentrant per thread: a thread holding the lock (read or write) may
     take it again for reading, and a writer again for writing (public methods call one
     another); a reader asking to write raises RuntimeError instead of deadlocking.
-    Use ``with lock.read:`` and ``with lock.write:``.
+    ``acquire_read``/``release_read`` and ``acquire_write``/``release_write`` in pairs, or
+    ``with lock.read:`` and ``with lock.write:``.
     """
 
-    __slots__ = ("_cond", "_readers", "_writer", "_depth", "_waiting", "read", "write")
+    __slots__ = ("_mutex", "_cond", "_readers", "_writer", "_depth", "_waiting", "read", "write")
 
     def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()  # guards the fields below (taken directly: cheaper than the Condition's)
+        self._cond = threading.Condition(self._mutex)
         self._readers = {}  # thread id -> how many times it holds the read lock
         self._writer = None  # thread id holding the write lock
         self._depth = 0  # holds of the writer (write and read)
         self._waiting = 0  # writers waiting
-        self.read = _Side(self._acquire_read, self._release_read)
-        self.write = _Side(self._acquire_write, self._release_write)
+        self.read = _Side(self.acquire_read, self.release_read)
+        self.write = _Side(self.acquire_write, self.release_write)
 
-    def _acquire_read(self):
-        me = threading.get_ident()
-        with self._cond:
+    def acquire_read(self):
+        me = get_ident()
+        with self._mutex:
             if self._writer == me:
                 self._depth += 1
                 return
@@ -53,9 +56,9 @@ class RWLock:
                 held = 0
             self._readers[me] = held + 1
 
-    def _release_read(self):
-        me = threading.get_ident()
-        with self._cond:
+    def release_read(self):
+        me = get_ident()
+        with self._mutex:
             if self._writer == me:
                 self._depth -= 1
                 return
@@ -64,12 +67,12 @@ class RWLock:
                 self._readers[me] = held
             else:
                 del self._readers[me]
-                if not self._readers:
+                if not self._readers and self._waiting:
                     self._cond.notify_all()
 
-    def _acquire_write(self):
-        me = threading.get_ident()
-        with self._cond:
+    def acquire_write(self):
+        me = get_ident()
+        with self._mutex:
             if self._writer == me:
                 self._depth += 1
                 return
@@ -86,8 +89,8 @@ class RWLock:
             self._waiting -= 1
             self._writer, self._depth = me, 1
 
-    def _release_write(self):
-        with self._cond:
+    def release_write(self):
+        with self._mutex:
             self._depth -= 1
             if self._depth == 0:
                 self._writer = None
