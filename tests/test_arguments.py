@@ -89,6 +89,15 @@ def test_query_arguments_beyond_the_core_range(name, call, value):
         call(hsrgeom.PartitionTree(P2), value)
 
 
+def test_remove_ids_beyond_int64():
+    index = hsrgeom.PartitionTree(P2)
+    with pytest.raises(ValueError, match=f"ids: {2**64 - 1} is not in the index"):
+        index.remove(np.array([2**64 - 1], dtype=np.uint64))
+    with pytest.raises(TypeError, match="ids must be integers"):
+        index.remove([2**70])
+    assert index.n == 50
+
+
 def test_power_at_the_bound():
     s = hsrgeom.BruteForce(P2).sum(np.ones((1, 2)), 0.5, power=MAX_POWER)
     assert s.counts[0] == np.sum(P2.sum(axis=1) >= 0.5)

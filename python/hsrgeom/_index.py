@@ -408,6 +408,8 @@ class _Index:
         ids = np.atleast_1d(np.asarray(ids))
         if ids.size and not np.issubdtype(ids.dtype, np.integer):
             raise TypeError(f"ids must be integers, got dtype {ids.dtype}")
+        if ids.size and ids.dtype.kind == "u" and ids.max() > V.INDEX_MAX:  # would wrap to negative ids
+            raise ValueError(f"ids: {int(ids.max())} is not in the index (never inserted or already removed)")
         ids = ids.astype(np.int64).ravel()
         dyn = self._dynamic()
         bad = ids[(ids < 0) | (ids >= dyn.next_id)]
