@@ -139,7 +139,8 @@ def _sums_from_report(lims, ids, scores, values, power, shift, n_threads):
 
 
 class QueryStats:
-    """Per-query cost counters of the last call on an index.
+    """Per-query cost counters of the last call on an index (``index.stats``: the calling
+    thread's last call).
 
     Attributes (each an int64 array of shape (m,))
     ----------
