@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <cmath>
+#include <limits>
 #include <string>
 #include <type_traits>
 
@@ -38,6 +39,9 @@ py::array_t<typename V::value_type> to_numpy(V&& v, std::vector<py::ssize_t> sha
 template <class T>
 PointsView<T> points_view(const CArray<T>& a) {
   if (a.ndim() != 2) throw py::value_error("points must be 2-D");
+  // d is a C++ int: the Python layer bounds it (_validate.MAX_D); this only keeps it from wrapping
+  if (a.shape(1) > std::numeric_limits<int>::max())
+    throw py::value_error("points has d=" + std::to_string(a.shape(1)) + " columns, more than this build supports");
   return {a.data(), static_cast<index_t>(a.shape(0)), static_cast<int>(a.shape(1))};
 }
 
@@ -380,8 +384,25 @@ PYBIND11_MODULE(_core, m) {
   bind_dtype<double>(m, "F64");
   bind_gather<float>(m);
   bind_gather<double>(m);
-  m.def("set_num_threads", [](int n) { default_threads_ref() = n; }, py::arg("n"));
-  m.def("get_num_threads", []() { return resolve_threads(0); });
+  // Any Python int is checked here (pybind11's int conversion would reject large ones without
+  // naming the argument); the threads actually started follow common.hpp's policy.
+  m.def("set_num_threads", [](py::handle n) {
+    if (!PyLong_Check(n.ptr()) && !PyIndex_Check(n.ptr()))
+      throw py::type_error(std::string("n must be an integer, got ") + Py_TYPE(n.ptr())->tp_name);
+    if (PyBool_Check(n.ptr())) throw py::type_error("n must be an integer, got bool");
+    int overflow = 0;
+    py::object i = py::reinterpret_steal<py::object>(PyNumber_Index(n.ptr()));
+    if (!i) throw py::error_already_set();
+    const long long v = PyLong_AsLongLongAndOverflow(i.ptr(), &overflow);
+    if (overflow || v < 0 || v > kMaxThreads)
+      throw py::value_error("n must be in [0, " + std::to_string(kMaxThreads) + "] (0: all processors), got " +
+                            py::str(i).cast<std::string>());
+    default_threads_ref() = static_cast<int>(v);
+  }, py::arg("n"),
+        "Default thread count of every call (0: all processors). At most 4096; a call starts at most as many threads "
+        "as there are processors, work items, and threads the process can start.");
+  m.def("get_num_threads", []() { return resolve_threads(0); },
+        "Threads a call without n_threads uses at most (set_num_threads, bounded by the processors).");
   m.def("set_verbose", [](bool on) { return verbose_flag().exchange(on); }, py::arg("on"),
         "Progress lines on stderr for builds of >= 10^5 points (start, every 5 s, done); returns the previous setting.");
   m.def("get_verbose", []() { return verbose_flag().load(); });

@@ -352,5 +352,7 @@ def set_state(index, state):
         keys = sorted(map(str, state))[:10] if isinstance(state, dict) else type(state).__name__
         _fail(source, f"must be a dict with the one key 'hsrgeom', got {keys}")
     other = from_bytes(state["hsrgeom"], expected=type(index), source=source)
-    index.__dict__.update(other.__dict__)
+    from ._index import _SYNC  # lazily: _index imports this module
+
+    index.__dict__.update({k: v for k, v in other.__dict__.items() if k not in _SYNC})
     index._hook_values()  # the hook of `other` would write to its buffer, not this one

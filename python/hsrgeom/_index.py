@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 
+import functools
+import inspect
 import sys
+import threading
 
 from . import _core
 from . import _format
 from . import _validate as V
-from ._dynamic import DynamicState
+from ._dynamic import DynamicState, RWLock
 
 __all__ = ["HalfspaceResult", "HalfspaceSums", "QueryStats", "BruteForce", "QuantizedScan", "PartitionTree", "SimplicialPartitionTree",
            "ConvexLayers", "ConvexLayers3", "ShallowCutting3", "build_index", "load"]
@@ -130,7 +133,8 @@ def _sums_from_report(lims, ids, scores, values, power, shift, n_threads):
 
 
 class QueryStats:
-    """Per-query cost counters of the last call on an index.
+    """Per-query cost counters of the last call on an index (``index.stats``: the calling
+    thread's last call).
 
     Attributes (each an int64 array of shape (m,))
     ----------
@@ -177,10 +181,60 @@ def _fmt_bytes(b):
         b /= 1024
 
 
+def _holding(acquire, release):
+    """Decorator: the method runs holding the index's lock (RWLock.acquire_read/_write: with
+    other reads, or alone), see _Index (threads)."""
+    def decorate(method):
+        @functools.wraps(method)
+        def locked(self, *args, **kwargs):
+            rw = self._rw
+            acquire(rw)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                release(rw)
+        return locked
+    return decorate
+
+
+_reader = _holding(RWLock.acquire_read, RWLock.release_read)
+_writer = _holding(RWLock.acquire_write, RWLock.release_write)
+
+
+_NO_STATS = QueryStats._empty()
+_SYNC = ("_rw", "_tls")  # per-object synchronisation state: never copied to another index
+
+
 class _Index:
-    """Shared query interface. Subclasses set ``kind`` and build ``self._impl``."""
+    """Shared query interface. Subclasses set ``kind`` and build ``self._impl``.
+
+    Threads: an index may be shared by threads. Reads (every query, ``points``, ``ids``,
+    ``values``, ``n``/``len``, ``memory_bytes``, ``repr``, ``to_bytes``/``save``/pickling) run
+    concurrently, without the GIL in the compiled part; writes (``insert``, ``remove``,
+    ``attach_values``, unpickling) run alone, waiting for the reads under way, and a waiting
+    write goes before reads that arrive after it (a per-index readers-writer lock,
+    writer-preferring). So every answer is the answer of some sequential order of the calls.
+    ``stats`` is per thread: each thread sees the counters of its own last query on the index.
+    """
 
     kind = "?"
+
+    def __new__(cls, *args, **kwargs):
+        obj = super().__new__(cls)
+        obj._init_sync()
+        return obj
+
+    def _init_sync(self):
+        self._rw = RWLock()
+        self._tls = threading.local()  # .stats: QueryStats of this thread's last query
+
+    @property
+    def _stats(self):
+        return getattr(self._tls, "stats", _NO_STATS)
+
+    @_stats.setter
+    def _stats(self, stats):
+        self._tls.stats = stats
 
     def _init_common(self, points):
         self.dtype = points.dtype
@@ -192,6 +246,7 @@ class _Index:
 
     # -- properties --------------------------------------------------------------------------
     @property
+    @_reader
     def n(self):
         """Number of (live) points."""
         return self._dyn.n if self._dyn else self._impl.n
@@ -202,6 +257,7 @@ class _Index:
         return self._impl.d
 
     @property
+    @_reader
     def memory_bytes(self):
         """Bytes held by the index (points copy and attached values included)."""
         extra = 0 if self._vbuf is None else self._vbuf.nbytes
@@ -211,16 +267,19 @@ class _Index:
 
     @property
     def stats(self):
-        """:class:`QueryStats` of the last query call on this index."""
+        """:class:`QueryStats` of the last query call on this index by the calling thread (each
+        thread sees its own; empty in a thread that has not queried this index)."""
         return self._stats
 
     def __len__(self):
         return self.n
 
+    @_reader
     def points(self):
         """A copy of the (live) indexed points, in id order (see :meth:`ids`)."""
         return self._dyn.live_points()[0] if self._dyn else self._impl.points()
 
+    @_reader
     def ids(self):
         """Ids of the live points, ascending (``arange(n)`` until points are removed)."""
         return self._dyn.live_points()[1] if self._dyn else np.arange(self.n, dtype=np.int64)
@@ -237,11 +296,13 @@ class _Index:
     def _values(self):
         return None if self._vbuf is None else self._vbuf[: self._id_bound()]
 
+    @_reader
     def values(self):
         """A copy of the attached values (row i for id i, removed ids included), or None."""
         v = self._values()
         return None if v is None else (v[:, 0].copy() if self._vflat else v.copy())
 
+    @_writer
     def attach_values(self, values, *, n_threads=None):
         """Attach per-point values for ``sum(..., values="attached")``; returns the index.
 
@@ -292,12 +353,13 @@ class _Index:
     def _dynamic(self):
         if self._dyn is None:
             first = type(self).__new__(type(self))  # a static view sharing the built structure
-            first.__dict__.update(self.__dict__)
+            first.__dict__.update({k: v for k, v in self.__dict__.items() if k not in _SYNC})
             build = lambda pts: type(self)._from_valid(pts, **self._params())  # noqa: E731
             self._dyn = DynamicState(build, first, np.arange(self._impl.n, dtype=np.int64), self._impl.n)
             self._hook_values()
         return self._dyn
 
+    @_writer
     def insert(self, points, values=None):
         """Add points (an (m, d) array of the index dtype, or one (d,) point); returns their ids.
 
@@ -311,6 +373,8 @@ class _Index:
             raise ValueError(f"points has d={arr.shape[1]} but the index has d={self.d}")
         if arr.dtype != self.dtype:
             raise TypeError(f"points must have the index dtype {self.dtype}, got {arr.dtype}; convert explicitly")
+        if self._id_bound() + len(arr) > V.MAX_N and self.n + len(arr) > V.MAX_N:  # (n costs O(ids))
+            raise ValueError(f"points: {len(arr)} more points would exceed the {V.MAX_N} points an index holds")
         if self._vbuf is None:
             if values is not None:
                 raise ValueError("values given but none are attached to this index (see attach_values)")
@@ -333,11 +397,14 @@ class _Index:
             self._vbuf[rows : rows + len(vals)] = vals
         return self._dynamic().insert(arr)
 
+    @_writer
     def remove(self, ids):
         """Remove points by id. Raises ValueError for an id that is not (or no longer) present."""
         ids = np.atleast_1d(np.asarray(ids))
         if ids.size and not np.issubdtype(ids.dtype, np.integer):
             raise TypeError(f"ids must be integers, got dtype {ids.dtype}")
+        if ids.size and ids.dtype.kind == "u" and ids.max() > V.INDEX_MAX:  # would wrap to negative ids
+            raise ValueError(f"ids: {int(ids.max())} is not in the index (never inserted or already removed)")
         ids = ids.astype(np.int64).ravel()
         dyn = self._dynamic()
         bad = ids[(ids < 0) | (ids >= dyn.next_id)]
@@ -358,6 +425,7 @@ class _Index:
         b = V.offsets(offsets, a.shape[0], "offsets", check_finite=check)
         return a, b
 
+    @_reader
     def report(self, normals, offsets, *, n_threads=None, return_scores=False, return_sorted=True):
         """Report the points in each closed half-space ``{x : <normals[j], x> >= offsets[j]}``.
 
@@ -368,7 +436,9 @@ class _Index:
         offsets : array_like, shape (m,) or scalar
             Thresholds b_j, used as float64.
         n_threads : int, optional
-            Threads for this call (default: ``hsrgeom.get_num_threads()``).
+            Threads for this call, 1 to 4096 (default: ``hsrgeom.get_num_threads()``). An upper
+            bound: a call starts at most as many threads as there are processors, work items and
+            threads the process can start (never an error or a crash for lack of them).
         return_scores : bool, default False
             Also return ``<a_j, x>`` (float64) of every reported point in ``result.scores``,
             computed while the point is being read (cheaper than gathering the rows again).
@@ -396,6 +466,7 @@ class _Index:
             return self._dyn.report(a, b, n_threads, scores, sort)
         return self._impl.report(a, b, n_threads, scores, sort)
 
+    @_reader
     def report_one(self, a, b, *, n_threads=None):
         """Ids (int64, ascending) of the points with ``<a, x> >= b`` for one half-space."""
         av = V.vector(a, self.d, self.dtype, "a")
@@ -404,6 +475,7 @@ class _Index:
         self._stats = QueryStats._from_dict(st)
         return ids
 
+    @_reader
     def count(self, normals, offsets, *, n_threads=None):
         """Number of points in each half-space, int64 array of shape (m,)."""
         a, b = self._halfspaces(normals, offsets)
@@ -415,6 +487,7 @@ class _Index:
         self._stats = QueryStats._from_dict(st)
         return c
 
+    @_reader
     def empty(self, normals, offsets, *, n_threads=None):
         """True where the half-space contains no point (stops at the first point found)."""
         a, b = self._halfspaces(normals, offsets)
@@ -426,6 +499,7 @@ class _Index:
         self._stats = QueryStats._from_dict(st)
         return e.astype(bool)
 
+    @_reader
     def sum(self, normals, offsets, values=None, *, power=0, shift=None, n_threads=None):
         """Aggregate over the points of each half-space without listing them.
 
@@ -448,7 +522,7 @@ class _Index:
             propagate like ``numpy.sum``. ``"attached"``: the values given to
             :meth:`attach_values` (structures with ``node_sums`` then add whole subtrees).
         power : int, default 0
-            Exponent of the weight (0: every point weighs 1).
+            Exponent of the weight (0: every point weighs 1), at most 1024.
         shift : array_like, shape (m,) or scalar, optional
             Where the weight starts (default: ``offsets``).
         n_threads : int, optional
@@ -462,7 +536,7 @@ class _Index:
             accumulations (their order depends on the structure and, for scans, on the threads).
         """
         a, b = self._halfspaces(normals, offsets)
-        power = V.positive_int(power, "power", minimum=0)
+        power = V.positive_int(power, "power", minimum=0, maximum=V.MAX_POWER)
         sh = b if shift is None else V.offsets(shift, len(a), "shift")
         attached = isinstance(values, str)
         if attached:
@@ -492,6 +566,7 @@ class _Index:
         lims, ids, scores, st = self._impl.report(a, b, n_threads, power > 0, False)
         return (*_sums_from_report(lims, ids, scores, values, power, shift, n_threads), st)
 
+    @_reader
     def topk(self, queries, k, *, n_threads=None):
         """Exact maximum inner product search.
 
@@ -500,7 +575,7 @@ class _Index:
         evaluations of those inner products. ``k`` must be in [0, n].
         """
         q = V.queries(queries, self.d, self.dtype, "queries")
-        k = V.positive_int(k, "k", minimum=0)
+        k = V.positive_int(k, "k", minimum=0, maximum=V.INDEX_MAX)
         if k > self.n:
             raise ValueError(f"k={k} is larger than the number of points n={self.n}")
         run = self._dyn.topk if self._dyn else self._impl.topk
@@ -519,6 +594,7 @@ class _Index:
     def _params(self):
         return {}
 
+    @_reader
     def __repr__(self):
         extra = "".join(f", {k}={v!r}" for k, v in self._params().items())
         return (
@@ -527,6 +603,7 @@ class _Index:
         )
 
     # -- persistence: hsrgeom's binary format (_format.py has the layout and the reading contract)
+    @_reader
     def to_bytes(self):
         """The index in hsrgeom's binary format (what :meth:`save` writes; see :func:`hsrgeom.load`)."""
         return _format.to_bytes(self)
@@ -539,8 +616,11 @@ class _Index:
         return {"hsrgeom": self.to_bytes()}
 
     def __setstate__(self, state):
-        # checked like a file (hsrgeom.load), and the state must hold this class
-        _format.set_state(self, state)
+        if "_rw" not in self.__dict__:  # made by object.__new__ (pickle protocols 0 and 1)
+            self._init_sync()
+        with self._rw.write:
+            # checked like a file (hsrgeom.load), and the state must hold this class
+            _format.set_state(self, state)
 
 
 class BruteForce(_Index):
@@ -615,7 +695,7 @@ class PartitionTree(_Index):
     points : array_like, shape (n, d), float32 or float64
         Copied (reordered internally); the caller's array is never modified.
     leaf_size : int, default 32
-        Maximum number of points in a leaf.
+        Maximum number of points in a leaf (1 to 2**31 - 1).
     split : {"widest", "pca"}, default "widest"
         "widest": median split along the widest box axis (a kd-tree); "pca": median split
         along the principal direction of the node's points (for correlated or low-rank data).
@@ -686,13 +766,9 @@ class SimplicialPartitionTree(_Index):
         self._build(V.points(points), r=r, leaf_size=leaf_size, seed=seed, n_threads=n_threads)
 
     def _build(self, points, r=16, leaf_size=32, seed=0, n_threads=None):
-        r = V.positive_int(r, "r", minimum=2)
-        if r > 256:
-            raise ValueError(f"r must be <= 256, got {r}")
+        r = V.positive_int(r, "r", minimum=2, maximum=256)
         leaf_size = V.positive_int(leaf_size, "leaf_size")
-        seed = V.positive_int(seed, "seed", minimum=0)
-        if seed >= 2**64:
-            raise ValueError(f"seed must be < 2**64, got {seed}")
+        seed = V.positive_int(seed, "seed", minimum=0, maximum=2**64 - 1)
         cls = _compiled("SimplicialPartitionTree", points)
         self._impl = cls(points, r, leaf_size, seed, V.threads(n_threads))
         self.r, self.leaf_size, self.seed = r, leaf_size, seed
@@ -711,6 +787,7 @@ class SimplicialPartitionTree(_Index):
     def _params(self):
         return {"r": self.r, "leaf_size": self.leaf_size, "seed": self.seed}
 
+    @_reader
     def crossing_stats(self, normals, offsets, *, n_threads=None):
         """Measure how the partition's cells meet the hyperplanes ``<normals[j], x> = offsets[j]``.
 
@@ -784,9 +861,9 @@ class ConvexLayers(_Index):
     def _build(self, points, table_layers=64, max_layers=None, n_threads=None):
         if points.shape[1] != 2:
             raise ValueError(f"ConvexLayers needs points of shape (n, 2), got d={points.shape[1]}")
-        table_layers = V.positive_int(table_layers, "table_layers", minimum=0)  # <= 64: checked in C++
+        table_layers = V.positive_int(table_layers, "table_layers", minimum=0, maximum=64)
         if max_layers is not None:
-            max_layers = V.positive_int(max_layers, "max_layers", minimum=0)
+            max_layers = V.positive_int(max_layers, "max_layers", minimum=0, maximum=V.INDEX_MAX)
         cls = _compiled("ConvexLayers", points)
         self._impl = cls(points, table_layers, -1 if max_layers is None else max_layers, V.threads(n_threads))
         self.table_layers = table_layers
@@ -860,7 +937,7 @@ class ConvexLayers3(_Index):
     def _build(self, points, max_layers=256, n_threads=None):
         if points.shape[1] != 3:
             raise ValueError(f"ConvexLayers3 needs points of shape (n, 3), got d={points.shape[1]}")
-        max_layers = V.positive_int(max_layers, "max_layers", minimum=0)
+        max_layers = V.positive_int(max_layers, "max_layers", minimum=0, maximum=V.INDEX_MAX)
         cls = _compiled("ConvexLayers3", points)
         self._impl = cls(points, max_layers, V.threads(n_threads))
         self.max_layers = max_layers
@@ -883,6 +960,7 @@ class ConvexLayers3(_Index):
     def _params(self):
         return {"max_layers": self.max_layers}
 
+    @_reader
     def __repr__(self):
         return (
             f"ConvexLayers3(n={self.n}, layers={self._impl.layers}, core={self._impl.core_size}, "
@@ -951,11 +1029,12 @@ class ShallowCutting3(_Index):
         if points.shape[1] != 3:
             raise ValueError(f"ShallowCutting3 needs points of shape (n, 3), got d={points.shape[1]}")
         n = len(points)
-        grid = self.default_grid(n) if grid is None else V.positive_int(grid, "grid")
-        if grid > 256 or grid & (grid - 1):
+        grid = self.default_grid(n) if grid is None else V.positive_int(grid, "grid", maximum=256)
+        if grid & (grid - 1):
             raise ValueError(f"grid must be a power of two in [1, 256], got {grid}")
-        max_depth = V.positive_int(max_depth, "max_depth", minimum=0)
-        max_candidates = 2 * n if max_candidates is None else V.positive_int(max_candidates, "max_candidates", minimum=0)
+        max_depth = V.positive_int(max_depth, "max_depth", minimum=0, maximum=V.INDEX_MAX)
+        max_candidates = 2 * n if max_candidates is None else V.positive_int(
+            max_candidates, "max_candidates", minimum=0, maximum=V.INDEX_MAX)
         cls = _compiled("ShallowCutting3", points)
         self._impl = cls(points, grid, max_depth, max_candidates, V.threads(n_threads))
         self.max_depth, self.max_candidates = max_depth, max_candidates
@@ -983,6 +1062,7 @@ class ShallowCutting3(_Index):
     def _params(self):
         return {"grid": self.grid, "max_depth": self.max_depth, "max_candidates": self.max_candidates}
 
+    @_reader
     def __repr__(self):
         return (
             f"ShallowCutting3(n={self.n}, grid={self.grid}, levels={self.levels}, "
@@ -1024,10 +1104,22 @@ def _probe_normals(sample, m, rng):
     n, d = sample.shape
     a = rng.standard_normal((m, d))
     half = m // 2
-    centered = sample[rng.choice(n, size=half)] - sample.mean(axis=0)
+    # in float64 and scaled to |x| < 2: points near the float32 or float64 limit would
+    # overflow the mean, the differences or the norms (and give NaN normals); a direction
+    # does not depend on the scale
+    x = _unit_scaled(sample)[0]
+    centered = x[rng.choice(n, size=half)] - x.mean(axis=0)
     a[:half] = centered + 1e-12 * a[:half]
     a /= np.linalg.norm(a, axis=1, keepdims=True)
     return a.astype(sample.dtype)
+
+
+def _unit_scaled(points):
+    """(points / s in float64, s) with s > 0 a power of two and every |points / s| < 2 (exact:
+    a division by a power of two)."""
+    top = float(np.max(np.abs(points))) if points.size else 0.0
+    s = float(np.ldexp(1.0, int(np.frexp(top)[1]) - 1)) if top > 0 else 1.0  # 2^(e-1) <= top < 2^e
+    return points.astype(np.float64) / s, s
 
 
 def _probe_offsets(points, a, k):
@@ -1036,9 +1128,13 @@ def _probe_offsets(points, a, k):
     (an offset equal to a point's projection makes every query decide a tie exactly, which
     real queries rarely do; it cost ShallowCutting3 13 % per probe query, 3x before
     filter.hpp's for_each_unsure)."""
-    proj = points.astype(np.float64) @ a.T.astype(np.float64)
+    x, scale = _unit_scaled(points)  # projections of points near the float64 limit overflow
+    proj = x @ a.T.astype(np.float64)
     top = -np.partition(-proj, [k - 1, k], axis=0)
-    return 0.5 * (top[k - 1] + top[k])
+    # finite: a probe offset only needs to be near the k-th projection
+    big = np.finfo(np.float64).max
+    with np.errstate(over="ignore"):
+        return np.clip(0.5 * (top[k - 1] + top[k]) * scale, -big, big)
 
 
 def _time_queries(index, a, b, repeat=5, n_threads=1):
@@ -1189,6 +1285,18 @@ def _choose(pts, batch_size, output_size, params):
     return cls, prm, reason, built
 
 
+def _check_params(cls, params, pts):
+    """Raises what ``cls(pts, **params)`` would for unknown or invalid parameters, before any
+    build: names must be keyword parameters of its constructor; values pass its checks on an
+    empty set of points of the same dtype and d (a build of nothing)."""
+    allowed = [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "points")]
+    unknown = [name for name in params if name not in allowed]
+    if unknown:
+        raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {unknown[0]!r} "
+                        f"(its parameters: {', '.join(allowed) or 'none'})")
+    cls._from_valid(pts[:0], **params)
+
+
 def build_index(points, kind="auto", *, batch_size=None, output_size=None, **params):
     """Build a half-space reporting index.
 
@@ -1224,19 +1332,23 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         Typical number of points one query reports, when known (trees gain most when it is
         small). Default: 0.1 % of n, at least 100 and at most 1000.
     **params
-        Passed to the chosen structure (e.g. ``leaf_size``, ``split`` for a partition tree).
+        Passed to the chosen structure (e.g. ``leaf_size``, ``split`` for a partition tree);
+        with "auto", the parameters of :class:`PartitionTree`. They are checked whatever is
+        built (also when "auto" takes the scan): an unknown name is a TypeError, an invalid
+        value a ValueError, as from the constructor.
     """
     pts = V.points(points)
     n, d = pts.shape
     kinds = {c.kind: c for c in _STRUCTURES}
-    if kind != "auto":
-        if kind not in kinds:
-            raise ValueError(f"kind must be 'auto' or one of {sorted(kinds)}, got {kind!r}")
-        return kinds[kind]._from_valid(pts, **params)
+    if kind != "auto" and kind not in kinds:
+        raise ValueError(f"kind must be 'auto' or one of {sorted(kinds)}, got {kind!r}")
     if batch_size is not None:
-        batch_size = V.positive_int(batch_size, "batch_size")
+        batch_size = V.positive_int(batch_size, "batch_size", maximum=V.INDEX_MAX)
     if output_size is not None:
         output_size = V.nonnegative_float(output_size, "output_size")
+    _check_params(kinds.get(kind, PartitionTree), params, pts)
+    if kind != "auto":
+        return kinds[kind]._from_valid(pts, **params)
     if n < _SMALL_N:
         cls, prm, reason, idx = BruteForce, {}, f"n={n} < {_SMALL_N}: a scan is as fast as any traversal", None
     else:

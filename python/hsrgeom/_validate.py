@@ -7,6 +7,14 @@ import numpy as np
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+# Bounds of what the compiled core represents (documented in README "Input rules"):
+MAX_D = 2**24  # columns of points (a C++ int, also in products such as d * d)
+MAX_N = 2**30  # points of one index (tree node numbers are int32: up to 2 n nodes)
+MAX_THREADS = 4096  # n_threads / set_num_threads (common.hpp kMaxThreads)
+INT_MAX = 2**31 - 1  # integer parameters passed to the core as C++ int
+INDEX_MAX = 2**63 - 1  # ... as C++ int64 (index_t)
+MAX_POWER = 1024  # sum(power=): each weight is power - 1 multiplications per point
+
 
 def _as_array(x, name):
     try:
@@ -45,6 +53,10 @@ def points(x, name="points"):
         )
     if arr.shape[1] < 1:
         raise ValueError(f"{name} must have at least one column (d >= 1), got shape {arr.shape}")
+    if arr.shape[1] > MAX_D:
+        raise ValueError(f"{name} has d={arr.shape[1]} columns; at most {MAX_D} are supported")
+    if arr.shape[0] > MAX_N:
+        raise ValueError(f"{name} has n={arr.shape[0]} rows; an index holds at most {MAX_N} points")
     _check_finite(arr, name)
     return np.ascontiguousarray(arr)
 
@@ -131,12 +143,15 @@ def values(x, rows, name="values"):
     return arr, flat
 
 
-def positive_int(x, name, minimum=1):
+def positive_int(x, name, minimum=1, maximum=INT_MAX):
+    """An integer in [minimum, maximum] (default maximum: the C++ int range), as a Python int."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Integral, np.integer)):
         raise TypeError(f"{name} must be an integer, got {type(x).__name__}")
     x = int(x)
     if x < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {x}")
+    if x > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {x}")
     return x
 
 
@@ -150,8 +165,11 @@ def nonnegative_float(x, name):
 
 
 def threads(x):
+    """n_threads: None (0: the default, hsrgeom.set_num_threads) or an int in [1, MAX_THREADS].
+    An upper bound: a call starts at most as many threads as there are processors, work items
+    and threads the process can start (common.hpp)."""
     if x is None:
         return 0
-    if type(x) is int and x >= 1:
+    if type(x) is int and 1 <= x <= MAX_THREADS:
         return x
-    return positive_int(x, "n_threads", minimum=1)
+    return positive_int(x, "n_threads", minimum=1, maximum=MAX_THREADS)

@@ -6,10 +6,14 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <condition_variable>
 #include <functional>
 #include <limits>
 #include <cstdint>
+#include <mutex>
 #include <stdexcept>
+#include <system_error>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -410,21 +414,65 @@ class BuildProgress {
 };
 
 // ---- threads ---------------------------------------------------------------------------------
-inline int& default_threads_ref() {
-  static int n = 0;  // 0: all cores
+// Policy: a thread count (n_threads=, set_num_threads) is an upper bound, never a command. A
+// parallel region starts at most
+//   - kMaxThreads (the Python layer rejects larger requests with a ValueError),
+//   - the processors OpenMP reports (omp_get_num_procs: more threads only oversubscribe),
+//   - the work items it has (parallel_for),
+//   - the threads the process can start now (startable_threads): libgomp ends the process
+//     ("Thread creation failed") when pthread_create fails, e.g. under an address-space limit,
+//     so a count this calling thread has not started before is first tried with std::thread,
+//     whose failure is an exception, and lowered to what started.
+// The result never depends on the thread count (only float sums' rounding may, as documented).
+constexpr int kMaxThreads = 4096;
+inline std::atomic<int>& default_threads_ref() {
+  static std::atomic<int> n{0};  // 0: all cores (atomic: set while other threads' calls read it)
   return n;
 }
 inline int max_threads() {
 #ifdef _OPENMP
-  return omp_get_num_procs();
+  return std::max(1, std::min(omp_get_num_procs(), kMaxThreads));
 #else
   return 1;
 #endif
 }
+// At most `want` (>= 1): how many threads, the caller included, can run at once. Each calling
+// thread remembers the largest count it has seen start (libgomp keeps a pool of workers per
+// calling thread, so those are not created again); a larger count is tried by starting the
+// missing threads together (they wait until all are up, then end) and joining them.
+inline int startable_threads(int want) {
+  thread_local int known = 1;
+  if (want <= known) return want;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool go = false;
+  std::vector<std::thread> started;
+  started.reserve(static_cast<size_t>(want - 1));
+  try {
+    while (static_cast<int>(started.size()) + 1 < want)
+      started.emplace_back([&] {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return go; });
+      });
+  } catch (const std::system_error&) {
+    // EAGAIN/ENOMEM: no more threads now; run with those that started
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    go = true;
+  }
+  cv.notify_all();
+  for (std::thread& t : started) t.join();
+  const int got = static_cast<int>(started.size()) + 1;
+  known = std::max(known, got);
+  return got;
+}
+// Threads for a call asking for `requested` (<= 0: the default, set_num_threads; 0 there: all
+// processors), within the policy above.
 inline int resolve_threads(int requested) {
-  int n = requested > 0 ? requested : default_threads_ref();
+  int n = requested > 0 ? requested : default_threads_ref().load();
   if (n <= 0) n = max_threads();
-  return std::max(1, n);
+  return startable_threads(std::max(1, std::min(n, max_threads())));
 }
 
 // Waking a second thread costs up to ~10 ms on some virtual machines (measured: a 2-thread
@@ -438,8 +486,9 @@ inline int threads_for_work(int threads, double work) {
 // Calls f(i, thread_id) for i in [0, count), dynamically scheduled over `threads` threads.
 template <class F>
 void parallel_for(index_t count, int threads, F&& f) {
-  threads = static_cast<int>(std::min<index_t>(threads, std::max<index_t>(count, 1)));
+  threads = static_cast<int>(std::min<index_t>(std::min(threads, max_threads()), std::max<index_t>(count, 1)));
 #ifdef _OPENMP
+  if (threads > 1) threads = startable_threads(threads);
   if (threads > 1) {
     std::exception_ptr err = nullptr;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
