@@ -132,6 +132,29 @@ def test_relu_weights_that_underflow():
         close(out, exact_relu(q, k, v, 0.0, alpha), 1e-9)
 
 
+@pytest.mark.parametrize("call", ["relu", "softmax", "prefill", "cache"])
+def test_heads_zero_is_rejected(call):
+    rng = np.random.default_rng(1)
+    q, k, v = data(rng)
+    q0 = q[:, :0]
+    with pytest.raises(ValueError, match="heads"):
+        if call == "relu":
+            A.relu_attention(q0, k, v, bias=0)
+        elif call == "softmax":
+            A.softmax_attention(q0, k, v, top_r=2)
+        elif call == "prefill":
+            A.prefill(q0, k, v, bias=0)
+        else:
+            A.DecodeCache().append(k, v).attend(q0, bias=0)
+
+
+@pytest.mark.parametrize("shape", [(0, 1, 3, 4), (1, 0, 3, 4)])
+def test_decode_cache_empty_batch_or_heads_is_rejected(shape):
+    k = np.zeros(shape)
+    with pytest.raises(ValueError, match="k must have batch >= 1 and kv_heads >= 1"):
+        A.DecodeCache().append(k, np.zeros(shape[:3] + (2,)))
+
+
 # -- item 8: valid finite input beyond the float range of |q| |k| -----------------------------------
 
 @pytest.mark.parametrize("mag", [1e160, 1e-170])
@@ -248,6 +271,19 @@ def test_relu_huge_alpha_matches_exact():
 
 
 # -- the rest of the audit ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call", ["relu", "prefill", "cache"])
+def test_return_stats_must_be_a_bool(call):
+    rng = np.random.default_rng(2)
+    q, k, v = data(rng)
+    with pytest.raises(ValueError, match="return_stats"):
+        if call == "relu":
+            A.relu_attention(q, k, v, bias=0, return_stats="exact")
+        elif call == "prefill":
+            A.prefill(q, k, v, bias=0, return_stats="yes")
+        else:
+            A.DecodeCache().append(k, v).attend(q, bias=0, return_stats="exact")
+
 
 def test_decode_cache_hostile_steps():
     """The cache goes through the same weights: large alpha and huge keys appended later."""

@@ -262,6 +262,7 @@ def relu_attention(q, k, v, *, bias, alpha=1, scale=None, causal=False, index="a
     -------
     numpy.ndarray (batch, heads, m, d_v), the dtype of q; and the stats dict if asked.
     """ + _STAT_DOC
+    return_stats = I.return_stats(return_stats, exact=False)
     return _attention("relu", q, k, v, bias=bias, alpha=alpha, scale=scale, causal=causal,
                       index=index, block=None, return_stats=return_stats)
 
@@ -287,8 +288,7 @@ def softmax_attention(q, k, v, *, top_r=None, threshold=None, scale=None, causal
     Softmax adds ``dropped_mass_bound`` and ``error_bound`` (the bounds above), and with
     ``return_stats="exact"`` the dense comparison: ``rel_error`` (``||o_r - o|| / ||o||``) and
     ``abs_error``, at O(m n) cost."""
-    if return_stats not in (False, True, "exact"):
-        raise ValueError(f"return_stats must be False, True or 'exact', got {return_stats!r}")
+    return_stats = I.return_stats(return_stats, exact=True)
     return _attention("softmax", q, k, v, top_r=top_r, threshold=threshold, scale=scale,
                       causal=causal, index=index, block=None, return_stats=return_stats)
 
@@ -307,5 +307,6 @@ def prefill(q, k, v, *, causal=True, mode="relu", block=None, index="auto", retu
         raise ValueError(f"mode must be 'relu' or 'softmax', got {mode!r}")
     if block is not None:
         block = I.count(block, "block")
+    return_stats = I.return_stats(return_stats, exact=mode == "softmax")
     return _attention(mode, q, k, v, causal=causal, index=index, block=block,
                       return_stats=return_stats, scale=kwargs.pop("scale", None), **kwargs)

@@ -29,6 +29,8 @@ def qkv(q, k, v):
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     b, h, _, d = q.shape
+    if h == 0:
+        raise ValueError(f"q must have heads >= 1, got shape {q.shape} (batch, heads, m, d)")
     if k.shape[0] != b or v.shape[0] != b:
         raise ValueError(f"batch sizes differ: q {q.shape[0]}, k {k.shape[0]}, v {v.shape[0]}")
     if k.shape[3] != d:
@@ -72,6 +74,17 @@ def per_row(x, shape, name):
         raise ValueError(f"{name} of shape {arr.shape} does not broadcast to (batch, heads, m) = {shape}") from None
     _check_finite(arr, name)
     return arr
+
+
+def return_stats(x, exact):
+    """``return_stats``: False or True (or "exact" where ``exact``); anything else is an error
+    rather than silently truthy. Returns a bool or "exact"."""
+    if isinstance(x, str) and exact and x == "exact":
+        return x
+    if isinstance(x, (bool, np.bool_, numbers.Integral, np.integer)) and not isinstance(x, str) and x in (0, 1):
+        return bool(x)
+    allowed = "False, True or 'exact'" if exact else "False or True"
+    raise ValueError(f"return_stats must be {allowed}, got {x!r}")
 
 
 def count(x, name, minimum=1):
