@@ -10,6 +10,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import hsrgeom.attention as A
 from hsrgeom.attention import reference as R
@@ -311,3 +312,33 @@ def test_inputs_are_not_modified():
     A.softmax_attention(q, k, v, top_r=3, threshold=bias)
     for a, c in zip((q, k, v, bias), copies):
         np.testing.assert_array_equal(a, c)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), f64=st.booleans(), eq=st.integers(-500, 500), ek=st.integers(-500, 500),
+       log_scale=st.one_of(st.none(), st.integers(-1000, 1000)), bias=st.sampled_from(["typical", -1e300, 1e300, 0.0, -1e-300]),
+       alpha=st.sampled_from([1, 2, 3, 33, 330, 10**6]), causal=st.booleans())
+def test_magnitudes_property(seed, f64, eq, ek, log_scale, bias, alpha, causal):
+    """Any finite magnitudes of q, k, scale and bias (float32: within its range): ReLU, top-r and
+    threshold softmax equal the exact answers."""
+    rng = np.random.default_rng(seed)
+    dtype = F64 if f64 else F32
+    if not f64:
+        eq, ek = eq // 8, ek // 8  # float32 components within 2^+-63
+    q, k, v = data(rng, m=2, n=7, d=3, h=1, dtype=dtype)
+    q, k = (q * 2.0**eq).astype(dtype), (k * 2.0**ek).astype(dtype)
+    scale = None if log_scale is None else 2.0**log_scale
+    sc = 1 / np.sqrt(3) if scale is None else scale
+    if bias == "typical":  # about the size of the scores: some entries positive, some not
+        with np.errstate(over="ignore"):
+            b = float(rng.standard_normal()) * 2.0 ** min(eq + ek + 1, 1000) * sc
+        bias = b if np.isfinite(b) else 1e300
+    tol = 1e-4 if dtype == F32 else 1e-9
+    out = A.relu_attention(q, k, v, bias=bias, alpha=alpha, scale=scale, causal=causal)
+    close(out, exact_relu(q, k, v, bias, alpha, scale=sc, causal=causal), tol * max(1.0, alpha**0.5 / 100))
+    ref = exact_relu(q, k, v, bias, alpha, scale=sc, causal=causal)
+    assert ((out == 0).all(-1) == (ref == 0).all(-1)).all()  # zero rows exactly where exact is zero
+    out = A.softmax_attention(q, k, v, top_r=3, scale=scale, causal=causal)
+    close(out, exact_softmax(q, k, v, top_r(3), scale=sc, causal=causal), tol)
+    out = A.softmax_attention(q, k, v, threshold=bias, scale=scale, causal=causal)
+    close(out, exact_softmax(q, k, v, over(bias), scale=sc, causal=causal), tol)

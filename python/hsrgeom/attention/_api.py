@@ -41,7 +41,7 @@ def _power(alpha):
 def _head_relu(Qg, K, V, hk, limit, scale, bias_rows, alpha):
     # ReLU^a(scale <q,k> - bias) = scale^a max(<q,k> - t, 0)^a with t = bias / scale: the factor
     # scale^a cancels in num / den, and so does any positive factor of a row's weights. Rows are
-    # scaled by powers of two (ScaledRows: no inner product or threshold overflows), then
+    # scaled by powers of two (ScaledRows: no inner product overflows; t kept exactly), then
     # * rows whose weights stay in range (small alpha, bounded x) use the index's fused sum;
     # * the others, and fused rows whose sums over- or underflowed, report their entries and
     #   weigh them (x / x_max) ** alpha <= 1, with x_max the row's largest x: nothing overflows,
@@ -52,7 +52,8 @@ def _head_relu(Qg, K, V, hk, limit, scale, bias_rows, alpha):
     entries, den = np.zeros(m, dtype=np.int64), np.zeros(m)
     num, vexp = np.zeros((m, dv)), np.zeros((m, dv), dtype=np.int64)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        safe = _power(alpha) * np.maximum(np.log2(sr.bound), 0.0) + np.log2(len(K) + 1.0) <= 1000.0
+        safe = _power(alpha) * np.maximum(np.log2(sr.qk + np.abs(sr.t)), 0.0) + np.log2(len(K) + 1.0) <= 1000.0
+    safe &= ~sr.clipped  # the fused sum weighs max(dot - t, 0): t must be the real one
     fused = np.flatnonzero(safe) if alpha <= _FUSED_ALPHA else np.zeros(0, dtype=np.int64)
     redo = np.ones(m, dtype=bool)
     if len(fused):
@@ -65,13 +66,12 @@ def _head_relu(Qg, K, V, hk, limit, scale, bias_rows, alpha):
         redo[good] = False
     rows = np.flatnonzero(redo)
     if len(rows):
-        t = sr.t[rows]
         lims, ids, dots = hk.report(sr.Q[rows], t_in[rows], None if limit is None else limit[rows])
         power = _power(alpha)
 
         def weight(dots, r, dmax):
-            top = np.maximum(dmax - t, 0.0)[r]  # the row's largest x (its weight is 1)
-            x = np.maximum(dots - t[r], 0.0)
+            x = sr.relu_x(dots, rows[r])
+            top = sr.relu_x(dmax[r], rows[r])  # the row's largest x (its weight is 1)
             with np.errstate(under="ignore", invalid="ignore", divide="ignore"):
                 return np.where(top > 0, np.power(x / np.where(top > 0, top, 1.0), power), 0.0)
 
@@ -95,8 +95,8 @@ def _trim_top(lims, ids, dots, r):
 
 
 def _head_softmax(Qg, K, V, hk, limit, scale, top_r, thr_rows, vmax):
-    # Rows scaled by powers of two (ScaledRows) so that no inner product or threshold
-    # overflows; the weights are exp of logits relative to the row's largest kept logit,
+    # Rows scaled by powers of two (ScaledRows) so that no inner product overflows (a threshold
+    # beyond every inner product is clipped: same keys); the weights are exp of logits relative to the row's largest kept logit,
     # scale * (dot - dot_max) * 2^e (which may only go to -inf: weight 0).
     n, d = K.shape
     sr = ScaledRows(Qg, hk.lkmax, scale, thr_rows)

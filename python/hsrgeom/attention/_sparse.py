@@ -65,57 +65,65 @@ def score_slack(d, qk, t, flush=0.0):
 
 
 class ScaledRows:
-    """Query rows scaled by powers of two so that inner products, thresholds and ReLU weights
-    stay in the float64 range: ``Q = Q_user * 2^-e`` (row-wise) and ``t = bias / scale * 2^-e``.
+    """Query rows scaled by powers of two so that their inner products with the keys stay in the
+    float64 range, with their thresholds ``bias / scale`` expressed in the same units.
 
-    A half-space ``<q, k> >= bias / scale`` is the same after the scaling, and power-of-two
-    scaling is exact unless a component leaves the normal range (``flush`` bounds the change of
-    ``<q, k>`` that causes; it is added to the slack). Rows whose bound
-    ``||q|| max ||k|| + |bias / scale|`` is within 2^+-400 are not scaled (e = 0).
+    ``Q = Q_user * 2^-e`` row-wise, where ``e`` is 0 unless ``||q|| max ||k||`` is outside
+    2^+-400 (then it brings that bound to about 1). A half-space ``<q, k> >= t`` is the same
+    after the scaling (with ``t * 2^-e``), and power-of-two scaling is exact unless a component
+    leaves the normal range (``flush`` bounds the change of ``<Q_i, k>`` that causes; it is part
+    of the slack). The threshold itself never drives the scaling: it would push the query's
+    components out of range, and the dots (softmax weights) must keep their precision.
 
-    Attributes: ``Q`` (the dtype of the input), ``e`` (int64), ``t`` (float64, or None without
-    bias), ``qk`` (bound of ``|<Q_i, k>|``), ``bound`` (``qk + |t|``: bounds every ``|<Q_i,k> - t_i|``),
-    ``flush`` (what the scaling may change ``<Q_i, k>`` by), ``slack`` (:func:`score_slack` of
-    each row at its ``t``, or at 0 without bias, flush included).
+    The threshold ``t_i = bias_i / scale * 2^-e_i`` may be beyond the float64 range: it is kept
+    exactly as ``tm * 2^te`` (``tm`` in (0.5, 2)), and as ``t`` (float64), clipped where it is
+    so far beyond every ``|<Q_i, k>|`` (``|t| > C = 4 (qk + flush) + 1e-300``) that the
+    half-space holds every key or none: the clipped value (``+-C``) selects the same keys.
+
+    Attributes: ``Q`` (the dtype of the input), ``e`` (int64), ``qk`` (bound of
+    ``||Q_i|| max ||k||``), ``flush``; with a bias also ``tm``, ``te`` (int64), ``t``,
+    ``clipped`` (bool), ``slack`` (:func:`score_slack` at ``t``: report ``<Q_i, k> >= t - slack``
+    for a superset of what a float64 evaluation makes positive).
     """
 
     def __init__(self, Q, lkmax, scale, bias=None):
         m, d = Q.shape
         lq = log2_norms(Q)
-        lt = np.full(m, -np.inf)
-        if bias is not None:
-            bias = np.asarray(bias, dtype=np.float64)
-            mb, eb = np.frexp(bias)
-            ms, es = np.frexp(scale)
-            with np.errstate(divide="ignore"):
-                lt = np.log2(np.abs(mb / ms)) + (eb - es)
         with np.errstate(invalid="ignore"):
-            big = np.maximum(lq + lkmax, lt)  # log2 of the bound before scaling (-inf: all zero)
+            lqk = lq + lkmax  # log2 of the bound before scaling (-inf: a zero row or zero keys)
         e = np.zeros(m, dtype=np.int64)
-        far = np.isfinite(big) & (np.abs(big) > _SAFE_LOG2)
-        e[far] = np.ceil(big[far]).astype(np.int64)
-        # never scale a query component beyond 2^_QMAX_LOG2 (scaling up when everything is tiny)
-        qexp = np.where(np.isfinite(lq), np.ceil(lq), -np.inf)
-        e = np.where(np.isfinite(qexp), np.maximum(e, qexp - _QMAX_LOG2[Q.dtype]), e).astype(np.int64)
+        far = np.isfinite(lqk) & (np.abs(lqk) > _SAFE_LOG2)
+        e[far] = np.ceil(lqk[far]).astype(np.int64)
+        # never scale a query component beyond 2^_QMAX_LOG2 (scaling up when the keys are tiny)
+        e[far] = np.maximum(e[far], np.ceil(lq[far]).astype(np.int64) - _QMAX_LOG2[Q.dtype])
         self.e = e
         self.Q = Q if not e.any() else np.ldexp(Q, -e[:, None]).astype(Q.dtype, copy=False)
         with np.errstate(over="ignore", under="ignore"):
             self.qk = np.exp2(lq + lkmax - e)
-            self.t = None if bias is None else np.ldexp(mb / ms, eb - es - e)
             # scaled components that left the normal range: each off by at most the smallest
-            # subnormal, times max ||k|| (plus the smallest float64 subnormal for t)
-            flush = np.where(e != 0, np.exp2(np.log2(d) + _SUB_LOG2[Q.dtype] + lkmax) + 2.0**-1074, 0.0)
-        self.flush = flush
-        self.bound = self.qk + (0.0 if self.t is None else np.abs(self.t))
-        self.slack = score_slack(d, self.qk, 0.0 if self.t is None else self.t, flush)
+            # subnormal, times max ||k||
+            self.flush = np.where(e != 0, np.exp2(np.log2(d) + _SUB_LOG2[Q.dtype] + lkmax), 0.0)
+        if bias is None:
+            self.slack = score_slack(d, self.qk, 0.0, self.flush)
+            return
+        mb, eb = np.frexp(np.asarray(bias, dtype=np.float64))
+        ms, es = np.frexp(scale)
+        self.tm, self.te = mb / ms, (eb - es - e).astype(np.int64)  # one rounding, as bias / scale
+        cap = 4 * (self.qk + self.flush) + 1e-300
+        with np.errstate(over="ignore", under="ignore"):
+            t = np.ldexp(self.tm, self.te)
+        self.clipped = np.abs(t) > cap
+        self.t = np.where(self.clipped, np.copysign(cap, self.tm), t)
+        self.slack = score_slack(d, self.qk, self.t, self.flush + 2.0**-1074)
 
-    def rows(self, sel):
-        """A ScaledRows restricted to the rows ``sel`` (a mask or index array)."""
-        out = object.__new__(ScaledRows)
-        for k in ("Q", "e", "qk", "flush", "bound", "slack"):
-            setattr(out, k, getattr(self, k)[sel])
-        out.t = None if self.t is None else self.t[sel]
-        return out
+    def relu_x(self, dots, rows):
+        """``max(dots - t, 0)`` of entries of the given ``rows`` (``dots``: float64 ``<Q_row, k>``),
+        times ``2^-ew`` with ``ew`` per row chosen so that it is finite whatever ``t`` is (only
+        the ratios of x within a row matter: ReLU weights are normalised)."""
+        ew = np.maximum(self.te - 900, 0)[rows]
+        with np.errstate(under="ignore"):
+            x = np.ldexp(dots, -ew) - np.ldexp(self.tm[rows], self.te[rows] - ew)
+        return np.maximum(x, 0.0)
 
 
 class HeadKeys:
