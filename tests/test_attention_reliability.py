@@ -342,3 +342,19 @@ def test_magnitudes_property(seed, f64, eq, ek, log_scale, bias, alpha, causal):
     close(out, exact_softmax(q, k, v, top_r(3), scale=sc, causal=causal), tol)
     out = A.softmax_attention(q, k, v, threshold=bias, scale=scale, causal=causal)
     close(out, exact_softmax(q, k, v, over(bias), scale=sc, causal=causal), tol)
+
+
+def test_unclear_arguments_are_named():
+    rng = np.random.default_rng(20)
+    q, k, v = data(rng)
+    with pytest.raises(ValueError, match="scale must be finite"):
+        A.relu_attention(q, k, v, bias=0, scale=10**400)  # was OverflowError from float()
+    for bad in ("no", np.array([True, False])):  # was silently truthy / numpy's ambiguity error
+        with pytest.raises(ValueError, match="causal must be False or True"):
+            A.relu_attention(q, k, v, bias=0, causal=bad)
+    with pytest.raises(TypeError, match="needs bias"):
+        A.prefill(q, k, v)  # was "bias must be a real number or array, got dtype object"
+    with pytest.raises(ValueError, match="bias holds a number beyond the float64 range"):
+        A.relu_attention(q, k, v, bias=10**400)
+    with pytest.raises(ValueError, match="threshold holds a number beyond the float64 range"):
+        A.softmax_attention(q, k, v, threshold=[[0.0], [-(10**400)]])

@@ -158,6 +158,7 @@ def _exact_softmax_stats(Qg, K, V, limit, scale, out):
 def _attention(mode, q, k, v, *, scale, causal, index, block, **kw):
     """Validates q, k, v and runs :func:`_run` with an index built per (batch, kv head)."""
     q, k, v = I.qkv(q, k, v)
+    causal = I.flag(causal, "causal")
     B, Hkv, n = k.shape[:3]
     m = q.shape[2]
     if block is None and causal:
@@ -179,6 +180,8 @@ def _run(mode, q, head, kv_shape, *, scale, causal, bias=None, alpha=1, top_r=No
     g = H // Hkv
     scale = I.scale(scale, d)
     if mode == "relu":
+        if bias is None:
+            raise TypeError("ReLU attention needs bias (a float or an array broadcasting to (batch, heads, m))")
         bias = I.per_row(bias, (B, H, m), "bias")
         alpha = I.alpha(alpha)
     else:
