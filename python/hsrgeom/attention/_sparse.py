@@ -12,8 +12,8 @@ from .. import _core
 from .._index import build_index
 
 _U64 = np.finfo(np.float64).eps / 2
-# Rows whose magnitude bound (below) is within 2^+-_SAFE_LOG2 are queried as given; others are
-# scaled by a power of two so that no inner product, threshold or weight overflows or underflows.
+# Query rows whose ||q|| max||k|| is within 2^+-_SAFE_LOG2 are queried as given; others are
+# scaled by a power of two so that no inner product overflows or underflows (ScaledRows).
 _SAFE_LOG2 = 400
 # log2 of the smallest subnormal of each key dtype: what a query component scaled down below the
 # normal range can lose (the flush term of the slack).
