@@ -10,6 +10,9 @@ triangle; for decoding, m = 1, the query sees every key). A row that sees no key
 weights are all zero, returns zeros.
 
 These functions are O(m n) in time and memory per head; they are meant for checking, not speed.
+The scores ``scale q k^T`` are evaluated in float64 as they are: inputs whose scores overflow
+(|scale <q, k>| beyond ~1.8e308) give inf/NaN here, while :mod:`hsrgeom.attention` scales such
+rows by powers of two and stays exact; check those against exact (rational) arithmetic.
 """
 from __future__ import annotations
 
