@@ -284,7 +284,9 @@ def softmax_attention(q, k, v, *, top_r=None, threshold=None, scale=None, causal
     ``>= threshold`` (half-space reporting); with both, the top_r among those over the
     threshold; with neither, every key (dense softmax). Softmax is then taken over the kept
     entries only. ``top_r >= n`` gives dense softmax to rounding. A row that keeps nothing
-    returns zeros.
+    returns zeros. Weights are taken relative to the row's largest kept logit, and rows whose
+    inner products would leave the float64 range are scaled by a power of two first, so any
+    finite input works (huge logits give the one-hot limit, not NaN).
 
     The error is bounded by what was scanned: every dropped entry has a logit at most ``cut``
     (the threshold, or the smallest kept logit), so the dropped probability mass is at most
