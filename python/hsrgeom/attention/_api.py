@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _inputs as I
-from ._sparse import HeadKeys, max_norm, score_slack, weighted_rows
+from ._sparse import HeadKeys, ScaledRows, finish_rows, log2_max_norm, max_norm, score_slack, weighted_rows
 
 _STAT_DOC = """
     Statistics (``return_stats=True``) are a dict of arrays of shape (batch, heads, m) unless
@@ -26,14 +26,58 @@ def _limits(m, n, causal):
     return (n - m + np.arange(m)) if causal else None
 
 
+# The index's fused sum evaluates x ** alpha by repeated multiplication: it serves small alpha
+# only, and only rows whose weights cannot overflow (see _head_relu).
+_FUSED_ALPHA = 32
+# A fused row whose weight sum is below this may have lost weights to underflow: redone.
+_TINY_WEIGHT = 2.0**-900
+
+
+def _power(alpha):
+    """alpha as the float exponent of np.power (O(1) per weight whatever alpha is)."""
+    return float(alpha) if alpha.bit_length() <= 1000 else np.inf
+
+
 def _head_relu(Qg, K, V, hk, limit, scale, bias_rows, alpha):
     # ReLU^a(scale <q,k> - bias) = scale^a max(<q,k> - t, 0)^a with t = bias / scale: the factor
-    # scale^a cancels in num / den, so the index sums the weights on <q,k> directly.
-    t = bias_rows / scale
-    qn = np.sqrt((Qg.astype(np.float64) ** 2).sum(axis=1))
-    entries, den, num = hk.relu_sums(Qg, t - score_slack(Qg.shape[1], qn, hk.kmax, t), t, alpha, V, limit)
-    out = np.divide(num, den[:, None], out=np.zeros_like(num), where=den[:, None] > 0)
-    return out, {"entries": entries}
+    # scale^a cancels in num / den, and so does any positive factor of a row's weights. Rows are
+    # scaled by powers of two (ScaledRows: no inner product overflows; t kept exactly), then
+    # * rows whose weights stay in range (small alpha, bounded x) use the index's fused sum;
+    # * the others, and fused rows whose sums over- or underflowed, report their entries and
+    #   weigh them (x / x_max) ** alpha <= 1, with x_max the row's largest x: nothing overflows,
+    #   the largest weight is 1, and the cost does not depend on alpha.
+    m, dv = len(Qg), V.shape[1]
+    sr = ScaledRows(Qg, hk.lkmax, scale, bias_rows)
+    t_in = sr.t - sr.slack
+    entries, den = np.zeros(m, dtype=np.int64), np.zeros(m)
+    num, vexp = np.zeros((m, dv)), np.zeros((m, dv), dtype=np.int64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        safe = _power(alpha) * np.maximum(np.log2(sr.qk + np.abs(sr.t)), 0.0) + np.log2(len(K) + 1.0) <= 1000.0
+    safe &= ~sr.clipped  # the fused sum weighs max(dot - t, 0): t must be the real one
+    fused = np.flatnonzero(safe) if alpha <= _FUSED_ALPHA else np.zeros(0, dtype=np.int64)
+    redo = np.ones(m, dtype=bool)
+    if len(fused):
+        lim = None if limit is None else limit[fused]
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            e, w, s = hk.relu_sums(sr.Q[fused], t_in[fused], sr.t[fused], alpha, V, lim)
+        ok = np.isfinite(s).all(axis=1) & np.isfinite(w) & ((w >= _TINY_WEIGHT) | (e == 0))
+        good = fused[ok]
+        entries[good], den[good], num[good] = e[ok], w[ok], s[ok]
+        redo[good] = False
+    rows = np.flatnonzero(redo)
+    if len(rows):
+        lims, ids, dots = hk.report(sr.Q[rows], t_in[rows], None if limit is None else limit[rows])
+        power = _power(alpha)
+
+        def weight(dots, r, dmax):
+            x = sr.relu_x(dots, rows[r])
+            top = sr.relu_x(dmax[r], rows[r])  # the row's largest x (its weight is 1)
+            with np.errstate(under="ignore", invalid="ignore", divide="ignore"):
+                return np.where(top > 0, np.power(x / np.where(top > 0, top, 1.0), power), 0.0)
+
+        n_, d_, v_, _, _ = weighted_rows(lims, ids, dots, V, weight)
+        entries[rows], den[rows], num[rows], vexp[rows] = np.diff(lims), d_, n_, v_
+    return finish_rows(num, den, vexp, np.float64), {"entries": entries}
 
 
 def _trim_top(lims, ids, dots, r):
@@ -51,58 +95,75 @@ def _trim_top(lims, ids, dots, r):
 
 
 def _head_softmax(Qg, K, V, hk, limit, scale, top_r, thr_rows, vmax):
+    # Rows scaled by powers of two (ScaledRows) so that no inner product overflows (a threshold
+    # beyond every inner product is clipped: same keys); the weights are exp of logits relative to the row's largest kept logit,
+    # scale * (dot - dot_max) * 2^e (which may only go to -inf: weight 0).
     n, d = K.shape
-    qn = np.sqrt((Qg.astype(np.float64) ** 2).sum(axis=1))
+    sr = ScaledRows(Qg, hk.lkmax, scale, thr_rows)
     if thr_rows is not None:
-        lims, ids, dots = hk.report(Qg, thr_rows / scale, limit)
+        lims, ids, dots = hk.report(sr.Q, sr.t, limit)
         if top_r is not None:
             lims, ids, dots = _trim_top(lims, ids, dots, top_r)
     else:
-        lims, ids, dots = hk.topk(Qg, top_r, K, limit)
+        lims, ids, dots = hk.topk(sr.Q, top_r, K, limit)
 
-    def weight(logits, rows, lmax):
-        return np.exp(logits - lmax[rows])
+    def weight(dots, rows, dmax):
+        with np.errstate(over="ignore", under="ignore"):
+            return np.exp(np.ldexp(scale * (dots - dmax[rows]), sr.e[rows]))
 
-    num, den, lmax, lmin = weighted_rows(lims, ids, dots, V, weight, scale)
-    out = np.divide(num, den[:, None], out=np.zeros_like(num), where=den[:, None] > 0)
+    num, den, vexp, dmax, dmin = weighted_rows(lims, ids, dots, V, weight)
+    out = finish_rows(num, den, vexp, np.float64)
     kept = np.diff(lims)
     visible = np.full(len(Qg), n) if limit is None else np.clip(limit + 1, 0, n)
-    # Every dropped entry has a logit <= cut: the threshold, or the smallest kept logit (top-r).
-    cut = lmin if (top_r is not None or thr_rows is None) else thr_rows
-    cut = cut + scale * score_slack(d, qn, hk.kmax, cut / scale)
-    with np.errstate(over="ignore", invalid="ignore"):
-        dropped = (visible - kept) * np.exp(np.minimum(cut - lmax, 700.0))
+    # Every dropped entry has a dot <= cut: the threshold, or the smallest kept dot (top-r),
+    # plus the slack of a float64 evaluation; relative to the largest kept logit:
+    cut = dmin if (top_r is not None or thr_rows is None) else sr.t
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        rel = np.ldexp(scale * (cut + score_slack(d, sr.qk, cut, sr.flush) - dmax), sr.e)
+        dropped = (visible - kept) * np.exp(np.minimum(rel, 700.0))
         bound = np.where(kept > 0, dropped / (den + dropped), np.where(visible > 0, 1.0, 0.0))
-    bound = np.where(visible == kept, 0.0, bound)
+        bound = np.where(visible == kept, 0.0, bound)
+        err = np.where(bound > 0, 2.0 * bound * vmax, 0.0)
     return out, {
         "entries": kept,
         "dropped_mass_bound": bound,
-        "error_bound": 2.0 * bound * vmax,
+        "error_bound": err,
     }
 
 
 def _exact_softmax_stats(Qg, K, V, limit, scale, out):
-    """Dropped probability mass and relative output error against dense softmax (float64)."""
+    """Dropped probability mass and relative output error against dense softmax (float64;
+    rows scaled as in :func:`_head_softmax`, so that huge inputs do not overflow)."""
     m, n = len(Qg), len(K)
     ref = np.zeros((m, V.shape[1]))
+    sr = ScaledRows(Qg, log2_max_norm(K), scale)
     Kd, Vd = K.astype(np.float64), V.astype(np.float64)
+    ev = 0  # V near the float64 maximum: compare in units of 2^ev (W @ V would overflow)
+    if Vd.size and np.abs(Vd).max() > 2.0**500:
+        ev = int(np.frexp(np.abs(Vd).max())[1])
+        Vd, out = np.ldexp(Vd, -ev), np.ldexp(out, -ev)
     step = max(1, (1 << 24) // max(n, 1))
     for r0 in range(0, m, step):
-        S = scale * (Qg[r0 : r0 + step].astype(np.float64) @ Kd.T)
+        S = sr.Q[r0 : r0 + step].astype(np.float64) @ Kd.T
         if limit is not None:
             S[np.arange(n)[None, :] > limit[r0 : r0 + step, None]] = -np.inf
-        mx = S.max(axis=1, keepdims=True)
-        W = np.exp(S - np.where(np.isfinite(mx), mx, 0.0))
-        den = W.sum(axis=1, keepdims=True)
-        ref[r0 : r0 + step] = np.divide(W @ Vd, den, out=np.zeros((len(W), Vd.shape[1])), where=den > 0)
-    err = np.linalg.norm(out - ref, axis=1)
-    nrm = np.linalg.norm(ref, axis=1)
-    return {"rel_error": np.divide(err, nrm, out=np.where(err > 0, np.inf, 0.0), where=nrm > 0), "abs_error": err}
+        mx = S.max(axis=1, keepdims=True, initial=-np.inf)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            W = np.exp(np.ldexp(scale * (S - np.where(np.isfinite(mx), mx, 0.0)), sr.e[r0 : r0 + step, None]))
+            den = W.sum(axis=1, keepdims=True)
+            ref[r0 : r0 + step] = np.divide(W @ Vd, den, out=np.zeros((len(W), Vd.shape[1])), where=den > 0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        err = np.linalg.norm(out - ref, axis=1)
+        nrm = np.linalg.norm(ref, axis=1)
+        rel = np.divide(err, nrm, out=np.where(err > 0, np.inf, 0.0), where=nrm > 0)
+        err = np.ldexp(err, ev)
+    return {"rel_error": rel, "abs_error": err}
 
 
 def _attention(mode, q, k, v, *, scale, causal, index, block, **kw):
     """Validates q, k, v and runs :func:`_run` with an index built per (batch, kv head)."""
     q, k, v = I.qkv(q, k, v)
+    causal = I.flag(causal, "causal")
     B, Hkv, n = k.shape[:3]
     m = q.shape[2]
     if block is None and causal:
@@ -124,6 +185,8 @@ def _run(mode, q, head, kv_shape, *, scale, causal, bias=None, alpha=1, top_r=No
     g = H // Hkv
     scale = I.scale(scale, d)
     if mode == "relu":
+        if bias is None:
+            raise TypeError("ReLU attention needs bias (a float or an array broadcasting to (batch, heads, m))")
         bias = I.per_row(bias, (B, H, m), "bias")
         alpha = I.alpha(alpha)
     else:
@@ -178,7 +241,9 @@ def relu_attention(q, k, v, *, bias, alpha=1, scale=None, causal=False, index="a
     The non-zero entries of row i are the keys with ``<q_i, k> > bias / scale``: a half-space
     query on the keys of its kv head. They are reported exactly (plus a rounding-size margin,
     so that nothing a dense float64 evaluation makes positive is missed), then only those
-    entries are weighted and summed, in float64. The result equals the dense computation
+    entries are weighted and summed, in float64. Rows whose inner products or thresholds would
+    leave the float64 range are scaled by a power of two first (the half-space is unchanged),
+    so any finite input works. The result equals the dense computation
     (:func:`hsrgeom.attention.reference.relu_attention`) to rounding: there is no
     approximation. A row with no positive entry (D = 0) returns zeros.
 
@@ -189,6 +254,8 @@ def relu_attention(q, k, v, *, bias, alpha=1, scale=None, causal=False, index="a
     v : array_like, (batch, kv_heads, n, d_v)
     bias : float or array broadcasting to (batch, heads, m)
     alpha : positive int
+        Any size: D^-1 cancels a positive factor of a row's weights, so they are taken relative
+        to the row's largest (no overflow or underflow) and cost O(1) each whatever alpha is.
     scale : float > 0, default ``1 / sqrt(d)``
     causal : bool
         Bottom-right aligned, as FlashAttention: row i sees keys ``j <= n - m + i``. Long
@@ -203,6 +270,7 @@ def relu_attention(q, k, v, *, bias, alpha=1, scale=None, causal=False, index="a
     -------
     numpy.ndarray (batch, heads, m, d_v), the dtype of q; and the stats dict if asked.
     """ + _STAT_DOC
+    return_stats = I.return_stats(return_stats, exact=False)
     return _attention("relu", q, k, v, bias=bias, alpha=alpha, scale=scale, causal=causal,
                       index=index, block=None, return_stats=return_stats)
 
@@ -216,7 +284,9 @@ def softmax_attention(q, k, v, *, top_r=None, threshold=None, scale=None, causal
     ``>= threshold`` (half-space reporting); with both, the top_r among those over the
     threshold; with neither, every key (dense softmax). Softmax is then taken over the kept
     entries only. ``top_r >= n`` gives dense softmax to rounding. A row that keeps nothing
-    returns zeros.
+    returns zeros. Weights are taken relative to the row's largest kept logit, and rows whose
+    inner products would leave the float64 range are scaled by a power of two first, so any
+    finite input works (huge logits give the one-hot limit, not NaN).
 
     The error is bounded by what was scanned: every dropped entry has a logit at most ``cut``
     (the threshold, or the smallest kept logit), so the dropped probability mass is at most
@@ -228,8 +298,7 @@ def softmax_attention(q, k, v, *, top_r=None, threshold=None, scale=None, causal
     Softmax adds ``dropped_mass_bound`` and ``error_bound`` (the bounds above), and with
     ``return_stats="exact"`` the dense comparison: ``rel_error`` (``||o_r - o|| / ||o||``) and
     ``abs_error``, at O(m n) cost."""
-    if return_stats not in (False, True, "exact"):
-        raise ValueError(f"return_stats must be False, True or 'exact', got {return_stats!r}")
+    return_stats = I.return_stats(return_stats, exact=True)
     return _attention("softmax", q, k, v, top_r=top_r, threshold=threshold, scale=scale,
                       causal=causal, index=index, block=None, return_stats=return_stats)
 
@@ -248,5 +317,6 @@ def prefill(q, k, v, *, causal=True, mode="relu", block=None, index="auto", retu
         raise ValueError(f"mode must be 'relu' or 'softmax', got {mode!r}")
     if block is not None:
         block = I.count(block, "block")
+    return_stats = I.return_stats(return_stats, exact=mode == "softmax")
     return _attention(mode, q, k, v, causal=causal, index=index, block=block,
                       return_stats=return_stats, scale=kwargs.pop("scale", None), **kwargs)

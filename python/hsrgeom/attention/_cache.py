@@ -88,6 +88,8 @@ class DecodeCache:
         if k.dtype != v.dtype:
             raise TypeError(f"k and v must have one dtype, got {k.dtype} and {v.dtype}")
         if self._k is None:
+            if k.shape[0] == 0 or k.shape[1] == 0:
+                raise ValueError(f"k must have batch >= 1 and kv_heads >= 1, got shape {k.shape}")
             if k.shape[3] == 0:
                 raise ValueError("head dim must be >= 1")
             self.dtype = k.dtype
@@ -137,12 +139,13 @@ class DecodeCache:
         B, H, n, d, dv = self.shape
         if q.shape[0] != B or q.shape[3] != d:
             raise ValueError(f"q {q.shape} does not match the cache (batch={B}, d={d})")
+        if q.shape[1] == 0:
+            raise ValueError(f"q must have heads >= 1, got shape {q.shape} (batch, heads, m, d)")
         if q.shape[1] % H:
             raise ValueError(f"kv_heads={H} must divide heads={q.shape[1]} (grouped-query attention)")
         if q.dtype != self.dtype:
             raise TypeError(f"q has dtype {q.dtype} but the cache holds {self.dtype}")
-        if mode == "softmax" and return_stats not in (False, True, "exact"):
-            raise ValueError(f"return_stats must be False, True or 'exact', got {return_stats!r}")
+        return_stats = I.return_stats(return_stats, exact=mode == "softmax")
         kw = dict(bias=bias, alpha=alpha) if mode == "relu" else dict(top_r=top_r, threshold=threshold)
 
         def head(b, kh):

@@ -29,6 +29,8 @@ def qkv(q, k, v):
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     b, h, _, d = q.shape
+    if h == 0:
+        raise ValueError(f"q must have heads >= 1, got shape {q.shape} (batch, heads, m, d)")
     if k.shape[0] != b or v.shape[0] != b:
         raise ValueError(f"batch sizes differ: q {q.shape[0]}, k {k.shape[0]}, v {v.shape[0]}")
     if k.shape[3] != d:
@@ -47,7 +49,10 @@ def scale(s, d):
         return 1.0 / np.sqrt(d)
     if isinstance(s, (bool, np.bool_)) or not isinstance(s, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"scale must be a real number, got {type(s).__name__}")
-    s = float(s)
+    try:
+        s = float(s)
+    except OverflowError:  # a Python int beyond float64
+        raise ValueError("scale must be finite and > 0, got an int beyond the float64 range") from None
     if not (np.isfinite(s) and s > 0):
         raise ValueError(f"scale must be finite and > 0, got {s}")
     return s
@@ -64,6 +69,13 @@ def alpha(a):
 def per_row(x, shape, name):
     """A scalar or array broadcast to ``shape`` = (batch, heads, m), as float64."""
     arr = _as_array(x, name)
+    if arr.dtype == object:  # e.g. Python ints beyond int64: numbers only if they fit float64
+        try:
+            arr = arr.astype(np.float64)
+        except OverflowError:
+            raise ValueError(f"{name} holds a number beyond the float64 range") from None
+        except (TypeError, ValueError):
+            pass
     if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise TypeError(f"{name} must be a real number or array, got dtype {arr.dtype}")
     try:
@@ -72,6 +84,27 @@ def per_row(x, shape, name):
         raise ValueError(f"{name} of shape {arr.shape} does not broadcast to (batch, heads, m) = {shape}") from None
     _check_finite(arr, name)
     return arr
+
+
+def flag(x, name):
+    """A bool argument: True/False (or 1/0); anything else is an error rather than silently
+    truthy (a string, an array)."""
+    if isinstance(x, (bool, np.bool_, numbers.Integral, np.integer)) and x in (0, 1):
+        return bool(x)
+    raise ValueError(f"{name} must be False or True, got {x!r}")
+
+
+def return_stats(x, exact):
+    """``return_stats``: False or True (or "exact" where ``exact``). Returns a bool or "exact"."""
+    if exact and isinstance(x, str) and x == "exact":
+        return x
+    if not exact or not isinstance(x, str):
+        try:
+            return flag(x, "return_stats")
+        except ValueError:
+            pass
+    allowed = "False, True or 'exact'" if exact else "False or True"
+    raise ValueError(f"return_stats must be {allowed}, got {x!r}")
 
 
 def count(x, name, minimum=1):

@@ -12,25 +12,118 @@ from .. import _core
 from .._index import build_index
 
 _U64 = np.finfo(np.float64).eps / 2
+# Query rows whose ||q|| max||k|| is within 2^+-_SAFE_LOG2 are queried as given; others are
+# scaled by a power of two so that no inner product overflows or underflows (ScaledRows).
+_SAFE_LOG2 = 400
+# log2 of the smallest subnormal of each key dtype: what a query component scaled down below the
+# normal range can lose (the flush term of the slack).
+_SUB_LOG2 = {np.dtype(np.float32): -149.0, np.dtype(np.float64): -1074.0}
+# How large a scaled query component may become (log2), below each dtype's maximum.
+_QMAX_LOG2 = {np.dtype(np.float32): 100, np.dtype(np.float64): 1000}
 
 
-def score_slack(d, qnorm, kmax, t):
-    """How far a float64 evaluation of ``scale <q,k> - bias`` can be from the exact value,
-    expressed on the threshold ``t = bias / scale`` of ``<q,k>``: reporting ``<q,k> >= t - slack``
-    is a superset of the entries that a float64 dense computation can make positive.
-    (gamma_{d+4} bound of a dot product in any summation order, plus the rounding of
-    ``bias / scale``, doubled.)"""
-    gamma = (d + 4) * _U64 / (1 - (d + 4) * _U64)
-    return 2 * gamma * (qnorm * kmax + np.abs(t)) + 1e-300
+def log2_norms(X):
+    """log2 of the Euclidean norm of each row of ``X`` (-inf for a zero row), computed without
+    overflow or underflow (rows scaled by a power of two first), in float64."""
+    X = np.asarray(X)
+    out = np.full(len(X), -np.inf)
+    if X.size == 0:
+        return out
+    amax = np.abs(X).max(axis=1).astype(np.float64)
+    nz = amax > 0
+    if nz.any():
+        ex = np.frexp(amax[nz])[1]
+        Y = np.ldexp(X[nz].astype(np.float64), -ex[:, None])  # max |component| in [0.5, 1)
+        out[nz] = ex + 0.5 * np.log2(np.einsum("ij,ij->i", Y, Y))
+    return out
+
+
+def log2_max_norm(keys):
+    """log2 of max_i ||keys[i]|| (-inf when there are no keys or all are zero), in row blocks."""
+    best = -np.inf
+    for s in range(0, len(keys), 1 << 15):
+        c = log2_norms(keys[s : s + (1 << 15)])
+        if len(c):
+            best = max(best, float(c.max()))
+    return best
 
 
 def max_norm(keys):
-    """max_i ||keys[i]|| in float64 (row blocks, so no float64 copy of all keys is made)."""
-    best = 0.0
-    for s in range(0, len(keys), 1 << 15):
-        c = keys[s : s + (1 << 15)].astype(np.float64)
-        best = max(best, float(np.einsum("ij,ij->i", c, c).max()))
-    return float(np.sqrt(best))
+    """max_i ||keys[i]|| in float64 (inf if it exceeds the float64 range)."""
+    with np.errstate(over="ignore"):
+        return float(np.exp2(log2_max_norm(keys)))
+
+
+def score_slack(d, qk, t, flush=0.0):
+    """How far a float64 evaluation of ``scale <q,k> - bias`` can be from the exact value,
+    expressed on the threshold ``t = bias / scale`` of ``<q,k>``: reporting ``<q,k> >= t - slack``
+    is a superset of the entries that a float64 dense computation can make positive.
+    ``qk`` bounds ``||q|| max ||k||``. (gamma_{d+4} bound of a dot product in any summation order,
+    plus the rounding of ``bias / scale``, doubled; plus ``flush``, what scaling the query lost.)"""
+    gamma = (d + 4) * _U64 / (1 - (d + 4) * _U64)
+    return 2 * gamma * (qk + np.abs(t)) + flush + 1e-300
+
+
+class ScaledRows:
+    """Query rows scaled by powers of two so that their inner products with the keys stay in the
+    float64 range, with their thresholds ``bias / scale`` expressed in the same units.
+
+    ``Q = Q_user * 2^-e`` row-wise, where ``e`` is 0 unless ``||q|| max ||k||`` is outside
+    2^+-400 (then it brings that bound to about 1). A half-space ``<q, k> >= t`` is the same
+    after the scaling (with ``t * 2^-e``), and power-of-two scaling is exact unless a component
+    leaves the normal range (``flush`` bounds the change of ``<Q_i, k>`` that causes; it is part
+    of the slack). The threshold itself never drives the scaling: it would push the query's
+    components out of range, and the dots (softmax weights) must keep their precision.
+
+    The threshold ``t_i = bias_i / scale * 2^-e_i`` may be beyond the float64 range: it is kept
+    exactly as ``tm * 2^te`` (``tm`` in (0.5, 2)), and as ``t`` (float64), clipped where it is
+    so far beyond every ``|<Q_i, k>|`` (``|t| > C = 4 (qk + flush) + 1e-300``) that the
+    half-space holds every key or none: the clipped value (``+-C``) selects the same keys.
+
+    Attributes: ``Q`` (the dtype of the input), ``e`` (int64), ``qk`` (bound of
+    ``||Q_i|| max ||k||``), ``flush``; with a bias also ``tm``, ``te`` (int64), ``t``,
+    ``clipped`` (bool), ``slack`` (:func:`score_slack` at ``t``: report ``<Q_i, k> >= t - slack``
+    for a superset of what a float64 evaluation makes positive).
+    """
+
+    def __init__(self, Q, lkmax, scale, bias=None):
+        m, d = Q.shape
+        lq = log2_norms(Q)
+        with np.errstate(invalid="ignore"):
+            lqk = lq + lkmax  # log2 of the bound before scaling (-inf: a zero row or zero keys)
+        e = np.zeros(m, dtype=np.int64)
+        far = np.isfinite(lqk) & (np.abs(lqk) > _SAFE_LOG2)
+        e[far] = np.ceil(lqk[far]).astype(np.int64)
+        # never scale a query component beyond 2^_QMAX_LOG2 (scaling up when the keys are tiny)
+        e[far] = np.maximum(e[far], np.ceil(lq[far]).astype(np.int64) - _QMAX_LOG2[Q.dtype])
+        self.e = e
+        self.Q = Q if not e.any() else np.ldexp(Q, -e[:, None]).astype(Q.dtype, copy=False)
+        with np.errstate(over="ignore", under="ignore"):
+            self.qk = np.exp2(lq + lkmax - e)
+            # scaled components that left the normal range: each off by at most the smallest
+            # subnormal, times max ||k||
+            self.flush = np.where(e != 0, np.exp2(np.log2(d) + _SUB_LOG2[Q.dtype] + lkmax), 0.0)
+        if bias is None:
+            self.slack = score_slack(d, self.qk, 0.0, self.flush)
+            return
+        mb, eb = np.frexp(np.asarray(bias, dtype=np.float64))
+        ms, es = np.frexp(scale)
+        self.tm, self.te = mb / ms, (eb - es - e).astype(np.int64)  # one rounding, as bias / scale
+        cap = 4 * (self.qk + self.flush) + 1e-300
+        with np.errstate(over="ignore", under="ignore"):
+            t = np.ldexp(self.tm, self.te)
+        self.clipped = np.abs(t) > cap
+        self.t = np.where(self.clipped, np.copysign(cap, self.tm), t)
+        self.slack = score_slack(d, self.qk, self.t, self.flush + 2.0**-1074)
+
+    def relu_x(self, dots, rows):
+        """``max(dots - t, 0)`` of entries of the given ``rows`` (``dots``: float64 ``<Q_row, k>``),
+        times ``2^-ew`` with ``ew`` per row chosen so that it is finite whatever ``t`` is (only
+        the ratios of x within a row matter: ReLU weights are normalised)."""
+        ew = np.maximum(self.te - 900, 0)[rows]
+        with np.errstate(under="ignore"):
+            x = np.ldexp(dots, -ew) - np.ldexp(self.tm[rows], self.te[rows] - ew)
+        return np.maximum(x, 0.0)
 
 
 class HeadKeys:
@@ -51,7 +144,7 @@ class HeadKeys:
         for s in range(0, n, block):
             self.blocks.append([s, self._build(keys[s : s + block])])
         self.n = n
-        self.kmax = max_norm(keys)
+        self.lkmax = log2_max_norm(keys)  # log2 max ||k|| (kept as a log: it may exceed float64)
         self.points_tested = 0
         self.nodes_visited = 0
 
@@ -85,7 +178,7 @@ class HeadKeys:
         """
         if len(keys) == 0:
             return
-        self.kmax = max(self.kmax, max_norm(keys))
+        self.lkmax = max(self.lkmax, log2_max_norm(keys))
         old = self.n
         self.n += len(keys)
         if not self.blocks:
@@ -219,31 +312,69 @@ def _csr(m, rows_list, ids_list, dots_list):
     return lims, ids, dots
 
 
-def weighted_rows(lims, ids, dots, V, weight, scale):
-    """For each row i: ``num_i = sum_j w_ij v_j`` and ``den_i = sum_j w_ij`` over its CSR entries,
-    with ``w = weight(logits, rows, logit_max)`` evaluated in float64, ``logits = scale * dots``
-    (``dots``: the float64 ``<q_i, k_j>`` the index computed with the ids; the row maxima are
-    known when ``weight`` is called). The V gather runs in the compiled core (float64
-    accumulation, all threads, GIL released).
+def gather_sums(V, lims, ids, w):
+    """``(num, vexp)``: per CSR row i, ``num_i * 2^vexp_i = sum_j w_ij V[ids_ij]`` (float64, the
+    V gather in the compiled core). ``vexp`` is 0 except where the plain sum overflowed (values
+    near the float64 maximum): those entries are re-summed with their column of V scaled by a
+    power of two, so ``num / den * 2^vexp`` (a weighted mean, within the range of V) stays finite."""
+    V = np.ascontiguousarray(V)
+    lims = np.ascontiguousarray(lims, dtype=np.int64)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    num = _core.gather_weighted_sum(V, lims, ids, w)
+    vexp = np.zeros(num.shape, dtype=np.int64)
+    bad = ~np.isfinite(num)
+    if bad.any():
+        rows, cols = np.flatnonzero(bad.any(axis=1)), np.flatnonzero(bad.any(axis=0))
+        ex = np.frexp(np.abs(V[:, cols]).max(axis=0).astype(np.float64))[1]
+        Vs = np.ascontiguousarray(np.ldexp(V[:, cols].astype(np.float64), -ex))
+        cnt = np.diff(lims)[rows]
+        sub = np.concatenate([[0], np.cumsum(cnt)])
+        take = np.concatenate([np.arange(lims[r], lims[r + 1]) for r in rows])
+        redo = _core.gather_weighted_sum(Vs, sub, ids[take], w[take])
+        fix = bad[np.ix_(rows, cols)]
+        blk = num[np.ix_(rows, cols)]
+        eblk = vexp[np.ix_(rows, cols)]
+        blk[fix] = redo[fix]
+        eblk[fix] = np.broadcast_to(ex, fix.shape)[fix]
+        num[np.ix_(rows, cols)] = blk
+        vexp[np.ix_(rows, cols)] = eblk
+    return num, vexp
 
-    Returns (num (m, dv), den (m,), logit_max (m,), logit_min (m,)) in float64.
+
+def finish_rows(num, den, vexp, dtype):
+    """``num / den * 2^vexp`` row-wise (rows with ``den == 0``: zeros), cast to ``dtype``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.divide(num, den[:, None], out=np.zeros_like(num), where=den[:, None] > 0)
+        if vexp.any():
+            out = np.ldexp(out, vexp)
+    return out.astype(dtype, copy=False)
+
+
+def weighted_rows(lims, ids, dots, V, weight):
+    """For each row i: ``num_i = sum_j w_ij v_j`` and ``den_i = sum_j w_ij`` over its CSR entries,
+    with ``w = weight(dots, rows, dot_max)`` evaluated in float64 (``dots``: the float64
+    ``<q_i, k_j>`` the index computed with the ids; the row maxima are known when ``weight`` is
+    called). The V gather runs in the compiled core (float64 accumulation, all threads, GIL
+    released), see :func:`gather_sums`.
+
+    Returns (num (m, dv), den (m,), vexp (m, dv), dot_max (m,), dot_min (m,)); float64.
     """
     m = len(lims) - 1
     lims = np.ascontiguousarray(lims, dtype=np.int64)
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    logits = np.multiply(dots, scale, dtype=np.float64)
+    dots = np.asarray(dots, dtype=np.float64)
     cnt = np.diff(lims)
     nz = np.flatnonzero(cnt)
     starts = lims[:-1][nz]
     rows = np.repeat(np.arange(m), cnt)
-    lmax = np.full(m, -np.inf)
-    lmin = np.full(m, np.inf)
+    dmax = np.full(m, -np.inf)
+    dmin = np.full(m, np.inf)
     den = np.zeros(m)
     if len(ids):
-        lmax[nz] = np.maximum.reduceat(logits, starts)
-        lmin[nz] = np.minimum.reduceat(logits, starts)
-    w = np.ascontiguousarray(weight(logits, rows, lmax), dtype=np.float64)
+        dmax[nz] = np.maximum.reduceat(dots, starts)
+        dmin[nz] = np.minimum.reduceat(dots, starts)
+    w = np.ascontiguousarray(weight(dots, rows, dmax), dtype=np.float64)
     if len(ids):
         den[nz] = np.add.reduceat(w, starts)
-    num = _core.gather_weighted_sum(np.ascontiguousarray(V), lims, ids, w)
-    return num, den, lmax, lmin
+    num, vexp = gather_sums(V, lims, ids, w)
+    return num, den, vexp, dmax, dmin

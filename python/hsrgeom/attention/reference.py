@@ -10,6 +10,9 @@ triangle; for decoding, m = 1, the query sees every key). A row that sees no key
 weights are all zero, returns zeros.
 
 These functions are O(m n) in time and memory per head; they are meant for checking, not speed.
+The scores ``scale q k^T`` are evaluated in float64 as they are: inputs whose scores overflow
+(|scale <q, k>| beyond ~1.8e308) give inf/NaN here, while :mod:`hsrgeom.attention` scales such
+rows by powers of two and stays exact; check those against exact (rational) arithmetic.
 """
 from __future__ import annotations
 
@@ -46,12 +49,19 @@ def _weighted(w, v, heads):
 def relu_attention(q, k, v, *, bias, alpha=1, scale=None, causal=False):
     """``D^-1 ReLU^alpha(scale q k^T - bias) v``, D the row sums of the weights (float64).
 
-    ``bias`` is a scalar or broadcasts to (batch, heads, m).
+    ``bias`` is a scalar or broadcasts to (batch, heads, m). The weights of a row are divided
+    by its largest before the power (D^-1 cancels the factor), so any alpha works.
     """
     s = scores(q, k, scale) - np.asarray(bias, dtype=np.float64)[..., None]
-    w = np.maximum(s, 0.0) ** int(alpha)
+    x = np.maximum(s, 0.0)
     if causal:
-        w = np.where(causal_mask(s.shape[-2], s.shape[-1]), w, 0.0)
+        x = np.where(causal_mask(s.shape[-2], s.shape[-1]), x, 0.0)
+    # D^-1 cancels any positive factor of a row's weights: (x / x_max) ** alpha <= 1 neither
+    # overflows nor underflows to an all-zero row (x ** alpha would for x ~ 10 and alpha ~ 330)
+    top = x.max(axis=-1, keepdims=True, initial=0.0)
+    alpha = int(alpha)
+    with np.errstate(under="ignore"):
+        w = np.power(x / np.where(top > 0, top, 1.0), float(alpha) if alpha.bit_length() <= 1000 else np.inf)
     return _weighted(w, v, s.shape[1])
 
 
