@@ -24,17 +24,26 @@ _QMAX_LOG2 = {np.dtype(np.float32): 100, np.dtype(np.float64): 1000}
 
 def log2_norms(X):
     """log2 of the Euclidean norm of each row of ``X`` (-inf for a zero row), computed without
-    overflow or underflow (rows scaled by a power of two first), in float64."""
+    overflow or underflow, in float64. Rows whose float64 sum of squares is a normal number far
+    from the range's ends (every row of ordinary data) take it directly; the others are scaled
+    by a power of two first."""
     X = np.asarray(X)
     out = np.full(len(X), -np.inf)
     if X.size == 0:
         return out
-    amax = np.abs(X).max(axis=1).astype(np.float64)
-    nz = amax > 0
-    if nz.any():
-        ex = np.frexp(amax[nz])[1]
-        Y = np.ldexp(X[nz].astype(np.float64), -ex[:, None])  # max |component| in [0.5, 1)
-        out[nz] = ex + 0.5 * np.log2(np.einsum("ij,ij->i", Y, Y))
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    ok = (sq >= 2.0**-900) & (sq <= 2.0**900)  # no underflow, no overflow, NaN excluded
+    out[ok] = 0.5 * np.log2(sq[ok])
+    if not ok.all():
+        rest = np.flatnonzero(~ok)
+        Xr = X[rest]
+        amax = np.abs(Xr).max(axis=1).astype(np.float64)
+        nz = amax > 0
+        if nz.any():
+            ex = np.frexp(amax[nz])[1]
+            Y = np.ldexp(Xr[nz].astype(np.float64), -ex[:, None])  # max |component| in [0.5, 1)
+            out[rest[nz]] = ex + 0.5 * np.log2(np.einsum("ij,ij->i", Y, Y))
     return out
 
 
