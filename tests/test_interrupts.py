@@ -171,9 +171,10 @@ assert np.array_equal(fresh.count(a, b), hsrgeom.BruteForce(pts[:5000]).count(a,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("n, d, build", [
-    (10_000_000, 3, "hsrgeom.PartitionTree({}, split='pca')"),  # ~17 s here
-    (3_000_000, 3, "hsrgeom.ShallowCutting3({}, grid=64)"),
-    (300_000, 3, "hsrgeom.SimplicialPartitionTree({})"),
+    # builds of >= ~10 s (measured on main, 2 cores shared with other jobs; the fix reacts in < 1 s)
+    (20_000_000, 3, "hsrgeom.PartitionTree({}, split='pca')"),
+    (12_000_000, 3, "hsrgeom.ShallowCutting3({}, grid=64)"),
+    (2_000_000, 3, "hsrgeom.SimplicialPartitionTree({})"),
 ])
 def test_interrupt_build_slow(n, d, build):
     run_interrupted(f"pts = rng.random(({n}, {d}))", build.format("pts"),
@@ -193,21 +194,6 @@ def test_interrupt_brute_force_report_batch():
         """
         again = idx.report(a[:3], b[:3])
         assert np.array_equal(again.lims, before.lims) and np.array_equal(again.ids, before.ids)
-        """,
-    )
-
-
-@pytest.mark.slow
-def test_interrupt_shallow_cutting3_build():
-    run_interrupted(
-        """
-        pts = rng.random((3_000_000, 3))
-        """,
-        "hsrgeom.ShallowCutting3(pts, grid=64)",
-        """
-        s = hsrgeom.ShallowCutting3(pts[:5000])
-        a = rng.standard_normal((10, 3)); b = rng.random(10)
-        assert np.array_equal(s.count(a, b), hsrgeom.BruteForce(pts[:5000]).count(a, b))
         """,
     )
 
