@@ -1,12 +1,15 @@
 // Thin pybind11 bindings. Input validation and documentation live in the Python layer
 // (python/hsrgeom); these functions expect C-contiguous arrays of the right dtype and shape and
-// only check what would otherwise be memory-unsafe. Every call releases the GIL.
+// only check what would otherwise be memory-unsafe. Every call releases the GIL, and every long
+// one can be interrupted (Ctrl-C; see `interruptible`).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 
@@ -15,6 +18,7 @@
 #include "hsrgeom/convex_layers3.hpp"
 #include "hsrgeom/shallow_cutting3.hpp"
 #include "hsrgeom/gather.hpp"
+#include "hsrgeom/interrupt.hpp"
 #include "hsrgeom/partition_tree.hpp"
 #include "hsrgeom/quantized_scan.hpp"
 #include "hsrgeom/simplicial_partition_tree.hpp"
@@ -26,6 +30,66 @@ namespace {
 
 template <class T>
 using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+// ---- interrupts ------------------------------------------------------------------------------
+// Python runs signal handlers on its main thread only, and only when that thread asks: the
+// structures check for an interrupt per block of work (interrupt.hpp), and on the calling
+// thread, every ~50 ms, this takes the GIL and runs PyErr_CheckSignals(). A handler that raises
+// (SIGINT: KeyboardInterrupt) stops the call; the workers drain, and the exception it raised is
+// re-raised once the GIL is held again. The result of an interrupted call is discarded: a
+// structure being built is destroyed, one being queried is unchanged.
+unsigned long& main_thread_ident() {
+  static unsigned long id = 0;  // threading.main_thread().ident, set at import
+  return id;
+}
+
+struct PythonInterrupt {
+  std::optional<py::error_already_set> error;  // what the signal handler raised
+
+  static bool poll(void* self) {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() == 0) return false;
+    try {
+      static_cast<PythonInterrupt*>(self)->error.emplace();  // fetches (and clears) the exception
+    } catch (...) {  // not fetched: raise() falls back to KeyboardInterrupt
+      PyErr_Clear();
+    }
+    return true;
+  }
+  [[noreturn]] void raise() {
+    if (error) throw *error;
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
+    throw py::error_already_set();
+  }
+};
+
+// Calls f() (with the GIL held) with the GIL released, under an interrupt scope polled from this
+// thread when it is Python's main thread (elsewhere signals can't be handled: never interrupted).
+template <class F>
+auto interruptible(F&& f) -> decltype(f()) {
+  using R = decltype(f());
+  PythonInterrupt py_int;
+  const interrupt::Scope scope(PyThread_get_thread_ident() == main_thread_ident() ? &PythonInterrupt::poll : nullptr,
+                               &py_int);
+  try {
+    if constexpr (std::is_void_v<R>) {
+      {
+        py::gil_scoped_release nogil;
+        f();
+      }
+      if (scope.stopped()) py_int.raise();  // stopped after the last check: the handler raised all the same
+    } else {
+      R r = [&] {
+        py::gil_scoped_release nogil;
+        return f();
+      }();
+      if (scope.stopped()) py_int.raise();
+      return r;
+    }
+  } catch (const interrupt::Interrupted&) {
+    py_int.raise();
+  }
+}
 
 // Hands a vector's buffer to numpy without a copy.
 template <class V>
@@ -90,11 +154,7 @@ void bind_queries(PyClass& cls) {
                        bool scores, bool sorted) {
         auto q = halfspaces<T>(normals, offsets, self.dim());
         QueryStats st;
-        ReportResult r;
-        {
-          py::gil_scoped_release nogil;
-          r = self.report(q, &st, threads, scores, sorted);
-        }
+        ReportResult r = interruptible([&] { return self.report(q, &st, threads, scores, sorted); });
         py::object sc = scores ? py::object(to_numpy(std::move(r.scores))) : py::none();
         return py::make_tuple(to_numpy(std::move(r.lims)), to_numpy(std::move(r.ids)), sc, stats_dict(std::move(st)));
       }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0, py::arg("scores") = false,
@@ -102,21 +162,13 @@ void bind_queries(PyClass& cls) {
       .def("count", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, int threads) {
         auto q = halfspaces<T>(normals, offsets, self.dim());
         QueryStats st;
-        std::vector<std::int64_t> c;
-        {
-          py::gil_scoped_release nogil;
-          c = self.count(q, &st, threads);
-        }
+        std::vector<std::int64_t> c = interruptible([&] { return self.count(q, &st, threads); });
         return py::make_tuple(to_numpy(std::move(c)), stats_dict(std::move(st)));
       }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0)
       .def("empty", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, int threads) {
         auto q = halfspaces<T>(normals, offsets, self.dim());
         QueryStats st;
-        std::vector<std::uint8_t> e;
-        {
-          py::gil_scoped_release nogil;
-          e = self.empty(q, &st, threads);
-        }
+        std::vector<std::uint8_t> e = interruptible([&] { return self.empty(q, &st, threads); });
         return py::make_tuple(to_numpy(std::move(e)), stats_dict(std::move(st)));
       }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0)
       .def("topk", [](const S& self, const CArray<T>& queries, index_t k, int threads) {
@@ -126,10 +178,7 @@ void bind_queries(PyClass& cls) {
         std::vector<double> scores(m * k);
         std::vector<std::int64_t> ids(m * k);
         QueryStats st;
-        {
-          py::gil_scoped_release nogil;
-          self.topk(queries.data(), m, k, scores.data(), ids.data(), &st, threads);
-        }
+        interruptible([&] { self.topk(queries.data(), m, k, scores.data(), ids.data(), &st, threads); });
         return py::make_tuple(to_numpy(std::move(scores), {m, k}), to_numpy(std::move(ids), {m, k}),
                               stats_dict(std::move(st)));
       }, py::arg("queries"), py::arg("k"), py::arg("threads") = 0)
@@ -164,11 +213,7 @@ void bind_sum(PyClass& cls) {
       sp.node_sums = node_sums;
       sp.shift = shift.data();
       QueryStats st;
-      SumResult r(0, 0);
-      {
-        py::gil_scoped_release nogil;
-        r = self.sum(q, sp, &st, threads);
-      }
+      SumResult r = interruptible([&] { return self.sum(q, sp, &st, threads); });
       return py::make_tuple(to_numpy(std::move(r.counts)), to_numpy(std::move(r.weights)),
                             to_numpy(std::move(r.sums), {static_cast<py::ssize_t>(q.m), sp.dv}),
                             stats_dict(std::move(st)));
@@ -190,8 +235,7 @@ void bind_value_sums(PyClass& cls) {
       auto vals = values.cast<CArray<V>>();
       if (vals.ndim() != 2) throw py::value_error("values must be 2-D");
       if (offset < 0 || offset + self.size() > vals.shape(0)) throw py::value_error("values has too few rows");
-      py::gil_scoped_release nogil;
-      self.set_value_sums(vals.data(), static_cast<int>(vals.shape(1)), offset, threads);
+      interruptible([&] { self.set_value_sums(vals.data(), static_cast<int>(vals.shape(1)), offset, threads); });
     };
     if (values.dtype().is(py::dtype::of<float>())) run(static_cast<float*>(nullptr));
     else run(static_cast<double*>(nullptr));
@@ -205,8 +249,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   py::class_<BF> bf(m, ("BruteForce" + suffix).c_str());
   bf.def(py::init([](const CArray<T>& pts) {
            auto v = points_view<T>(pts);
-           py::gil_scoped_release nogil;
-           return new BF(v);
+           return interruptible([&] { return std::make_unique<BF>(v); });
          }), py::arg("points"))
       .def("points", [](const BF& self) {
         std::vector<T> copy = self.points();
@@ -219,8 +262,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   py::class_<QS> qs(m, ("QuantizedScan" + suffix).c_str());
   qs.def(py::init([](const CArray<T>& pts, int threads) {
            auto v = points_view<T>(pts);
-           py::gil_scoped_release nogil;
-           return new QS(v, threads);
+           return interruptible([&] { return std::make_unique<QS>(v, threads); });
          }), py::arg("points"), py::arg("threads") = 0)
       .def("points", [](const QS& self) {
         std::vector<T> copy = self.points();
@@ -233,8 +275,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   py::class_<PT> pt(m, ("PartitionTree" + suffix).c_str());
   pt.def(py::init([](const CArray<T>& pts, int leaf_size, int split, int threads) {
            auto v = points_view<T>(pts);
-           py::gil_scoped_release nogil;
-           return new PT(v, leaf_size, static_cast<SplitRule>(split), threads);
+           return interruptible([&] { return std::make_unique<PT>(v, leaf_size, static_cast<SplitRule>(split), threads); });
          }), py::arg("points"), py::arg("leaf_size"), py::arg("split"), py::arg("threads") = 0)
       .def("points", [](const PT& self) {
         return to_numpy(self.original_points(), {static_cast<py::ssize_t>(self.size()), self.dim()});
@@ -249,8 +290,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   py::class_<SPT> spt(m, ("SimplicialPartitionTree" + suffix).c_str());
   spt.def(py::init([](const CArray<T>& pts, int r, int leaf_size, std::uint64_t seed, int threads) {
             auto v = points_view<T>(pts);
-            py::gil_scoped_release nogil;
-            return new SPT(v, r, leaf_size, seed, threads);
+            return interruptible([&] { return std::make_unique<SPT>(v, r, leaf_size, seed, threads); });
           }), py::arg("points"), py::arg("r"), py::arg("leaf_size"), py::arg("seed"), py::arg("threads") = 0)
       .def("points", [](const SPT& self) {
         return to_numpy(self.original_points(), {static_cast<py::ssize_t>(self.size()), self.dim()});
@@ -259,10 +299,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         auto q = halfspaces<T>(normals, offsets, self.dim());
         std::vector<std::int64_t> lims;
         std::vector<CrossingRecord> recs;
-        {
-          py::gil_scoped_release nogil;
-          self.crossing_stats(q, lims, recs, threads);
-        }
+        interruptible([&] { self.crossing_stats(q, lims, recs, threads); });
         std::vector<std::int32_t> depth(recs.size()), fanout(recs.size()), crossed(recs.size()),
             undecided(recs.size()), node_crossed(recs.size());
         for (size_t i = 0; i < recs.size(); ++i) {
@@ -293,8 +330,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   py::class_<CL> cl(m, ("ConvexLayers" + suffix).c_str());
   cl.def(py::init([](const CArray<T>& pts, index_t table_layers, index_t max_layers, int threads) {
            auto v = points_view<T>(pts);
-           py::gil_scoped_release nogil;
-           return new CL(v, table_layers, max_layers, threads);
+           return interruptible([&] { return std::make_unique<CL>(v, table_layers, max_layers, threads); });
          }), py::arg("points"), py::arg("table_layers") = CL::kDefaultTableLayers, py::arg("max_layers") = -1,
          py::arg("threads") = 0)
       .def("points", [](const CL& self) {
@@ -311,8 +347,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   py::class_<CL3> cl3(m, ("ConvexLayers3" + suffix).c_str());
   cl3.def(py::init([](const CArray<T>& pts, index_t max_layers, int threads) {
            auto v = points_view<T>(pts);
-           py::gil_scoped_release nogil;
-           return new CL3(v, max_layers, threads);
+           return interruptible([&] { return std::make_unique<CL3>(v, max_layers, threads); });
          }), py::arg("points"), py::arg("max_layers"), py::arg("threads") = 0)
       .def("points", [](const CL3& self) {
         return to_numpy(self.original_points(), {static_cast<py::ssize_t>(self.size()), 3});
@@ -328,8 +363,7 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   py::class_<SC3> sc3(m, ("ShallowCutting3" + suffix).c_str());
   sc3.def(py::init([](const CArray<T>& pts, int grid, index_t max_depth, index_t max_candidates, int threads) {
            auto v = points_view<T>(pts);
-           py::gil_scoped_release nogil;
-           return new SC3(v, grid, max_depth, max_candidates, threads);
+           return interruptible([&] { return std::make_unique<SC3>(v, grid, max_depth, max_candidates, threads); });
          }), py::arg("points"), py::arg("grid"), py::arg("max_depth"), py::arg("max_candidates"), py::arg("threads") = 0)
       .def("points", [](const SC3& self) {
         return to_numpy(self.original_points(), {static_cast<py::ssize_t>(self.size()), 3});
@@ -366,11 +400,10 @@ void bind_gather(py::module_& m) {
     check_csr(lims, ids, rows, X.shape(0));
     if (w.ndim() != 1 || w.shape(0) != ids.shape(0)) throw py::value_error("w must be 1-D like ids");
     std::vector<double> out(static_cast<size_t>(rows) * X.shape(1));
-    {
-      py::gil_scoped_release nogil;
+    interruptible([&] {
       gather_weighted_sum(X.data(), static_cast<int>(X.shape(1)), lims.data(), static_cast<index_t>(rows), ids.data(),
                           w.data(), out.data(), threads);
-    }
+    });
     return to_numpy(std::move(out), {rows, X.shape(1)});
   }, py::arg("X"), py::arg("lims"), py::arg("ids"), py::arg("w"), py::arg("threads") = 0,
      "sum over the CSR entries e of row i of w[e] * X[ids[e]], in float64, shape (m, X.shape[1]).");
@@ -379,6 +412,7 @@ void bind_gather(py::module_& m) {
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
+  main_thread_ident() = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
   m.doc() = "hsrgeom compiled core (use the hsrgeom package, which validates input)";
   bind_dtype<float>(m, "F32");
   bind_dtype<double>(m, "F64");

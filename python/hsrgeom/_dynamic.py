@@ -193,14 +193,16 @@ class DynamicState:
             grown = np.zeros(max(2 * len(self._alive), self._next + m), dtype=bool)
             grown[: self._next] = self.alive
             self._alive = grown
-        self._alive[self._next : self._next + m] = True
-        self._next += m
         start = 0
         while start < m:
             take = min(TAIL - len(self.tail_ids), m - start)
             self.tail_pts = np.concatenate([self.tail_pts, points[start : start + take]])
             self.tail_ids = np.concatenate([self.tail_ids, ids[start : start + take]])
             self._tail_index = None
+            # live once in the tail: an insert interrupted in a block's build (KeyboardInterrupt)
+            # leaves the points inserted so far, each in one part
+            self._alive[self._next : self._next + take] = True
+            self._next += take
             start += take
             if len(self.tail_ids) == TAIL:
                 self._push_block(self.tail_pts, self.tail_ids)
@@ -211,28 +213,34 @@ class DynamicState:
     def remove(self, ids):
         self._alive[ids] = False
         for b in list(self.blocks):
+            if b not in self.blocks:  # merged into a block rebuilt above
+                continue
             b.removed = int((~self.alive[b.gids]).sum())
             if b.removed * 2 > b.size:
-                self.blocks.remove(b)
                 keep = self.alive[b.gids]
                 if keep.any():
-                    self._push_block(b.index.points()[keep], b.gids[keep])
+                    self._push_block(b.index.points()[keep], b.gids[keep], replaces=b)
+                else:
+                    self.blocks.remove(b)
         keep = self.alive[self.tail_ids]
         if not keep.all():
             self.tail_pts, self.tail_ids = self.tail_pts[keep], self.tail_ids[keep]
             self._tail_index = None
 
-    def _push_block(self, pts, gids):
-        """Adds a block and merges blocks of the same size class (binary counter)."""
+    def _push_block(self, pts, gids, replaces=None):
+        """Adds a block and merges blocks of the same size class (binary counter); the block
+        `replaces` (if given) is dropped with the merged ones."""
         def level(size):
             return int(np.ceil(np.log2(max(size, 1) / TAIL)))
 
+        merged = [replaces] if replaces is not None else []  # dropped once the new block is built
+        # (a build may be interrupted: KeyboardInterrupt then leaves the blocks as they were)
         while True:
-            same = [b for b in self.blocks if level(b.size) == level(len(gids))]
+            same = [b for b in self.blocks if level(b.size) == level(len(gids)) and b not in merged]
             if not same:
                 break
             b = same[0]
-            self.blocks.remove(b)
+            merged.append(b)
             keep = self.alive[b.gids]
             pts = np.concatenate([b.index.points()[keep], pts])
             gids = np.concatenate([b.gids[keep], gids])
@@ -241,7 +249,7 @@ class DynamicState:
         index = self.build(np.ascontiguousarray(pts))
         if self.on_build is not None:
             self.on_build(index, gids)
-        self.blocks.append(Block(index, gids))
+        self.blocks = [b for b in self.blocks if b not in merged] + [Block(index, gids)]
         self.blocks.sort(key=lambda b: -b.size)
 
     # -- queries -----------------------------------------------------------------------------

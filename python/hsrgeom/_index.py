@@ -331,12 +331,18 @@ class _Index:
             raise ValueError(f"values has {len(vals)} rows but the index has {rows} ids (one row per id)")
         self._vbuf, self._vflat = vals.copy(), flat
         threads = V.threads(n_threads)
-        if self._dyn is None:
-            self._prepare_values(self, np.arange(rows, dtype=np.int64), threads)
-        else:
-            self._hook_values()
-            for index, gids in self._dyn.parts():
-                self._prepare_values(index, gids, threads)
+        try:
+            if self._dyn is None:
+                self._prepare_values(self, np.arange(rows, dtype=np.int64), threads)
+            else:
+                self._hook_values()
+                for index, gids in self._dyn.parts():
+                    self._prepare_values(index, gids, threads)
+        except BaseException:  # interrupted (KeyboardInterrupt): nothing attached
+            self._vbuf = None
+            if self._dyn is not None:
+                self._dyn.on_build = None
+            raise
         return self
 
     def _hook_values(self):

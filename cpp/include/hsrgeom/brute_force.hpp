@@ -30,6 +30,7 @@ class BruteForce {
     norms_.resize(n_);
     block_norm_.assign((n_ + kPointBlock - 1) / kPointBlock, 0.0);
     for (index_t i = 0; i < n_; ++i) {
+      if ((i & 65535) == 0) interrupt::check();
       norms_[i] = norm_up(row(i), d_);
       block_norm_[i / kPointBlock] = std::max(block_norm_[i / kPointBlock], norms_[i]);
     }
@@ -101,6 +102,7 @@ class BruteForce {
       }
     }, queries);
     for (index_t j = 0; j < m; ++j) {
+      interrupt::check();
       TopKCollector<T> all(qd.data() + j * d_, d_, k);
       for (index_t c = 0; c < pl.chunks; ++c)
         for (auto& cand : col[c][j].finish()) all.push(cand.s, cand.err, cand.id, cand.x);
@@ -151,6 +153,7 @@ class BruteForce {
       Eigen::Map<const RowMat> A(normals + j0 * d_, j1 - j0, d_);
       ColMat S;
       for (index_t p0 = c0; p0 < c1; p0 += kPointBlock) {
+        interrupt::check();  // per tile: kPointBlock points x kQueryBlock queries
         const index_t p1 = std::min(c1, p0 + kPointBlock);
         Eigen::Map<const RowMat> X(row(p0), p1 - p0, d_);
         if (j1 - j0 <= kFewQueries && (d_ <= kFixedDims || d_ > 40)) {

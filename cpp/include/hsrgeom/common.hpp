@@ -22,6 +22,7 @@
 #include <omp.h>
 #endif
 
+#include "hsrgeom/interrupt.hpp"
 #include "hsrgeom/predicate.hpp"
 
 namespace hsrgeom {
@@ -484,6 +485,9 @@ inline int threads_for_work(int threads, double work) {
 }
 
 // Calls f(i, thread_id) for i in [0, count), dynamically scheduled over `threads` threads.
+// An exception thrown by f (interrupt::Interrupted included: every 8th iteration of a thread
+// checks for an interrupt) skips the iterations not yet started and is rethrown after the region. The
+// workers follow the calling thread's interrupt state (interrupt.hpp).
 template <class F>
 void parallel_for(index_t count, int threads, F&& f) {
   threads = static_cast<int>(std::min<index_t>(std::min(threads, max_threads()), std::max<index_t>(count, 1)));
@@ -491,20 +495,33 @@ void parallel_for(index_t count, int threads, F&& f) {
   if (threads > 1) threads = startable_threads(threads);
   if (threads > 1) {
     std::exception_ptr err = nullptr;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (index_t i = 0; i < count; ++i) {
-      try {
-        f(i, omp_get_thread_num());
-      } catch (...) {
+    std::atomic<bool> failed{false};
+    interrupt::State* const cancel = interrupt::current();
+#pragma omp parallel num_threads(threads)
+    {
+      const interrupt::Adopt adopt(cancel);
+      unsigned done = 0;  // this thread's iterations
+#pragma omp for schedule(dynamic, 1)
+      for (index_t i = 0; i < count; ++i) {
+        if (failed.load(std::memory_order_relaxed)) continue;  // drain: no exception crosses the region
+        try {
+          if ((done++ & 7) == 0) interrupt::check();
+          f(i, omp_get_thread_num());
+        } catch (...) {
+          failed.store(true, std::memory_order_relaxed);
 #pragma omp critical
-        if (!err) err = std::current_exception();
+          if (!err) err = std::current_exception();
+        }
       }
     }
     if (err) std::rethrow_exception(err);
     return;
   }
 #endif
-  for (index_t i = 0; i < count; ++i) f(i, 0);
+  for (index_t i = 0; i < count; ++i) {
+    if ((i & 7) == 0) interrupt::check();
+    f(i, 0);
+  }
 }
 
 // Runs f(j, counters) for every query j in [0, m), in parallel when the estimated total `work`

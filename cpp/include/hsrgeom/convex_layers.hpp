@@ -366,7 +366,9 @@ class ConvexLayers {
     if (max_layers < 0) max_layers = std::numeric_limits<index_t>::max();
     std::vector<index_t> order(n_);
     std::iota(order.begin(), order.end(), index_t{0});
+    std::uint32_t compared = 0;
     std::sort(order.begin(), order.end(), [&](index_t a, index_t b) {
+      if ((++compared & 0xFFFF) == 0) interrupt::check();  // std::sort passes exceptions on
       const T* x = p.row(a);
       const T* y = p.row(b);
       return x[0] < y[0] || (x[0] == y[0] && (x[1] < y[1] || (x[1] == y[1] && a < b)));
@@ -375,7 +377,7 @@ class ConvexLayers {
     OnionPeeler<T> peeler(p, std::move(order));
     std::vector<index_t> hull;
     BuildProgress progress("ConvexLayers", n_, 2);
-    while (layers() < max_layers && peeler.next_layer(hull)) {
+    while (layers() < max_layers && (interrupt::check(), peeler.next_layer(hull))) {
       for (index_t id : hull) {
         ids_.push_back(id);
         xy_.push_back(static_cast<double>(p.row(id)[0]));

@@ -76,6 +76,7 @@ class ConvexLayers3 {
     std::vector<double> vnormal;  // per stored vertex: sum of its faces' unit normals
     BuildProgress progress("ConvexLayers3", n_, 3);
     while (layers() < max_layers_ && pool.size() >= 4) {
+      interrupt::check();
       progress.tick("%lld layers (at most %lld), %lld points peeled", static_cast<long long>(layers()),
                     static_cast<long long>(max_layers_), static_cast<long long>(ids_.size()));
       buf.resize(3 * pool.size());

@@ -61,6 +61,7 @@ void gather_weighted_sum(const T* X, int dx, const index_t* lims, index_t m, con
     std::vector<double>& acc = part[c];
     acc.assign(static_cast<size_t>(r1 - r0 + 1) * dx, 0.0);
     for (index_t i = r0; e < end; ++i) {
+      if ((i & 255) == 0) interrupt::check();
       double* a = acc.data() + static_cast<size_t>(i - r0) * dx;
       for (const index_t stop = std::min(end, lims[i + 1]); e < stop; ++e) {
         prefetch_row(X, dx, ids, e, end);

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "hsrgeom/interrupt.hpp"
 #include "hsrgeom/predicate.hpp"
 
 namespace hsrgeom {
@@ -136,7 +137,8 @@ class Quickhull {
     for (std::int32_t f = 0; f < 4; ++f)
       if (!conflicts_[f].empty()) stack.push_back(f);
     mark_.assign(faces_.size(), 0);
-    while (!stack.empty()) {
+    for (std::uint32_t added = 0; !stack.empty();) {
+      if ((++added & 255) == 0) interrupt::check();
       const std::int32_t f = stack.back();
       stack.pop_back();
       if (!faces_[f].alive || conflicts_[f].empty()) continue;

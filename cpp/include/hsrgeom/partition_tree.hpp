@@ -61,16 +61,23 @@ class PartitionTree : public RangeTree<PartitionTree<T>, T> {
     std::vector<T> x(p.data, p.data + n_ * static_cast<index_t>(d_));
     std::vector<double> y;
     if (split_ == SplitRule::PCA) y = principal_frame(p, nt);
+    interrupt::State* const cancel = interrupt::current();
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
-#pragma omp single
 #endif
     {
-      if (split_ == SplitRule::PCA)
-        fill(0, y.data(), x.data(), nt > 1);
-      else
-        fill(0, x.data(), static_cast<T*>(nullptr), nt > 1);
+      const interrupt::Adopt adopt(cancel);  // fill runs in tasks: it stops, never throws
+#ifdef _OPENMP
+#pragma omp single
+#endif
+      {
+        if (split_ == SplitRule::PCA)
+          fill(0, y.data(), x.data(), nt > 1);
+        else
+          fill(0, x.data(), static_cast<T*>(nullptr), nt > 1);
+      }
     }
+    interrupt::check();  // an interrupted fill left nodes unset: this object is discarded
     this->pts_ = std::move(x);
     progress.done("done: %lld nodes", static_cast<long long>(nodes_.size()));
   }
@@ -110,6 +117,7 @@ class PartitionTree : public RangeTree<PartitionTree<T>, T> {
   // points). f and x are row-major n x d working copies whose rows move with perm_.
   template <class F>
   void fill(std::int32_t v, F* f, T* x, bool parallel) {
+    if (interrupt::stop_requested()) return;
     const Node nd = nodes_[v];
     const index_t cnt = nd.end - nd.begin;
     const T* xs = x ? x : reinterpret_cast<const T*>(f);  // x null: f holds the points (F == T)
@@ -165,8 +173,10 @@ class PartitionTree : public RangeTree<PartitionTree<T>, T> {
       state = state * 6364136223846793005ull + 1442695040888963407ull;
       swap_rows(lo + static_cast<index_t>((state >> 33) % static_cast<std::uint64_t>(hi - lo + 1)), hi);
       index_t store = lo;  // Lomuto: rows before the pivot to the front
-      for (index_t i = lo; i < hi; ++i)
+      for (index_t i = lo; i < hi; ++i) {
+        if (((i - lo) & 65535) == 65535 && interrupt::stop_requested()) return;  // in a task: stop, never throw
         if (less(i, hi)) swap_rows(i, store++);
+      }
       swap_rows(store, hi);
       if (store == k) return;
       if (k < store) hi = store - 1;

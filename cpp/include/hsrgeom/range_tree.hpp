@@ -256,7 +256,7 @@ class RangeTree {
         const Item it = heap.back();
         heap.pop_back();
         if (it.first < col.kth_lower()) break;  // nothing left can reach the k-th best
-        ++c.nodes;
+        if ((++c.nodes & 1023) == 0) interrupt::check();
         const int kids = self().each_child(it.second, [&](std::int32_t ch) {
           heap.push_back({upper(ch, qq), ch});
           std::push_heap(heap.begin(), heap.end());
@@ -386,7 +386,7 @@ class RangeTree {
     while (!stack.empty()) {
       const std::int32_t v = stack.back();
       stack.pop_back();
-      ++c.nodes;
+      if ((++c.nodes & 1023) == 0) interrupt::check();
       const int cls = classify<D>(v, q, c);
       if (cls < 0) continue;
       if (cls > 0) {

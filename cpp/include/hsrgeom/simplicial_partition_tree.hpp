@@ -75,11 +75,18 @@ class SimplicialPartitionTree : public RangeTree<SimplicialPartitionTree<T>, T> 
     if (n_ == 0) return;
     BuildProgress progress("SimplicialPartitionTree", n_, d_);
     const int nt = threads_for_work(threads, 100.0 * n_ * d_);
+    interrupt::State* const cancel = interrupt::current();
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
+#endif
+    {
+      const interrupt::Adopt adopt(cancel);  // build runs in tasks: it stops, never throws
+#ifdef _OPENMP
 #pragma omp single
 #endif
-    nodes_ = build(p, 0, n_, nt > 1);
+      nodes_ = build(p, 0, n_, nt > 1);
+    }
+    interrupt::check();  // an interrupted build left a partial tree: this object is discarded
     const index_t nn = static_cast<index_t>(nodes_.size());
     this->allocate_nodes(nn);
     parallel_for(nn, nt, [&](index_t v, int) {
@@ -179,7 +186,7 @@ class SimplicialPartitionTree : public RangeTree<SimplicialPartitionTree<T>, T> 
   std::vector<Node> build(const PointsView<T>& p, index_t b, index_t e, bool parallel) {
     const index_t s = e - b;
     std::vector<Node> out{{b, e, -1, 0}};
-    if (s <= leaf_size_) return out;
+    if (s <= leaf_size_ || interrupt::stop_requested()) return out;
     index_t* ids = perm_.data() + b;
     {
       const T* x0 = p.row(ids[0]);
@@ -273,6 +280,7 @@ class SimplicialPartitionTree : public RangeTree<SimplicialPartitionTree<T>, T> 
     std::vector<char> used(h);
     std::vector<double> cum(h);
     while (s - pos > g) {
+      if (interrupt::stop_requested()) break;  // the caller's build stops too
       index_t* R = ids + pos;
       const index_t rem = s - pos;
       // 1. draw hyperplanes by weight, grouping (a sample of) the remaining points by sign vector
