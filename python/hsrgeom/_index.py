@@ -503,7 +503,10 @@ class _Index:
 
         Returns ``(scores, ids)``, each of shape (m, k), best first: the k points with the
         largest exact ``<q, x>``, ties broken by the smaller id. ``scores`` are float64
-        evaluations of those inner products. ``k`` must be in [0, n].
+        evaluations of those inner products, the same in every structure: ``q_0 x_0 + q_1 x_1 +
+        ...`` summed left to right, each product rounded (no fused multiply-add), so
+        ``+-inf`` (or NaN, inf - inf) where it overflows -- the order stays exact even then.
+        ``k`` must be in [0, n].
         """
         q = V.queries(queries, self.d, self.dtype, "queries")
         k = V.positive_int(k, "k", minimum=0)

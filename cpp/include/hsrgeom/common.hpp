@@ -622,13 +622,32 @@ class TopKCollector {
   std::vector<Cand> cand_;
 };
 
-// Writes the k best candidates of query j (from TopKCollector::finish) into row j of the
-// m x k row-major outputs.
+// The score topk() reports with an id: the float64 evaluation a_0 x_0 + a_1 x_1 + ... summed
+// left to right, each product rounded (no fused multiply-add), +-inf where it overflows (NaN
+// for inf - inf); the ranking is exact all the same (the exact value of every product of two
+// finite doubles is held by the exact accumulator). Every structure reports this value, so the
+// scores of equal answers agree bit for bit across structures (and with a Python loop).
+template <class P>
+inline double topk_score(const double* a, const P* x, int d) {
+  double s = 0;
+  for (int t = 0; t < d; ++t) {
+    volatile double p = a[t] * static_cast<double>(x[t]);  // volatile: not contracted into an fma
+    s += p;
+  }
+  return s;
+}
+
+// Writes the k best candidates of query j (from TopKCollector::finish, query vector a of d
+// values) into row j of the m x k row-major outputs, with topk_score as the score. Every slot
+// is written: fewer than k candidates (a structure skipped one it should have pushed) is an
+// internal error, raised rather than filled with garbage.
 template <class Cands>
-void write_topk(const Cands& best, index_t j, index_t k, double* scores, std::int64_t* ids) {
+void write_topk(const Cands& best, const double* a, int d, index_t j, index_t k, double* scores, std::int64_t* ids) {
+  if (static_cast<index_t>(best.size()) < k)
+    throw std::logic_error("hsrgeom internal error: top-k found fewer than k candidates");
   for (index_t r = 0; r < k; ++r) {
     ids[j * k + r] = best[r].id;
-    scores[j * k + r] = best[r].s;
+    scores[j * k + r] = topk_score(a, best[r].x, d);
   }
 }
 

@@ -515,10 +515,16 @@ class ConvexLayers {
         double lower = std::numeric_limits<double>::infinity();
         for (auto& cand : first.finish()) lower = std::min(lower, cand.s - cand.err);
         TopKCollector<double> col(a, 2, k);
-        visit(a, lower, c, [&](index_t t, std::int64_t) { push(col, t); return true; });
+        if (lower >= -std::numeric_limits<double>::max()) {
+          visit(a, lower, c, [&](index_t t, std::int64_t) { push(col, t); return true; });
+        } else {  // a score overflowed (its enclosure is unbounded) or its bound did: no float64
+                  // threshold is below the exact k-th best, so every point is a candidate
+          for (index_t t = all_begin(); t < all_begin() + n_; ++t) push(col, t);
+          c.tested += n_;
+        }
         best = col.finish();
       }
-      write_topk(best, j, k, scores, ids);
+      write_topk(best, a, 2, j, k, scores, ids);
       c.reported = k;
     });
   }
