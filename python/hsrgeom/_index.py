@@ -802,7 +802,12 @@ class ConvexLayers(_Index):
         fewer than ``table_layers + 1`` layers are peeled.
     max_layers : int, optional
         Most layers peeled (default: all). When the peel stops early, the tree answers what
-        the table does not (the layer-by-layer walk is not used).
+        the table does not (the layer-by-layer walk is not used). The peel also stops early
+        when it stalls: on degenerate data (identical or collinear points, a few locations)
+        every layer holds one or a few points and costs a pass over the rest, O(n^2) in all;
+        the peel stops once its work exceeds ~256 per peeled point plus 32 per point (sets of
+        up to 4096 points are always peeled completely). ``peeled`` and ``layers`` say where it
+        stopped.
     n_threads : int, optional
         Threads used to build that tree (peeling is sequential).
     """
@@ -831,7 +836,7 @@ class ConvexLayers(_Index):
 
     @property
     def peeled(self):
-        """Points on the peeled layers (n unless ``max_layers`` stopped the peel)."""
+        """Points on the peeled layers (n unless ``max_layers`` or a stall stopped the peel)."""
         return self._impl.peeled
 
     def layer_sizes(self):
@@ -1043,6 +1048,10 @@ _PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the sc
 _MEASURED_MARGIN = 0.9  # ... or this much, when both were timed on all n points
 _QUANTIZED_MAX_BATCH = 4  # QuantizedScan instead of the scan for batches up to this size ...
 _QUANTIZED_MIN_BYTES = 64 << 20  # ... over at least this many bytes of points
+# The pca split is a candidate for 4 <= d <= this only: its build forms the d x d covariance and
+# its eigenvectors and rotates the points, O(n d^2 + d^3) (probing it took 278 s at d = 4096,
+# n = 5000); the widest split stays a candidate at every d.
+_PCA_MAX_D = 64
 
 
 # Build cost classes of the candidates (within a class builds are < 2x apart): the scan, then
@@ -1122,7 +1131,7 @@ def _choose(pts, batch_size, output_size, params):
     k_q = int(np.clip(round(k_user / n * s / 4), min(k_s, _PROBE_MIN_OUTPUT), len(small) // 2))
     b, b_small = _probe_offsets(sample, a, k_s), _probe_offsets(small, a, k_q)
     candidates = [("brute_force", BruteForce, {})]
-    splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 else ["widest", "pca"])
+    splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 or d > _PCA_MAX_D else ["widest", "pca"])
     for split in splits:
         candidates.append((f"partition_tree(split={split})", PartitionTree, {**params, "split": split}))
     if d == 2 and not params:  # above _LAYERS_MAX_N only the table's layers are peeled
