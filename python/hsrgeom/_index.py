@@ -117,10 +117,27 @@ def _weights(scores, rows, power, shift):
     if power == 0:
         return np.ones(len(rows))
     x = np.maximum(scores - shift[rows], 0.0)
-    w = x.copy()
-    for _ in range(power - 1):
-        w *= x
-    return w
+    with np.errstate(over="ignore", under="ignore"):  # weights overflow to inf like the compiled sum's
+        if power <= _POWER_LOOP:  # x * x * ... * x, left to right
+            w = x.copy()
+            for _ in range(power - 1):
+                w *= x
+            return w
+        w, b = np.ones_like(x), x.copy()  # binary exponentiation: O(log power) passes
+        while True:
+            if power & 1:
+                w *= b
+            power >>= 1
+            if not power:
+                return w
+            b *= b
+
+
+# Powers up to this are evaluated by repeated multiplication, larger ones by squaring (the
+# compiled sum's SumSpec::int_power does the same operations in the same order).
+_POWER_LOOP = 16
+# sum()'s power is a C int in the compiled structures.
+_POWER_MAX = 2**31 - 1
 
 
 def _sums_from_report(lims, ids, scores, values, power, shift, n_threads):
@@ -454,7 +471,8 @@ class _Index:
             propagate like ``numpy.sum``. ``"attached"``: the values given to
             :meth:`attach_values` (structures with ``node_sums`` then add whole subtrees).
         power : int, default 0
-            Exponent of the weight (0: every point weighs 1).
+            Exponent of the weight (0: every point weighs 1), at most 2**31 - 1; evaluated with
+            O(log power) multiplications (repeated multiplication up to 16, squaring beyond).
         shift : array_like, shape (m,) or scalar, optional
             Where the weight starts (default: ``offsets``).
         n_threads : int, optional
@@ -469,6 +487,8 @@ class _Index:
         """
         a, b = self._halfspaces(normals, offsets)
         power = V.positive_int(power, "power", minimum=0)
+        if power > _POWER_MAX:
+            raise ValueError(f"power must be <= {_POWER_MAX}, got {power}")
         sh = b if shift is None else V.offsets(shift, len(a), "shift")
         attached = isinstance(values, str)
         if attached:

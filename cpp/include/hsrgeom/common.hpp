@@ -163,9 +163,25 @@ struct SumSpec {
     if (power == 0) return 1.0;
     const double x = s - shift[j];
     if (!(x > 0)) return 0.0;
-    double w = x;
-    for (int p = 1; p < power; ++p) w *= x;
-    return w;
+    return int_power(x, power);
+  }
+  // x^p for p >= 1 in O(log p) multiplications: up to kPowerLoop by repeated multiplication
+  // (x * x * ... * x, left to right, as before), beyond by binary exponentiation (squaring).
+  // python/hsrgeom/_index.py (_weights) evaluates the same operations in the same order.
+  static constexpr int kPowerLoop = 16;
+  static double int_power(double x, int p) {
+    if (p <= kPowerLoop) {
+      double w = x;
+      for (int t = 1; t < p; ++t) w *= x;
+      return w;
+    }
+    double r = 1, b = x;
+    while (true) {
+      if (p & 1) r *= b;
+      p >>= 1;
+      if (!p) return r;
+      b *= b;
+    }
   }
   const V* row(index_t i) const { return values + (offset + i) * static_cast<index_t>(dv); }
   void prefetch(index_t i) const {
