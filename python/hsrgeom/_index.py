@@ -114,10 +114,25 @@ def _weights(scores, rows, power, shift):
     if power == 0:
         return np.ones(len(rows))
     x = np.maximum(scores - shift[rows], 0.0)
-    w = x.copy()
-    for _ in range(power - 1):
-        w *= x
-    return w
+    with np.errstate(over="ignore", under="ignore"):  # weights overflow to inf like the compiled sum's
+        if power <= _POWER_LOOP:  # x * x * ... * x, left to right
+            w = x.copy()
+            for _ in range(power - 1):
+                w *= x
+            return w
+        w, b = np.ones_like(x), x.copy()  # binary exponentiation: O(log power) passes
+        while True:
+            if power & 1:
+                w *= b
+            power >>= 1
+            if not power:
+                return w
+            b *= b
+
+
+# Powers up to this are evaluated by repeated multiplication, larger ones by squaring (the
+# compiled sum's SumSpec::int_power does the same operations in the same order).
+_POWER_LOOP = 16
 
 
 def _sums_from_report(lims, ids, scores, values, power, shift, n_threads):
@@ -528,7 +543,8 @@ class _Index:
             propagate like ``numpy.sum``. ``"attached"``: the values given to
             :meth:`attach_values` (structures with ``node_sums`` then add whole subtrees).
         power : int, default 0
-            Exponent of the weight (0: every point weighs 1), at most 1024.
+            Exponent of the weight (0: every point weighs 1), at most 2**31 - 1; evaluated with
+            O(log power) multiplications (repeated multiplication up to 16, squaring beyond).
         shift : array_like, shape (m,) or scalar, optional
             Where the weight starts (default: ``offsets``).
         n_threads : int, optional
@@ -578,7 +594,10 @@ class _Index:
 
         Returns ``(scores, ids)``, each of shape (m, k), best first: the k points with the
         largest exact ``<q, x>``, ties broken by the smaller id. ``scores`` are float64
-        evaluations of those inner products. ``k`` must be in [0, n].
+        evaluations of those inner products, the same in every structure: ``q_0 x_0 + q_1 x_1 +
+        ...`` summed left to right, each product rounded (no fused multiply-add), so
+        ``+-inf`` (or NaN, inf - inf) where it overflows -- the order stays exact even then.
+        ``k`` must be in [0, n].
         """
         q = V.queries(queries, self.d, self.dtype, "queries")
         k = V.positive_int(k, "k", minimum=0, maximum=V.INDEX_MAX)
@@ -854,7 +873,12 @@ class ConvexLayers(_Index):
         fewer than ``table_layers + 1`` layers are peeled.
     max_layers : int, optional
         Most layers peeled (default: all). When the peel stops early, the tree answers what
-        the table does not (the layer-by-layer walk is not used).
+        the table does not (the layer-by-layer walk is not used). The peel also stops early
+        when it stalls: on degenerate data (identical or collinear points, a few locations)
+        every layer holds one or a few points and costs a pass over the rest, O(n^2) in all;
+        the peel stops once its work exceeds ~256 per peeled point plus 32 per point (sets of
+        up to 4096 points are always peeled completely). ``peeled`` and ``layers`` say where it
+        stopped.
     n_threads : int, optional
         Threads used to build that tree (peeling is sequential).
     """
@@ -883,7 +907,7 @@ class ConvexLayers(_Index):
 
     @property
     def peeled(self):
-        """Points on the peeled layers (n unless ``max_layers`` stopped the peel)."""
+        """Points on the peeled layers (n unless ``max_layers`` or a stall stopped the peel)."""
         return self._impl.peeled
 
     def layer_sizes(self):
@@ -1098,6 +1122,10 @@ _PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the sc
 _MEASURED_MARGIN = 0.9  # ... or this much, when both were timed on all n points
 _QUANTIZED_MAX_BATCH = 4  # QuantizedScan instead of the scan for batches up to this size ...
 _QUANTIZED_MIN_BYTES = 64 << 20  # ... over at least this many bytes of points
+# The pca split is a candidate for 4 <= d <= this only: its build forms the d x d covariance and
+# its eigenvectors and rotates the points, O(n d^2 + d^3) (probing it took 278 s at d = 4096,
+# n = 5000); the widest split stays a candidate at every d.
+_PCA_MAX_D = 64
 
 
 # Build cost classes of the candidates (within a class builds are < 2x apart): the scan, then
@@ -1193,7 +1221,7 @@ def _choose(pts, batch_size, output_size, params):
     k_q = int(np.clip(round(k_user / n * s / 4), min(k_s, _PROBE_MIN_OUTPUT), len(small) // 2))
     b, b_small = _probe_offsets(sample, a, k_s), _probe_offsets(small, a, k_q)
     candidates = [("brute_force", BruteForce, {})]
-    splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 else ["widest", "pca"])
+    splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 or d > _PCA_MAX_D else ["widest", "pca"])
     for split in splits:
         candidates.append((f"partition_tree(split={split})", PartitionTree, {**params, "split": split}))
     if d == 2 and not params:  # above _LAYERS_MAX_N only the table's layers are peeled

@@ -13,7 +13,7 @@ MAX_N = 2**30  # points of one index (tree node numbers are int32: up to 2 n nod
 MAX_THREADS = 4096  # n_threads / set_num_threads (common.hpp kMaxThreads)
 INT_MAX = 2**31 - 1  # integer parameters passed to the core as C++ int
 INDEX_MAX = 2**63 - 1  # ... as C++ int64 (index_t)
-MAX_POWER = 1024  # sum(power=): each weight is power - 1 multiplications per point
+MAX_POWER = 2**31 - 1  # sum(power=): a C int in the core (weights take O(log power) multiplications)
 
 
 def _as_array(x, name):

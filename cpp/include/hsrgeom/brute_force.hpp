@@ -106,13 +106,7 @@ class BruteForce {
       TopKCollector<T> all(qd.data() + j * d_, d_, k);
       for (index_t c = 0; c < pl.chunks; ++c)
         for (auto& cand : col[c][j].finish()) all.push(cand.s, cand.err, cand.id, cand.x);
-      auto best = all.finish();
-      for (index_t r = 0; r < k; ++r) {
-        ids[j * k + r] = best[r].id;
-        double s = 0;
-        for (int t = 0; t < d_; ++t) s += qd[j * d_ + t] * static_cast<double>(best[r].x[t]);
-        scores[j * k + r] = s;
-      }
+      write_topk(all.finish(), qd.data() + j * d_, d_, j, k, scores, ids);
     }
     if (st) {
       st->resize(m);

@@ -168,9 +168,25 @@ struct SumSpec {
     if (power == 0) return 1.0;
     const double x = s - shift[j];
     if (!(x > 0)) return 0.0;
-    double w = x;
-    for (int p = 1; p < power; ++p) w *= x;
-    return w;
+    return int_power(x, power);
+  }
+  // x^p for p >= 1 in O(log p) multiplications: up to kPowerLoop by repeated multiplication
+  // (x * x * ... * x, left to right, as before), beyond by binary exponentiation (squaring).
+  // python/hsrgeom/_index.py (_weights) evaluates the same operations in the same order.
+  static constexpr int kPowerLoop = 16;
+  static double int_power(double x, int p) {
+    if (p <= kPowerLoop) {
+      double w = x;
+      for (int t = 1; t < p; ++t) w *= x;
+      return w;
+    }
+    double r = 1, b = x;
+    while (true) {
+      if (p & 1) r *= b;
+      p >>= 1;
+      if (!p) return r;
+      b *= b;
+    }
   }
   const V* row(index_t i) const { return values + (offset + i) * static_cast<index_t>(dv); }
   void prefetch(index_t i) const {
@@ -688,13 +704,32 @@ class TopKCollector {
   std::vector<Cand> cand_;
 };
 
-// Writes the k best candidates of query j (from TopKCollector::finish) into row j of the
-// m x k row-major outputs.
+// The score topk() reports with an id: the float64 evaluation a_0 x_0 + a_1 x_1 + ... summed
+// left to right, each product rounded (no fused multiply-add), +-inf where it overflows (NaN
+// for inf - inf); the ranking is exact all the same (the exact value of every product of two
+// finite doubles is held by the exact accumulator). Every structure reports this value, so the
+// scores of equal answers agree bit for bit across structures (and with a Python loop).
+template <class P>
+inline double topk_score(const double* a, const P* x, int d) {
+  double s = 0;
+  for (int t = 0; t < d; ++t) {
+    volatile double p = a[t] * static_cast<double>(x[t]);  // volatile: not contracted into an fma
+    s += p;
+  }
+  return s;
+}
+
+// Writes the k best candidates of query j (from TopKCollector::finish, query vector a of d
+// values) into row j of the m x k row-major outputs, with topk_score as the score. Every slot
+// is written: fewer than k candidates (a structure skipped one it should have pushed) is an
+// internal error, raised rather than filled with garbage.
 template <class Cands>
-void write_topk(const Cands& best, index_t j, index_t k, double* scores, std::int64_t* ids) {
+void write_topk(const Cands& best, const double* a, int d, index_t j, index_t k, double* scores, std::int64_t* ids) {
+  if (static_cast<index_t>(best.size()) < k)
+    throw std::logic_error("hsrgeom internal error: top-k found fewer than k candidates");
   for (index_t r = 0; r < k; ++r) {
     ids[j * k + r] = best[r].id;
-    scores[j * k + r] = best[r].s;
+    scores[j * k + r] = topk_score(a, best[r].x, d);
   }
 }
 

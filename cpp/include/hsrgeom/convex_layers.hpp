@@ -58,6 +58,9 @@ inline int orient2d(const double* p, const double* q, const double* r) {
   const double bound = (3.3306690738754716e-16 + 1e-30) * (std::fabs(l) + std::fabs(rr)) + 1e-300;
   if (det > bound) return 1;
   if (det < -bound) return -1;
+  // two equal points: collinear (the exact sum is 0; identical points made every test of a
+  // peel exact)
+  if ((p[0] == q[0] && p[1] == q[1]) || (q[0] == r[0] && q[1] == r[1]) || (p[0] == r[0] && p[1] == r[1])) return 0;
   return orient2d_exact(p, q, r);
 }
 
@@ -161,6 +164,7 @@ class OnionPeeler {
     if (cand_.empty()) start_batch(false), fresh = true;
     std::vector<size_t> h;
     while (true) {
+      work_ += static_cast<std::int64_t>(cand_.size());
       monotone_chain_of(cand_.size(), [&](size_t t) { return cand_[t].xy; }, h);
       if (poly_.empty() || covers(h, poly_)) break;
       start_batch(fresh);
@@ -171,10 +175,29 @@ class OnionPeeler {
       hull[i] = cand_[h[i]].id;
       kill(hull[i]);
     }
+    peeled_ += static_cast<index_t>(h.size());
     cand_.erase(std::remove_if(cand_.begin(), cand_.end(), [&](const Cand& c) { return !alive_[c.id]; }), cand_.end());
     ++batch_layers_;
     if (poly_.empty()) cand_.clear();  // no polygon (few or degenerate points): one layer per batch
     return true;
+  }
+
+  // Points handled so far: candidates collected plus candidates chained, summed over the
+  // layers (the build's cost up to a log factor). Uniform data costs a few tens per point;
+  // degenerate data (identical, collinear points, a few locations), whose layers hold one to a
+  // few points each, costs ~n per layer, n^2 / 2 in all.
+  std::int64_t work() const { return work_; }
+
+  // True when the peel has stopped making progress: its work exceeds kStallWork per peeled
+  // point plus kStallWork / 8 per point of the set (the slack pays for thick first rings). A
+  // peel of non-degenerate data stays far below (measured ~40-80 per point, uniform and
+  // Gaussian, 10^5-3*10^5 points); on degenerate data, whose layers hold one or a few points
+  // each while every layer costs the live set, it stops after ~kStallWork / 8 layers: O(n) work
+  // instead of O(n^2). (Sets of at most kStallMinPoints points are always peeled: <= 16M units.)
+  static constexpr std::int64_t kStallWork = 256, kStallMinPoints = 4096;
+  bool stalled() const {
+    const std::int64_t n = static_cast<std::int64_t>(alive_.size());
+    return n > kStallMinPoints && work_ > kStallWork * (static_cast<std::int64_t>(peeled_) + n / 8);
   }
 
  private:
@@ -289,6 +312,7 @@ class OnionPeeler {
     }
     std::vector<index_t> ids;
     collect(0, poly_, ids);
+    work_ += static_cast<std::int64_t>(ids.size());
     std::sort(ids.begin(), ids.end(), [&](index_t a, index_t b) { return sorted_rank_[a] < sorted_rank_[b]; });
     cand_.resize(ids.size());
     for (size_t t = 0; t < ids.size(); ++t)
@@ -345,6 +369,8 @@ class OnionPeeler {
   std::vector<std::array<double, 2>> poly_;   // its shrunk polygon (empty: every live point)
   double eps_ = 0.01;                         // how much the polygon is shrunk
   index_t batch_layers_ = 0;                  // layers the current batch has yielded
+  std::int64_t work_ = 0;                     // see work()
+  index_t peeled_ = 0;                        // points on the layers returned so far
   std::vector<index_t> sorted_rank_, order_, pos_;
   std::vector<std::uint8_t> alive_;
   index_t live_;
@@ -377,7 +403,9 @@ class ConvexLayers {
     OnionPeeler<T> peeler(p, std::move(order));
     std::vector<index_t> hull;
     BuildProgress progress("ConvexLayers", n_, 2);
-    while (layers() < max_layers && (interrupt::check(), peeler.next_layer(hull))) {
+    // The peel also stops when it stalls (degenerate data, see OnionPeeler::stalled): the
+    // partial peel's tree then answers what the layers and the table do not, as for max_layers.
+    while (layers() < max_layers && !peeler.stalled() && (interrupt::check(), peeler.next_layer(hull))) {
       for (index_t id : hull) {
         ids_.push_back(id);
         xy_.push_back(static_cast<double>(p.row(id)[0]));
@@ -517,10 +545,16 @@ class ConvexLayers {
         double lower = std::numeric_limits<double>::infinity();
         for (auto& cand : first.finish()) lower = std::min(lower, cand.s - cand.err);
         TopKCollector<double> col(a, 2, k);
-        visit(a, lower, c, [&](index_t t, std::int64_t) { push(col, t); return true; });
+        if (lower >= -std::numeric_limits<double>::max()) {
+          visit(a, lower, c, [&](index_t t, std::int64_t) { push(col, t); return true; });
+        } else {  // a score overflowed (its enclosure is unbounded) or its bound did: no float64
+                  // threshold is below the exact k-th best, so every point is a candidate
+          for (index_t t = all_begin(); t < all_begin() + n_; ++t) push(col, t);
+          c.tested += n_;
+        }
         best = col.finish();
       }
-      write_topk(best, j, k, scores, ids);
+      write_topk(best, a, 2, j, k, scores, ids);
       c.reported = k;
     });
   }

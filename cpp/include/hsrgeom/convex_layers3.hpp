@@ -225,6 +225,7 @@ class ConvexLayers3 {
         col.push(a[0] * xd[0] + a[1] * xd[1] + a[2] * xd[2], mg(na, norm_up(xd, 3), 0.0), id, x);
         return true;
       };
+      bool found = false;  // every candidate pushed
       if (k > 0 && layers() >= k) {
         double lower = std::numeric_limits<double>::infinity();
         index_t e = -1;
@@ -232,10 +233,16 @@ class ConvexLayers3 {
           e = climb(start_vertex(l, e, a), a, s, c);
           const T* x = &xyz_[3 * e];
           const double sx = a[0] * x[0] + a[1] * x[1] + a[2] * x[2];
-          lower = std::min(lower, sx - mg(na, xnorm_[e], 0.0));
+          // an overflowed sx (+-inf, NaN) bounds nothing: -inf (std::min would drop a NaN)
+          const double lo = std::isfinite(sx) ? sx - mg(na, xnorm_[e], 0.0) : -std::numeric_limits<double>::infinity();
+          lower = std::min(lower, lo);
         }
-        visit(qt, lower, s, c, push);
-      } else if (k > 0) {
+        if (lower >= -std::numeric_limits<double>::max()) {  // else no float64 threshold works: below
+          visit(qt, lower, s, c, push);
+          found = true;
+        }
+      }
+      if (k > 0 && !found) {
         for (index_t t = 0; t < layer_points(); ++t) push(ids_[t], &xyz_[3 * t]);
         c.tested += layer_points();
         const index_t kc = std::min(k, core_size());
@@ -244,11 +251,7 @@ class ConvexLayers3 {
         if (kc > 0) core_.topk(qt, 1, kc, cs.data(), ci.data(), nullptr, 1);
         for (index_t r = 0; r < kc; ++r) push(core_ids_[ci[r]], core_.stored_row(core_pos_[ci[r]]));
       }
-      auto best = col.finish();
-      for (index_t r = 0; r < k; ++r) {
-        ids[j * k + r] = best[r].id;
-        scores[j * k + r] = best[r].s;
-      }
+      write_topk(col.finish(), a, 3, j, k, scores, ids);
       c.reported = k;
     });
   }

@@ -145,9 +145,10 @@ class BasicExactAccumulator {
 using ExactAccumulator = BasicExactAccumulator<2148, 68>;   // 4352 bits
 using ExactAccumulator3 = BasicExactAccumulator<3222, 102>;  // 6528 bits: 2^-3222 .. 2^3072 + headroom
 
-// Exact sign of <a, x> - b.
+// Exact sign of <a, x> - b (b = +-inf allowed: every finite <a, x> is below +inf, above -inf).
 template <class T>
 inline int exact_sign(const double* a, const T* x, double b, int d) {
+  if (std::isinf(b)) return b > 0 ? -1 : 1;
   ExactAccumulator acc;
   for (int i = 0; i < d; ++i) acc.add_product(a[i], static_cast<double>(x[i]));
   acc.add(-b);

@@ -269,7 +269,7 @@ class RangeTree {
           ++c.tested;
         }
       }
-      write_topk(col.finish(), j, k, scores, ids);
+      write_topk(col.finish(), qq.a.data(), d_, j, k, scores, ids);
       c.reported = k;
     });
   }
@@ -343,10 +343,11 @@ class RangeTree {
   }
 
   // An upper bound of max <a, x> over node v, never below the exact maximum.
-  // (NaN, from an overflow, becomes +inf: nothing known, nothing pruned.)
+  // (+-inf or NaN, from an overflow, becomes +inf: nothing known, nothing pruned. A -inf
+  // would prune the node against any k-th best, though its exact values are finite.)
   double upper(std::int32_t v, const Query& q) const {
     const double u = bounds_.upper(v, q.frame_a(), q.na, frame_margin_, q.extra) + q.shift;
-    return std::isnan(u) ? std::numeric_limits<double>::infinity() : u;
+    return std::isfinite(u) ? u : std::numeric_limits<double>::infinity();
   }
 
   // Exact membership of the points of leaf v: point(k) for every stored k inside; stops (and
