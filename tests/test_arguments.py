@@ -33,7 +33,9 @@ def test_n_beyond_the_bound():
     # limited memory, so that a build that would copy 16 GiB fails instead of swapping
     code = textwrap.dedent("""
         import resource, numpy as np, hsrgeom
-        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+        # what is mapped now (a sanitizer's shadow memory included) + 2 GiB
+        vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize:"))
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (2 << 30), vm + (2 << 30)))
         big = np.broadcast_to(np.zeros((1, 1)), (2**31, 1))
         try:
             hsrgeom.BruteForce(big)
