@@ -64,7 +64,7 @@ class BruteForce {
     return out;
   }
 
-  // Half-space sums (common.hpp, SumSpec): per chunk, then added in chunk order.
+  // Half-space sums (sums.hpp, SumSpec): per chunk, then added in chunk order.
   template <class V>
   SumResult sum(const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads) const {
     Grid<SumAcc> g(q.m, plan(q.m, threads));

@@ -80,7 +80,7 @@ class QuantizedScan {
     return out;
   }
 
-  // Half-space sums (common.hpp, SumSpec), with the float64 scores of the exact check.
+  // Half-space sums (sums.hpp, SumSpec), with the float64 scores of the exact check.
   template <class V>
   SumResult sum(const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads) const {
     std::vector<std::vector<SumAcc>> parts;
