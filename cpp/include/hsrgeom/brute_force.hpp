@@ -12,8 +12,14 @@
 #include <limits>
 #include <vector>
 
-#include "hsrgeom/common.hpp"
+#include "hsrgeom/dispatch.hpp"
+#include "hsrgeom/interrupt.hpp"
+#include "hsrgeom/parallel.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/report.hpp"
+#include "hsrgeom/sums.hpp"
+#include "hsrgeom/topk.hpp"
+#include "hsrgeom/types.hpp"
 
 namespace hsrgeom {
 

@@ -30,12 +30,18 @@
 #include <numeric>
 #include <vector>
 
-#include "hsrgeom/common.hpp"
+#include "hsrgeom/dispatch.hpp"
 #include "hsrgeom/filter.hpp"
 #include "hsrgeom/hull2.hpp"
+#include "hsrgeom/interrupt.hpp"
 #include "hsrgeom/onion_peeler.hpp"
+#include "hsrgeom/parallel.hpp"
 #include "hsrgeom/partition_tree.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/progress.hpp"
+#include "hsrgeom/report.hpp"
+#include "hsrgeom/topk.hpp"
+#include "hsrgeom/types.hpp"
 
 namespace hsrgeom {
 

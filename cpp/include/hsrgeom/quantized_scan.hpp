@@ -29,8 +29,13 @@
 #include <vector>
 
 #include "hsrgeom/brute_force.hpp"
-#include "hsrgeom/common.hpp"
+#include "hsrgeom/dispatch.hpp"
+#include "hsrgeom/interrupt.hpp"
+#include "hsrgeom/parallel.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/report.hpp"
+#include "hsrgeom/sums.hpp"
+#include "hsrgeom/types.hpp"
 
 namespace hsrgeom {
 

@@ -31,8 +31,14 @@
 #include <vector>
 
 #include "hsrgeom/bounds.hpp"
-#include "hsrgeom/common.hpp"
+#include "hsrgeom/dispatch.hpp"
+#include "hsrgeom/interrupt.hpp"
+#include "hsrgeom/parallel.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/report.hpp"
+#include "hsrgeom/sums.hpp"
+#include "hsrgeom/topk.hpp"
+#include "hsrgeom/types.hpp"
 
 namespace hsrgeom {
 
