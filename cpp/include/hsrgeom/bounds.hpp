@@ -16,8 +16,9 @@
 #include <cmath>
 #include <vector>
 
-#include "hsrgeom/common.hpp"
+#include "hsrgeom/dispatch.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/types.hpp"
 
 namespace hsrgeom {
 

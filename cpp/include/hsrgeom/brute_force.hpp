@@ -12,8 +12,14 @@
 #include <limits>
 #include <vector>
 
-#include "hsrgeom/common.hpp"
+#include "hsrgeom/dispatch.hpp"
+#include "hsrgeom/interrupt.hpp"
+#include "hsrgeom/parallel.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/report.hpp"
+#include "hsrgeom/sums.hpp"
+#include "hsrgeom/topk.hpp"
+#include "hsrgeom/types.hpp"
 
 namespace hsrgeom {
 
@@ -64,7 +70,7 @@ class BruteForce {
     return out;
   }
 
-  // Half-space sums (common.hpp, SumSpec): per chunk, then added in chunk order.
+  // Half-space sums (sums.hpp, SumSpec): per chunk, then added in chunk order.
   template <class V>
   SumResult sum(const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads) const {
     Grid<SumAcc> g(q.m, plan(q.m, threads));

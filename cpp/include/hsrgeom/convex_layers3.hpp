@@ -33,10 +33,15 @@
 #include <stdexcept>
 #include <vector>
 
-#include "hsrgeom/common.hpp"
 #include "hsrgeom/hull3.hpp"
+#include "hsrgeom/interrupt.hpp"
+#include "hsrgeom/parallel.hpp"
 #include "hsrgeom/partition_tree.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/progress.hpp"
+#include "hsrgeom/report.hpp"
+#include "hsrgeom/topk.hpp"
+#include "hsrgeom/types.hpp"
 
 namespace hsrgeom {
 

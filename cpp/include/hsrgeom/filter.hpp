@@ -11,7 +11,7 @@
 #include <immintrin.h>
 #endif
 
-#include "hsrgeom/common.hpp"
+#include "hsrgeom/predicate.hpp"
 
 namespace hsrgeom {
 

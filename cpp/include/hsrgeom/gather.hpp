@@ -11,7 +11,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "hsrgeom/common.hpp"
+#include "hsrgeom/interrupt.hpp"
+#include "hsrgeom/parallel.hpp"
 
 namespace hsrgeom {
 

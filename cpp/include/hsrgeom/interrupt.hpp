@@ -5,7 +5,7 @@
 // the call should stop (the bindings' takes the GIL and runs PyErr_CheckSignals(), like FAISS's
 // PythonInterruptCallback). Long loops call
 //   check()           -- throws Interrupted once the call is to stop (outside OpenMP regions, or
-//                        inside parallel_for, which catches and drains, see common.hpp), or
+//                        inside parallel_for, which catches and drains, see parallel.hpp), or
 //   stop_requested()  -- the same without throwing (inside OpenMP tasks; the code after the
 //                        region then calls check()).
 // Contract:

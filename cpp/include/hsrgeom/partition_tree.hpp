@@ -28,6 +28,9 @@
 #include <Eigen/Dense>
 #include <vector>
 
+#include "hsrgeom/interrupt.hpp"
+#include "hsrgeom/parallel.hpp"
+#include "hsrgeom/progress.hpp"
 #include "hsrgeom/range_tree.hpp"
 
 namespace hsrgeom {

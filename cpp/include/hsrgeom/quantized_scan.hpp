@@ -29,8 +29,13 @@
 #include <vector>
 
 #include "hsrgeom/brute_force.hpp"
-#include "hsrgeom/common.hpp"
+#include "hsrgeom/dispatch.hpp"
+#include "hsrgeom/interrupt.hpp"
+#include "hsrgeom/parallel.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/report.hpp"
+#include "hsrgeom/sums.hpp"
+#include "hsrgeom/types.hpp"
 
 namespace hsrgeom {
 
@@ -80,7 +85,7 @@ class QuantizedScan {
     return out;
   }
 
-  // Half-space sums (common.hpp, SumSpec), with the float64 scores of the exact check.
+  // Half-space sums (sums.hpp, SumSpec), with the float64 scores of the exact check.
   template <class V>
   SumResult sum(const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads) const {
     std::vector<std::vector<SumAcc>> parts;

@@ -31,8 +31,14 @@
 #include <vector>
 
 #include "hsrgeom/bounds.hpp"
-#include "hsrgeom/common.hpp"
+#include "hsrgeom/dispatch.hpp"
+#include "hsrgeom/interrupt.hpp"
+#include "hsrgeom/parallel.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/report.hpp"
+#include "hsrgeom/sums.hpp"
+#include "hsrgeom/topk.hpp"
+#include "hsrgeom/types.hpp"
 
 namespace hsrgeom {
 
@@ -73,7 +79,7 @@ class RangeTree {
     return out;
   }
 
-  // Half-space sums (common.hpp, SumSpec). A query is split into subtrees (the first nodes of a
+  // Half-space sums (sums.hpp, SumSpec). A query is split into subtrees (the first nodes of a
   // breadth-first expansion from the root, about 64 / m of them), so that a few queries use
   // every thread; the split depends on m only and the parts are combined in a fixed order, so
   // the result does not depend on the number of threads.

@@ -37,10 +37,13 @@
 #include <stdexcept>
 #include <vector>
 
-#include "hsrgeom/common.hpp"
 #include "hsrgeom/filter.hpp"
+#include "hsrgeom/parallel.hpp"
 #include "hsrgeom/partition_tree.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/progress.hpp"
+#include "hsrgeom/report.hpp"
+#include "hsrgeom/types.hpp"
 
 namespace hsrgeom {
 

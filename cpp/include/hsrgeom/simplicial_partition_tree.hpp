@@ -47,6 +47,9 @@
 #include <vector>
 #include <Eigen/Dense>
 
+#include "hsrgeom/interrupt.hpp"
+#include "hsrgeom/parallel.hpp"
+#include "hsrgeom/progress.hpp"
 #include "hsrgeom/range_tree.hpp"
 
 namespace hsrgeom {

@@ -1,0 +1,230 @@
+// Report results: per-query id lists (IdList), the compressed batch result (ReportResult), the
+// id sort that makes outputs ascending (sort_ids), and the per-thread arenas a batch report
+// fills (collect, report_queries). Contract: a sorted report lists each query's ids ascending
+// with their scores (when asked for) permuted alongside; the ids are the same for any thread count.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "hsrgeom/dispatch.hpp"
+#include "hsrgeom/parallel.hpp"
+#include "hsrgeom/types.hpp"
+
+namespace hsrgeom {
+
+// One query's reported ids and, when asked for, their scores <a, x> (float64 accumulation of
+// the stored coordinates, in the same order as ids).
+struct IdList {
+  std::vector<std::int64_t> ids;
+  std::vector<double> scores;
+  void clear() {
+    ids.clear();
+    scores.clear();
+  }
+  // Appends id, and <a, x> when with_score (x: the point's stored coordinates).
+  template <class P>
+  HSRGEOM_INLINE void add(std::int64_t id, bool with_score, const double* a, const P* x, int d) {
+    ids.push_back(id);
+    if (with_score) scores.push_back(dot_f64(a, x, d));
+  }
+  // Appends count ids at once, with the scores of their points stored row after row from x.
+  template <class P>
+  void add_rows(const std::int64_t* id, index_t count, bool with_score, const double* a, const P* x, int d) {
+    ids.insert(ids.end(), id, id + count);
+    if (with_score)
+      for (index_t k = 0; k < count; ++k) scores.push_back(dot_f64(a, x + k * static_cast<index_t>(d), d));
+  }
+};
+
+// Compressed rows like faiss::RangeSearchResult: ids of query j are ids[lims[j] : lims[j+1]],
+// scores (when asked for; else empty) alongside, like its distances.
+struct ReportResult {
+  std::vector<std::int64_t> lims;
+  std::vector<std::int64_t> ids;
+  std::vector<double> scores;
+  static ReportResult from_lists(std::vector<IdList>& lists, bool with_scores) {
+    ReportResult r;
+    r.lims.resize(lists.size() + 1);
+    r.lims[0] = 0;
+    for (size_t j = 0; j < lists.size(); ++j) r.lims[j + 1] = r.lims[j] + lists[j].ids.size();
+    r.ids.resize(r.lims.back());
+    if (with_scores) r.scores.resize(r.lims.back());
+    for (size_t j = 0; j < lists.size(); ++j) {
+      std::copy(lists[j].ids.begin(), lists[j].ids.end(), r.ids.begin() + r.lims[j]);
+      if (with_scores) std::copy(lists[j].scores.begin(), lists[j].scores.end(), r.scores.begin() + r.lims[j]);
+      IdList().ids.swap(lists[j].ids);
+      IdList().scores.swap(lists[j].scores);
+    }
+    return r;
+  }
+};
+
+// Per-query lists of a scan over chunks of consecutive points (cells[chunk][query]) joined in
+// chunk order, so ids stay ascending; the cells are freed on the way.
+inline std::vector<IdList> join_chunks(std::vector<std::vector<IdList>>& cells, index_t m, QueryStats* st) {
+  std::vector<IdList> out(m);
+  for (index_t j = 0; j < m; ++j) {
+    for (auto& chunk : cells) {
+      out[j].ids.insert(out[j].ids.end(), chunk[j].ids.begin(), chunk[j].ids.end());
+      out[j].scores.insert(out[j].scores.end(), chunk[j].scores.begin(), chunk[j].scores.end());
+      chunk[j] = IdList();
+    }
+    if (st) st->points_reported[j] = static_cast<std::int64_t>(out[j].ids.size());
+  }
+  return out;
+}
+
+// empty() of a structure that counts anyway: 1 where the count is 0.
+inline std::vector<std::uint8_t> zero_counts(const std::vector<std::int64_t>& counts) {
+  std::vector<std::uint8_t> out(counts.size());
+  for (size_t j = 0; j < counts.size(); ++j) out[j] = counts[j] == 0;
+  return out;
+}
+
+// A cleared per-thread buffer for one query's ids (see collect_sorted).
+inline IdList& id_scratch() {
+  static thread_local IdList v;
+  v.clear();
+  return v;
+}
+
+// Sorts ids in [0, n) ascending (and their scores with them when out.scores is not empty):
+// comparison sort for a few ids, a bitmap pass when they are a large share of [0, n) (ids only),
+// else an LSD radix sort on 8-bit digits (only as many passes as n has bytes; a pass whose digit
+// is the same for every id is skipped). Measured for ids < 10^7: std::sort 2.0 / 4.5 / 30 us for
+// 100 / 200 / 1000 ids, the radix sort 0.5 / 0.8 / 2.8 us.
+inline void sort_ids(IdList& out, index_t n) {
+  auto& ids = out.ids;
+  const size_t k = ids.size();
+  const bool sc = !out.scores.empty();
+  if (k < 2) return;
+  if (k < 32 && !sc) {
+    std::sort(ids.begin(), ids.end());
+    return;
+  }
+  if (!sc && static_cast<double>(k) * 128 >= static_cast<double>(n)) {
+    std::vector<std::uint64_t> bits((n + 63) / 64, 0);
+    for (auto id : ids) bits[id >> 6] |= std::uint64_t{1} << (id & 63);
+    size_t w = 0;
+    for (size_t i = 0; i < bits.size(); ++i) {
+      std::uint64_t b = bits[i];
+      while (b) {
+        ids[w++] = static_cast<std::int64_t>(i * 64 + __builtin_ctzll(b));
+        b &= b - 1;
+      }
+    }
+    return;
+  }
+  const std::uint64_t top = static_cast<std::uint64_t>(std::max<index_t>(n - 1, 1));
+  const int passes = (64 - __builtin_clzll(top) + 7) / 8;
+  std::uint32_t hist[8][256] = {};
+  for (auto id : ids)
+    for (int p = 0; p < passes; ++p) ++hist[p][(static_cast<std::uint64_t>(id) >> (8 * p)) & 255];
+  static thread_local IdList scratch;
+  scratch.ids.resize(k);
+  if (sc) scratch.scores.resize(k);
+  std::int64_t *src = ids.data(), *dst = scratch.ids.data();
+  double *ssrc = sc ? out.scores.data() : nullptr, *sdst = sc ? scratch.scores.data() : nullptr;
+  for (int p = 0; p < passes; ++p) {
+    std::uint32_t* h = hist[p];
+    if (h[(static_cast<std::uint64_t>(src[0]) >> (8 * p)) & 255] == k) continue;
+    std::uint32_t sum = 0;
+    for (int b = 0; b < 256; ++b) {
+      const std::uint32_t c = h[b];
+      h[b] = sum;
+      sum += c;
+    }
+    for (size_t i = 0; i < k; ++i) {
+      const std::uint32_t at = h[(static_cast<std::uint64_t>(src[i]) >> (8 * p)) & 255]++;
+      dst[at] = src[i];
+      if (sc) sdst[at] = ssrc[i];
+    }
+    std::swap(src, dst);
+    std::swap(ssrc, sdst);
+  }
+  if (src != ids.data()) {
+    std::copy(src, src + k, ids.data());
+    if (sc) std::copy(ssrc, ssrc + k, out.scores.data());
+  }
+}
+
+// One query of a report: fill(out) appends the ids (and scores) to a per-thread scratch list,
+// which is sorted by id (when `sorted`) and copied into dest, so a query costs one allocation
+// whatever its output size. Returns the number of ids.
+template <class Fill>
+std::int64_t collect(IdList& dest, index_t n, bool sorted, Fill&& fill) {
+  IdList& out = id_scratch();
+  fill(out);
+  if (sorted) sort_ids(out, n);
+  dest.ids.assign(out.ids.begin(), out.ids.end());
+  dest.scores.assign(out.scores.begin(), out.scores.end());
+  return static_cast<std::int64_t>(out.ids.size());
+}
+
+// A whole report without an allocation per query: fill(j, counters, out) appends query j's ids
+// (and scores) to `out`; they go to the running thread's arena (sorted by id first when
+// `sorted`, through the per-thread scratch) and are gathered into one ReportResult at the end
+// (FAISS's RangeSearchPartialResult idea). Stores each query's counters in *st when given.
+template <class Fill>
+ReportResult report_queries(index_t m, QueryStats* st, int threads, double work, index_t n, bool sorted,
+                            bool scores, Fill&& fill) {
+  if (st) st->resize(m);
+  const int nt = static_cast<int>(std::min<index_t>(threads_for_work(threads, work), std::max<index_t>(m, 1)));
+  // Growing the arenas by doubling cost ~30 % of a 100-id query (measured); start them at the
+  // size the last report in this process needed per query (a hint: trimmed below if it was
+  // far too large).
+  static std::atomic<double> ids_per_query{0};
+  const double per_query = std::min(ids_per_query.load() * 1.25, static_cast<double>(n));
+  const size_t guess = static_cast<size_t>(std::min(per_query * static_cast<double>(m) / nt, 16777216.0));
+  std::vector<IdList> arena(nt);
+  for (IdList& a : arena) {
+    a.ids.reserve(guess);
+    if (scores) a.scores.reserve(guess);
+  }
+  std::vector<std::int64_t> start(m), len(m);
+  std::vector<int> owner(m);
+  parallel_for(m, nt, [&](index_t j, int t) {
+    Counters c;
+    IdList& a = arena[t];
+    start[j] = static_cast<std::int64_t>(a.ids.size());
+    owner[j] = t;
+    if (sorted) {
+      IdList& out = id_scratch();
+      fill(j, c, out);
+      sort_ids(out, n);
+      a.ids.insert(a.ids.end(), out.ids.begin(), out.ids.end());
+      a.scores.insert(a.scores.end(), out.scores.begin(), out.scores.end());
+    } else {
+      fill(j, c, a);
+    }
+    len[j] = static_cast<std::int64_t>(a.ids.size()) - start[j];
+    c.reported = len[j];
+    if (st) c.store(*st, j);
+  });
+  ReportResult r;
+  r.lims.resize(m + 1);
+  r.lims[0] = 0;
+  for (index_t j = 0; j < m; ++j) r.lims[j + 1] = r.lims[j] + len[j];
+  if (m > 0) ids_per_query = static_cast<double>(r.lims[m]) / static_cast<double>(m);
+  if (nt == 1) {  // one arena, already in query order
+    r.ids = std::move(arena[0].ids);
+    if (scores) r.scores = std::move(arena[0].scores);
+    if (r.ids.capacity() > 2 * r.ids.size() + 4096) r.ids.shrink_to_fit(), r.scores.shrink_to_fit();
+    return r;
+  }
+  r.ids.resize(r.lims[m]);
+  if (scores) r.scores.resize(r.lims[m]);
+  for (index_t j = 0; j < m; ++j) {
+    const IdList& a = arena[owner[j]];
+    std::copy(a.ids.begin() + start[j], a.ids.begin() + start[j] + len[j], r.ids.begin() + r.lims[j]);
+    if (scores)
+      std::copy(a.scores.begin() + start[j], a.scores.begin() + start[j] + len[j], r.scores.begin() + r.lims[j]);
+  }
+  return r;
+}
+
+}  // namespace hsrgeom

@@ -1,0 +1,423 @@
+// Unit tests of the C++ core's shared pieces, without Python: the exact predicates
+// (predicate.hpp, hull2.hpp), the id sort of reports (report.hpp: sort_ids) and the exact top-k
+// collector (topk.hpp). Every expected answer is known exactly, independently of the code
+// under test: small integers (whose products and sums are exact in int64 and in double) scaled
+// by powers of two (which scale the exact value without changing its sign), or sums whose exact
+// value is evident (1 + 2^-60 > 1).
+//
+// Built by CMake with -DHSRGEOM_BUILD_TESTS=ON (target test_core; tests/test_cpp_unit.py does
+// it); prints each failed check and ends with "test_core: N passed, M failed" (exit 1 on failures).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+#include "hsrgeom/hull2.hpp"
+#include "hsrgeom/predicate.hpp"
+#include "hsrgeom/report.hpp"
+#include "hsrgeom/topk.hpp"
+
+namespace {
+
+long g_passed = 0, g_failed = 0;
+
+#define CHECK(cond)                                                 \
+  do {                                                              \
+    if (cond) {                                                     \
+      ++g_passed;                                                   \
+    } else {                                                        \
+      ++g_failed;                                                   \
+      std::printf("FAILED %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+    }                                                               \
+  } while (0)
+
+#define CHECK_EQ(a, b)                                                                                                \
+  do {                                                                                                                \
+    const auto va_ = (a);                                                                                             \
+    const auto vb_ = (b);                                                                                             \
+    if (va_ == vb_) {                                                                                                 \
+      ++g_passed;                                                                                                     \
+    } else {                                                                                                          \
+      ++g_failed;                                                                                                     \
+      std::printf("FAILED %s:%d: %s == %s (%lld vs %lld)\n", __FILE__, __LINE__, #a, #b, static_cast<long long>(va_), \
+                  static_cast<long long>(vb_));                                                                       \
+    }                                                                                                                 \
+  } while (0)
+
+using hsrgeom::index_t;
+
+double p2(int e) { return std::ldexp(1.0, e); }
+
+int sgn(long long v) { return (v > 0) - (v < 0); }
+
+// ---- exact predicates -----------------------------------------------------------------------
+
+void test_exact_sign_known() {
+  using hsrgeom::exact_sign;
+  {  // an exact tie of small integers: 3*7 + 5*11 = 76
+    const double a[] = {3, 5}, x[] = {7, 11};
+    CHECK_EQ(exact_sign(a, x, 76.0, 2), 0);
+    CHECK_EQ(exact_sign(a, x, 75.0, 2), 1);
+    CHECK_EQ(exact_sign(a, x, 77.0, 2), -1);
+  }
+  {  // 1 + 2^-60 rounds to 1 in double: the rounded value ties with b = 1, the exact one does not
+    const double a[] = {1, 1}, x[] = {1, p2(-60)};
+    CHECK(1.0 + p2(-60) == 1.0);
+    CHECK_EQ(exact_sign(a, x, 1.0, 2), 1);
+    const double y[] = {1, -p2(-60)};
+    CHECK_EQ(exact_sign(a, y, 1.0, 2), -1);
+  }
+  {  // products that overflow double (2^2000): inf - inf is NaN, the exact sum is 0
+    const double a[] = {p2(1000), -p2(1000)}, x[] = {p2(1000), p2(1000)};
+    CHECK(std::isnan(a[0] * x[0] + a[1] * x[1]));
+    CHECK_EQ(exact_sign(a, x, 0.0, 2), 0);
+    const double y[] = {p2(1000), p2(1000) * (1 - p2(-53))};  // 2^2000 (1 - (1 - 2^-53)) = 2^1947
+    CHECK_EQ(exact_sign(a, y, 0.0, 2), 1);
+    CHECK_EQ(exact_sign(a, y, std::numeric_limits<double>::max(), 2), 1);  // 2^1947 > every double
+    CHECK_EQ(exact_sign(a, y, -std::numeric_limits<double>::max(), 2), 1);
+  }
+  {  // the largest products (2^2046 each) cancel; a product of two subnormals (2^-2148) decides
+    const double big = p2(1023), tiny = std::numeric_limits<double>::denorm_min();
+    const double a[] = {big, big, -big, -big, tiny}, x[] = {big, big, big, big, tiny};
+    CHECK(tiny * tiny == 0.0);
+    CHECK_EQ(exact_sign(a, x, 0.0, 5), 1);
+    const double y[] = {big, big, big, big, -tiny};
+    CHECK_EQ(exact_sign(a, y, 0.0, 5), -1);
+    const double z[] = {big, big, big, big, 0};
+    CHECK_EQ(exact_sign(a, z, 0.0, 5), 0);
+  }
+  {  // infinite offsets: every finite <a, x> is below +inf and above -inf
+    const double a[] = {p2(1000)}, x[] = {p2(1000)};
+    const double inf = std::numeric_limits<double>::infinity();
+    CHECK_EQ(exact_sign(a, x, inf, 1), -1);
+    CHECK_EQ(exact_sign(a, x, -inf, 1), 1);
+  }
+  {  // float coordinates: 2^-24 is lost in float(1 + 2^-24) but not in the exact sum
+    const double a[] = {1, 1};
+    const float x[] = {1.0f, std::ldexp(1.0f, -24)};
+    CHECK_EQ(exact_sign(a, x, 1.0, 2), 1);
+  }
+  {  // many equal terms: carries across limbs (2^20 copies of 2^1000 * 2^1000 = 2^2020)
+    const int d = 1 << 10;
+    std::vector<double> a(d, p2(1000)), x(d, p2(1000));
+    CHECK_EQ(exact_sign(a.data(), x.data(), 0.0, d), 1);
+    for (int i = 0; i < d; i += 2) a[i] = -a[i];
+    CHECK_EQ(exact_sign(a.data(), x.data(), 0.0, d), 0);
+  }
+}
+
+// Random small integers (|v| < 2^20, d <= 6: the exact value fits int64 and is exact in double),
+// scaled by powers of two over the whole exponent range; b is the exact value, or one off it, so
+// a third of the cases are exact ties.
+void test_exact_sign_random() {
+  std::mt19937_64 rng(19);
+  std::uniform_int_distribution<int> val(-(1 << 20) + 1, (1 << 20) - 1), dim(1, 6), ex(-1000, 1000), off(-1, 1);
+  int mismatches = 0;
+  for (int it = 0; it < 20000; ++it) {
+    const int d = dim(rng);
+    int ea = ex(rng), exx = ex(rng);
+    if (std::abs(ea + exx) > 950) exx = -ea / 2;  // keep b = value * 2^(ea + ex) a normal double
+    double a[6], x[6];
+    long long ai[6], dot = 0;
+    for (int i = 0; i < d; ++i) {
+      const int xi = val(rng);
+      ai[i] = val(rng);
+      a[i] = std::ldexp(static_cast<double>(ai[i]), ea);
+      x[i] = std::ldexp(static_cast<double>(xi), exx);
+      dot += ai[i] * xi;
+    }
+    const int o = off(rng);
+    const double b = std::ldexp(static_cast<double>(dot + o), ea + exx);  // |dot| < 2^43: exact
+    if (hsrgeom::exact_sign(a, x, b, d) != sgn(-o)) ++mismatches;
+    // exact_compare / compare_dots against a second integer vector
+    double y[6];
+    long long doty = 0;
+    for (int i = 0; i < d; ++i) {
+      const int yi = val(rng);
+      y[i] = std::ldexp(static_cast<double>(yi), exx);
+      doty += ai[i] * yi;
+    }
+    if (it % 3 == 0) std::copy(x, x + d, y), doty = dot;  // ties
+    if (hsrgeom::exact_compare(a, x, y, d) != sgn(dot - doty)) ++mismatches;
+    if (hsrgeom::compare_dots(a, x, y, d) != sgn(dot - doty)) ++mismatches;
+  }
+  CHECK_EQ(mismatches, 0);
+}
+
+void test_compare_and_filter() {
+  const double q[] = {1, 1}, x[] = {1, p2(-60)}, y[] = {1, 0};
+  CHECK_EQ(hsrgeom::exact_compare(q, x, y, 2), 1);
+  CHECK_EQ(hsrgeom::exact_compare(q, y, x, 2), -1);
+  CHECK_EQ(hsrgeom::exact_compare(q, x, x, 2), 0);
+  CHECK_EQ(hsrgeom::compare_dots(q, x, y, 2), 1);
+  CHECK_EQ(hsrgeom::compare_dots(q, y, x, 2), -1);
+  // the filter never decides on an overflowed score
+  const double inf = std::numeric_limits<double>::infinity();
+  CHECK_EQ(hsrgeom::filter_decide(inf, 0.0, 1.0), 0);
+  CHECK_EQ(hsrgeom::filter_decide(-inf, 0.0, 1.0), 0);
+  CHECK_EQ(hsrgeom::filter_decide(std::nan(""), 0.0, 1.0), 0);
+  CHECK_EQ(hsrgeom::filter_decide(2.0, 0.0, 1.0), 1);
+  CHECK_EQ(hsrgeom::filter_decide(-2.0, 0.0, 1.0), -1);
+  CHECK_EQ(hsrgeom::filter_decide(0.5, 0.0, 1.0), 0);
+  // in_halfspace: an undecided filter goes to exact arithmetic and counts it
+  std::int64_t exact = 0;
+  CHECK(hsrgeom::in_halfspace(1.0, 1e-12, q, x, 1.0, 2, &exact));  // 1 + 2^-60 >= 1
+  CHECK(!hsrgeom::in_halfspace(1.0, 1e-12, q, x, 1.0 + p2(-52), 2, &exact));
+  CHECK_EQ(exact, 2);
+  CHECK(hsrgeom::in_halfspace(5.0, 1e-12, q, x, 1.0, 2, &exact));  // the filter decides
+  CHECK_EQ(exact, 2);
+}
+
+void test_orient2d() {
+  {  // small integers: the cross product is exact
+    const double p[] = {0, 0}, q[] = {4, 0}, r[] = {0, 3}, s[] = {8, 0};
+    CHECK_EQ(hsrgeom::orient2d(p, q, r), 1);
+    CHECK_EQ(hsrgeom::orient2d(p, r, q), -1);
+    CHECK_EQ(hsrgeom::orient2d(p, q, s), 0);
+    CHECK_EQ(hsrgeom::orient2d(p, p, r), 0);
+  }
+  {  // nearly collinear: r is one ulp (2^-53) above the line y = x through p and q
+    const double p[] = {0, 0}, q[] = {1, 1}, r[] = {0.5, 0.5 + p2(-53)}, s[] = {0.5, 0.5};
+    CHECK_EQ(hsrgeom::orient2d(p, q, r), 1);
+    CHECK_EQ(hsrgeom::orient2d_exact(p, q, r), 1);
+    CHECK_EQ(hsrgeom::orient2d(p, q, s), 0);
+  }
+  {  // huge and tiny coordinates: powers of two scale the orientation without changing it
+    for (int e : {-1070, -600, 0, 400, 500}) {
+      const double p[] = {0, 0}, q[] = {p2(e) * 4, p2(e) * 0}, r[] = {p2(e) * 1, p2(e) * 3};
+      CHECK_EQ(hsrgeom::orient2d(p, q, r), 1);
+      CHECK_EQ(hsrgeom::orient2d(q, p, r), -1);
+    }
+  }
+}
+
+// ---- sort_ids -------------------------------------------------------------------------------
+
+// Sorts `ids` (distinct, in [0, n)) with sort_ids, scores (when with_scores) a function of the id,
+// and checks the result against std::sort.
+void check_sort(std::vector<std::int64_t> ids, index_t n, bool with_scores) {
+  hsrgeom::IdList l;
+  l.ids = ids;
+  auto score = [](std::int64_t id) { return static_cast<double>(id) * 0.5 - 3.0; };
+  if (with_scores)
+    for (auto id : ids) l.scores.push_back(score(id));
+  hsrgeom::sort_ids(l, n);
+  std::sort(ids.begin(), ids.end());
+  CHECK(l.ids == ids);
+  if (with_scores) {
+    bool ok = l.scores.size() == ids.size();
+    for (size_t i = 0; ok && i < ids.size(); ++i) ok = l.scores[i] == score(l.ids[i]);
+    CHECK(ok);
+  } else {
+    CHECK(l.scores.empty());
+  }
+}
+
+std::vector<std::int64_t> distinct_ids(std::mt19937_64& rng, size_t k, std::int64_t lo, std::int64_t hi) {
+  std::vector<std::int64_t> v;
+  if (static_cast<std::int64_t>(k) * 2 > hi - lo) {  // dense: shuffle the whole range, take k
+    v.resize(static_cast<size_t>(hi - lo));
+    std::iota(v.begin(), v.end(), lo);
+    std::shuffle(v.begin(), v.end(), rng);
+    v.resize(k);
+    return v;
+  }
+  std::uniform_int_distribution<std::int64_t> u(lo, hi - 1);
+  std::vector<std::int64_t> sorted;
+  while (v.size() < k) {
+    const std::int64_t id = u(rng);
+    if (std::binary_search(sorted.begin(), sorted.end(), id)) continue;
+    sorted.insert(std::upper_bound(sorted.begin(), sorted.end(), id), id);
+    v.push_back(id);
+  }
+  return v;
+}
+
+void test_sort_ids() {
+  std::mt19937_64 rng(7);
+  // trivial sizes
+  check_sort({}, 10, false);
+  check_sort({}, 10, true);
+  check_sort({5}, 10, true);
+  // comparison sort: fewer than 32 ids, no scores
+  check_sort(distinct_ids(rng, 31, 0, 1000000), 1000000, false);
+  check_sort({3, 1, 2}, 4, false);
+  // bitmap: ids without scores, at least n / 128 of them (here also the whole range, and ids
+  // at both ends of [0, n))
+  check_sort(distinct_ids(rng, 1000, 0, 2000), 2000, false);
+  check_sort(distinct_ids(rng, 130, 0, 130), 130, false);
+  check_sort(distinct_ids(rng, 64, 0, 64), 64, false);
+  {
+    auto ids = distinct_ids(rng, 100, 1, 12799);
+    ids.push_back(0);
+    ids.push_back(12799);
+    check_sort(ids, 12800, false);
+  }
+  // radix: many ids sparse in [0, n), or any ids with scores (even a few)
+  check_sort(distinct_ids(rng, 1000, 0, 10000000), 10000000, false);
+  check_sort(distinct_ids(rng, 5, 0, 100), 100, true);
+  check_sort(distinct_ids(rng, 31, 0, 1000000), 1000000, true);
+  check_sort(distinct_ids(rng, 1000, 0, 2000), 2000, true);  // 2 passes (ids < 2^11)
+  check_sort(distinct_ids(rng, 200, 0, 256), 256, true);     // 1 pass: the result is copied back
+  check_sort(distinct_ids(rng, 5000, 0, std::int64_t{1} << 40), std::int64_t{1} << 40, true);  // 5 passes
+  check_sort(distinct_ids(rng, 5000, 0, std::int64_t{1} << 40), std::int64_t{1} << 40, false);
+  // passes whose digit is the same for every id are skipped (here bytes 1 and 2 of the ids)
+  check_sort(distinct_ids(rng, 200, std::int64_t{5} << 24, (std::int64_t{5} << 24) + 256), std::int64_t{1} << 30, true);
+  check_sort(distinct_ids(rng, 200, std::int64_t{5} << 24, (std::int64_t{5} << 24) + 256), std::int64_t{1} << 30,
+             false);
+  // already sorted and reversed input
+  {
+    std::vector<std::int64_t> v(3000);
+    std::iota(v.begin(), v.end(), std::int64_t{100000});
+    check_sort(v, 1 << 20, true);
+    std::reverse(v.begin(), v.end());
+    check_sort(v, 1 << 20, true);
+    check_sort(v, 1 << 20, false);
+  }
+}
+
+// ---- top-k ----------------------------------------------------------------------------------
+
+using Cands = std::vector<hsrgeom::TopKCollector<double>::Cand>;
+
+// Exact top-k of integer points (scores exact in double) by the definition: largest <q, x>
+// first, ties by smaller id.
+std::vector<std::int64_t> reference_topk(const std::vector<double>& q, const std::vector<double>& pts, int d,
+                                         index_t k) {
+  const index_t n = static_cast<index_t>(pts.size()) / d;
+  std::vector<std::pair<double, std::int64_t>> s;
+  for (index_t i = 0; i < n; ++i) {
+    double v = 0;
+    for (int t = 0; t < d; ++t) v += q[t] * pts[i * d + t];
+    s.push_back({-v, i});
+  }
+  std::sort(s.begin(), s.end());
+  std::vector<std::int64_t> ids;
+  for (index_t r = 0; r < std::min(k, n); ++r) ids.push_back(s[r].second);
+  return ids;
+}
+
+std::vector<std::int64_t> ids_of(const Cands& c) {
+  std::vector<std::int64_t> v;
+  for (const auto& x : c) v.push_back(x.id);
+  return v;
+}
+
+// Feeds every point (in the order `order`) with a rounded score and a valid error bound.
+Cands run_topk(const std::vector<double>& q, const std::vector<double>& pts, int d, index_t k,
+               const std::vector<index_t>& order, double err) {
+  hsrgeom::TopKCollector<double> c(q.data(), d, k);
+  for (index_t i : order) {
+    double s = 0;
+    for (int t = 0; t < d; ++t) s += q[t] * pts[i * d + t];
+    c.push(s, err, i, &pts[i * d]);
+  }
+  return c.finish();
+}
+
+void test_topk_random() {
+  std::mt19937_64 rng(11);
+  std::uniform_int_distribution<int> small(-2, 2);  // many ties
+  const int d = 3;
+  const index_t n = 500;
+  std::vector<double> pts(n * d);
+  for (auto& v : pts) v = small(rng);
+  std::vector<index_t> order(n);
+  std::iota(order.begin(), order.end(), index_t{0});
+  for (int rep = 0; rep < 20; ++rep) {
+    std::vector<double> q = {double(small(rng)), double(small(rng)), double(small(rng))};
+    std::shuffle(order.begin(), order.end(), rng);
+    for (index_t k : {index_t{0}, index_t{1}, index_t{7}, index_t{50}, index_t{499}, n}) {
+      // err: a valid bound (the scores are exact here), large enough to keep ties and more alive
+      const Cands best = run_topk(q, pts, d, k, order, rep % 2 ? 0.0 : 0.75);
+      CHECK(ids_of(best) == reference_topk(q, pts, d, k));
+    }
+  }
+}
+
+void test_topk_cases() {
+  {  // k = 0: nothing, and write_topk writes nothing
+    const std::vector<double> q = {1, 0}, pts = {1, 0, 2, 0};
+    const Cands best = run_topk(q, pts, 2, 0, {0, 1}, 0.0);
+    CHECK(best.empty());
+    hsrgeom::write_topk(best, q.data(), 2, 0, 0, nullptr, nullptr);
+  }
+  {  // all points tied: the smallest ids, whatever the push order
+    const index_t n = 300;
+    const std::vector<double> q = {1, 2};
+    std::vector<double> pts(n * 2, 1.0);
+    std::vector<index_t> order(n);
+    std::iota(order.rbegin(), order.rend(), index_t{0});  // n-1 .. 0
+    const Cands best = run_topk(q, pts, 2, 5, order, 1e-12);
+    CHECK((ids_of(best) == std::vector<std::int64_t>{0, 1, 2, 3, 4}));
+  }
+  {  // k = n: every point, best first (values 0, 2, -2, 2)
+    const std::vector<double> q = {1, -1}, pts = {0, 0, 3, 1, 1, 3, 2, 0};
+    const Cands best = run_topk(q, pts, 2, 4, {3, 2, 1, 0}, 0.0);
+    CHECK((ids_of(best) == std::vector<std::int64_t>{1, 3, 0, 2}));
+  }
+  {  // rounded scores equal, exact values not (1 + 2^-60 vs 1): exact arithmetic orders them
+    const std::vector<double> q = {1, 1}, pts = {1, 0, 1, p2(-60), 1, -p2(-60)};
+    const Cands best = run_topk(q, pts, 2, 3, {0, 1, 2}, 1e-15);
+    CHECK((ids_of(best) == std::vector<std::int64_t>{1, 0, 2}));
+  }
+  {  // overflowed scores (inf, NaN from inf - inf, -inf): exact comparisons decide
+    const double h = p2(1000);
+    const std::vector<double> q = {h, h};
+    const std::vector<double> pts = {-h, -h,  // id 0: -2^2001 (score -inf)
+                                     h,  -h,  // id 1: exactly 0 (score NaN)
+                                     h,  h,   // id 2: 2^2001 (score +inf)
+                                     0,  1};  // id 3: 2^1000 (finite score)
+    hsrgeom::TopKCollector<double> c(q.data(), 2, 3);
+    for (index_t i : {0, 1, 2, 3}) {
+      const double s = q[0] * pts[2 * i] + q[1] * pts[2 * i + 1];
+      c.push(s, std::fabs(s) * 1e-15, i, &pts[2 * i]);  // inf/NaN bounds for the overflowed ones
+    }
+    const Cands best = c.finish();
+    CHECK((ids_of(best) == std::vector<std::int64_t>{2, 3, 1}));
+    double scores[3];
+    std::int64_t ids[3];
+    hsrgeom::write_topk(best, q.data(), 2, 0, 3, scores, ids);
+    CHECK(ids[0] == 2 && ids[1] == 3 && ids[2] == 1);
+    CHECK(std::isinf(scores[0]) && scores[0] > 0);
+    CHECK(scores[1] == h);
+    CHECK(std::isnan(scores[2]));
+  }
+  {  // write_topk: fewer candidates than k is an internal error, not garbage
+    const std::vector<double> q = {1, 0}, pts = {1, 0};
+    const Cands best = run_topk(q, pts, 2, 1, {0}, 0.0);
+    double scores[2];
+    std::int64_t ids[2];
+    bool threw = false;
+    try {
+      hsrgeom::write_topk(best, q.data(), 2, 0, 2, scores, ids);
+    } catch (const std::logic_error&) {
+      threw = true;
+    }
+    CHECK(threw);
+  }
+  {  // topk_score: left-to-right float64 sum of rounded products, no fma
+    const double a[] = {1, 1, -1}, x[] = {p2(-60), 1, 1};
+    CHECK(hsrgeom::topk_score(a, x, 3) == 0.0);  // (2^-60 + 1) - 1 rounds to 0
+  }
+}
+
+}  // namespace
+
+int main() {
+  test_exact_sign_known();
+  test_exact_sign_random();
+  test_compare_and_filter();
+  test_orient2d();
+  test_sort_ids();
+  test_topk_random();
+  test_topk_cases();
+  std::printf("test_core: %ld passed, %ld failed\n", g_passed, g_failed);
+  return g_failed ? 1 : 0;
+}
