@@ -1,6 +1,7 @@
-"""The shape of the package: its internal imports form no circle, and hsrgeom.attention is a
-consumer of the public API only."""
+"""The shape of the package: its internal imports form no circle, hsrgeom.attention is a consumer
+of the public API only, and the installed package ships no experiment code."""
 import ast
+import importlib.util
 from pathlib import Path
 
 import hsrgeom
@@ -103,6 +104,12 @@ def test_the_checks_see_the_imports():
     src = ast.parse("def f():\n    from ._structures import BruteForce\n    from . import _core\n")
     targets = {t for _, t, _ in _imports("hsrgeom._base", SOURCE / "_base.py", src, known)}
     assert targets == {"hsrgeom._structures", "hsrgeom._core"}
+
+
+def test_installed_package_has_no_experiments():
+    assert importlib.util.find_spec("hsrgeom.attention.experiments") is None
+    installed = Path(hsrgeom.__file__).parent
+    assert not [p for p in installed.rglob("*") if "experiments" in p.name], "experiment code in the installed package"
 
 
 def test_public_base_class():
