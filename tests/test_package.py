@@ -119,3 +119,28 @@ def test_public_base_class():
     assert all(issubclass(getattr(hsrgeom, n), hsrgeom.Index)
                for n in ("BruteForce", "QuantizedScan", "PartitionTree", "SimplicialPartitionTree",
                          "ConvexLayers", "ConvexLayers3", "ShallowCutting3"))
+
+
+def test_stubs_name_what_the_runtime_has():
+    """Every .pyi beside a module names only what the module has (top-level functions and
+    classes, each class's methods and properties), and __init__.pyi re-exports all of
+    hsrgeom.__all__."""
+    import importlib
+
+    missing = []
+    for stub in sorted(SOURCE.rglob("*.pyi")):
+        name = _module_name(stub)
+        module = importlib.import_module(name)
+        for node in ast.parse(stub.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not hasattr(module, node.name):
+                missing.append(f"{stub.name}: {node.name}")
+            if isinstance(node, ast.ClassDef) and hasattr(module, node.name):
+                cls = getattr(module, node.name)
+                for item in node.body:  # methods and properties (annotated fields are set per instance)
+                    if isinstance(item, ast.FunctionDef) and not item.name.startswith("__") and not hasattr(cls, item.name):
+                        missing.append(f"{stub.name}: {node.name}.{item.name}")
+    init = ast.parse((SOURCE / "__init__.pyi").read_text(encoding="utf-8"))
+    exported = {a.asname or a.name for n in init.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    exported |= {n.name for n in init.body if isinstance(n, ast.FunctionDef)}
+    missing += [f"__init__.pyi: {n}" for n in hsrgeom.__all__ if n not in exported]
+    assert not missing, "stub names the runtime lacks (or misses a public name):\n" + "\n".join(missing)
