@@ -30,7 +30,6 @@ def _fmt_bytes(b):
         b /= 1024
 
 
-
 _NO_STATS = QueryStats._empty()
 _SYNC = ("_rw", "_tls")  # per-object synchronisation state: never copied to another index
 
