@@ -43,15 +43,25 @@ _LAYERS_MAX_N = 2_000_000
 # reach ~400-900 points, the tree answers deeper queries)
 _CUTTING_MAX_OUTPUT = 256
 _TABLE_PEEL = 65  # layers a partial d = 2 peel takes: what the shallow table (64 layers) uses, + 1
-_FULL_PROBE_RATIO = 4  # above 16 x the sample size, a tree predicted within this factor of the scan is timed at n
+_FULL_PROBE_RATIO = 4  # above _FULL_PROBE_ABOVE x the sample size, a tree predicted within this factor of the scan is timed at n
 _PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the scan to be chosen
 _MEASURED_MARGIN = 0.9  # ... or this much, when both were timed on all n points
 _QUANTIZED_MAX_BATCH = 4  # QuantizedScan instead of the scan for batches up to this size ...
-_QUANTIZED_MIN_BYTES = 64 << 20  # ... over at least this many bytes of points
+_QUANTIZED_MIN_BYTES = 64 << 20  # ... over at least this many bytes of points ...
+_QUANTIZED_MIN_D = 32  # ... in at least this many dimensions
 # The pca split is a candidate for 4 <= d <= this only: its build forms the d x d covariance and
 # its eigenvectors and rotates the points, O(n d^2 + d^3) (probing it took 278 s at d = 4096,
 # n = 5000); the widest split stays a candidate at every d.
 _PCA_MAX_D = 64
+_PROBE_QUERIES = 16  # probe queries per batch when batch_size is not given ...
+_PROBE_MAX_QUERIES = 64  # ... and at most this many
+_TILE = 8  # a candidate faster than _TILE_BELOW x a call's fixed cost is timed on its probe
+_TILE_BELOW = 3  # queries repeated _TILE times per call (its work is otherwise lost in noise)
+_GROWTH_MIN = 0.2  # extrapolation exponents are clipped to [_GROWTH_MIN, 1] (no structure is superlinear)
+_FULL_PROBE_ABOVE = 16  # close calls are timed on all n points only for n > this x the sample size
+_MAX_TESTED = 0.5  # a structure is usable only if its probe queries tested less than this share of the points
+# Threads a call uses (as the C++ side decides, common.hpp kParallelWork): work units above this
+_PARALLEL_WORK = 4e6
 # Build cost classes of the candidates (within a class builds are < 2x apart): the scan, then
 # trees and ShallowCutting3 (1, the default), then convex layers
 _BUILD_CLASS = {BruteForce: 0, ConvexLayers: 2, ConvexLayers3: 2}
@@ -115,8 +125,8 @@ def _speedup(cls, n, d, m):
 
     t = get_num_threads()
     if cls is BruteForce:
-        return t if n * m * d >= 4e6 else 1
-    return min(t, m) if m * (64 * d + 4 * d * np.sqrt(n)) >= 4e6 else 1
+        return t if n * m * d >= _PARALLEL_WORK else 1
+    return min(t, m) if m * (64 * d + 4 * d * np.sqrt(n)) >= _PARALLEL_WORK else 1
 
 
 def _choose(pts, batch_size, output_size, params):
@@ -134,7 +144,7 @@ def _choose(pts, batch_size, output_size, params):
     sample = pts[np.sort(rng.choice(n, size=_PROBE_N, replace=False))] if n > _PROBE_N else pts
     small = sample[::4]
     s = len(sample)
-    m = int(min(max(batch_size or 16, 1), 64))
+    m = int(min(max(batch_size or _PROBE_QUERIES, 1), _PROBE_MAX_QUERIES))
     a = _probe_normals(sample, m, rng)
     if output_size is None:
         frac, lo, hi = _DEFAULT_OUTPUT
@@ -167,7 +177,7 @@ def _choose(pts, batch_size, output_size, params):
     # difference of noisy times, and so is the growth between sample and quarter sample
     # (ConvexLayers at 10^6 uniform points: 0.04 us of work beside 0.08 us of overhead; one
     # noisy probe extrapolated it as n^0.6 and auto took a tree 5x slower)
-    tile = 8
+    tile = _TILE
     a8, b8, b8_small = np.tile(a, (tile, 1)), np.tile(b, tile), np.tile(b_small, tile)
     overhead8 = None
     predicted, tested, shown = {}, {}, []
@@ -175,7 +185,7 @@ def _choose(pts, batch_size, output_size, params):
         idx, idx_small = cls._from_valid(sample, **prm), cls._from_valid(small, **prm)
         t, ovh = _time_queries(idx, a, b), overhead
         tested[name] = idx.stats.points_tested.mean() / s
-        if t < 3 * overhead:
+        if t < _TILE_BELOW * overhead:
             if overhead8 is None:
                 overhead8 = _time_queries(BruteForce._from_valid(sample[:1]), a8, b8)
             t, ovh = _time_queries(idx, a8, b8), overhead8
@@ -185,7 +195,7 @@ def _choose(pts, batch_size, output_size, params):
         work, work_small = max(t - ovh, 1e-9), max(t_small - ovh, 1e-9)
         # a scan's work is exactly linear in n; on a small sample its fixed costs make it look
         # sublinear, which would favour it wrongly when extrapolated
-        growth = 1.0 if cls is BruteForce else float(np.clip(np.log(work / work_small) / np.log(4), 0.2, 1.0))
+        growth = 1.0 if cls is BruteForce else float(np.clip(np.log(work / work_small) / np.log(4), _GROWTH_MIN, 1.0))
         predicted[name] = overhead + work * (n / s) ** growth / _speedup(cls, n, d, batch_size or m)
         shown.append(f"{name} {predicted[name] * 1e3:.3g} ms (~n^{growth:.2f})")
     reason = (
@@ -200,7 +210,7 @@ def _choose(pts, batch_size, output_size, params):
     # cached sample (docs/performance.md). The tree is built on all n points (kept if chosen) and
     # timed against the scan on the same queries.
     trees = [k for k, c, _ in candidates if c is PartitionTree]
-    if n > 16 * s and trees:
+    if n > _FULL_PROBE_ABOVE * s and trees:
         tree = min(trees, key=predicted.get)
         ratio = predicted[tree] / predicted["brute_force"]
         if 1 / _FULL_PROBE_RATIO < ratio < _FULL_PROBE_RATIO:
@@ -215,7 +225,7 @@ def _choose(pts, batch_size, output_size, params):
             reason += (f"; close call at n={n}: {tree} built on all points and timed against the scan "
                        f"({predicted[tree] * 1e3:.3g} vs {predicted['brute_force'] * 1e3:.3g} ms per query)")
     # a timing spike must not pick a tree that prunes nothing: it must also skip half the points
-    usable = [k for k, _, _ in candidates if tested[k] < 0.5 or k == "brute_force"]
+    usable = [k for k, _, _ in candidates if tested[k] < _MAX_TESTED or k == "brute_force"]
     best = min(predicted[k] for k in usable)
     # candidates are listed by build cost: take the cheapest to build that is within the margin
     # of the fastest (the scan unless a structure is clearly faster); among those whose builds
@@ -235,7 +245,7 @@ def _choose(pts, batch_size, output_size, params):
     # QuantizedScan reads 1 byte per coordinate instead of 4-8. Measured at n = 10^6, d = 128,
     # float32: 1.7x (1 query), 2.1x (2), 1.4x (4), 1.0x (8) faster than BruteForce.
     if (cls is BruteForce and not params and batch_size is not None and batch_size <= _QUANTIZED_MAX_BATCH
-            and d >= 32 and pts.nbytes >= _QUANTIZED_MIN_BYTES):
+            and d >= _QUANTIZED_MIN_D and pts.nbytes >= _QUANTIZED_MIN_BYTES):
         cls, prm = QuantizedScan, {}
         reason += (f"; then quantized_scan instead: batches of {batch_size} <= {_QUANTIZED_MAX_BATCH} queries "
                    f"over {pts.nbytes / 2**20:.0f} MiB of points (>= {_QUANTIZED_MIN_BYTES >> 20} MiB) are "
