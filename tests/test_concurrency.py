@@ -253,7 +253,7 @@ def test_stats_are_per_thread():
 
 
 def test_lock_reentrant_and_writer_preferring():
-    from hsrgeom._dynamic import RWLock
+    from hsrgeom._sync import RWLock
 
     lock = RWLock()
     with lock.read:

@@ -69,7 +69,7 @@ def rejects(tmp_path, data, match=None, name="crafted.hsr"):
         hsrgeom.load(path)
     assert str(path) in str(err.value)
     with pytest.raises(ValueError, match=match):
-        hsrgeom._index._from_bytes(data)
+        hsrgeom._structures._from_bytes(data)
     try:  # unpickled as the class the header names, where it names one
         cls = getattr(hsrgeom, unpack(data)[1]["class"])
     except Exception:  # noqa: BLE001 - any malformed header
@@ -177,7 +177,7 @@ def test_truncated_at_every_offset(small_file, tmp_path):
         with pytest.raises(ValueError):
             hsrgeom.load(path)
         with pytest.raises(ValueError):
-            hsrgeom._index._from_bytes(small_file[:k])
+            hsrgeom._structures._from_bytes(small_file[:k])
 
 
 def test_bit_flips(small_file):
@@ -186,7 +186,7 @@ def test_bit_flips(small_file):
             bad = bytearray(small_file)
             bad[i] ^= bit
             with pytest.raises(ValueError):
-                hsrgeom._index._from_bytes(bytes(bad))
+                hsrgeom._structures._from_bytes(bytes(bad))
 
 
 def test_trailing_data(small_file, tmp_path):
@@ -277,15 +277,15 @@ def test_next_id_backed_by_values_is_trusted(monkeypatch):
     monkeypatch.setattr(_format, "MAX_UNBACKED_IDS", 4096)
     big = _format.MAX_UNBACKED_IDS + 1
     with pytest.raises(ValueError, match="next_id"):  # without values
-        hsrgeom._index._from_bytes(crafted(points=np.zeros((0, 2)), next_id=big))
+        hsrgeom._structures._from_bytes(crafted(points=np.zeros((0, 2)), next_id=big))
     index = hsrgeom.BruteForce(np.zeros((1, 2))).attach_values(np.zeros(1, dtype=np.float32))
     _, h, payload = unpack(index.to_bytes())
     h["next_id"] = big
-    ok = hsrgeom._index._from_bytes(pack(h, payload[:24] + np.zeros(big, dtype=np.float32).tobytes()))
+    ok = hsrgeom._structures._from_bytes(pack(h, payload[:24] + np.zeros(big, dtype=np.float32).tobytes()))
     assert ok.insert(np.zeros((1, 2)), np.float32([1.0]))[0] == big
     h["next_id"] = 3  # value rows must match next_id
     with pytest.raises(ValueError, match="imply"):
-        hsrgeom._index._from_bytes(pack(h, payload[:24] + np.zeros(2, dtype=np.float32).tobytes()))
+        hsrgeom._structures._from_bytes(pack(h, payload[:24] + np.zeros(2, dtype=np.float32).tobytes()))
 
 
 # ---- item 14: sizes from the header or the state ----------------------------------------------------

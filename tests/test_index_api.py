@@ -108,10 +108,10 @@ def test_auto_times_close_calls_on_all_points(monkeypatch):
     """Far above its sample size, auto builds the most promising tree on all n points and times
     it against the scan when their predictions are close (here forced: a tiny sample, any
     ratio), and keeps that tree when it wins; the index answers exactly either way."""
-    from hsrgeom import _index
+    from hsrgeom import _auto
 
-    monkeypatch.setattr(_index, "_PROBE_N", 1000)
-    monkeypatch.setattr(_index, "_FULL_PROBE_RATIO", np.inf)
+    monkeypatch.setattr(_auto, "_PROBE_N", 1000)
+    monkeypatch.setattr(_auto, "_FULL_PROBE_RATIO", np.inf)
     rng = np.random.default_rng(7)
     for x in (rng.random((40_000, 4)), rng.standard_normal((40_000, 16)).astype(np.float32)):
         idx = hsrgeom.build_index(x, output_size=50)
@@ -142,7 +142,7 @@ def test_auto_considers_convex_layers_only_in_the_plane_and_space():
 def test_auto_peels_only_the_table_layers_above_its_full_peel_limit(monkeypatch, rng):
     # Above _LAYERS_MAX_N (2 * 10^6; lowered here) a full peel takes minutes: "auto" probes and
     # builds ConvexLayers(max_layers=65), and never ConvexLayers3.
-    monkeypatch.setattr(hsrgeom._index, "_LAYERS_MAX_N", 5000)
+    monkeypatch.setattr(hsrgeom._auto, "_LAYERS_MAX_N", 5000)
     pts = rng.random((20000, 2))
     index = hsrgeom.build_index(pts, batch_size=200, output_size=20)
     assert "convex_layers(max_layers=65)" in index.reason

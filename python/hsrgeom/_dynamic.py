@@ -12,111 +12,18 @@ next ids in order, and a removed id is never reused.
 """
 from __future__ import annotations
 
-import threading
-from threading import get_ident
-
 import numpy as np
 
+from ._results import HalfspaceResult, _sums_from_report
+
 TAIL = 256  # unindexed points scanned by a brute-force block rebuilt on demand
-
-
-class RWLock:
-    """Readers-writer lock of one index: reads run concurrently, a write runs alone.
-
-    Writer-preferring: once a writer waits, new readers wait behind it, so a stream of readers
-    cannot starve writers. Reentrant per thread: a thread holding the lock (read or write) may
-    take it again for reading, and a writer again for writing (public methods call one
-    another); a reader asking to write raises RuntimeError instead of deadlocking.
-    ``acquire_read``/``release_read`` and ``acquire_write``/``release_write`` in pairs, or
-    ``with lock.read:`` and ``with lock.write:``.
-    """
-
-    __slots__ = ("_mutex", "_cond", "_readers", "_writer", "_depth", "_waiting", "read", "write")
-
-    def __init__(self):
-        self._mutex = threading.Lock()  # guards the fields below (taken directly: cheaper than the Condition's)
-        self._cond = threading.Condition(self._mutex)
-        self._readers = {}  # thread id -> how many times it holds the read lock
-        self._writer = None  # thread id holding the write lock
-        self._depth = 0  # holds of the writer (write and read)
-        self._waiting = 0  # writers waiting
-        self.read = _Side(self.acquire_read, self.release_read)
-        self.write = _Side(self.acquire_write, self.release_write)
-
-    def acquire_read(self):
-        me = get_ident()
-        with self._mutex:
-            if self._writer == me:
-                self._depth += 1
-                return
-            held = self._readers.get(me)
-            if held is None:
-                while self._writer is not None or self._waiting:
-                    self._cond.wait()
-                held = 0
-            self._readers[me] = held + 1
-
-    def release_read(self):
-        me = get_ident()
-        with self._mutex:
-            if self._writer == me:
-                self._depth -= 1
-                return
-            held = self._readers[me] - 1
-            if held:
-                self._readers[me] = held
-            else:
-                del self._readers[me]
-                if not self._readers and self._waiting:
-                    self._cond.notify_all()
-
-    def acquire_write(self):
-        me = get_ident()
-        with self._mutex:
-            if self._writer == me:
-                self._depth += 1
-                return
-            if me in self._readers:
-                raise RuntimeError("an index cannot be modified from inside one of its own read operations")
-            self._waiting += 1
-            try:
-                while self._writer is not None or self._readers:
-                    self._cond.wait()
-            except BaseException:  # e.g. KeyboardInterrupt: release the readers it held back
-                self._waiting -= 1
-                self._cond.notify_all()
-                raise
-            self._waiting -= 1
-            self._writer, self._depth = me, 1
-
-    def release_write(self):
-        with self._mutex:
-            self._depth -= 1
-            if self._depth == 0:
-                self._writer = None
-                self._cond.notify_all()
-
-
-class _Side:
-    """One side of an RWLock as a context manager."""
-
-    __slots__ = ("_acquire", "_release")
-
-    def __init__(self, acquire, release):
-        self._acquire, self._release = acquire, release
-
-    def __enter__(self):
-        self._acquire()
-
-    def __exit__(self, *exc):
-        self._release()
 
 
 class Block:
     __slots__ = ("index", "gids", "removed")
 
     def __init__(self, index, gids):
-        self.index = index  # a static _Index of local ids 0..len(gids)-1
+        self.index = index  # a static Index of local ids 0..len(gids)-1
         self.gids = gids  # int64, ascending: local -> global id
         self.removed = 0
 
@@ -126,11 +33,14 @@ class Block:
 
 
 class DynamicState:
-    """Blocks, tail and tombstones of one index. ``build(points)`` builds a static block."""
+    """Blocks, tail and tombstones of one index. ``build(points)`` builds a static block (of the
+    index's kind and parameters), ``scan(points)`` an exact scan (the tail, top-k re-ranking):
+    the caller gives both, so this module depends on no index class."""
 
-    def __init__(self, build, first, ids, next_id):
+    def __init__(self, build, scan, first, ids, next_id):
         """``first``: a static index holding the points with global ids ``ids`` (ascending)."""
         self.build = build
+        self.scan = scan
         self.on_build = None  # called as on_build(index, gids) for every new block
         self.d = first.d
         self.dtype = first.dtype
@@ -166,9 +76,7 @@ class DynamicState:
         out = [(b.index, b.gids) for b in self.blocks]
         if len(self.tail_ids):
             if self._tail_index is None:
-                from ._index import BruteForce
-
-                self._tail_index = BruteForce._from_valid(self.tail_pts)
+                self._tail_index = self.scan(self.tail_pts)
             out.append((self._tail_index, self.tail_ids))
         return out
 
@@ -276,17 +184,14 @@ class DynamicState:
         else:
             q = g = np.zeros(0, dtype=np.int64)
             s = np.zeros(0) if scores else None
-        lims = np.zeros(m + 1, dtype=np.int64)
-        np.cumsum(np.bincount(q, minlength=m), out=lims[1:])
+        lims = HalfspaceResult.from_rows(q, g, m).lims
         return lims, g, s, _sum_stats(stats, m, reported=np.diff(lims))
 
     def sum(self, a, b, values, power, shift, n_threads, node_sums=False):
-        """(counts, weights, sums, stats dict) of _Index.sum, added over the parts. A part whose
+        """(counts, weights, sums, stats dict) of Index.sum, added over the parts. A part whose
         ids are consecutive and all alive (every part of an append-only index) sums natively
         over its rows of ``values`` (with its node sums when ``node_sums``: the values are the
         index's attached ones); any other part sums over its report."""
-        from ._index import _sums_from_report
-
         m = len(a)
         counts = np.zeros(m, dtype=np.int64)
         weights = np.zeros(m)
@@ -300,9 +205,8 @@ class DynamicState:
                 lims, ids, sc, st = index._impl.report(a, b, n_threads, True, False)
                 keep = live[ids]
                 rows = np.repeat(np.arange(m, dtype=np.int64), np.diff(lims))[keep]
-                part_lims = np.zeros(m + 1, dtype=np.int64)
-                np.cumsum(np.bincount(rows, minlength=m), out=part_lims[1:])
-                c, w, s = _sums_from_report(part_lims, gids[ids[keep]], sc[keep], values, power, shift, n_threads)
+                part = HalfspaceResult.from_rows(rows, gids[ids[keep]], m, sc[keep])
+                c, w, s = _sums_from_report(part.lims, part.ids, part.scores, values, power, shift, n_threads)
             counts += c
             weights += w
             sums += s
@@ -312,8 +216,6 @@ class DynamicState:
     def topk(self, q, k, n_threads):
         """Exact top-k merged over the parts: each part gives its top (k + removed) live
         candidates; the union is ranked again by an exact BruteForce over the candidates."""
-        from ._index import BruteForce
-
         m = len(q)
         if k == 0:  # nothing to rank (also when every point was removed: there are no parts)
             return np.zeros((m, 0)), np.zeros((m, 0), dtype=np.int64), _sum_stats([], m, reported=np.zeros(m))
@@ -333,7 +235,7 @@ class DynamicState:
         for j in range(m):
             g = np.concatenate(cand_ids[j])
             order = np.argsort(g)  # local order == global order, so ties go to the smaller id
-            rerank = BruteForce._from_valid(np.ascontiguousarray(np.concatenate(cand_pts[j])[order]))
+            rerank = self.scan(np.ascontiguousarray(np.concatenate(cand_pts[j])[order]))
             s, loc = rerank._impl.topk(q[j : j + 1], k, 1)[:2]
             out_s[j], out_i[j] = s[0], g[order][loc[0]]
         return out_s, out_i, _sum_stats(stats, m, reported=np.full(m, k))

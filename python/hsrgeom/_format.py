@@ -277,82 +277,34 @@ def _read(reader, structures, expected=None):
     return index
 
 
-def _structures():
-    from ._index import _STRUCTURES  # lazily: _index imports this module
-
-    return _STRUCTURES
-
-
-def from_bytes(data, expected=None, source="hsrgeom data"):
-    """The index held by ``data`` (bytes-like, in the format of :func:`to_bytes`); with
-    ``expected``, the class it must hold. Raises ValueError naming ``source`` and the field."""
+def from_bytes(data, structures, expected=None, source="hsrgeom data"):
+    """The index held by ``data`` (bytes-like, in the format of :func:`to_bytes`), of one of the
+    classes ``structures``; with ``expected``, the class it must hold. Raises ValueError naming
+    ``source`` and the field."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         _fail(source, f"must be bytes, got {type(data).__name__}")
     buf = memoryview(data)
     buf = buf.cast("B") if buf.c_contiguous else memoryview(buf.tobytes())
-    return _read(_Reader(source, buf=buf, size=len(buf)), _structures(), expected)
+    return _read(_Reader(source, buf=buf, size=len(buf)), structures, expected)
 
 
-def load(path):
-    """Read an index written by ``index.save(path)``.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A file written by :meth:`save` (a pipe works too: it is read up to the checksum).
-
-    Returns
-    -------
-    The index, of the class that was saved, with its ids, parameters and attached values.
-
-    Raises
-    ------
-    ValueError
-        For any file that is not exactly what ``save`` writes: the message names the path and
-        the field. OSError for a path that cannot be opened (missing, a directory).
-
-    Notes
-    -----
-    Every file is checked before it is trusted, like the constructor checks its arguments, so
-    a truncated, corrupted or crafted file never crashes, hangs or answers wrongly, and no size
-    read from it is used before it was checked against the file:
-
-    - magic, format version (1 or 2), and a header length of at most 1 MiB that fits in the
-      file are checked before the header is read;
-    - the header is JSON of nesting depth at most 8 with exactly the writer's keys: a known
-      class, dtype float32 or float64, integers n >= 0, d >= 1, next_id >= n, params with
-      exactly the class's parameter names, whose values the build checks as the constructor
-      does (build-time options such as ``n_threads`` are never stored);
-    - the sizes the header implies must match the file exactly before the payload is read; a
-      stream of unknown size (a pipe) is read in bounded chunks and must end right after the
-      checksum (trailing data is an error); the sha256 checksum must match;
-    - points must be finite; ids unique, ascending and in [0, next_id); next_id is trusted
-      only where the payload holds its value rows, otherwise it is at most
-      ``max(1024 n, 2**26)`` (an index keeps one byte per id ever given, removed ones
-      included: a file of an index that gave more ids than that and kept fewer than 1/1024 of
-      them is refused).
-
-    Unpickling an index runs the same checks, and also checks that the state is a dict
-    ``{"hsrgeom": bytes}`` holding the class being unpickled.
-    """
+def load(path, structures):
+    """The index in the file ``path``, of one of the classes ``structures`` (the checks are
+    listed in :func:`hsrgeom.load`)."""
     source = f"file descriptor {path}" if isinstance(path, int) else os.fspath(path)
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
         if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(f"hsrgeom: cannot read {source}: is a directory")
         size = st.st_size if stat.S_ISREG(st.st_mode) else None
-        return _read(_Reader(source, f=f, size=size), _structures())
+        return _read(_Reader(source, f=f, size=size), structures)
 
 
-def set_state(index, state):
-    """Unpickling: replace the contents of ``index`` by the index in ``state`` (which
-    ``__getstate__`` made: ``{"hsrgeom": bytes}``, checked like a file)."""
-    source = f"pickled {type(index).__name__} state"
+def from_state(state, cls, structures):
+    """Unpickling: the index of class ``cls`` in ``state`` (which ``__getstate__`` made:
+    ``{"hsrgeom": bytes}``, checked like a file)."""
+    source = f"pickled {cls.__name__} state"
     if type(state) is not dict or set(state) != {"hsrgeom"}:
         keys = sorted(map(str, state))[:10] if isinstance(state, dict) else type(state).__name__
         _fail(source, f"must be a dict with the one key 'hsrgeom', got {keys}")
-    other = from_bytes(state["hsrgeom"], expected=type(index), source=source)
-    from ._index import _SYNC  # lazily: _index imports this module
-
-    index.__dict__.update({k: v for k, v in other.__dict__.items() if k not in _SYNC})
-    index._hook_values()  # the hook of `other` would write to its buffer, not this one
+    return from_bytes(state["hsrgeom"], structures, expected=cls, source=source)

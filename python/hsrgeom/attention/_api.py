@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import HalfspaceResult
 from . import _inputs as I
 from ._sparse import HeadKeys, ScaledRows, finish_rows, log2_max_norm, max_norm, score_slack, weighted_rows
 
@@ -83,15 +84,13 @@ def _head_relu(Qg, K, V, hk, limit, scale, bias_rows, alpha):
 def _trim_top(lims, ids, dots, r):
     """Keep the r entries of each CSR row with the largest dots (ties: smaller id)."""
     m = len(lims) - 1
-    rows = np.repeat(np.arange(m), np.diff(lims))
+    rows = HalfspaceResult(lims, ids).rows()
     order = np.lexsort((ids, -dots, rows))
     rank = np.arange(len(rows)) - lims[rows]
     keep = order[rank < r]
     keep.sort()
-    rows, ids, dots = rows[keep], ids[keep], dots[keep]
-    lims = np.zeros(m + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=m), out=lims[1:])
-    return lims, ids, dots
+    res = HalfspaceResult.from_rows(rows[keep], ids[keep], m, dots[keep])
+    return res.lims, res.ids, res.scores
 
 
 def _head_softmax(Qg, K, V, hk, limit, scale, top_r, thr_rows, vmax):

@@ -5,9 +5,20 @@ import numbers
 
 import numpy as np
 
-from .._validate import _as_array, _check_finite
-
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _as_array(x, name):
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # noqa: BLE001 - anything numpy can't take
+        raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
+
+
+def _check_finite(arr, name):
+    if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)})")
 
 
 def tensor(x, name, ndim=4):

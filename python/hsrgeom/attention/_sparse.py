@@ -2,14 +2,14 @@
 then the weighted sums over the reported entries only.
 
 Everything here goes through the public index API (``build_index``, ``report``, ``topk``,
-``insert``); nothing reaches into the C++ core.
+``insert``, ``sum``, :class:`~hsrgeom.HalfspaceResult` and :func:`~hsrgeom.gather_weighted_sum`);
+nothing reaches into the C++ core or a private module of hsrgeom.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .. import _core
-from .._index import build_index
+from .. import HalfspaceResult, build_index, gather_weighted_sum
 
 _U64 = np.finfo(np.float64).eps / 2
 # Query rows whose ||q|| max||k|| is within 2^+-_SAFE_LOG2 are queried as given; others are
@@ -261,11 +261,12 @@ class HeadKeys:
                 num[full] += res.sums
             if len(part):
                 lims, ids, dots = self.report(Q[part], t_in[part], limit[part], blocks=[(s, idx)])
-                rows = np.repeat(np.arange(len(part)), np.diff(lims))
+                res = HalfspaceResult(lims, ids, dots)
+                rows = res.rows()
                 w = np.maximum(dots - t[part][rows], 0.0) ** alpha
-                entries[part] += np.diff(lims)
+                entries[part] += res.counts
                 den[part] += np.bincount(rows, weights=w, minlength=len(part))
-                num[part] += _core.gather_weighted_sum(Vc, lims, ids, w)
+                num[part] += res.weighted_sum(Vc, w)
         return entries, den, num
 
     def topk(self, Q, r, K, limit=None):
@@ -298,7 +299,7 @@ class HeadKeys:
         rows, ids, sc = np.concatenate(rows_all), np.concatenate(ids_all), np.concatenate(sc_all)
         order = np.lexsort((ids, -sc, rows))
         rows, ids, sc = rows[order], ids[order], sc[order]
-        lims = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=m))])
+        lims = HalfspaceResult.from_rows(rows, ids, m).lims
         rank = np.arange(len(rows)) - lims[rows]
         keep = rank < r
         rows, ids, sc = rows[keep], ids[keep], sc[keep]
@@ -316,9 +317,7 @@ def _csr(m, rows_list, ids_list, dots_list):
     if len(rows_list) > 1:
         order = np.argsort(rows, kind="stable")  # blocks came in ascending order: ids stay sorted
         rows, ids, dots = rows[order], ids[order], dots[order]
-    lims = np.zeros(m + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=m), out=lims[1:])
-    return lims, ids, dots
+    return HalfspaceResult.from_rows(rows, ids, m).lims, ids, dots
 
 
 def gather_sums(V, lims, ids, w):
@@ -330,7 +329,7 @@ def gather_sums(V, lims, ids, w):
     lims = np.ascontiguousarray(lims, dtype=np.int64)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     w = np.ascontiguousarray(w, dtype=np.float64)
-    num = _core.gather_weighted_sum(V, lims, ids, w)
+    num = gather_weighted_sum(V, lims, ids, w)
     vexp = np.zeros(num.shape, dtype=np.int64)
     bad = ~np.isfinite(num)
     if bad.any():
@@ -340,7 +339,7 @@ def gather_sums(V, lims, ids, w):
         cnt = np.diff(lims)[rows]
         sub = np.concatenate([[0], np.cumsum(cnt)])
         take = np.concatenate([np.arange(lims[r], lims[r + 1]) for r in rows])
-        redo = _core.gather_weighted_sum(Vs, sub, ids[take], w[take])
+        redo = gather_weighted_sum(Vs, sub, ids[take], w[take])
         fix = bad[np.ix_(rows, cols)]
         blk = num[np.ix_(rows, cols)]
         eblk = vexp[np.ix_(rows, cols)]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _common as C
-from ._common import log
+import _common as C
+from _common import log
 
 CACHE_DIR = Path.home() / ".cache" / "hsrgeom-llm"
 
@@ -45,7 +45,7 @@ def add_arguments(parser, name):
 
 
 def run(args, name, argv):
-    from . import _llm_model as M
+    import _llm_model as M
     M.require()
     if args.quick:
         if name == "softmax-llm":
@@ -61,7 +61,7 @@ def run(args, name, argv):
 
 def _capture(args):
     """{layer: dict(q, k, v, out, scale, softcap)} for the full-attention layers, cached under CACHE_DIR."""
-    from . import _llm_model as M
+    import _llm_model as M
     t = time.perf_counter()
     model, tok = M.load_model(args.threads)
     load_s = time.perf_counter() - t
@@ -291,7 +291,7 @@ def _decode(model, cache, logits, steps, forced=None):
     Feeds ``forced[t]`` if given (teacher forcing), else the greedy token. Returns the greedy
     tokens (argmax at each position), the log-probs of the fed tokens, the log-prob margin
     between the top two tokens at each position, and the wall time."""
-    from . import _llm_model as M
+    import _llm_model as M
     toks, lps, margins = [], [], []
     t = time.perf_counter()
     for s in range(steps):
@@ -309,7 +309,7 @@ def _decode(model, cache, logits, steps, forced=None):
 
 
 def generate_llm(args, name, argv):
-    from . import _llm_model as M
+    import _llm_model as M
     t_all = time.perf_counter()
     model, tok = M.load_model(args.threads)
     load_s = time.perf_counter() - t_all

@@ -12,7 +12,7 @@ import numpy as np
 
 
 def docs_dir(args) -> Path:
-    """Where results go: --out, else the repository's docs/ (next to python/), else ./docs."""
+    """Where results go: --out, else the repository's docs/ (above benchmarks/), else ./docs."""
     if getattr(args, "out", None):
         return Path(args.out)
     here = Path(__file__).resolve()
@@ -83,7 +83,7 @@ def machine() -> str:
 
 
 def command(name, argv) -> str:
-    return "python -m hsrgeom.attention.experiments " + " ".join([name, *argv])
+    return "python benchmarks/attention/run.py " + " ".join([name, *argv])
 
 
 def write_section(args, name: str, title: str, body: str, argv=(), key=None) -> Path:

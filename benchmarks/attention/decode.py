@@ -25,8 +25,9 @@ import time
 
 import numpy as np
 
-from .. import DecodeCache, relu_attention
-from ._common import best_blas_time, best_time, fit_exponent, log, savefig, table, write_section
+from _common import best_blas_time, best_time, fit_exponent, log, savefig, table, write_section
+
+from hsrgeom.attention import DecodeCache, relu_attention
 
 CASES = {"gaussian-4": ("gaussian", 4), "gaussian-8": ("gaussian", 8), "gaussian-16": ("gaussian", 16),
          "gaussian-64": ("gaussian", 64), "gaussian-128": ("gaussian", 128), "clustered-16": ("clustered", 16),

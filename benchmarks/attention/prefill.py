@@ -18,9 +18,10 @@ import time
 
 import numpy as np
 
-from .. import prefill
-from ._common import best_blas_time, best_time, fit_exponent, log, savefig, table, write_section
-from .decode import CASES, make_keys, parse_cases
+from _common import best_blas_time, best_time, fit_exponent, log, savefig, table, write_section
+from decode import CASES, make_keys, parse_cases
+
+from hsrgeom.attention import prefill
 
 
 def add_arguments(parser, name):

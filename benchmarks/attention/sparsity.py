@@ -18,8 +18,9 @@ import time
 
 import numpy as np
 
-from .. import relu_attention
-from ._common import fit_exponent, log, savefig, table, write_section
+from _common import fit_exponent, log, savefig, table, write_section
+
+from hsrgeom.attention import relu_attention
 
 
 def add_arguments(parser, name):
@@ -85,7 +86,7 @@ def run(args, name, argv):
     body = f"""
 Model: q, k ~ N(0, σ²I) with σ = {sigma}, d = {d}, {m} query rows, scale 1/√d, bias
 b = σ_a·√(0.4 ln n) with σ_a = σ² (the score's standard deviation; see the module docstring of
-`hsrgeom.attention.experiments.sparsity` for why this is the least favourable choice the
+`benchmarks/attention/sparsity.py` for why this is the least favourable choice the
 paper's argument allows). Non-zeros are counted by a dense float64 scan; "HSR = dense" says
 whether the entries `relu_attention` found by half-space reporting are exactly those.
 

@@ -1,9 +1,18 @@
-"""``python -m hsrgeom.attention.experiments <name> [options]``; ``--help`` lists the experiments."""
+"""The paper's claims about hsrgeom.attention, measured: ``python benchmarks/attention/run.py <name>``.
+
+Each experiment prints its table and rewrites its own section of ``docs/attention.md`` (between
+``<!-- begin:<name> -->`` and ``<!-- end:<name> -->``) and its plots under ``docs/img/``, so the
+document is regenerated one experiment at a time. Run ``--help`` for the list and options.
+(Not part of the installed package: these scripts need the source tree, and torch for the LLM ones.)
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the experiment modules beside this script
 
 # name -> (module, one-line description)
 EXPERIMENTS = {
@@ -23,8 +32,8 @@ def main(argv=None):
             print(f"  {name:14s} {text}")
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     name = argv[0]
-    module = importlib.import_module(f"{__package__}.{EXPERIMENTS[name][0]}")
-    parser = argparse.ArgumentParser(prog=f"python -m hsrgeom.attention.experiments {name}",
+    module = importlib.import_module(EXPERIMENTS[name][0])  # a module beside this script
+    parser = argparse.ArgumentParser(prog=f"python benchmarks/attention/run.py {name}",
                                      description=EXPERIMENTS[name][1], conflict_handler="resolve")
     parser.add_argument("--out", help="docs directory to write (default: the repository's docs/)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run; writes nothing")

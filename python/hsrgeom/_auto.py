@@ -1,0 +1,329 @@
+"""``build_index``: builds the structure asked for, or ("auto") times candidate structures on
+a sample of the points and builds the one predicted fastest for the caller's workload.
+
+Every tuning constant of the choice is in the block below, with what it trades off; the
+measurements behind them are in docs/performance.md.
+"""
+from __future__ import annotations
+
+import inspect
+import sys
+
+import numpy as np
+
+from . import _core
+from . import _validate as V
+from ._structures import (
+    STRUCTURES,
+    BruteForce,
+    ConvexLayers,
+    ConvexLayers3,
+    PartitionTree,
+    QuantizedScan,
+    ShallowCutting3,
+)
+
+# ---- tuning of "auto" (every constant of the choice) ---------------------------------------------
+# Which candidates: the scan always; partition trees (split widest, and pca for
+# 4 <= d <= _PCA_MAX_D); for d = 2 convex layers (a partial peel above _LAYERS_MAX_N); for d = 3
+# ShallowCutting3 (outputs <= _CUTTING_MAX_OUTPUT) and convex layers (n <= _LAYERS_MAX_N).
+# How they are timed: a sample of _PROBE_N points and a quarter of it, probe queries reporting
+# the caller's share of the points (at least _PROBE_MIN_OUTPUT). How one is chosen: within
+# _PROBE_MARGIN (or _MEASURED_MARGIN when timed on all n) of the fastest, the cheapest to build
+# (_BUILD_CLASS); then QuantizedScan instead of the scan for small batches over large points.
+_SMALL_N = 4096  # below this a scan is as fast as any traversal
+_PROBE_N = 50_000  # sample size of the probe
+_PROBE_MIN_OUTPUT = 16  # points reported by a probe query at least
+_DEFAULT_OUTPUT = (1e-3, 100, 1000)  # no output_size: 0.1 % of n, clipped to [100, 1000] points
+# Convex layers build superlinearly (measured: 3 s / 15 s at n = 10^6, 81 s / 370 s at 10^7 for
+# d = 2 / 3), so "auto" peels them completely only up to this n; above it, d = 2 peels the
+# layers its shallow table uses (12 s at 10^7) and d = 3 is not a candidate.
+_LAYERS_MAX_N = 2_000_000
+# ShallowCutting3 is a d = 3 candidate for outputs up to this many points (its default levels
+# reach ~400-900 points, the tree answers deeper queries)
+_CUTTING_MAX_OUTPUT = 256
+_TABLE_PEEL = 65  # layers a partial d = 2 peel takes: what the shallow table (64 layers) uses, + 1
+_FULL_PROBE_RATIO = 4  # above _FULL_PROBE_ABOVE x the sample size, a tree predicted within this factor of the scan is timed at n
+_PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the scan to be chosen
+_MEASURED_MARGIN = 0.9  # ... or this much, when both were timed on all n points
+_QUANTIZED_MAX_BATCH = 4  # QuantizedScan instead of the scan for batches up to this size ...
+_QUANTIZED_MIN_BYTES = 64 << 20  # ... over at least this many bytes of points ...
+_QUANTIZED_MIN_D = 32  # ... in at least this many dimensions
+# The pca split is a candidate for 4 <= d <= this only: its build forms the d x d covariance and
+# its eigenvectors and rotates the points, O(n d^2 + d^3) (probing it took 278 s at d = 4096,
+# n = 5000); the widest split stays a candidate at every d.
+_PCA_MAX_D = 64
+_PROBE_QUERIES = 16  # probe queries per batch when batch_size is not given ...
+_PROBE_MAX_QUERIES = 64  # ... and at most this many
+_TILE = 8  # a candidate faster than _TILE_BELOW x a call's fixed cost is timed on its probe
+_TILE_BELOW = 3  # queries repeated _TILE times per call (its work is otherwise lost in noise)
+_GROWTH_MIN = 0.2  # extrapolation exponents are clipped to [_GROWTH_MIN, 1] (no structure is superlinear)
+_FULL_PROBE_ABOVE = 16  # close calls are timed on all n points only for n > this x the sample size
+_MAX_TESTED = 0.5  # a structure is usable only if its probe queries tested less than this share of the points
+# Threads a call uses (as the C++ side decides, common.hpp kParallelWork): work units above this
+_PARALLEL_WORK = 4e6
+# Build cost classes of the candidates (within a class builds are < 2x apart): the scan, then
+# trees and ShallowCutting3 (1, the default), then convex layers
+_BUILD_CLASS = {BruteForce: 0, ConvexLayers: 2, ConvexLayers3: 2}
+
+
+def _probe_normals(sample, m, rng):
+    """Probe directions: half random, half taken from the data (centred sample points)."""
+    n, d = sample.shape
+    a = rng.standard_normal((m, d))
+    half = m // 2
+    # in float64 and scaled to |x| < 2: points near the float32 or float64 limit would
+    # overflow the mean, the differences or the norms (and give NaN normals); a direction
+    # does not depend on the scale
+    x = _unit_scaled(sample)[0]
+    centered = x[rng.choice(n, size=half)] - x.mean(axis=0)
+    a[:half] = centered + 1e-12 * a[:half]
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    return a.astype(sample.dtype)
+
+
+def _unit_scaled(points):
+    """(points / s in float64, s) with s > 0 a power of two and every |points / s| < 2 (exact:
+    a division by a power of two)."""
+    top = float(np.max(np.abs(points))) if points.size else 0.0
+    s = float(np.ldexp(1.0, int(np.frexp(top)[1]) - 1)) if top > 0 else 1.0  # 2^(e-1) <= top < 2^e
+    return points.astype(np.float64) / s, s
+
+
+def _probe_offsets(points, a, k):
+    """Offsets at which each half-space of normals ``a`` holds about ``k`` of ``points``: midway
+    between the k-th and (k+1)-th largest projections, so that no point lies on the boundary
+    (an offset equal to a point's projection makes every query decide a tie exactly, which
+    real queries rarely do; it cost ShallowCutting3 13 % per probe query, 3x before
+    filter.hpp's for_each_unsure)."""
+    x, scale = _unit_scaled(points)  # projections of points near the float64 limit overflow
+    proj = x @ a.T.astype(np.float64)
+    top = -np.partition(-proj, [k - 1, k], axis=0)
+    # finite: a probe offset only needs to be near the k-th projection
+    big = np.finfo(np.float64).max
+    with np.errstate(over="ignore"):
+        return np.clip(0.5 * (top[k - 1] + top[k]) * scale, -big, big)
+
+
+def _time_queries(index, a, b, repeat=5, n_threads=1):
+    """Best time of ``index.count(a, b)`` per query (one thread by default), after a warm-up call."""
+    import time
+
+    index.count(a, b, n_threads=n_threads)  # warm-up: first touch of memory
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        index.count(a, b, n_threads=n_threads)
+        best = min(best, time.perf_counter() - t)
+    return best / len(a)
+
+
+def _speedup(cls, n, d, m):
+    """Threads a call of m queries over n points will use (roughly as the C++ side decides,
+    common.hpp kParallelWork): a scan splits the points, the other structures the queries."""
+    from ._core import get_num_threads
+
+    t = get_num_threads()
+    if cls is BruteForce:
+        return t if n * m * d >= _PARALLEL_WORK else 1
+    return min(t, m) if m * (64 * d + 4 * d * np.sqrt(n)) >= _PARALLEL_WORK else 1
+
+
+def _choose(pts, batch_size, output_size, params):
+    """Times candidate structures on samples; returns (class, params, reason).
+
+    The probe queries report the caller's share of the points, f = output_size / n: each
+    candidate is timed (one thread) on a sample of s points with half-spaces holding f s of them
+    and on a quarter of the sample holding f s / 4 (both at least 16 points: below that the
+    workload is one of fixed small outputs, and both probes report 16). The growth between the
+    two, exponent g, extrapolates to n: o + (t(s) - o) (n/s)^g / threads, with o the cost of a
+    call that finds nothing and the threads the call would use at n (a scan's g is exactly 1).
+    """
+    n, d = pts.shape
+    rng = np.random.default_rng(0)
+    sample = pts[np.sort(rng.choice(n, size=_PROBE_N, replace=False))] if n > _PROBE_N else pts
+    small = sample[::4]
+    s = len(sample)
+    m = int(min(max(batch_size or _PROBE_QUERIES, 1), _PROBE_MAX_QUERIES))
+    a = _probe_normals(sample, m, rng)
+    if output_size is None:
+        frac, lo, hi = _DEFAULT_OUTPUT
+        k_user, said = float(np.clip(frac * n, lo, hi)), "default"
+    else:
+        k_user, said = float(output_size), "given"
+    k_s = int(np.clip(round(k_user / n * s), _PROBE_MIN_OUTPUT, s // 2))
+    k_q = int(np.clip(round(k_user / n * s / 4), min(k_s, _PROBE_MIN_OUTPUT), len(small) // 2))
+    b, b_small = _probe_offsets(sample, a, k_s), _probe_offsets(small, a, k_q)
+    candidates = [("brute_force", BruteForce, {})]
+    splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 or d > _PCA_MAX_D else ["widest", "pca"])
+    for split in splits:
+        candidates.append((f"partition_tree(split={split})", PartitionTree, {**params, "split": split}))
+    if d == 2 and not params:  # above _LAYERS_MAX_N only the table's layers are peeled
+        prm = {} if n <= _LAYERS_MAX_N else {"max_layers": _TABLE_PEEL}
+        candidates.append((f"convex_layers(max_layers={_TABLE_PEEL})" if prm else "convex_layers", ConvexLayers, prm))
+    if d == 3 and not params and k_user <= _CUTTING_MAX_OUTPUT:
+        # probed with the grid n points would get (the sample's default grid is coarser: its
+        # lists would be longer than at n), capped so that a triangle keeps ~60 sample points
+        grid = min(ShallowCutting3.default_grid(n), ShallowCutting3.default_grid(5 * s))
+        candidates.append(("shallow_cutting3", ShallowCutting3, {"grid": grid}))
+    if d == 3 and not params and n <= _LAYERS_MAX_N:
+        candidates.append(("convex_layers3", ConvexLayers3, {}))
+    # SimplicialPartitionTree is not a candidate: on every case measured (docs/simplicial.md) it
+    # tests 1.5-5x the points PartitionTree tests and builds ~10x slower.
+    # the cost of a call that finds nothing (validation, result arrays), the same for all n
+    overhead = _time_queries(BruteForce._from_valid(sample[:1]), a, b)
+    # A structure whose queries cost less than a call's fixed cost per query is timed on the
+    # probe queries repeated 8 times per call: otherwise its work (time - overhead) is a small
+    # difference of noisy times, and so is the growth between sample and quarter sample
+    # (ConvexLayers at 10^6 uniform points: 0.04 us of work beside 0.08 us of overhead; one
+    # noisy probe extrapolated it as n^0.6 and auto took a tree 5x slower)
+    tile = _TILE
+    a8, b8, b8_small = np.tile(a, (tile, 1)), np.tile(b, tile), np.tile(b_small, tile)
+    overhead8 = None
+    predicted, tested, shown = {}, {}, []
+    for name, cls, prm in candidates:
+        idx, idx_small = cls._from_valid(sample, **prm), cls._from_valid(small, **prm)
+        t, ovh = _time_queries(idx, a, b), overhead
+        tested[name] = idx.stats.points_tested.mean() / s
+        if t < _TILE_BELOW * overhead:
+            if overhead8 is None:
+                overhead8 = _time_queries(BruteForce._from_valid(sample[:1]), a8, b8)
+            t, ovh = _time_queries(idx, a8, b8), overhead8
+            t_small = _time_queries(idx_small, a8, b8_small)
+        else:
+            t_small = _time_queries(idx_small, a, b_small)
+        work, work_small = max(t - ovh, 1e-9), max(t_small - ovh, 1e-9)
+        # a scan's work is exactly linear in n; on a small sample its fixed costs make it look
+        # sublinear, which would favour it wrongly when extrapolated
+        growth = 1.0 if cls is BruteForce else float(np.clip(np.log(work / work_small) / np.log(4), _GROWTH_MIN, 1.0))
+        predicted[name] = overhead + work * (n / s) ** growth / _speedup(cls, n, d, batch_size or m)
+        shown.append(f"{name} {predicted[name] * 1e3:.3g} ms (~n^{growth:.2f})")
+    reason = (
+        f"probe on {s} sampled points (and a quarter of them), batches of {m} queries reporting {k_s} "
+        f"({k_q}) points; predicted per query at n={n} reporting {k_user:.0f} points ({said} output_size): "
+        f"{', '.join(shown)}"
+    )
+    built, built_name, margin = None, None, _PROBE_MARGIN
+    # Far above the sample size a close call is measured, not extrapolated: at d = 16 a tree's
+    # cost grows ~linearly up to 10^6 points and then bends (uniform: 1.8x the scan at 10^6, 0.66x
+    # at 10^7), and a scan streaming n points from memory runs slower per point than one over a
+    # cached sample (docs/performance.md). The tree is built on all n points (kept if chosen) and
+    # timed against the scan on the same queries.
+    trees = [k for k, c, _ in candidates if c is PartitionTree]
+    if n > _FULL_PROBE_ABOVE * s and trees:
+        tree = min(trees, key=predicted.get)
+        ratio = predicted[tree] / predicted["brute_force"]
+        if 1 / _FULL_PROBE_RATIO < ratio < _FULL_PROBE_RATIO:
+            big = pts[np.sort(rng.choice(n, size=4 * s, replace=False))]
+            b_n = _probe_offsets(big, a, int(np.clip(round(k_user / n * len(big)), 2, len(big) // 2)))
+            # one copy of the points at a time: the scan's is freed before the tree is built
+            predicted["brute_force"] = _time_queries(BruteForce._from_valid(pts), a, b_n, repeat=2, n_threads=None)
+            cls, prm = next((c, p) for nm, c, p in candidates if nm == tree)
+            built, built_name, margin = cls._from_valid(pts, **prm), tree, _MEASURED_MARGIN
+            predicted[tree] = _time_queries(built, a, b_n, repeat=2, n_threads=None)
+            tested[tree] = built.stats.points_tested.mean() / n
+            reason += (f"; close call at n={n}: {tree} built on all points and timed against the scan "
+                       f"({predicted[tree] * 1e3:.3g} vs {predicted['brute_force'] * 1e3:.3g} ms per query)")
+    # a timing spike must not pick a tree that prunes nothing: it must also skip half the points
+    usable = [k for k, _, _ in candidates if tested[k] < _MAX_TESTED or k == "brute_force"]
+    best = min(predicted[k] for k in usable)
+    # candidates are listed by build cost: take the cheapest to build that is within the margin
+    # of the fastest (the scan unless a structure is clearly faster); among those whose builds
+    # cost about the same (trees and ShallowCutting3: < 2x apart, convex layers 10-30x), the
+    # fastest (with "cheapest first" alone, auto lost up to 1.9x to the cutting at d = 3, n ~ 3*10^4)
+    within = [k for k in usable if predicted[k] <= best / margin]
+    build = {nm: _BUILD_CLASS.get(c, 1) for nm, c, _ in candidates}
+    name = min((k for k in within if build[k] == build[within[0]]), key=predicted.get)
+    cls, prm = next((c, p) for nm, c, p in candidates if nm == name)
+    reason += f" -> {name}"
+    if cls is ShallowCutting3:
+        prm = {}  # the grid for n points, not the probe's
+    if name != built_name:
+        built = None
+    # The probe's sample sits in cache, where a scan is not bound by memory; over points far
+    # larger than cache, few queries per call (decoding) read every point once per call, and
+    # QuantizedScan reads 1 byte per coordinate instead of 4-8. Measured at n = 10^6, d = 128,
+    # float32: 1.7x (1 query), 2.1x (2), 1.4x (4), 1.0x (8) faster than BruteForce.
+    if (cls is BruteForce and not params and batch_size is not None and batch_size <= _QUANTIZED_MAX_BATCH
+            and d >= _QUANTIZED_MIN_D and pts.nbytes >= _QUANTIZED_MIN_BYTES):
+        cls, prm = QuantizedScan, {}
+        reason += (f"; then quantized_scan instead: batches of {batch_size} <= {_QUANTIZED_MAX_BATCH} queries "
+                   f"over {pts.nbytes / 2**20:.0f} MiB of points (>= {_QUANTIZED_MIN_BYTES >> 20} MiB) are "
+                   "memory-bound, and its 8-bit codes read 4-8x fewer bytes")
+    return cls, prm, reason, built
+
+
+def _check_params(cls, params, pts):
+    """Raises what ``cls(pts, **params)`` would for unknown or invalid parameters, before any
+    build: names must be keyword parameters of its constructor; values pass its checks on an
+    empty set of points of the same dtype and d (a build of nothing)."""
+    allowed = [name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "points")]
+    unknown = [name for name in params if name not in allowed]
+    if unknown:
+        raise TypeError(f"{cls.__name__}() got an unexpected keyword argument {unknown[0]!r} "
+                        f"(its parameters: {', '.join(allowed) or 'none'})")
+    cls._from_valid(pts[:0], **params)
+
+
+def build_index(points, kind="auto", *, batch_size=None, output_size=None, **params):
+    """Build a half-space reporting index.
+
+    Parameters
+    ----------
+    points : array_like, shape (n, d), float32 or float64
+    kind : {"auto", "brute_force", "quantized_scan", "partition_tree", "simplicial", "convex_layers", "convex_layers3", "shallow_cutting3"}
+        "simplicial" builds a :class:`SimplicialPartitionTree` (never chosen by "auto": measured
+        slower than a partition tree everywhere), "convex_layers3" a :class:`ConvexLayers3` and
+        "shallow_cutting3" a :class:`ShallowCutting3`.
+        "auto": for n < 4096 a scan; otherwise each candidate structure (the scan, partition
+        trees, and, when no params are given, convex layers for d = 2 -- above n = 2 000 000
+        with ``max_layers=65``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
+        cutting when queries report <= 256 points, and convex layers up to
+        n = 2 000 000) is built on a sample of
+        the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and
+        data-derived directions; repeated 8x per call for structures faster than a call's fixed
+        cost) reporting the share ``output_size / n`` of each; the growth
+        between the two extrapolates each candidate's time to n points. Above 16x the sample size
+        (n > 800 000), when the best partition tree is predicted within 4x of the scan, that tree
+        is built on all n points and timed against the scan on the same queries (extrapolation
+        from a sample misjudges both at d ~ 16), and kept if chosen. A tree is chosen only if it is
+        clearly faster than the scan, so "auto" is never much slower than ``BruteForce``; among
+        candidates within 1.18x (1 / 0.85) of the fastest, the cheapest to build is taken (convex layers
+        build ~10-30x slower than a partition tree), or the fastest of those that build about as
+        cheaply (partition trees and ShallowCutting3). When that is the scan, ``batch_size <= 4``,
+        d >= 32 and the points take >= 64 MiB, a :class:`QuantizedScan` is built instead (the
+        probe's cached sample cannot show that such scans are memory-bound). The choice and its
+        measured reason are in ``index.kind`` and ``index.reason``.
+    batch_size : int, optional
+        Typical number of queries per call, when known (a scan gains more from large batches).
+    output_size : float, optional
+        Typical number of points one query reports, when known (trees gain most when it is
+        small). Default: 0.1 % of n, at least 100 and at most 1000.
+    **params
+        Passed to the chosen structure (e.g. ``leaf_size``, ``split`` for a partition tree);
+        with "auto", the parameters of :class:`PartitionTree`. They are checked whatever is
+        built (also when "auto" takes the scan): an unknown name is a TypeError, an invalid
+        value a ValueError, as from the constructor.
+    """
+    pts = V.points(points)
+    n, d = pts.shape
+    kinds = {c.kind: c for c in STRUCTURES}
+    if kind != "auto" and kind not in kinds:
+        raise ValueError(f"kind must be 'auto' or one of {sorted(kinds)}, got {kind!r}")
+    if batch_size is not None:
+        batch_size = V.positive_int(batch_size, "batch_size", maximum=V.INDEX_MAX)
+    if output_size is not None:
+        output_size = V.nonnegative_float(output_size, "output_size")
+    _check_params(kinds.get(kind, PartitionTree), params, pts)
+    if kind != "auto":
+        return kinds[kind]._from_valid(pts, **params)
+    if n < _SMALL_N:
+        cls, prm, reason, idx = BruteForce, {}, f"n={n} < {_SMALL_N}: a scan is as fast as any traversal", None
+    else:
+        cls, prm, reason, idx = _choose(pts, batch_size, output_size, params)
+    if _core.get_verbose():  # see hsrgeom.set_verbose
+        print(f"hsrgeom auto: {reason}", file=sys.stderr, flush=True)
+    if idx is None:
+        idx = cls._from_valid(pts, **prm)
+    idx.reason = reason
+    return idx
