@@ -24,7 +24,6 @@ import math
 import time
 
 import numpy as np
-
 from _common import best_blas_time, best_time, fit_exponent, log, savefig, table, write_section
 
 from hsrgeom.attention import DecodeCache, relu_attention

@@ -17,9 +17,8 @@ import hashlib
 import time
 from pathlib import Path
 
-import numpy as np
-
 import _common as C
+import numpy as np
 from _common import log
 
 CACHE_DIR = Path.home() / ".cache" / "hsrgeom-llm"

@@ -17,7 +17,6 @@ import math
 import time
 
 import numpy as np
-
 from _common import best_blas_time, best_time, fit_exponent, log, savefig, table, write_section
 from decode import CASES, make_keys, parse_cases
 

@@ -17,7 +17,6 @@ import math
 import time
 
 import numpy as np
-
 from _common import fit_exponent, log, savefig, table, write_section
 
 from hsrgeom.attention import relu_attention

@@ -419,7 +419,7 @@ PYBIND11_MODULE(_core, m) {
   bind_gather<float>(m);
   bind_gather<double>(m);
   // Any Python int is checked here (pybind11's int conversion would reject large ones without
-  // naming the argument); the threads actually started follow common.hpp's policy.
+  // naming the argument); the threads actually started follow parallel.hpp's policy.
   m.def("set_num_threads", [](py::handle n) {
     if (!PyLong_Check(n.ptr()) && !PyIndex_Check(n.ptr()))
       throw py::type_error(std::string("n must be an integer, got ") + Py_TYPE(n.ptr())->tp_name);

@@ -60,7 +60,7 @@ _TILE_BELOW = 3  # queries repeated _TILE times per call (its work is otherwise 
 _GROWTH_MIN = 0.2  # extrapolation exponents are clipped to [_GROWTH_MIN, 1] (no structure is superlinear)
 _FULL_PROBE_ABOVE = 16  # close calls are timed on all n points only for n > this x the sample size
 _MAX_TESTED = 0.5  # a structure is usable only if its probe queries tested less than this share of the points
-# Threads a call uses (as the C++ side decides, common.hpp kParallelWork): work units above this
+# Threads a call uses (as the C++ side decides, parallel.hpp kParallelWork): work units above this
 _PARALLEL_WORK = 4e6
 # Build cost classes of the candidates (within a class builds are < 2x apart): the scan, then
 # trees and ShallowCutting3 (1, the default), then convex layers
@@ -120,7 +120,7 @@ def _time_queries(index, a, b, repeat=5, n_threads=1):
 
 def _speedup(cls, n, d, m):
     """Threads a call of m queries over n points will use (roughly as the C++ side decides,
-    common.hpp kParallelWork): a scan splits the points, the other structures the queries."""
+    parallel.hpp kParallelWork): a scan splits the points, the other structures the queries."""
     from ._core import get_num_threads
 
     t = get_num_threads()

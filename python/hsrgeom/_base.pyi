@@ -1,10 +1,9 @@
 import os
 from typing import Any, Literal
 
-from typing_extensions import Self
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from typing_extensions import Self
 
 from ._results import HalfspaceResult, HalfspaceSums, QueryStats
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
-from . import _format
+from . import _core, _format
 from . import _validate as V
 from ._base import Index, _fmt_bytes
 from ._sync import reader as _reader

@@ -10,7 +10,7 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Bounds of what the compiled core represents (documented in README "Input rules"):
 MAX_D = 2**24  # columns of points (a C++ int, also in products such as d * d)
 MAX_N = 2**30  # points of one index (tree node numbers are int32: up to 2 n nodes)
-MAX_THREADS = 4096  # n_threads / set_num_threads (common.hpp kMaxThreads)
+MAX_THREADS = 4096  # n_threads / set_num_threads (parallel.hpp kMaxThreads)
 INT_MAX = 2**31 - 1  # integer parameters passed to the core as C++ int
 INDEX_MAX = 2**63 - 1  # ... as C++ int64 (index_t)
 MAX_POWER = 2**31 - 1  # sum(power=): a C int in the core (weights take O(log power) multiplications)
@@ -167,7 +167,7 @@ def nonnegative_float(x, name):
 def threads(x):
     """n_threads: None (0: the default, hsrgeom.set_num_threads) or an int in [1, MAX_THREADS].
     An upper bound: a call starts at most as many threads as there are processors, work items
-    and threads the process can start (common.hpp)."""
+    and threads the process can start (parallel.hpp)."""
     if x is None:
         return 0
     if type(x) is int and 1 <= x <= MAX_THREADS:

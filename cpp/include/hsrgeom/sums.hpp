@@ -34,7 +34,7 @@ struct SumSpec {
   }
   // x^p for p >= 1 in O(log p) multiplications: up to kPowerLoop by repeated multiplication
   // (x * x * ... * x, left to right, as before), beyond by binary exponentiation (squaring).
-  // python/hsrgeom/_index.py (_weights) evaluates the same operations in the same order.
+  // python/hsrgeom/_results.py (_weights) evaluates the same operations in the same order.
   static constexpr int kPowerLoop = 16;
   static double int_power(double x, int p) {
     if (p <= kPowerLoop) {
