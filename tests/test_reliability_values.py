@@ -323,8 +323,7 @@ def test_fuzz_special_values(name, dtype):
         new = index.insert(extra)
         allp = np.vstack([pts, extra])
         assert new.tolist() == list(range(len(pts), len(allp)))
-        # (keeps a point alive: DynamicState.topk fails when every point is removed, a separate
-        # defect of _dynamic.py, issue 18 notes)
+        # (an index with every point removed: test_arguments.test_topk_zero_after_removing_everything)
         gone = np.array([0, len(allp) - 1] if len(allp) >= 3 else [0])
         index.remove(gone)
         live = np.setdiff1d(np.arange(len(allp)), gone)
