@@ -20,6 +20,8 @@ EXPERIMENTS = {
     "decode": ("decode", "2. decode cost vs n: dense numpy vs relu_attention vs DecodeCache.attend"),
     "prefill": ("prefill", "3. prefill cost vs n: dense vs prefill (causal)"),
     "softmax-llm": ("llm", "4. top-r softmax error on Gemma 3 270M's captured Q, K, V (needs the [llm] extra)"),
+    "fallback": ("fallback", "the dense fallback threshold of hsrgeom.attention.hf: torch sdpa vs DecodeCache.attend "
+                             "per decoding step at Gemma 3 270M shapes (needs torch)"),
     "generate-llm": ("llm", "5. generation with hsrgeom attention in Gemma 3 270M vs dense (needs the [llm] extra)"),
 }
 

@@ -93,13 +93,86 @@ def _trim_top(lims, ids, dots, r):
     return res.lims, res.ids, res.scores
 
 
-def _head_softmax(Qg, K, V, hk, limit, scale, top_r, thr_rows, vmax):
+def _top_p(p):
+    """``top_p``: a real number in (0, 1] (the share of the softmax mass to keep)."""
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise TypeError(f"top_p must be a real number in (0, 1], got {type(p).__name__}")
+    p = float(p)
+    if not 0.0 < p <= 1.0:  # also rejects NaN
+        raise ValueError(f"top_p must be in (0, 1], got {p!r}")
+    return p
+
+
+def _select_top_p(sr, hk, K, limit, scale, p, visible):
+    """Top-p selection by two queries per row: the row's largest logit s* (exact top-1), then
+    one half-space report of every key with logit >= s* - g, where g = log(p v / (1 - p)) for v
+    visible keys; then the smallest score-ordered prefix of the reported keys whose mass is
+    certified to be at least p of the row's total (see :func:`softmax_attention`).
+
+    Returns CSR ``(lims, ids, dots)`` of the kept keys and the certified dropped-mass bound
+    per row (float64; 0 where every visible key is kept)."""
+    m = len(sr.Q)
+    l1, _, d1 = hk.topk(sr.Q, 1, K, limit)
+    has = np.diff(l1) > 0
+    smax = np.zeros(m)
+    smax[has] = d1
+    d = K.shape[1]
+    slack = score_slack(d, sr.qk, smax, sr.flush)
+    with np.errstate(divide="ignore", over="ignore"):
+        gap = np.log(p * visible / (1.0 - p)) if p < 1.0 else np.full(m, np.inf)
+    gap = np.maximum(gap, 0.0)
+    # in units of <Q_i, k>: a logit difference g is g / scale * 2^-e; reporting at t minus the
+    # slack of a float64 evaluation, every dropped key's float64 dot is below t (= smax - g)
+    width = np.ldexp(gap / scale, -sr.e)
+    t = np.where(has & np.isfinite(width), smax - width - slack, -np.inf)
+    full = has & ~np.isfinite(t)  # p == 1 (or a gap beyond the float64 range): every key
+    t = np.where(np.isfinite(t), t, 0.0)
+    lims, ids, dots = hk.report(sr.Q, t, limit)
+    rows = HalfspaceResult(lims, ids).rows()
+    if full.any():  # rows keeping every visible key: their report is replaced by all of them
+        keep = ~full[rows]
+        fl, fi, fd = hk.topk(sr.Q[full], int(visible[full].max()), K, None if limit is None else limit[full])
+        frows = np.flatnonzero(full)[HalfspaceResult(fl, fi).rows()]
+        rows, ids, dots = (np.concatenate([rows[keep], frows]), np.concatenate([ids[keep], fi]),
+                           np.concatenate([dots[keep], fd]))
+    # per row: score descending, ties to the smaller id
+    order = np.lexsort((ids, -dots, rows))
+    rows, ids, dots = rows[order], ids[order], dots[order]
+    lims = HalfspaceResult.from_rows(rows, ids, m).lims
+    kept = np.diff(lims)
+    nz = np.flatnonzero(kept)
+    top = np.full(m, -np.inf)
+    top[nz] = dots[lims[:-1][nz]]  # the first entry of a row is its largest
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        w = np.exp(np.ldexp(scale * (dots - top[rows]), sr.e[rows]))
+        zk = np.bincount(rows, weights=w, minlength=m)
+        # every key left out of the report has a float64 dot below t + slack
+        rel = np.ldexp(scale * (t + slack - top), sr.e)
+        u = np.where(full | (kept == 0), 0.0, (visible - kept) * np.exp(np.minimum(rel, 700.0)))
+    csum = np.concatenate([[0.0], np.cumsum(w)])
+    prior = csum[:-1] - csum[lims[:-1]][rows]  # mass of the row's entries before this one
+    need = p * (zk + u)
+    keep = (prior < need[rows]) | full[rows]
+    rows, ids, dots, w = rows[keep], ids[keep], dots[keep], w[keep]
+    zp = np.bincount(rows, weights=w, minlength=m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bound = np.where(zk + u > 0, (np.maximum(zk - zp, 0.0) + u) / (zk + u), 0.0)
+    bound = np.where(full | (np.bincount(rows, minlength=m) == visible), 0.0, bound)
+    order = np.lexsort((ids, rows))  # ids ascending within a row (the CSR convention)
+    res = HalfspaceResult.from_rows(rows[order], ids[order], m, dots[order])
+    return res.lims, res.ids, res.scores, bound
+
+
+def _head_softmax(Qg, K, V, hk, limit, scale, top_r, thr_rows, vmax, top_p=None):
     # Rows scaled by powers of two (ScaledRows) so that no inner product overflows (a threshold
     # beyond every inner product is clipped: same keys); the weights are exp of logits relative to the row's largest kept logit,
     # scale * (dot - dot_max) * 2^e (which may only go to -inf: weight 0).
     n, d = K.shape
     sr = ScaledRows(Qg, hk.lkmax, scale, thr_rows)
-    if thr_rows is not None:
+    visible = np.full(len(Qg), n) if limit is None else np.clip(limit + 1, 0, n)
+    if top_p is not None:
+        lims, ids, dots, bound = _select_top_p(sr, hk, K, limit, scale, top_p, visible)
+    elif thr_rows is not None:
         lims, ids, dots = hk.report(sr.Q, sr.t, limit)
         if top_r is not None:
             lims, ids, dots = _trim_top(lims, ids, dots, top_r)
@@ -113,7 +186,9 @@ def _head_softmax(Qg, K, V, hk, limit, scale, top_r, thr_rows, vmax):
     num, den, vexp, dmax, dmin = weighted_rows(lims, ids, dots, V, weight)
     out = finish_rows(num, den, vexp, np.float64)
     kept = np.diff(lims)
-    visible = np.full(len(Qg), n) if limit is None else np.clip(limit + 1, 0, n)
+    if top_p is not None:
+        err = np.where(bound > 0, 2.0 * bound * vmax, 0.0)
+        return out, {"entries": kept, "dropped_mass_bound": bound, "error_bound": err, "_kept": (lims, ids)}
     # Every dropped entry has a dot <= cut: the threshold, or the smallest kept dot (top-r),
     # plus the slack of a float64 evaluation; relative to the largest kept logit:
     cut = dmin if (top_r is not None or thr_rows is None) else sr.t
@@ -127,14 +202,19 @@ def _head_softmax(Qg, K, V, hk, limit, scale, top_r, thr_rows, vmax):
         "entries": kept,
         "dropped_mass_bound": bound,
         "error_bound": err,
+        "_kept": (lims, ids),
     }
 
 
-def _exact_softmax_stats(Qg, K, V, limit, scale, out):
-    """Dropped probability mass and relative output error against dense softmax (float64;
-    rows scaled as in :func:`_head_softmax`, so that huge inputs do not overflow)."""
+def _exact_softmax_stats(Qg, K, V, limit, scale, out, kept):
+    """Relative output error and kept probability mass against dense softmax (float64; rows
+    scaled as in :func:`_head_softmax`, so that huge inputs do not overflow). ``kept``: the
+    CSR (lims, ids) of the entries each row kept."""
     m, n = len(Qg), len(K)
     ref = np.zeros((m, V.shape[1]))
+    mass = np.zeros(m)
+    klims, kids = kept
+    krows = np.repeat(np.arange(m), np.diff(klims))
     sr = ScaledRows(Qg, log2_max_norm(K), scale)
     Kd, Vd = K.astype(np.float64), V.astype(np.float64)
     ev = 0  # V near the float64 maximum: compare in units of 2^ev (W @ V would overflow)
@@ -151,12 +231,15 @@ def _exact_softmax_stats(Qg, K, V, limit, scale, out):
             W = np.exp(np.ldexp(scale * (S - np.where(np.isfinite(mx), mx, 0.0)), sr.e[r0 : r0 + step, None]))
             den = W.sum(axis=1, keepdims=True)
             ref[r0 : r0 + step] = np.divide(W @ Vd, den, out=np.zeros((len(W), Vd.shape[1])), where=den > 0)
+            sel = (krows >= r0) & (krows < r0 + step)
+            got = np.bincount(krows[sel] - r0, weights=W[krows[sel] - r0, kids[sel]], minlength=len(W))
+            mass[r0 : r0 + step] = np.divide(got, den[:, 0], out=np.zeros(len(W)), where=den[:, 0] > 0)
     with np.errstate(over="ignore", invalid="ignore"):
         err = np.linalg.norm(out - ref, axis=1)
         nrm = np.linalg.norm(ref, axis=1)
         rel = np.divide(err, nrm, out=np.where(err > 0, np.inf, 0.0), where=nrm > 0)
         err = np.ldexp(err, ev)
-    return {"rel_error": rel, "abs_error": err}
+    return {"rel_error": rel, "abs_error": err, "kept_mass": mass}
 
 
 def _attention(mode, q, k, v, *, scale, causal, index, block, **kw):
@@ -177,7 +260,7 @@ def _attention(mode, q, k, v, *, scale, causal, index, block, **kw):
 
 
 def _run(mode, q, head, kv_shape, *, scale, causal, bias=None, alpha=1, top_r=None, threshold=None,
-         return_stats=False):
+         top_p=None, return_stats=False):
     """Attention of validated q over kv heads given by ``head(b, kh) -> (K, V, HeadKeys)``."""
     B, H, m, d = q.shape
     _, Hkv, n, dv = kv_shape
@@ -193,7 +276,11 @@ def _run(mode, q, head, kv_shape, *, scale, causal, bias=None, alpha=1, top_r=No
             top_r = I.count(top_r, "top_r")
         if threshold is not None:
             threshold = I.per_row(threshold, (B, H, m), "threshold")
-        if top_r is None and threshold is None:
+        if top_p is not None:
+            top_p = _top_p(top_p)
+            if top_r is not None or threshold is not None:
+                raise ValueError("top_p cannot be combined with top_r or threshold (it chooses its own cut-off)")
+        elif top_r is None and threshold is None:
             top_r = max(n, 1)
     exact = return_stats == "exact"
     limit = _limits(m, n, causal)
@@ -214,9 +301,10 @@ def _run(mode, q, head, kv_shape, *, scale, causal, bias=None, alpha=1, top_r=No
             else:
                 vmax = max_norm(Vh)
                 thr = None if threshold is None else threshold[b, heads].reshape(-1)
-                o, st = _head_softmax(Qg, K, Vh, hk, glimit, scale, top_r, thr, vmax)
+                o, st = _head_softmax(Qg, K, Vh, hk, glimit, scale, top_r, thr, vmax, top_p)
+                kept = st.pop("_kept")
                 if exact:
-                    st.update(_exact_softmax_stats(Qg, K, Vh, glimit, scale, o))
+                    st.update(_exact_softmax_stats(Qg, K, Vh, glimit, scale, o, kept))
             out[b, heads] = o.reshape(g, m, dv)
             described.append(hk.description)
             tested += hk.points_tested - before[0]
@@ -274,7 +362,7 @@ def relu_attention(q, k, v, *, bias, alpha=1, scale=None, causal=False, index="a
                       index=index, block=None, return_stats=return_stats)
 
 
-def softmax_attention(q, k, v, *, top_r=None, threshold=None, scale=None, causal=False,
+def softmax_attention(q, k, v, *, top_r=None, threshold=None, top_p=None, scale=None, causal=False,
                       return_stats=False, index="auto"):
     """Softmax attention restricted to the largest ("massively activated") entries of each row.
 
@@ -292,13 +380,34 @@ def softmax_attention(q, k, v, *, top_r=None, threshold=None, scale=None, causal
     ``delta = U / (Z + U)`` with ``U = (visible - kept) exp(cut)`` and Z the kept mass, and the
     output error ``||o_r - o|| <= 2 delta max_j ||v_j||`` (o = (1 - delta') o_r + delta' o_drop).
 
+    ``top_p`` (in (0, 1], not combined with the other two) keeps, per row, the smallest set of
+    keys, taken in decreasing logit order, whose share of the row's softmax mass is *certified*
+    to be at least p, found by two queries: the largest logit ``s*`` (exact top-1), then one
+    half-space report of the keys with logit ``>= s* - g``, ``g = log(p v / (1 - p))`` for v
+    visible keys (``p = 1``: every key, dense softmax).
+
+    *Certificate.* Weights are taken relative to s*: ``w_j = exp(s_j - s*) <= 1``. Let R be the
+    reported keys, ``Z_R = sum_R w_j`` (computed), and ``U = (v - |R|) exp(-g')`` where ``-g'``
+    is the largest logit a key left out of R can have relative to s* (``g`` less the float64
+    rounding slack of a logit). Every key outside R has ``w_j <= exp(-g')``, so the total mass
+    ``Z`` lies in ``[Z_R, Z_R + U]``. For a prefix P of R (largest logits first) with mass
+    ``Z_P``, the mass dropped, ``Z - Z_P``, is at most ``Z_R - Z_P + U``, and since
+    ``x / (Z_P + x)`` increases in x, its share of Z is at most
+    ``delta = (Z_R - Z_P + U) / (Z_R + U)``; the share kept is at least ``Z_P / (Z_R + U)``.
+    The kept set is the shortest prefix with ``Z_P >= p (Z_R + U)``, i.e. ``delta <= 1 - p``.
+    It exists: P = R has ``Z_R >= 1`` (s*'s own key is in R, w = 1) and
+    ``U <= v exp(-g) = (1 - p) / p``, so ``Z_R / (Z_R + U) >= 1 / (1 + (1 - p) / p) = p``
+    (up to the rounding of the float64 sums, which ``dropped_mass_bound`` reports as computed).
+    ``dropped_mass_bound`` is this delta and ``error_bound`` ``2 delta max_j ||v_j||``.
+
     Parameters as in :func:`relu_attention`; ``return_stats`` is False, True, or "exact".
     """ + _STAT_DOC + """
     Softmax adds ``dropped_mass_bound`` and ``error_bound`` (the bounds above), and with
-    ``return_stats="exact"`` the dense comparison: ``rel_error`` (``||o_r - o|| / ||o||``) and
-    ``abs_error``, at O(m n) cost."""
+    ``return_stats="exact"`` the dense comparison: ``rel_error`` (``||o_r - o|| / ||o||``),
+    ``abs_error`` and ``kept_mass`` (the share of the softmax mass the kept keys really hold),
+    at O(m n) cost."""
     return_stats = I.return_stats(return_stats, exact=True)
-    return _attention("softmax", q, k, v, top_r=top_r, threshold=threshold, scale=scale,
+    return _attention("softmax", q, k, v, top_r=top_r, threshold=threshold, top_p=top_p, scale=scale,
                       causal=causal, index=index, block=None, return_stats=return_stats)
 
 

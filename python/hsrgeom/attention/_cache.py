@@ -122,12 +122,13 @@ class DecodeCache:
         """The cached values, (batch, kv_heads, n, d_v) (a copy)."""
         return np.stack([np.stack([g.data for g in row]) for row in self._v])
 
-    def attend(self, q, mode="relu", *, bias=None, alpha=1, top_r=None, threshold=None, scale=None,
+    def attend(self, q, mode="relu", *, bias=None, alpha=1, top_r=None, threshold=None, top_p=None, scale=None,
                return_stats=True):
         """Attention of q (batch, heads, m, d) over the cache; returns (out, stats) by default.
 
         ``mode="relu"`` takes ``bias`` (required) and ``alpha``; ``mode="softmax"`` takes
-        ``top_r`` and/or ``threshold``. Stats are those of the corresponding function.
+        ``top_r`` and/or ``threshold``, or ``top_p`` (certified share of the softmax mass, see
+        :func:`softmax_attention`). Stats are those of the corresponding function.
         """
         if self._k is None:
             raise ValueError("the cache is empty: append keys and values first")
@@ -146,7 +147,7 @@ class DecodeCache:
         if q.dtype != self.dtype:
             raise TypeError(f"q has dtype {q.dtype} but the cache holds {self.dtype}")
         return_stats = I.return_stats(return_stats, exact=mode == "softmax")
-        kw = dict(bias=bias, alpha=alpha) if mode == "relu" else dict(top_r=top_r, threshold=threshold)
+        kw = dict(bias=bias, alpha=alpha) if mode == "relu" else dict(top_r=top_r, threshold=threshold, top_p=top_p)
 
         def head(b, kh):
             return self._k[b][kh].data, self._v[b][kh].data, self._heads[b][kh]
