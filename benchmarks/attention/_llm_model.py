@@ -1,6 +1,6 @@
-"""Gemma 3 270M on CPU for the LLM experiments: loading, the text, and the attention functions
-registered with transformers' ``AttentionInterface`` (capture of post-RoPE Q, K, V, and hsrgeom
-attention for the full-attention layers during decoding)."""
+"""Gemma 3 270M on CPU for the LLM experiments: loading, the text, and the attention function:
+the public :mod:`hsrgeom.attention.hf` hook (registered under ``IMPL``, decoding through
+``HsrgeomCache``), wrapped to time the full-attention layers and capture their post-RoPE Q, K, V."""
 from __future__ import annotations
 
 import inspect
@@ -60,6 +60,9 @@ def load_model(threads=None):
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
                                                  attn_implementation=IMPL)
     model.eval()
+    global _MODEL
+    _MODEL = model
+    State.reset(State.mode, State.top_r, State.prefill)
     log(f"loaded {path.name} in {time.perf_counter() - t:.1f} s")
     return model, tok
 
@@ -88,29 +91,38 @@ def text_tokens(tok, n):
 
 
 # ----------------------------------------------------------------------------------------------
-# the attention function
+# the attention function: the public hsrgeom.attention.hf hook, wrapped to time and capture
+
+
+_MODEL = None  # the model load_model made: State.reset applies the mode to it (hf.enable)
 
 
 class State:
     """What the registered attention function does; set by the experiments.
 
     mode: "dense" (sdpa everywhere), "capture" (sdpa, and keep Q, K, V and the output of the
-    full-attention layers), "hsr" (full-attention layers: hsrgeom top-r softmax when decoding,
-    ``prefill`` ("dense" or "hsr") on the prompt; sliding-window layers: sdpa).
+    full-attention layers), "hsr" (full-attention layers: :mod:`hsrgeom.attention.hf` with
+    ``top_r`` on the decoding steps, no dense fallback; ``prefill`` ("dense" or "hsr":
+    ``hsrgeom.attention.prefill``) on the prompt; sliding-window layers: sdpa).
     """
     mode = "dense"
     top_r = 64
     prefill = "dense"
     captured: dict = {}
-    caches: dict = {}
     full_time = 0.0      # seconds spent in the attention of full-attention layers
     full_calls = 0
 
     @classmethod
     def reset(cls, mode, top_r=64, prefill="dense"):
         cls.mode, cls.top_r, cls.prefill = mode, top_r, prefill
-        cls.captured, cls.caches = {}, {}
+        cls.captured = {}
         cls.full_time, cls.full_calls = 0.0, 0
+        if _MODEL is not None:
+            from hsrgeom.attention import hf
+            if mode == "hsr":
+                hf.enable(_MODEL, top_r=top_r, layers="full", min_keys=0, name=IMPL)
+            else:
+                hf.enable(_MODEL, layers=[], name=IMPL)
 
 
 def _to_np(x):
@@ -119,33 +131,22 @@ def _to_np(x):
 
 def _attention(module, query, key, value, attention_mask, **kwargs):
     import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from hsrgeom.attention import hf
 
     if getattr(module, "sliding_window", None) is not None:   # sliding-window layer: untouched
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+        return hf.attention(module, query, key, value, attention_mask, **kwargs)
     t = time.perf_counter()
-    mode = State.mode
     m = query.shape[2]
-    if mode == "hsr" and (m == 1 or State.prefill == "hsr"):
+    if State.mode == "hsr" and m > 1 and State.prefill == "hsr":
         import hsrgeom.attention as A
-        scale = kwargs.get("scaling")
-        if m == 1:
-            cache = State.caches.get(module.layer_idx)
-            n = key.shape[2]
-            if cache is None or len(cache) > n:
-                cache = State.caches[module.layer_idx] = A.DecodeCache()
-            have = len(cache)
-            cache.append(_to_np(key[:, :, have:]), _to_np(value[:, :, have:]))
-            out = cache.attend(_to_np(query), mode="softmax", top_r=State.top_r, scale=scale, return_stats=False)
-        else:
-            if key.shape[2] != m:
-                raise RuntimeError("hsr prefill expects the whole prompt in one call")
-            out = A.prefill(_to_np(query), _to_np(key), _to_np(value), mode="softmax", top_r=State.top_r,
-                            scale=scale, causal=True)
+        if key.shape[2] != m:
+            raise RuntimeError("hsr prefill expects the whole prompt in one call")
+        out = A.prefill(_to_np(query), _to_np(key), _to_np(value), mode="softmax", top_r=State.top_r,
+                        scale=kwargs.get("scaling"), causal=True)
         res = (torch.from_numpy(np.ascontiguousarray(out)).transpose(1, 2).contiguous(), None)
     else:
-        res = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-        if mode == "capture":
+        res = hf.attention(module, query, key, value, attention_mask, **kwargs)
+        if State.mode == "capture":
             State.captured[module.layer_idx] = {
                 "q": _to_np(query).copy(), "k": _to_np(key).copy(), "v": _to_np(value).copy(),
                 "out": _to_np(res[0].transpose(1, 2)).copy(), "scale": float(kwargs.get("scaling")),
@@ -156,21 +157,24 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
 
 
 def register():
+    """hsrgeom.attention.hf.register (the attention function and sdpa's mask function under
+    IMPL), then the timing / capturing wrapper of hf.attention in place of the function."""
     from transformers import AttentionInterface
-    try:
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-        ALL_MASK_ATTENTION_FUNCTIONS.register(IMPL, sdpa_mask)   # same masks as sdpa
-    except ImportError:  # older transformers: masks are made per implementation name
-        pass
+
+    from hsrgeom.attention import hf
+    hf.register(IMPL)
     AttentionInterface.register(IMPL, _attention)
 
 
 def forward(model, ids, cache=None):
-    """One no-grad forward pass; returns (logits of the last position (float64 numpy), cache)."""
+    """One no-grad forward pass; returns (logits of the last position (float64 numpy), cache).
+    The cache is an :class:`hsrgeom.attention.hf.HsrgeomCache` (a DynamicCache whose
+    full-attention layers keep a DecodeCache for the hsrgeom decoding steps)."""
     import torch
-    from transformers import DynamicCache
+
+    from hsrgeom.attention import hf
     if cache is None:
-        cache = DynamicCache(config=model.config)
+        cache = hf.HsrgeomCache(model.config)
     kw = {"cache": cache} if "cache" in inspect.signature(model.forward).parameters else {"past_key_values": cache}
     with torch.no_grad():
         out = model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1, **kw)

@@ -395,9 +395,11 @@ def generate_llm(args, name, argv):
     body = f"""
 Greedy generation of {T} tokens after a {len(ids)}-token prompt (Python standard-library
 sources: {', '.join(used)}) with Gemma 3 270M on CPU (float32, dequantised from the GGUF).
-An attention function registered with transformers' `AttentionInterface` handles every layer:
+The public hook `hsrgeom.attention.hf` (registered with transformers' `AttentionInterface` and
+`AttentionMaskInterface`; the cache is an `hf.HsrgeomCache`) handles every layer:
 the {len(model.config.layer_types) - len(layers)} sliding-window layers always use the normal sdpa path; the
-{len(layers)} full-attention layers ({', '.join(map(str, layers))}) use, in the hsrgeom runs, one
+{len(layers)} full-attention layers ({', '.join(map(str, layers))}) use, in the hsrgeom runs
+(`hf.enable(model, top_r=r, min_keys=0)`: no dense fallback), one
 `hsrgeom.attention.DecodeCache` per layer (filled with the prompt's K, V at the first decoding
 step, then one key per token) and `cache.attend(q, mode="softmax", top_r=r)` for each new token,
 i.e. softmax over the r keys of largest `<q, k>` (exact MIPS) out of the whole cache. The prompt

@@ -3,10 +3,14 @@
 * :func:`relu_attention` — ``D^-1 ReLU^alpha(scale q k^T - bias) v``. Its non-zero entries are a
   half-space query on the keys, so reporting finds exactly them: no approximation.
 * :func:`softmax_attention` — softmax over the top-r (exact maximum inner product search) and/or
-  over-threshold (half-space reporting) entries, with bounds on the dropped mass and error.
+  over-threshold (half-space reporting) entries, or the top-p set (certified share p of the
+  softmax mass), with bounds on the dropped mass and error.
 * :class:`DecodeCache` — generation decoding: one index per (batch, kv head), grown per token.
 * :func:`prefill` — all prompt rows at once, batched per head, with a causal cut.
 * :mod:`hsrgeom.attention.reference` — dense float64 implementations, the ground truth.
+* :mod:`hsrgeom.attention.hf` — the Hugging Face transformers integration (``register``,
+  ``enable``, ``HsrgeomCache``); needs the ``[llm]`` extra and is imported only on demand
+  (``import hsrgeom.attention`` never imports torch).
 
 Shapes follow ``torch.nn.functional.scaled_dot_product_attention``: q (batch, heads, m, d),
 k (batch, kv_heads, n, d), v (batch, kv_heads, n, d_v); kv_heads divides heads. Inputs are
