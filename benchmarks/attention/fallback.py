@@ -47,6 +47,19 @@ def _mean_call(fn, calls):
     return (time.perf_counter() - t) / calls
 
 
+def interleaved(fns, repeat, calls):
+    """({name: median seconds per call}, median load average): ``repeat`` rounds, each timing
+    every function in turn (a warm-up call, then the mean of ``calls`` calls)."""
+    times = {key: [] for key in fns}
+    loads = []
+    for _ in range(repeat):
+        for key, fn in fns.items():
+            fn()
+            times[key].append(_mean_call(fn, calls))
+        loads.append(os.getloadavg()[0])
+    return {key: statistics.median(t) for key, t in times.items()}, statistics.median(loads)
+
+
 def run(args, name, argv):
     import torch
     import torch.nn.functional as F
@@ -78,19 +91,11 @@ def run(args, name, argv):
         for key, kw in knobs.items():
             fns[key] = (lambda kw=kw: cache.attend(qn, mode="softmax", scale=scale, return_stats=False, **kw))
         _, st = cache.attend(qn, mode="softmax", scale=scale, top_p=args.top_p)
-        calls = max(1, int(1e5 // n))
-        times = {key: [] for key in fns}
-        loads = []
-        for _ in range(args.repeat):
-            for key, fn in fns.items():
-                fn()
-                times[key].append(_mean_call(fn, calls))
-            loads.append(os.getloadavg()[0])
-        med = {key: statistics.median(t) for key, t in times.items()}
+        med, load = interleaved(fns, args.repeat, max(1, int(1e5 // n)))
         rows.append([n, med["sdpa"] * 1e3, med["top_p"] * 1e3, med["top_r"] * 1e3, med["sdpa"] / med["top_p"],
                      med["sdpa"] / med["top_r"], float(st["entries"].mean()),
-                     repr(cache).split("index=[")[-1].rstrip("])").split()[-1], statistics.median(loads)])
-        log(f"n={n}: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in med.items()) + f" (load {loads[-1]:.1f})")
+                     repr(cache).split("index=[")[-1].rstrip("])").split()[-1], load])
+        log(f"n={n}: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in med.items()) + f" (load {load:.1f})")
     header = ["n", "sdpa ms", f"top_p={args.top_p} ms", f"top_r={args.top_r} ms", "sdpa/top_p", "sdpa/top_r",
               "top_p keys kept", "index", "load avg"]
     body = table(header, rows)

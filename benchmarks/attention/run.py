@@ -22,6 +22,8 @@ EXPERIMENTS = {
     "softmax-llm": ("llm", "4. top-r softmax error on Gemma 3 270M's captured Q, K, V (needs the [llm] extra)"),
     "fallback": ("fallback", "the dense fallback threshold of hsrgeom.attention.hf: torch sdpa vs DecodeCache.attend "
                              "per decoding step at Gemma 3 270M shapes (needs torch)"),
+    "kernel": ("kernel", "one layer, one decoding step at Gemma 3 270M shapes: sdpa vs GEMV + top-r vs hsrgeom "
+                         "top_r / top_p (needs torch)"),
     "generate-llm": ("llm", "5. generation with hsrgeom attention in Gemma 3 270M vs dense (needs the [llm] extra)"),
 }
 

@@ -138,7 +138,9 @@ def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=No
                                       **kwargs)
     layer = getattr(key, _LAYER, None)
     if layer is None:
-        if not _warned_plain_cache:
+        # a sliding-window layer's cache holds only its window (no index is kept over a moving
+        # window): sdpa, silently; any other layer: the cache is not an HsrgeomCache
+        if not _warned_plain_cache and getattr(module, "sliding_window", None) is None:
             _warned_plain_cache = True
             warnings.warn("hsrgeom attention: the keys do not come from an HsrgeomCache, so decoding runs sdpa; "
                           "call hsrgeom.attention.hf.enable(model) (generate() then makes one) or pass "
@@ -290,13 +292,15 @@ def enable(model, mode="softmax", *, top_r=None, threshold=None, top_p=None, lay
         largest logits, the logits ``>= threshold``, or the smallest set certified to hold a
         share ``top_p`` of the softmax mass. None of them: every key (dense softmax).
     layers : "full", "all" or a list of layer indices
-        "full": the full-attention layers (sliding-window layers keep sdpa).
+        "full": the full-attention layers (sliding-window layers keep sdpa). A selected
+        sliding-window layer still runs sdpa: its cache holds only the window (transformers'
+        window layer), over which no index is kept.
     min_keys : int, default :data:`MIN_KEYS`
         The dense fallback: decoding steps over fewer keys run sdpa.
     index : str
         The ``kind`` of each head's index (:func:`hsrgeom.build_index`; "auto" chooses).
     name : str
-        The registered implementation name (registered here if needed).
+        The implementation name (registered here by :func:`register` unless it already was).
 
     ``generate()`` then creates an :class:`HsrgeomCache` instead of a plain ``DynamicCache``
     (a cache passed by the caller is used as given).
@@ -307,7 +311,8 @@ def enable(model, mode="softmax", *, top_r=None, threshold=None, top_p=None, lay
         raise ValueError("model has no attention modules with a layer_idx and q/k/v projections "
                          "(transformers' functional attention interface)")
     chosen = _select(layers, mods)
-    register(name)
+    if name not in _registered:  # (a function registered under the name since is kept)
+        register(name)
     for i, mod in mods:
         setattr(mod, _ATTR, settings if i in chosen else None)
     model.set_attn_implementation(name)
