@@ -94,6 +94,31 @@ def test_prefill_and_decode_match_sdpa(dtype, counting):
     assert (sparse - ref_step).abs().max() > 100 * TOL[dtype] * ref_step.abs().max()
 
 
+def test_top_p_certificate_in_model(monkeypatch):
+    """top_p through the hook: each step's certified bound is <= 1 - p, and (checked densely on
+    the very queries the model asked) the kept keys hold >= p of the softmax mass."""
+    model = tiny()
+    seen = []
+    orig = A.DecodeCache.attend
+
+    def attend(self, q, *a, **kw):
+        kw["return_stats"] = "exact"
+        out, st = orig(self, q, *a, **kw)
+        seen.append(st)
+        return out, st
+
+    monkeypatch.setattr(A.DecodeCache, "attend", attend)
+    hf.enable(model, top_p=0.9, min_keys=0)
+    with torch.no_grad():
+        model.generate(ids(seed=5), max_new_tokens=4, do_sample=False)
+    assert len(seen) == 3 * len(FULL)
+    for st in seen:
+        assert (st["dropped_mass_bound"] <= 0.1 + 1e-9).all() and (st["entries"] >= 1).all()
+        assert (st["kept_mass"] >= 0.9 - 1e-9).all()
+        assert (1 - st["kept_mass"] <= st["dropped_mass_bound"] + 1e-9).all()
+    assert any((st["entries"] < st["visible"]).any() for st in seen)  # keys were really dropped
+
+
 def test_generate_matches_sdpa(counting):
     model = tiny()
     x = ids(seed=2)
