@@ -7,8 +7,8 @@ softmax over them and the V gather: the exact bar an index must clear); hsrgeom
 ``DecodeCache.attend`` with ``top_r`` and with ``top_p``. For each: median latency (interleaved
 rounds, load average beside), keys kept, the share of the softmax mass kept and the output's
 relative error against float64 dense softmax. Keys are synthetic (Gaussian with planted peaks,
-as the ``fallback`` experiment); captured real Q/K/V are not used here yet (a 32K-token
-capture pass of Gemma 3 270M is many minutes of CPU on this machine).
+as the ``fallback`` experiment), or with ``--real TOKENS`` the captured post-RoPE Q/K/V of Gemma
+3 270M's full-attention layers (the last query row over all TOKENS keys).
 """
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ def add_arguments(parser, name):
     parser.add_argument("--top-p", type=float, default=0.99, help="top_p (default 0.99)")
     parser.add_argument("--flat", action="store_true", help="plain Gaussian keys (no planted peak)")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--real", type=int, default=0, metavar="TOKENS",
+                        help="captured Q/K/V of the full-attention layers of a TOKENS-token forward pass of "
+                             "Gemma 3 270M (the [llm] extra; cached under ~/.cache/hsrgeom-llm) instead of "
+                             "synthetic keys")
 
 
 def _dense64(q, k, v, scale):
@@ -46,6 +50,28 @@ def _gemv_top_r(q, k, v, scale, r):
     return out, kept
 
 
+def _cases(args):
+    """(label, q (4, d), k (n, d), v (n, d), scale) per measured case: synthetic keys at each
+    ``--n``, or with ``--real T`` the last query row of each full-attention layer of a T-token
+    forward pass of Gemma 3 270M over the standard-library text (captured post-RoPE, cached)."""
+    if args.real:
+        import llm
+        args.tokens = args.real
+        args.threads = args.torch_threads
+        args.no_cache = False
+        data, meta, _ = llm._capture(args)
+        for layer in sorted(data):
+            c = data[layer]
+            yield (f"layer {layer}", np.ascontiguousarray(c["q"][0, :, -1]), np.ascontiguousarray(c["k"][0, 0]),
+                   np.ascontiguousarray(c["v"][0, 0]), float(c["scale"]))
+        return
+    d = 256
+    rng = np.random.default_rng(1)
+    for n in args.n:
+        q, k = _keys(rng, n, d, args.flat)
+        yield "synthetic", q, k, rng.standard_normal((n, d)).astype(np.float32), d ** -0.5
+
+
 def run(args, name, argv):
     import torch
     import torch.nn.functional as F
@@ -54,12 +80,9 @@ def run(args, name, argv):
     torch.set_num_threads(args.torch_threads)
     if args.quick:
         args.n, args.repeat = [4096], 3
-    d, scale = 256, 256 ** -0.5
-    rng = np.random.default_rng(1)
     rows = []
-    for n in args.n:
-        q, k = _keys(rng, n, d, args.flat)
-        v = rng.standard_normal((n, d)).astype(np.float32)
+    for label, q, k, v, scale in _cases(args):
+        n = len(k)
         p64, ref = _dense64(q, k, v, scale)
         cache = DecodeCache().append(k[None, None], v[None, None])
         qt = torch.from_numpy(q)[None, :, None]
@@ -91,10 +114,13 @@ def run(args, name, argv):
             out = np.asarray(fn(), dtype=np.float64)
             err = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
             kept, mass = quality[key]
-            rows.append([n, key, med[key] * 1e3, med["sdpa"] / med[key], kept, mass, err, load])
+            rows.append([label, n, key, med[key] * 1e3, med["sdpa"] / med[key], kept, mass, err, load])
         log(f"n={n}: " + ", ".join(f"{k} {t * 1e3:.3f} ms" for k, t in med.items()) + f" (load {load:.1f})")
-    body = table(["n", "method", "ms / layer / token", "speed vs sdpa", "keys kept (mean per head)",
+    body = table(["keys", "n", "method", "ms / layer / token", "speed vs sdpa", "keys kept (mean per head)",
                   "softmax mass kept", "relative output error", "load avg"], rows)
     print(body)
     if not args.quick:
-        write_section(args, name, "Kernel: one layer, one token, Gemma 3 270M shapes (synthetic keys)", body, argv)
+        key = f"kernel-real-{args.real}" if args.real else "kernel"
+        title = (f"Kernel on captured Q/K/V of Gemma 3 270M's full-attention layers, {args.real} tokens"
+                 if args.real else "Kernel: one layer, one token, Gemma 3 270M shapes (synthetic keys)")
+        write_section(args, name, title, body, argv, key=key)
