@@ -6,6 +6,10 @@ scheduler file). Faults kill a worker holding a shard (``client.run(os._exit, 1,
 Dask must rebuild the shard from its lineage and the answers must not change.
 """
 import json
+import os
+import subprocess
+import sys
+import threading
 import time
 from fractions import Fraction
 
@@ -296,3 +300,157 @@ def test_unreachable_scheduler(tmp_path):
         hd.ShardedIndex.build(x, tmp_path / "ix", client="tcp://127.0.0.1:9", timeout=2)
     assert time.perf_counter() - t < 60
     assert not (tmp_path / "ix").exists()
+
+
+# ---- updates ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("partition,dtype", [("kd", np.float32), ("chunks", np.float64)])
+def test_updates_flush_reopen(client, tmp_path, partition, dtype):
+    x = _data(1200, 3, dtype, 11)
+    a, b = _queries(x, 16, 11)
+    loc = hsrgeom.BruteForce(x)
+    rng = np.random.default_rng(2)
+    path = tmp_path / "ix"
+    idx = hd.ShardedIndex.build(x, path, client=client, shards=6, partition=partition, kind="partition_tree")
+    pts = np.concatenate([x[:30], rng.uniform(-6, 6, (50, 3)).astype(dtype)])  # duplicates and new extremes
+    new = idx.insert(pts)
+    assert np.array_equal(new, loc.insert(pts))
+    gone = np.concatenate([np.arange(0, 1200, 7), new[::3]])
+    idx.remove(gone)
+    loc.remove(gone)
+    one = idx.insert(x[5])  # one point, 1-D
+    assert one.tolist() == loc.insert(x[5]).tolist()
+    assert idx.n == loc.n
+    _check(idx, loc, a, b)
+    with pytest.raises(ValueError, match="not in the index"):
+        idx.remove([int(gone[3])])
+    idx.close()
+    # unflushed updates are in the write-ahead log: open() replays them
+    with hd.ShardedIndex.open(path, client=client) as idx:
+        assert idx.n == loc.n
+        _check(idx, loc, a, b)
+        idx.flush()
+        assert not os.listdir(path / "wal")
+        _check(idx, loc, a, b)
+        more = idx.insert(x[100:110] * 2)
+        loc.insert(x[100:110] * 2)
+        idx.remove(more[:2])
+        loc.remove(more[:2])
+        _check(idx, loc, a, b)
+        idx.flush()
+    files = sorted(os.listdir(path))
+    man = json.loads((path / "manifest.json").read_text())
+    assert man["generation"] == 2 and man["n"] == loc.n and man["next_id"] == 1291
+    assert {e["file"] for e in man["shards"]} | {e["ids_file"] for e in man["shards"]} | {"manifest.json", "wal"} \
+        == set(files)  # old generations deleted
+    with hd.ShardedIndex.open(path, client=client) as idx:
+        _check(idx, loc, a, b)
+
+
+# ---- faults -------------------------------------------------------------------------------------
+def _kill_holder(client, idx, shard):
+    """Kill the worker process holding ``shard`` (its nanny starts a new one)."""
+    w = idx.shards[shard]["workers"]
+    assert w, "shard not in memory"
+    try:
+        client.run(os._exit, 1, workers=w[:1])
+    except Exception:  # noqa: BLE001 - the connection to the dying worker breaks
+        pass
+    return w[0]
+
+
+def test_worker_killed_after_build_and_after_unflushed_inserts(client, tmp_path):
+    x = _data(3000, 2, np.float64, 21)
+    a, b = _queries(x, 30, 21)
+    loc = hsrgeom.BruteForce(x)
+    with hd.ShardedIndex.build(x, tmp_path / "ix", client=client, shards=6, partition="kd") as idx:
+        before = idx.report(a, b)
+        _kill_holder(client, idx, 0)
+        assert idx.report(a, b) == before  # lost shards rebuilt from their lineage (the files)
+        _check(idx, loc, a, b)
+        new = idx.insert(x[:200] + 0.5)
+        loc.insert(x[:200] + 0.5)
+        idx.remove(new[:10])
+        loc.remove(new[:10])
+        client.wait_for_workers(2, timeout=60)
+        distributed.wait([f for f in idx._futs])
+        dirty = [s["shard"] for s in idx.shards if s["pending_updates"]]
+        _kill_holder(client, idx, dirty[0])
+        _check(idx, loc, a, b)  # nothing inserted is lost: updates replayed from the lineage
+        assert idx.n == loc.n
+
+
+def test_worker_killed_during_a_batch(client, tmp_path):
+    x = _data(20000, 2, np.float32, 22)
+    a, b = _queries(x, 400, 22)
+    loc = hsrgeom.BruteForce(x)
+    client.wait_for_workers(2, timeout=60)
+    with hd.ShardedIndex.build(x, tmp_path / "ix", client=client, shards=8, partition="chunks",
+                               kind="brute_force") as idx:
+        expect = loc.report(a, b)
+        results, killed = [], threading.Event()
+
+        def batches():  # keeps querying until two batches ran after the kill
+            after = 0
+            while after < 2:
+                was = killed.is_set()
+                results.append(idx.report(a, b))
+                after += was
+
+        t = threading.Thread(target=batches)
+        t.start()
+        while not results and t.is_alive():
+            time.sleep(0.01)
+        _kill_holder(client, idx, 3)  # while a batch is running
+        killed.set()
+        t.join(120)
+        assert not t.is_alive()
+        assert len(results) >= 3 and all(r == expect for r in results)
+
+
+def test_corrupted_file_is_never_used_after_a_worker_loss(client, tmp_path):
+    x = _data(2000, 2, np.float64, 23)
+    a, b = _queries(x, 10, 23)
+    client.wait_for_workers(2, timeout=60)
+    with hd.ShardedIndex.build(x, tmp_path / "ix", client=client, shards=2, partition="chunks") as idx:
+        f = tmp_path / "ix" / idx.shards[0]["file"]
+        raw = bytearray(f.read_bytes())
+        raw[100] ^= 1
+        f.write_bytes(bytes(raw))
+        _kill_holder(client, idx, 0)
+        with pytest.raises(ValueError, match=idx.shards[0]["file"].replace(".", r"\.")):
+            idx.report(a, b)
+    client.wait_for_workers(2, timeout=60)
+
+
+def test_real_multiprocess_cluster(tmp_path):
+    """``dask scheduler --scheduler-file F`` and two ``dask worker --scheduler-file F --nthreads 1``
+    as subprocesses on localhost; the index connects through the scheduler file."""
+    sf = tmp_path / "scheduler.json"
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    cli = [sys.executable, "-m"]
+    procs = [subprocess.Popen(cli + ["distributed.cli.dask_scheduler", "--scheduler-file", str(sf), "--port", "0",
+                                     "--no-dashboard", "--host", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen(cli + ["distributed.cli.dask_worker", "--scheduler-file", str(sf),
+                                                 "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        x = _data(4000, 3, np.float32, 31)
+        a, b = _queries(x, 20, 31)
+        loc = hsrgeom.BruteForce(x)
+        with hd.ShardedIndex.build(x, tmp_path / "ix", client=str(sf), shards=6, partition="kd", timeout=60) as idx:
+            idx.client.wait_for_workers(2, timeout=60)
+            assert len(idx.client.scheduler_info()["workers"]) == 2
+            _check(idx, loc, a, b)
+            assert len({w for s in idx.shards for w in s["workers"]}) >= 1
+        with hd.ShardedIndex.open(tmp_path / "ix", client=str(sf), timeout=60) as idx:
+            _check(idx, loc, a, b)
+    finally:
+        for p in procs[::-1]:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
