@@ -454,3 +454,21 @@ def test_real_multiprocess_cluster(tmp_path):
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_shard_sizes_are_registered_with_dask(client, tmp_path):
+    """dask.sizeof sees a shard's real size (points, ids, structure), so spilling and balancing
+    do not take a shard for a few bytes."""
+    x = _data(5000, 4, np.float64, 41)
+    with hd.ShardedIndex.build(x, tmp_path / "ix", client=client, shards=2, partition="chunks") as idx:
+        sizes = client.nbytes(summary=False)
+        for s in idx.shards:
+            assert sizes[s["key"]] >= s["n"] * (4 * 8 + 8)
+
+
+def test_demo_distributed(capsys):
+    from hsrgeom.__main__ import main
+
+    assert main(["demo", "--distributed", "--n", "4000", "--dims", "2", "--queries", "20", "--shards", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "exactly the local index's sets" in out and "shards visited per query" in out
