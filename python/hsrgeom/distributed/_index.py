@@ -8,9 +8,11 @@ answers and merge them (ids ascending, top-k by the exact order with the local t
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 
@@ -122,6 +124,19 @@ def _check_points_meta(arr):
     return int(arr.shape[0]), int(arr.shape[1]), dt
 
 
+def _locked(method):
+    """Run the method under the index's lock: calls from several threads are serialized (each
+    still runs its tasks in parallel over the workers), so every answer is that of some
+    sequential order of the calls."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 def _wait_all(futs):
     """Wait for futures; re-raise the first task error (e.g. a corrupted shard file)."""
     from distributed import wait
@@ -151,6 +166,7 @@ class ShardedIndex:
         self._client = self._cluster = None
         self._owns = False
         self._futs = []
+        self._lock = threading.RLock()
         self._client, self._cluster, self._owns = _connect(client, timeout)
         self.path = os.path.abspath(os.fspath(path))
         self._token = uuid.uuid4().hex[:12]
@@ -275,6 +291,7 @@ class ShardedIndex:
         if partition == "chunks":
             nodes = []
         self = object.__new__(cls)
+        self._lock = threading.RLock()
         self._client, self._cluster, self._owns = _connect(client, timeout)
         try:
             metas = self._build_files(how, src, arr, n, d, dt, path, kind, partition, S, nodes, vals, flat, params)
@@ -408,6 +425,7 @@ class ShardedIndex:
                 f"scheduler={addr!r})")
 
     # ---- life cycle --------------------------------------------------------------------------
+    @_locked
     def close(self):
         """Release the shards; close the client and LocalCluster this index started."""
         self._futs = []
@@ -447,6 +465,7 @@ class ShardedIndex:
         return [(s, (qs, a[qs], b[qs])) for s in np.nonzero(mask.any(axis=0))[0]
                 for qs in [np.nonzero(mask[:, s])[0]]]
 
+    @_locked
     def report(self, normals, offsets, *, return_scores=False, output="numpy"):
         """Report the points of each closed half-space ``{x : <normals[j], x> >= offsets[j]}``:
         a :class:`hsrgeom.HalfspaceResult` with global ids ascending per query, exactly the local
@@ -489,6 +508,7 @@ class ShardedIndex:
         parts = [da.from_delayed(f, shape=(np.nan, 2), dtype=np.int64) for f in futs]
         return da.concatenate(parts, axis=0)
 
+    @_locked
     def count(self, normals, offsets):
         """Number of points in each half-space (int64, m); shards wholly inside answer from
         the manifest without a task."""
@@ -506,6 +526,7 @@ class ShardedIndex:
                                    time.perf_counter() - t0)
         return out
 
+    @_locked
     def empty(self, normals, offsets):
         """True where the half-space holds no point (bool, m)."""
         t0 = time.perf_counter()
@@ -523,6 +544,7 @@ class ShardedIndex:
                                    time.perf_counter() - t0)
         return ~found
 
+    @_locked
     def topk(self, queries, k):
         """Exact maximum inner product search: ``(scores, ids)``, each (m, k), best first, ties
         by the smaller id (the local rule). Shards are asked in the order of their box's upper
@@ -587,6 +609,7 @@ class ShardedIndex:
                 o += w
         return topk_merge(q, S, G, P, k, valid)
 
+    @_locked
     def sum(self, normals, offsets, values=None, *, power=0, shift=None):
         """Aggregates over the points of each half-space (as :meth:`hsrgeom.Index.sum`): a
         :class:`hsrgeom.HalfspaceSums`; counts exact, weights and sums float64 accumulations.
@@ -640,6 +663,7 @@ class ShardedIndex:
         return hsrgeom.HalfspaceSums(res.counts.astype(np.int64), weights, sums[:, 0] if flat else sums)
 
     # ---- updates -----------------------------------------------------------------------------
+    @_locked
     def insert(self, points, values=None):
         """Add points; returns their global ids (after the largest id ever given). Logged to the
         write-ahead log before they reach the shards (a kd cell's shard, or the smallest shard
@@ -700,6 +724,7 @@ class ShardedIndex:
             self._dirty.add(int(s))
         self._next_id = max(self._next_id, int(ids[-1]) + 1)
 
+    @_locked
     def remove(self, ids):
         """Remove points by global id (ValueError for an id not present); logged, then applied
         as tombstones in the shards holding them."""
@@ -750,6 +775,7 @@ class ShardedIndex:
             self._tomb[s] = np.union1d(self._tomb[s], rm)
             self._dirty.add(int(s))
 
+    @_locked
     def flush(self):
         """Rewrite the shards with pending updates into new files, swap the manifest atomically,
         then drop the applied log records and the old files; the shards are reloaded from the
