@@ -35,6 +35,17 @@ def client():
     cluster.close()
 
 
+@pytest.fixture()
+def fresh_client():
+    """A LocalCluster of its own for a test that kills workers (2 processes, 1 thread each)."""
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None, silence_logs=50)
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
 def _data(n, d, dtype, seed):
     """Random points plus adversarial ones: duplicates and points on a small integer grid
     (many exact boundary ties with integer normals and offsets)."""
@@ -358,33 +369,35 @@ def _kill_holder(client, idx, shard):
     return w[0]
 
 
-def test_worker_killed_after_build_and_after_unflushed_inserts(client, tmp_path):
+def test_worker_killed_after_build_and_after_unflushed_inserts(fresh_client, tmp_path):
+    client_ = fresh_client
     x = _data(3000, 2, np.float64, 21)
     a, b = _queries(x, 30, 21)
     loc = hsrgeom.BruteForce(x)
-    with hd.ShardedIndex.build(x, tmp_path / "ix", client=client, shards=6, partition="kd") as idx:
+    with hd.ShardedIndex.build(x, tmp_path / "ix", client=client_, shards=6, partition="kd") as idx:
         before = idx.report(a, b)
-        _kill_holder(client, idx, 0)
+        _kill_holder(client_, idx, 0)
         assert idx.report(a, b) == before  # lost shards rebuilt from their lineage (the files)
         _check(idx, loc, a, b)
         new = idx.insert(x[:200] + 0.5)
         loc.insert(x[:200] + 0.5)
         idx.remove(new[:10])
         loc.remove(new[:10])
-        client.wait_for_workers(2, timeout=60)
+        client_.wait_for_workers(1, timeout=120)
         distributed.wait([f for f in idx._futs])
         dirty = [s["shard"] for s in idx.shards if s["pending_updates"]]
-        _kill_holder(client, idx, dirty[0])
+        _kill_holder(client_, idx, dirty[0])
         _check(idx, loc, a, b)  # nothing inserted is lost: updates replayed from the lineage
         assert idx.n == loc.n
 
 
-def test_worker_killed_during_a_batch(client, tmp_path):
+def test_worker_killed_during_a_batch(fresh_client, tmp_path):
+    client_ = fresh_client
     x = _data(20000, 2, np.float32, 22)
     a, b = _queries(x, 400, 22)
     loc = hsrgeom.BruteForce(x)
-    client.wait_for_workers(2, timeout=60)
-    with hd.ShardedIndex.build(x, tmp_path / "ix", client=client, shards=8, partition="chunks",
+    client_.wait_for_workers(2, timeout=120)
+    with hd.ShardedIndex.build(x, tmp_path / "ix", client=client_, shards=8, partition="chunks",
                                kind="brute_force") as idx:
         expect = loc.report(a, b)
         results, killed = [], threading.Event()
@@ -400,26 +413,26 @@ def test_worker_killed_during_a_batch(client, tmp_path):
         t.start()
         while not results and t.is_alive():
             time.sleep(0.01)
-        _kill_holder(client, idx, 3)  # while a batch is running
+        _kill_holder(client_, idx, 3)  # while a batch is running
         killed.set()
         t.join(120)
         assert not t.is_alive()
         assert len(results) >= 3 and all(r == expect for r in results)
 
 
-def test_corrupted_file_is_never_used_after_a_worker_loss(client, tmp_path):
+def test_corrupted_file_is_never_used_after_a_worker_loss(fresh_client, tmp_path):
+    client_ = fresh_client
     x = _data(2000, 2, np.float64, 23)
     a, b = _queries(x, 10, 23)
-    client.wait_for_workers(2, timeout=60)
-    with hd.ShardedIndex.build(x, tmp_path / "ix", client=client, shards=2, partition="chunks") as idx:
+    client_.wait_for_workers(2, timeout=120)
+    with hd.ShardedIndex.build(x, tmp_path / "ix", client=client_, shards=2, partition="chunks") as idx:
         f = tmp_path / "ix" / idx.shards[0]["file"]
         raw = bytearray(f.read_bytes())
         raw[100] ^= 1
         f.write_bytes(bytes(raw))
-        _kill_holder(client, idx, 0)
+        _kill_holder(client_, idx, 0)
         with pytest.raises(ValueError, match=idx.shards[0]["file"].replace(".", r"\.")):
             idx.report(a, b)
-    client.wait_for_workers(2, timeout=60)
 
 
 def test_real_multiprocess_cluster(tmp_path):
@@ -440,7 +453,7 @@ def test_real_multiprocess_cluster(tmp_path):
         a, b = _queries(x, 20, 31)
         loc = hsrgeom.BruteForce(x)
         with hd.ShardedIndex.build(x, tmp_path / "ix", client=str(sf), shards=6, partition="kd", timeout=60) as idx:
-            idx.client.wait_for_workers(2, timeout=60)
+            idx.client.wait_for_workers(2, timeout=120)
             assert len(idx.client.scheduler_info()["workers"]) == 2
             _check(idx, loc, a, b)
             assert len({w for s in idx.shards for w in s["workers"]}) >= 1
