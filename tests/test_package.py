@@ -73,15 +73,16 @@ def _private(module):
     return any(part.startswith("_") for part in module.split(".")[1:])
 
 
-def test_attention_imports_no_private_name_of_hsrgeom():
+def _private_uses(package):
+    """Imports of private hsrgeom names (or hsrgeom._x attributes) by the modules of ``package``."""
     mods = _modules()
     known = set(mods) | COMPILED
     bad = set()
     for name, (path, tree) in mods.items():
-        if not name.startswith("hsrgeom.attention"):
+        if not name.startswith(package):
             continue
         for line, target, node in _imports(name, path, tree, known):
-            if target.startswith("hsrgeom.attention"):
+            if target.startswith(package):
                 continue  # its own submodules
             names = [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else []
             if _private(target) or any(n.startswith("_") for n in names):
@@ -90,7 +91,38 @@ def test_attention_imports_no_private_name_of_hsrgeom():
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "hsrgeom" \
                     and node.attr.startswith("_") and not node.attr.startswith("__"):
                 bad.add(f"{path.name}:{node.lineno} uses hsrgeom.{node.attr}")
+    return bad
+
+
+def test_attention_imports_no_private_name_of_hsrgeom():
+    bad = _private_uses("hsrgeom.attention")
     assert not bad, "hsrgeom.attention must use the public API of hsrgeom only:\n" + "\n".join(sorted(bad))
+
+
+def test_distributed_imports_no_private_name_of_hsrgeom():
+    bad = _private_uses("hsrgeom.distributed")
+    assert not bad, "hsrgeom.distributed must use the public API of hsrgeom only:\n" + "\n".join(sorted(bad))
+
+
+def test_core_package_never_imports_dask():
+    """dask and distributed are optional (the distributed extra): importing hsrgeom and
+    hsrgeom.attention loads neither, and no module outside hsrgeom.distributed imports them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hsrgeom, hsrgeom.attention\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed'))\n"
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    offenders = []
+    for name, (path, tree) in _modules().items():
+        if name.startswith("hsrgeom.distributed"):
+            continue
+        for node in ast.walk(tree):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            offenders += [f"{path.name}:{node.lineno} {m}" for m in mods if m.split(".")[0] in ("dask", "distributed")]
+    assert not offenders, offenders
 
 
 def test_the_checks_see_the_imports():

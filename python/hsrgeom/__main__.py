@@ -82,7 +82,13 @@ def main(argv=None) -> int:
     d.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--threads", type=int, default=None)
+    d.add_argument("--distributed", action="store_true", help="a sharded index on a Dask LocalCluster (hsrgeom[distributed])")
+    d.add_argument("--shards", type=int, default=16, help="shards of --distributed (default 16)")
     args = p.parse_args(argv)
+    if args.command == "demo" and args.distributed:  # needs the distributed extra (dask)
+        from hsrgeom.distributed._demo import demo as distributed_demo
+
+        return distributed_demo(args)
     if args.command == "demo":
         return demo(args)
     p.print_help()
