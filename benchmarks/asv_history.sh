@@ -20,7 +20,7 @@ if [[ ! "$n" =~ ^[1-9][0-9]*$ ]]; then
     exit 2
 fi
 if [[ $# -eq 0 ]]; then
-    set -- --quick -b '^bench_query\.Report\.time_(count|report_sorted)' -b '^bench_track\.Counters'
+    set -- --quick -b '^bench_query\.Report\.time_count' -b '^bench_track\.PerIndex'
 fi
 # main may have fewer than N commits: benchmark what exists
 total=$(git rev-list --count main)

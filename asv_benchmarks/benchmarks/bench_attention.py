@@ -28,7 +28,7 @@ def _bias(q, k):
 
 
 class Decode:
-    params = ([4096, 65536], [4, 64], ["gaussian", "clustered"], ["relu", "softmax"])
+    params = ([4096, 32768], [4, 64], ["gaussian", "clustered"], ["relu", "softmax"])
     param_names = ["n", "d", "keys", "mode"]
     number = 1
     repeat = (1, 10, 20.0)

@@ -14,7 +14,7 @@ class Interleaved:
     """From n points: ``rounds`` times insert a batch of new points, remove half as many of the
     oldest live ids, and report 8 half-spaces of ~100 points each."""
 
-    params = (["brute_force", "partition_tree", "convex_layers", "shallow_cutting3", "auto"], [2, 3], [10**4, 10**5],
+    params = (["brute_force", "partition_tree", "convex_layers", "shallow_cutting3", "auto"], [2, 3], [20_000],
               [16, 1024])
     param_names = ["structure", "d", "n", "batch"]
     number = 1

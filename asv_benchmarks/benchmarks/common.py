@@ -1,9 +1,10 @@
 """Shared data and index helpers of the asv suites (public API of hsrgeom only).
 
-Data are seeded, so every commit benchmarks the same points and queries. Indexes are built
-through ``hsrgeom.build_index`` and memoised for the last key only: asv runs the parameter
-combinations of one benchmark in one process, innermost parameter fastest, so consecutive
-combinations that differ only in the query parameters (output size, k, ...) share one build.
+Data are seeded, so every commit benchmarks the same points and queries. asv runs every
+parameter combination of every benchmark in a fresh process, whose ``setup`` builds its index:
+the cost of a whole ``asv run --quick`` is mostly these builds, which is why the parameter grids
+are small and n = 10^6 is kept to few classes. (Loading a saved index costs about as much as
+building it, so ``setup_cache`` would not help.)
 """
 import numpy as np
 
@@ -14,7 +15,6 @@ ONLY_DIM = {"convex_layers": 2, "convex_layers3": 3, "shallow_cutting3": 3}
 #: the points per query of the output-size parameter
 OUTPUT_SIZES = [100, 1_000, 10_000]
 
-_memo = {}
 _points = {}
 
 
@@ -40,9 +40,9 @@ def skip_unless(structure, d, n):
 
 
 def points(n, d, dtype=np.float64):
-    """n uniform points in [-1, 1]^d, seeded by (n, d); read-only (memoised for the last key:
-    copy before changing them)."""
-    key = ("points", n, d, np.dtype(dtype).name)
+    """n uniform points in [-1, 1]^d, seeded by (n, d); read-only (memoised: a setup asks for
+    them twice, for the index and for the queries; copy before changing them)."""
+    key = (n, d, np.dtype(dtype).name)
     if key not in _points:
         _points.clear()
         x = np.random.default_rng(d * 7 + n).uniform(-1, 1, (n, d)).astype(dtype)
@@ -52,12 +52,8 @@ def points(n, d, dtype=np.float64):
 
 
 def index(structure, d, n, dtype=np.float64):
-    """The index of ``points(n, d)``, memoised for the last (structure, d, n, dtype)."""
-    key = (structure, d, n, np.dtype(dtype).name)
-    if key not in _memo:
-        _memo.clear()
-        _memo[key] = hsrgeom.build_index(points(n, d, dtype), kind=structure)
-    return _memo[key]
+    """The index ``build_index(points(n, d, dtype), kind=structure)``."""
+    return hsrgeom.build_index(points(n, d, dtype), kind=structure)
 
 
 def halfspaces(x, m, output_size, seed=1):
