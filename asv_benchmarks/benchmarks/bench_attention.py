@@ -51,7 +51,7 @@ class Decode:
 class Attention:
     """m = 16 query rows over n keys: the index is built inside the call (one per kv head)."""
 
-    params = ([4096, 16384], [4, 64], ["relu", "softmax_top64", "softmax_threshold"])
+    params = ([2048, 8192], [4, 64], ["relu", "softmax_top64", "softmax_threshold"])
     param_names = ["n", "d", "mode"]
     timeout = 300
 
@@ -69,7 +69,7 @@ class Attention:
 
 
 class Prefill:
-    params = ([1024, 4096], ["relu", "softmax"])
+    params = ([512, 2048], ["relu", "softmax"])
     param_names = ["n", "mode"]
     timeout = 300
 
