@@ -182,13 +182,17 @@ class QueryStats:
     """Per-query cost counters of the last call on an index (``index.stats``: the calling
     thread's last call).
 
-    Attributes (each an int64 array of shape (m,))
+    Attributes
     ----------
-    nodes_visited : tree nodes whose bounds were evaluated
-    points_tested : points evaluated one by one (a node entirely inside is reported as a range
-        and its points are not counted here)
-    points_reported : ids reported (report/count), 1/0 (empty), k (topk)
-    exact_checks : evaluations that fell back to exact arithmetic (near-boundary points)
+    nodes_visited : ndarray of int64, shape (m,)
+        Tree nodes whose bounds were evaluated.
+    points_tested : ndarray of int64, shape (m,)
+        Points evaluated one by one (a node entirely inside is reported as a range and its
+        points are not counted here).
+    points_reported : ndarray of int64, shape (m,)
+        Ids reported (report/count), 1/0 (empty), k (topk).
+    exact_checks : ndarray of int64, shape (m,)
+        Evaluations that fell back to exact arithmetic (near-boundary points).
     """
 
     __slots__ = ("nodes_visited", "points_tested", "points_reported", "exact_checks")

@@ -376,7 +376,7 @@ class ShallowCutting3(Index):
     PartitionTree for the queries it cannot answer.
 
     Dual view: point x is the linear function a -> <a, x>, and a query reports the functions at
-    or above b at its normal a. Normals are mapped to the faces of a cube (a / max_i |a_i|);
+    or above b at its normal a. Normals are mapped to the faces of a cube (``a / max_i |a_i|``);
     each face is cut into ``grid`` x ``grid`` squares of two triangles. At each grid direction
     c and for growing depths k_0 < k_1 < ... (8, 10, 12, ... up to ``max_depth``, ~1.25x apart)
     the structure keeps the k_j-th largest <c, x>; over a triangle these values, interpolated

@@ -32,11 +32,17 @@ class _Grow:
 class DecodeCache:
     """Key/value cache for generation decoding, indexed for half-space reporting.
 
-    >>> cache = DecodeCache()                         # doctest: +SKIP
-    >>> cache.append(k_prompt, v_prompt)              # (batch, kv_heads, n, d), (..., n, d_v)
-    >>> for step in range(T):
-    ...     cache.append(k_new, v_new)                # one token: (batch, kv_heads, 1, d)
-    ...     out, stats = cache.attend(q_new, mode="relu", bias=b)   # q: (batch, heads, 1, d)
+    >>> import numpy as np
+    >>> from hsrgeom.attention import DecodeCache
+    >>> rng = np.random.default_rng(0)
+    >>> k, v = rng.standard_normal((2, 1, 2, 104, 16))  # (batch, kv_heads, n, d) each
+    >>> q = rng.standard_normal((1, 4, 4, 16))           # (batch, heads, steps, d)
+    >>> cache = DecodeCache().append(k[:, :, :100], v[:, :, :100])  # the prompt
+    >>> for t in range(4):                                # decoding: one token per step
+    ...     out, stats = cache.append(k[:, :, 100 + t:101 + t], v[:, :, 100 + t:101 + t]).attend(
+    ...         q[:, :, t:t + 1], mode="relu", bias=1.0)
+    >>> out.shape, len(cache)
+    ((1, 4, 1, 16), 104)
 
     ``append`` copies the keys and values (the caller's arrays are never kept or changed) and
     inserts the keys into each head's index (the logarithmic method of the structures:

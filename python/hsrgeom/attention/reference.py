@@ -11,7 +11,7 @@ weights are all zero, returns zeros.
 
 These functions are O(m n) in time and memory per head; they are meant for checking, not speed.
 The scores ``scale q k^T`` are evaluated in float64 as they are: inputs whose scores overflow
-(|scale <q, k>| beyond ~1.8e308) give inf/NaN here, while :mod:`hsrgeom.attention` scales such
+(``|scale <q, k>|`` beyond ~1.8e308) give inf/NaN here, while :mod:`hsrgeom.attention` scales such
 rows by powers of two and stays exact; check those against exact (rational) arithmetic.
 """
 from __future__ import annotations
