@@ -5,7 +5,8 @@
 // DynamicIndex<T> keeps its points in static parts (Part<T>, a small virtual interface; PartOf<S>
 // adapts a structure S through its public report/count/empty/topk/sum members) built by a
 // Builder of the index's kind and parameters, plus an unindexed tail of at most kTail points
-// scanned exactly (a BruteForce rebuilt when the tail changes). Contracts:
+// scanned exactly (a BruteForce built by the first query after the tail changed, so a run of
+// single inserts costs no scan builds). Contracts:
 //  * ids are stable: the points the index was built with have ids 0..n-1, inserted points the
 //    next ids in order, and an id is never reused;
 //  * every live id is in exactly one part; a part's local ids map to ascending global ids
@@ -27,6 +28,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -201,7 +203,7 @@ class DynamicIndex {
   size_t memory_bytes() const {
     size_t b = alive_.size() * sizeof(std::uint64_t);
     for_parts([&](const Entry& e) {
-      b += e.part->memory_bytes() + e.gids.size() * sizeof(std::int64_t) + e.pts.size() * sizeof(T);
+      b += (e.part ? e.part->memory_bytes() : 0) + e.gids.size() * sizeof(std::int64_t) + e.pts.size() * sizeof(T);
     });
     return b;
   }
@@ -234,11 +236,11 @@ class DynamicIndex {
     while (true) {
       const index_t take = std::min<index_t>(kTail - static_cast<index_t>(tail_.gids.size()), p.n - start);
       if (take > 0) {
-        std::vector<T> pts = tail_.pts;
-        std::vector<std::int64_t> gids = tail_.gids;
-        pts.insert(pts.end(), p.row(start), p.row(start) + take * d_);
-        for (index_t i = 0; i < take; ++i) gids.push_back(next_ + i);
-        set_tail(std::move(pts), std::move(gids));  // may throw before anything changed
+        tail_.pts.reserve(static_cast<size_t>(kTail) * d_);  // no reallocation below: nothing half-appended
+        tail_.gids.reserve(kTail);
+        tail_.pts.insert(tail_.pts.end(), p.row(start), p.row(start) + take * d_);
+        for (index_t i = 0; i < take; ++i) tail_.gids.push_back(next_ + i);
+        tail_.part.reset();  // the scan is rebuilt by the next query
         // live once in the tail: an insert interrupted in a block's build below keeps the
         // points inserted so far, each in one part
         for (index_t i = 0; i < take; ++i) set_alive(next_ + i, true);
@@ -472,9 +474,18 @@ class DynamicIndex {
     for (const Entry& e : blocks_) f(e);
     if (!tail_.gids.empty()) f(tail_);
   }
+  // The parts a query asks: the blocks, then the tail (its scan built here when missing).
   std::vector<const Entry*> part_list() const {
     std::vector<const Entry*> v;
-    for_parts([&](const Entry& e) { v.push_back(&e); });
+    for (const Entry& e : blocks_) v.push_back(&e);
+    if (!tail_.gids.empty()) {
+      const std::lock_guard<std::mutex> lock(tail_mu_);
+      if (!tail_.part) {
+        PointsView<T> pv{tail_.pts.data(), static_cast<index_t>(tail_.gids.size()), d_};
+        tail_.part = std::make_shared<PartOf<BruteForce<T>, T>>(std::make_shared<BruteForce<T>>(pv));
+      }
+      v.push_back(&tail_);
+    }
     return v;
   }
   static bool consecutive(const Entry& e) {
@@ -534,13 +545,9 @@ class DynamicIndex {
     }
   }
 
-  // The tail: an exact scan over its points (rebuilt whenever they change).
+  // The tail's points; its scan is built by the next query (part_list).
   void set_tail(std::vector<T> pts, std::vector<std::int64_t> gids) {
     Entry t;
-    if (!gids.empty()) {
-      PointsView<T> v{pts.data(), static_cast<index_t>(gids.size()), d_};
-      t.part = std::make_shared<PartOf<BruteForce<T>, T>>(std::make_shared<BruteForce<T>>(v));
-    }
     t.gids = std::move(gids);
     t.pts = std::move(pts);
     tail_ = std::move(t);
@@ -609,7 +616,10 @@ class DynamicIndex {
   int d_;
   Builder build_;
   std::vector<Entry> blocks_;  // largest first
-  Entry tail_;                 // at most kTail points, no tombstones
+  // at most kTail points, no tombstones; its part (a scan) is made lazily under tail_mu_ by a
+  // query (queries may run concurrently; updates run alone)
+  mutable Entry tail_;
+  mutable std::mutex tail_mu_;
   std::vector<std::uint64_t> alive_;  // bit i: id i is live (capacity doubles)
   std::int64_t next_ = 0;       // ids given so far
   std::int64_t live_ = 0;       // live ids
