@@ -238,3 +238,30 @@ def _make_fixture(out=DATA):  # run with the old code: python -c "import test_dy
     x = index.sum(a, b, "attached", power=1)
     np.savez_compressed(os.path.join(out, "main_v2_dynamic_tree.npz"), ids=index.ids(), a=a, b=b, lims=r.lims,
                         rids=r.ids, tk_ids=i, tk_scores=s, counts=x.counts, sums=x.sums, next_id=360)
+
+
+def test_decode_cache_grows_through_the_compiled_dynamic_index(dtype):
+    """DecodeCache appends keys with Index.insert: one token at a time, each head's tree is a
+    compiled dynamic index (blocks with node sums of the values), and attention over it is that
+    of the reference over every key so far."""
+    import hsrgeom.attention as A
+    from hsrgeom.attention import reference as R
+
+    rng = np.random.default_rng(4)
+    k = rng.standard_normal((1, 2, 900, 3)).astype(dtype)
+    v = rng.standard_normal((1, 2, 900, 2)).astype(dtype)
+    q = rng.standard_normal((1, 2, 1, 3)).astype(dtype)
+    cache = A.DecodeCache(kind="partition_tree").append(k[:, :, :300], v[:, :, :300])
+    for t in range(300, 900):
+        cache.append(k[:, :, t : t + 1], v[:, :, t : t + 1])
+        if t % 150 == 0 or t == 899:
+            for alpha in (1, 2):
+                out = cache.attend(q, mode="relu", bias=0.3, alpha=alpha, return_stats=False)
+                ref_out = R.relu_attention(q, k[:, :, : t + 1], v[:, :, : t + 1], bias=0.3, alpha=alpha)
+                tol = 1e-4 if dtype == np.float32 else 1e-10
+                np.testing.assert_allclose(out, ref_out, rtol=tol, atol=tol)
+    for row in cache._heads:
+        for head in row:
+            index = head.blocks[-1][1]
+            assert isinstance(index._dyn._c, (_core.DynamicF32, _core.DynamicF64))
+            assert sum(index._dyn.part_sizes) == index.n == 900

@@ -26,7 +26,7 @@ a file is trusted before it is checked, and every failure is a ValueError naming
 4. the sha256 checksum;
 5. the content: finite points, ids strictly ascending in [0, next_id); next_id is trusted only
    where the payload holds next_id value rows, otherwise it must be at most
-   ``max(MAX_ID_RATIO * n, MAX_UNBACKED_IDS)`` (a dynamic index keeps one byte per id ever
+   ``max(MAX_ID_RATIO * n, MAX_UNBACKED_IDS)`` (a dynamic index keeps one bit per id ever
    given);
 6. the build: the class's own parameter checks (as its constructor), errors re-raised as
    ValueError.
