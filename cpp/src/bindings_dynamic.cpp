@@ -100,6 +100,10 @@ std::pair<typename Dyn<T>::Builder, typename Dyn<T>::PartPtr> kind_of(const std:
   return {std::move(b), std::move(p)};
 }
 
+// Whether an array holds float32 (by kind and size: a dtype made by newbyteorder("=") is an equal
+// but distinct object, and a cast of the whole value buffer to float64 would copy it every call).
+bool is_float32(const py::array& a) { return a && a.dtype().kind() == 'f' && a.dtype().itemsize() == 4; }
+
 // Attached values (None or a 2-D float32/float64 array of at least `rows` rows) as ValueRows;
 // `keep` holds the array for the call.
 ValueRows value_rows(const py::object& values, std::int64_t rows, py::object& keep) {
@@ -107,7 +111,7 @@ ValueRows value_rows(const py::object& values, std::int64_t rows, py::object& ke
   if (values.is_none()) return v;
   py::array arr = py::array::ensure(values);
   if (!arr || arr.ndim() != 2 || arr.shape(0) < rows) throw py::value_error("values must be 2-D with a row per id");
-  if (arr.dtype().is(py::dtype::of<float>())) {
+  if (is_float32(arr)) {
     auto a = arr.cast<CArray<float>>();
     v.f32 = a.data();
     keep = a;
@@ -236,7 +240,7 @@ void bind_one(py::module_& m, const std::string& suffix) {
                                 to_numpy(std::move(r.sums), {static_cast<py::ssize_t>(q.m), sp.dv}),
                                 stats_dict(std::move(st)));
         };
-        if (!values.is_none() && py::array::ensure(values).dtype().is(py::dtype::of<float>()))
+        if (!values.is_none() && is_float32(py::array::ensure(values)))
           return run(static_cast<float*>(nullptr));
         return run(static_cast<double*>(nullptr));
       }, py::arg("normals"), py::arg("offsets"), py::arg("values"), py::arg("power"), py::arg("shift"),

@@ -225,7 +225,8 @@ class Index:
                 grown[:rows] = self._vbuf[:rows]
                 self._vbuf = grown
             self._vbuf[rows : rows + len(vals)] = vals
-        return self._dynamic().insert(arr, self._vbuf)
+        # the value rows go to the compiled insert only where new blocks get node sums from them
+        return self._dynamic().insert(arr, self._vbuf if self.node_sums else None)
 
     @_writer
     def remove(self, ids):
@@ -244,7 +245,7 @@ class Index:
             raise ValueError("ids contains duplicates")
         if bad.size:
             raise ValueError(f"ids: {int(bad[0])} is not in the index (never inserted or already removed)")
-        dyn.remove(ids, self._vbuf)
+        dyn.remove(ids, self._vbuf if self.node_sums else None)
 
     # -- queries -----------------------------------------------------------------------------
     def _halfspaces(self, normals, offsets):
