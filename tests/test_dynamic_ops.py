@@ -265,3 +265,34 @@ def test_decode_cache_grows_through_the_compiled_dynamic_index(dtype):
             index = head.blocks[-1][1]
             assert isinstance(index._dyn._c, (_core.DynamicF32, _core.DynamicF64))
             assert sum(index._dyn.part_sizes) == index.n == 900
+
+
+def test_concurrent_first_queries_build_the_tail_scan_once(rng):
+    """The tail's scan is built by the first query after an insert; readers that arrive
+    together (the GIL released in each) all get the exact answer."""
+    import threading
+
+    pts = rng.standard_normal((2000, 2))
+    index = hsrgeom.PartitionTree(pts, leaf_size=8)
+    a = rng.standard_normal((64, 2))
+    b = rng.random(64) * 0.5
+    for _ in range(5):
+        new = rng.standard_normal((int(rng.integers(1, 200)), 2))
+        index.insert(new)  # the tail changed: no scan until a query asks
+        pts = np.vstack([pts, new])
+        expect = [ref.report(pts, a[j], b[j]) for j in range(len(a))]
+        results, start = [None] * 8, threading.Barrier(8)
+
+        def reader(i):
+            start.wait()
+            results[i] = (index.report(a, b), index.topk(a, 3)[1])
+
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for res, top in results:
+            for j in range(len(a)):
+                np.testing.assert_array_equal(res[j], expect[j])
+            np.testing.assert_array_equal(top, results[0][1])
