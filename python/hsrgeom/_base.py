@@ -241,10 +241,10 @@ class Index:
         bad = ids[(ids < 0) | (ids >= dyn.next_id)]
         if bad.size == 0:
             bad = ids[~dyn.alive(ids)]
-        if bad.size == 0 and len(np.unique(ids)) != len(ids):
-            raise ValueError("ids contains duplicates")
         if bad.size:
             raise ValueError(f"ids: {int(bad[0])} is not in the index (never inserted or already removed)")
+        # duplicates: ValueError("ids contains duplicates") from the compiled remove (an
+        # interruptible pass; np.unique would sort the ids without reacting to Ctrl-C)
         dyn.remove(ids, self._vbuf if self.node_sums else None)
 
     # -- queries -----------------------------------------------------------------------------

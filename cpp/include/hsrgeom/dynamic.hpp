@@ -257,23 +257,34 @@ class DynamicIndex {
     return first;
   }
 
-  // Removes ids (each alive and given once: the caller checks).
+  // Removes ids; std::invalid_argument (nothing removed) for an id not in the index or given twice.
   void remove(const std::int64_t* ids, index_t m, const ValueRows& vals, int threads) {
-    for (index_t i = 0; i < m; ++i)
-      if (!alive(ids[i])) throw std::invalid_argument("ids: " + std::to_string(ids[i]) + " is not in the index");
+    // 1. checks and the tombstones each block gets (each id found by a binary search in the
+    //    blocks' ascending id maps): interruptible, nothing changed yet
+    std::vector<std::int64_t> per_block(blocks_.size(), 0);
+    std::vector<std::uint64_t> seen(m > 1 ? alive_.size() : 0, 0);
     for (index_t i = 0; i < m; ++i) {
-      if (!alive(ids[i])) throw std::invalid_argument("ids contains duplicates");
-      set_alive(ids[i], false);
-    }
-    live_ -= m;
-    // tombstones per block (each id found by a binary search in the blocks' ascending id maps),
-    // then the blocks more than half removed are rebuilt
-    for (index_t i = 0; i < m; ++i)
-      for (Entry& e : blocks_)
-        if (std::binary_search(e.gids.begin(), e.gids.end(), ids[i])) {
-          ++e.removed;
+      if ((i & 16383) == 0) interrupt::check();
+      if (!alive(ids[i])) throw std::invalid_argument("ids: " + std::to_string(ids[i]) + " is not in the index");
+      if (m > 1) {
+        std::uint64_t& w = seen[ids[i] >> 6];
+        const std::uint64_t bit = std::uint64_t{1} << (ids[i] & 63);
+        if (w & bit) throw std::invalid_argument("ids contains duplicates");
+        w |= bit;
+      }
+      for (size_t b = 0; b < blocks_.size(); ++b)
+        if (std::binary_search(blocks_[b].gids.begin(), blocks_[b].gids.end(), ids[i])) {
+          ++per_block[b];
           break;
         }
+    }
+    // 2. the tombstones, all at once (no interruption point: a block's count always covers its
+    //    dead ids)
+    for (index_t i = 0; i < m; ++i) set_alive(ids[i], false);
+    live_ -= m;
+    for (size_t b = 0; b < blocks_.size(); ++b) blocks_[b].removed += per_block[b];
+    // 3. blocks more than half removed are rebuilt (an interrupted rebuild leaves the block as
+    //    it was, tombstones included; the next remove tries again)
     for (size_t b = 0; b < blocks_.size();) {
       Entry& e = blocks_[b];
       if (e.removed * 2 <= static_cast<std::int64_t>(e.gids.size())) {
