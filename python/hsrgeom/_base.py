@@ -78,7 +78,7 @@ class Index:
         self.dtype = points.dtype
         self.reason = getattr(self, "reason", f"{self.kind} requested explicitly")
         self._stats = QueryStats._empty()
-        self._dyn = None  # DynamicState once insert/remove was used
+        self._dyn = None  # DynamicState (the compiled dynamic index) once insert/remove was used
         self._vbuf = None  # attached values: rows 0.._id_bound() - 1 (capacity doubles on insert)
         self._vflat = False
 
@@ -99,9 +99,7 @@ class Index:
     def memory_bytes(self):
         """Bytes held by the index (points copy and attached values included)."""
         extra = 0 if self._vbuf is None else self._vbuf.nbytes
-        if self._dyn:
-            return extra + sum(index._impl.memory_bytes for index, _ in self._dyn.parts())
-        return extra + self._impl.memory_bytes
+        return extra + (self._dyn.memory_bytes if self._dyn else self._impl.memory_bytes)
 
     @property
     def stats(self):
@@ -171,37 +169,24 @@ class Index:
         threads = V.threads(n_threads)
         try:
             if self._dyn is None:
-                self._prepare_values(self, np.arange(rows, dtype=np.int64), threads)
-            else:
-                self._hook_values()
-                for index, gids in self._dyn.parts():
-                    self._prepare_values(index, gids, threads)
+                if self.node_sums and rows:
+                    self._impl.set_value_sums(self._vbuf, 0, threads)
+            else:  # every block with consecutive ids (new blocks get theirs at insert)
+                self._dyn.set_value_sums(self._vbuf, threads)
         except BaseException:  # interrupted (KeyboardInterrupt): nothing attached
             self._vbuf = None
-            if self._dyn is not None:
-                self._dyn.on_build = None
             raise
         return self
 
-    def _hook_values(self):
-        """New blocks of the dynamic state get node sums of this index's attached values."""
-        if self._dyn is not None and self._vbuf is not None:
-            self._dyn.on_build = lambda index, gids: self._prepare_values(index, gids, 0)
-
-    def _prepare_values(self, index, gids, threads):
-        """Node sums of a static part whose ids are consecutive (rows gids[0] ...)."""
-        if index.node_sums and len(gids) and gids[-1] - gids[0] + 1 == len(gids):
-            index._impl.set_value_sums(self._values(), int(gids[0]), threads)
-
     # -- dynamic updates -----------------------------------------------------------------------
-    def _dynamic(self):
+    def _dynamic(self, ids=None, next_id=None):
+        """The dynamic state, made on first use: the static structure becomes its first block,
+        holding the ids ``ids`` (default ``arange(n)``; ``next_id`` default n)."""
         if self._dyn is None:
-            first = type(self).__new__(type(self))  # a static view sharing the built structure
-            first.__dict__.update({k: v for k, v in self.__dict__.items() if k not in _SYNC})
-            build = lambda pts: type(self)._from_valid(pts, **self._params())  # noqa: E731
-            scan = Index._kinds["brute_force"]._from_valid  # the exact scan of the tail and of top-k candidates
-            self._dyn = DynamicState(build, scan, first, np.arange(self._impl.n, dtype=np.int64), self._impl.n)
-            self._hook_values()
+            n = self._impl.n
+            ids = np.arange(n, dtype=np.int64) if ids is None else ids
+            sums = self.node_sums and self._vbuf is not None and len(ids) == n and (n == 0 or ids[-1] == n - 1)
+            self._dyn = DynamicState(self, ids, n if next_id is None else next_id, value_sums=sums)
         return self._dyn
 
     @_writer
@@ -240,7 +225,8 @@ class Index:
                 grown[:rows] = self._vbuf[:rows]
                 self._vbuf = grown
             self._vbuf[rows : rows + len(vals)] = vals
-        return self._dynamic().insert(arr)
+        # the value rows go to the compiled insert only where new blocks get node sums from them
+        return self._dynamic().insert(arr, self._vbuf if self.node_sums else None)
 
     @_writer
     def remove(self, ids):
@@ -254,12 +240,12 @@ class Index:
         dyn = self._dynamic()
         bad = ids[(ids < 0) | (ids >= dyn.next_id)]
         if bad.size == 0:
-            bad = ids[~dyn.alive[ids]]
-        if bad.size == 0 and len(np.unique(ids)) != len(ids):
-            raise ValueError("ids contains duplicates")
+            bad = ids[~dyn.alive(ids)]
         if bad.size:
             raise ValueError(f"ids: {int(bad[0])} is not in the index (never inserted or already removed)")
-        dyn.remove(ids)
+        # duplicates: ValueError("ids contains duplicates") from the compiled remove (an
+        # interruptible pass; np.unique would sort the ids without reacting to Ctrl-C)
+        dyn.remove(ids, self._vbuf if self.node_sums else None)
 
     # -- queries -----------------------------------------------------------------------------
     def _halfspaces(self, normals, offsets):
@@ -324,11 +310,7 @@ class Index:
     def count(self, normals, offsets, *, n_threads=None):
         """Number of points in each half-space, int64 array of shape (m,)."""
         a, b = self._halfspaces(normals, offsets)
-        if self._dyn:
-            lims, _, _, st = self._dyn.report(a, b, V.threads(n_threads), sort=False)
-            c = np.diff(lims)
-        else:
-            c, st = self._impl.count(a, b, V.threads(n_threads))
+        c, st = (self._dyn or self._impl).count(a, b, V.threads(n_threads))
         self._stats = QueryStats._from_dict(st)
         return c
 
@@ -336,11 +318,7 @@ class Index:
     def empty(self, normals, offsets, *, n_threads=None):
         """True where the half-space contains no point (stops at the first point found)."""
         a, b = self._halfspaces(normals, offsets)
-        if self._dyn:
-            lims, _, _, st = self._dyn.report(a, b, V.threads(n_threads), sort=False)
-            e = np.diff(lims) == 0
-        else:
-            e, st = self._impl.empty(a, b, V.threads(n_threads))
+        e, st = (self._dyn or self._impl).empty(a, b, V.threads(n_threads))
         self._stats = QueryStats._from_dict(st)
         return e.astype(bool)
 
@@ -471,4 +449,3 @@ class Index:
             # checked like a file (hsrgeom.load), and the state must hold this class
             other = _format.from_state(state, type(self), tuple(Index._kinds.values()))
             self.__dict__.update({k: v for k, v in other.__dict__.items() if k not in _SYNC})
-            self._hook_values()  # the hook of `other` would write to its buffer, not this one

@@ -1,251 +1,114 @@
-"""Dynamic updates for every structure: the logarithmic method (Bentley & Saxe, 1980).
+"""Dynamic updates for every structure: the logarithmic method (Bentley & Saxe, 1980), in C++.
 
-An index that has seen ``insert`` or ``remove`` keeps its points in static blocks of the same
-kind and parameters, plus a small unindexed tail. Block sizes follow a binary counter: a full
-tail of ``TAIL`` points becomes a block; two blocks of the same size class are rebuilt as one.
-Each point is rebuilt O(log(n / TAIL)) times over its life, so an insert costs amortised
-O(log n) times the per-point build cost. Removed points are masked ("tombstones") and dropped
-at the next rebuild of their block; a block more than half removed is rebuilt at once.
+An index that has seen ``insert`` or ``remove`` keeps its points in a compiled
+``_core.DynamicF32/F64`` (``cpp/include/hsrgeom/dynamic.hpp``): static blocks of the index's kind
+and parameters, built in C++, plus a small unindexed tail of at most ``TAIL`` points scanned
+exactly. Block sizes follow a binary counter: a full tail becomes a block; two blocks of the
+same size class are rebuilt as one. Each point is rebuilt O(log(n / TAIL)) times over its life,
+so an insert costs amortised O(log n) times the per-point build cost. Removed points are
+tombstones (a bitset over the ids, checked while results are collected) and are dropped at the
+next rebuild of their block; a block more than half removed is rebuilt at once. Every insert,
+remove and query is one compiled call (GIL released, interruptible).
 
 Ids are stable: the points an index was built with have ids 0..n-1, inserted points get the
 next ids in order, and a removed id is never reused.
+
+This module holds no index class: :class:`DynamicState` is given the static index whose
+structure becomes the first block (shared, not copied) and validation stays in ``_base``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ._results import HalfspaceResult, _sums_from_report
+from . import _core
 
-TAIL = 256  # unindexed points scanned by a brute-force block rebuilt on demand
+TAIL = _core.DynamicF64.tail  # unindexed points, scanned exactly
 
-
-class Block:
-    __slots__ = ("index", "gids", "removed")
-
-    def __init__(self, index, gids):
-        self.index = index  # a static Index of local ids 0..len(gids)-1
-        self.gids = gids  # int64, ascending: local -> global id
-        self.removed = 0
-
-    @property
-    def size(self):
-        return len(self.gids)
+# The compiled constructor arguments of each kind after the points (as _structures passes them;
+# the build's thread count is the call's).
+_BUILD_ARGS = {
+    "brute_force": lambda p: (),
+    "quantized_scan": lambda p: (),
+    "partition_tree": lambda p: (p["leaf_size"], {"widest": 0, "pca": 1}[p["split"]]),
+    "simplicial": lambda p: (p["r"], p["leaf_size"], p["seed"]),
+    "convex_layers": lambda p: (p["table_layers"], -1 if p["max_layers"] is None else p["max_layers"]),
+    "convex_layers3": lambda p: (p["max_layers"],),
+    "shallow_cutting3": lambda p: (p["grid"], p["max_depth"], p["max_candidates"]),
+}
 
 
 class DynamicState:
-    """Blocks, tail and tombstones of one index. ``build(points)`` builds a static block (of the
-    index's kind and parameters), ``scan(points)`` an exact scan (the tail, top-k re-ranking):
-    the caller gives both, so this module depends on no index class."""
+    """The compiled dynamic index of one :class:`~hsrgeom.Index`.
 
-    def __init__(self, build, scan, first, ids, next_id):
-        """``first``: a static index holding the points with global ids ``ids`` (ascending)."""
-        self.build = build
-        self.scan = scan
-        self.on_build = None  # called as on_build(index, gids) for every new block
-        self.d = first.d
-        self.dtype = first.dtype
-        self.blocks = [Block(first, ids)] if len(ids) else []
-        self._alive = np.zeros(max(next_id, 16), dtype=bool)  # capacity doubles on insert
-        self._alive[ids] = True
-        self._next = next_id
-        self.tail_pts = np.zeros((0, self.d), dtype=self.dtype)
-        self.tail_ids = np.zeros(0, dtype=np.int64)
-        self._tail_index = None
+    ``first``: the static index whose structure holds the points with global ids ``ids``
+    (ascending, all < ``next_id``); it becomes the first block without a copy of its structure
+    (the dynamic index keeps a copy of the points, for merges and exact top-k ranking). The
+    query methods take validated, C-contiguous arguments and return what the static
+    structures' compiled methods return (results and a stats dict).
+    """
+
+    def __init__(self, first, ids, next_id, value_sums=False):
+        cls = _core.DynamicF32 if first.dtype == np.float32 else _core.DynamicF64
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self._c = cls(first.kind, _BUILD_ARGS[first.kind](first._params()), first._impl, ids, int(next_id),
+                      int(first.d), bool(value_sums))
 
     # -- state -------------------------------------------------------------------------------
     @property
-    def alive(self):
-        """alive[i]: id i is in the index (a view of the first next_id entries)."""
-        return self._alive[: self._next]
-
-    def set_alive(self, ids, next_id):
-        self._alive = np.zeros(max(next_id, 16), dtype=bool)
-        self._alive[ids] = True
-        self._next = next_id
+    def n(self):
+        """Number of live points."""
+        return self._c.n
 
     @property
     def next_id(self):
-        return self._next
+        """Ids given so far (the next inserted point gets this id)."""
+        return self._c.next_id
 
     @property
-    def n(self):
-        return int(self.alive.sum())
+    def memory_bytes(self):
+        """Bytes held by the parts, their point copies and id maps, and the tombstones."""
+        return self._c.memory_bytes
 
-    def parts(self):
-        """(static index, gids) of every block and of the tail."""
-        out = [(b.index, b.gids) for b in self.blocks]
-        if len(self.tail_ids):
-            if self._tail_index is None:
-                self._tail_index = self.scan(self.tail_pts)
-            out.append((self._tail_index, self.tail_ids))
-        return out
+    @property
+    def part_sizes(self):
+        """Points per block, largest first, then in the tail (tombstones included)."""
+        return list(self._c.part_sizes)
+
+    def alive(self, ids):
+        """bool array: whether each id (int64, in [0, next_id)) is live."""
+        return self._c.alive(np.ascontiguousarray(ids, dtype=np.int64)).astype(bool)
 
     def live_points(self):
         """(points, ids) of the live points, ids ascending."""
-        pts, ids = [], []
-        for index, gids in self.parts():
-            keep = self.alive[gids]
-            pts.append(index.points()[keep])
-            ids.append(gids[keep])
-        if not pts:
-            return np.zeros((0, self.d), dtype=self.dtype), np.zeros(0, dtype=np.int64)
-        pts, ids = np.concatenate(pts), np.concatenate(ids)
-        order = np.argsort(ids, kind="stable")
-        return pts[order], ids[order]
+        return self._c.live_points()
 
     # -- updates -----------------------------------------------------------------------------
-    def insert(self, points):
-        m = len(points)
-        ids = np.arange(self._next, self._next + m, dtype=np.int64)
-        if self._next + m > len(self._alive):
-            grown = np.zeros(max(2 * len(self._alive), self._next + m), dtype=bool)
-            grown[: self._next] = self.alive
-            self._alive = grown
-        start = 0
-        while start < m:
-            take = min(TAIL - len(self.tail_ids), m - start)
-            self.tail_pts = np.concatenate([self.tail_pts, points[start : start + take]])
-            self.tail_ids = np.concatenate([self.tail_ids, ids[start : start + take]])
-            self._tail_index = None
-            # live once in the tail: an insert interrupted in a block's build (KeyboardInterrupt)
-            # leaves the points inserted so far, each in one part
-            self._alive[self._next : self._next + take] = True
-            self._next += take
-            start += take
-            if len(self.tail_ids) == TAIL:
-                self._push_block(self.tail_pts, self.tail_ids)
-                self.tail_pts = np.zeros((0, self.d), dtype=self.dtype)
-                self.tail_ids = np.zeros(0, dtype=np.int64)
-        return ids
+    def insert(self, points, values=None, n_threads=0):
+        """Adds validated points; returns their ids. ``values``: the index's attached value
+        rows (at least next_id + len(points) rows), for the node sums of new blocks."""
+        first = self._c.insert(np.ascontiguousarray(points), values, n_threads)
+        return np.arange(first, first + len(points), dtype=np.int64)
 
-    def remove(self, ids):
-        self._alive[ids] = False
-        for b in list(self.blocks):
-            if b not in self.blocks:  # merged into a block rebuilt above
-                continue
-            b.removed = int((~self.alive[b.gids]).sum())
-            if b.removed * 2 > b.size:
-                keep = self.alive[b.gids]
-                if keep.any():
-                    self._push_block(b.index.points()[keep], b.gids[keep], replaces=b)
-                else:
-                    self.blocks.remove(b)
-        keep = self.alive[self.tail_ids]
-        if not keep.all():
-            self.tail_pts, self.tail_ids = self.tail_pts[keep], self.tail_ids[keep]
-            self._tail_index = None
+    def remove(self, ids, values=None, n_threads=0):
+        """Removes validated ids (live, unique)."""
+        self._c.remove(np.ascontiguousarray(ids, dtype=np.int64), values, n_threads)
 
-    def _push_block(self, pts, gids, replaces=None):
-        """Adds a block and merges blocks of the same size class (binary counter); the block
-        `replaces` (if given) is dropped with the merged ones."""
-        def level(size):
-            return int(np.ceil(np.log2(max(size, 1) / TAIL)))
+    def set_value_sums(self, values, n_threads=0):
+        """Node sums of the attached values in every block with consecutive ids."""
+        self._c.set_value_sums(values, n_threads)
 
-        merged = [replaces] if replaces is not None else []  # dropped once the new block is built
-        # (a build may be interrupted: KeyboardInterrupt then leaves the blocks as they were)
-        while True:
-            same = [b for b in self.blocks if level(b.size) == level(len(gids)) and b not in merged]
-            if not same:
-                break
-            b = same[0]
-            merged.append(b)
-            keep = self.alive[b.gids]
-            pts = np.concatenate([b.index.points()[keep], pts])
-            gids = np.concatenate([b.gids[keep], gids])
-            order = np.argsort(gids, kind="stable")
-            pts, gids = pts[order], gids[order]
-        index = self.build(np.ascontiguousarray(pts))
-        if self.on_build is not None:
-            self.on_build(index, gids)
-        self.blocks = [b for b in self.blocks if b not in merged] + [Block(index, gids)]
-        self.blocks.sort(key=lambda b: -b.size)
-
-    # -- queries -----------------------------------------------------------------------------
+    # -- queries (one compiled call each) -------------------------------------------------------
     def report(self, a, b, n_threads, scores=False, sort=True):
-        """(lims, ids, scores or None, stats dict) merged over the parts, dead ids dropped, ids
-        ascending (sort=True) or grouped by query in part order (sort=False)."""
-        m = len(a)
-        qs, gs, ss, stats = [], [], [], []
-        for index, gids in self.parts():
-            lims, ids, sc, st = index._impl.report(a, b, n_threads, scores, sort)
-            g = gids[ids]
-            q = np.repeat(np.arange(m, dtype=np.int64), np.diff(lims))
-            keep = self.alive[g]
-            qs.append(q[keep])
-            gs.append(g[keep])
-            if scores:
-                ss.append(sc[keep])
-            stats.append(st)
-        if qs:
-            q, g = np.concatenate(qs), np.concatenate(gs)
-            order = np.lexsort((g, q)) if sort else np.argsort(q, kind="stable")
-            q, g = q[order], g[order]
-            s = np.concatenate(ss)[order] if scores else None
-        else:
-            q = g = np.zeros(0, dtype=np.int64)
-            s = np.zeros(0) if scores else None
-        lims = HalfspaceResult.from_rows(q, g, m).lims
-        return lims, g, s, _sum_stats(stats, m, reported=np.diff(lims))
+        return self._c.report(a, b, n_threads, scores, sort)
+
+    def count(self, a, b, n_threads):
+        return self._c.count(a, b, n_threads)
+
+    def empty(self, a, b, n_threads):
+        return self._c.empty(a, b, n_threads)
 
     def sum(self, a, b, values, power, shift, n_threads, node_sums=False):
-        """(counts, weights, sums, stats dict) of Index.sum, added over the parts. A part whose
-        ids are consecutive and all alive (every part of an append-only index) sums natively
-        over its rows of ``values`` (with its node sums when ``node_sums``: the values are the
-        index's attached ones); any other part sums over its report."""
-        m = len(a)
-        counts = np.zeros(m, dtype=np.int64)
-        weights = np.zeros(m)
-        sums = np.zeros((m, 0 if values is None else values.shape[1]))
-        stats = []
-        for index, gids in self.parts():
-            live = self.alive[gids]
-            if len(gids) and gids[-1] - gids[0] + 1 == len(gids) and live.all() and hasattr(index._impl, "sum"):
-                c, w, s, st = index._impl.sum(a, b, values, int(gids[0]), power, shift, n_threads, node_sums)
-            else:
-                lims, ids, sc, st = index._impl.report(a, b, n_threads, True, False)
-                keep = live[ids]
-                rows = np.repeat(np.arange(m, dtype=np.int64), np.diff(lims))[keep]
-                part = HalfspaceResult.from_rows(rows, gids[ids[keep]], m, sc[keep])
-                c, w, s = _sums_from_report(part.lims, part.ids, part.scores, values, power, shift, n_threads)
-            counts += c
-            weights += w
-            sums += s
-            stats.append(st)
-        return counts, weights, sums, _sum_stats(stats, m, reported=counts)
+        return self._c.sum(a, b, values, power, shift, n_threads, node_sums)
 
     def topk(self, q, k, n_threads):
-        """Exact top-k merged over the parts: each part gives its top (k + removed) live
-        candidates; the union is ranked again by an exact BruteForce over the candidates."""
-        m = len(q)
-        if k == 0:  # nothing to rank (also when every point was removed: there are no parts)
-            return np.zeros((m, 0)), np.zeros((m, 0), dtype=np.int64), _sum_stats([], m, reported=np.zeros(m))
-        cand_pts, cand_ids, stats = [[] for _ in range(m)], [[] for _ in range(m)], []
-        for index, gids in self.parts():
-            dead = int((~self.alive[gids]).sum())
-            kk = min(k + dead, len(gids))
-            scores, ids, st = index._impl.topk(q, kk, n_threads)
-            stats.append(st)
-            pts = index.points()
-            for j in range(m):
-                keep = self.alive[gids[ids[j]]]
-                cand_pts[j].append(pts[ids[j][keep]])
-                cand_ids[j].append(gids[ids[j][keep]])
-        out_s = np.zeros((m, k))
-        out_i = np.zeros((m, k), dtype=np.int64)
-        for j in range(m):
-            g = np.concatenate(cand_ids[j])
-            order = np.argsort(g)  # local order == global order, so ties go to the smaller id
-            rerank = self.scan(np.ascontiguousarray(np.concatenate(cand_pts[j])[order]))
-            s, loc = rerank._impl.topk(q[j : j + 1], k, 1)[:2]
-            out_s[j], out_i[j] = s[0], g[order][loc[0]]
-        return out_s, out_i, _sum_stats(stats, m, reported=np.full(m, k))
-
-
-def _sum_stats(stats, m, reported):
-    keys = ("nodes_visited", "points_tested", "points_reported", "exact_checks")
-    out = {key: np.zeros(m, dtype=np.int64) for key in keys}
-    for st in stats:
-        for key in keys:
-            out[key] += st[key]
-    out["points_reported"] = np.asarray(reported, dtype=np.int64)
-    return out
+        return self._c.topk(q, k, n_threads)

@@ -26,7 +26,7 @@ a file is trusted before it is checked, and every failure is a ValueError naming
 4. the sha256 checksum;
 5. the content: finite points, ids strictly ascending in [0, next_id); next_id is trusted only
    where the payload holds next_id value rows, otherwise it must be at most
-   ``max(MAX_ID_RATIO * n, MAX_UNBACKED_IDS)`` (a dynamic index keeps one byte per id ever
+   ``max(MAX_ID_RATIO * n, MAX_UNBACKED_IDS)`` (a dynamic index keeps one bit per id ever
    given);
 6. the build: the class's own parameter checks (as its constructor), errors re-raised as
    ValueError.
@@ -51,8 +51,8 @@ _DIGEST = 32  # sha256
 MAX_HEADER = 1 << 20  # bytes; the writer's header is a few hundred bytes (the auto reason ~1 KB)
 MAX_DEPTH = 8  # JSON nesting; the writer's is 2 (params, values)
 # A header's next_id that the payload does not back (no value rows) is accepted up to this
-# many ids, or MAX_ID_RATIO per stored point: loading allocates one byte per id for the
-# dynamic state's alive flags.
+# many ids, or MAX_ID_RATIO per stored point: loading allocates the dynamic state's
+# tombstone bits, one per id.
 MAX_UNBACKED_IDS = 1 << 26
 MAX_ID_RATIO = 1024
 MAX_EMPTY_D = 1 << 16  # d of an index without points (no payload backs it)
@@ -265,10 +265,7 @@ def _read(reader, structures, expected=None):
         reader.fail(f"header field 'params' ({params!r:.200}) or the points do not build a {cls.__name__}: {exc}")
     index.reason = reason
     if next_id != n or not np.array_equal(ids, np.arange(n)):
-        index._dynamic()
-        if n:
-            index._dyn.blocks[0].gids = ids
-        index._dyn.set_alive(ids, next_id)
+        index._dynamic(ids, next_id)  # one block holding every stored point, ids as stored
     if hv is not None:
         vdtype, dv, flat = hv
         vals = np.frombuffer(body, dtype=vdtype, count=next_id * dv, offset=size_pts + size_ids)

@@ -512,7 +512,7 @@ def load(path):
       checksum (trailing data is an error); the sha256 checksum must match;
     - points must be finite; ids unique, ascending and in [0, next_id); next_id is trusted
       only where the payload holds its value rows, otherwise it is at most
-      ``max(1024 n, 2**26)`` (an index keeps one byte per id ever given, removed ones
+      ``max(1024 n, 2**26)`` (an index keeps one bit per id ever given, removed ones
       included: a file of an index that gave more ids than that and kept fewer than 1/1024 of
       them is refused).
 

@@ -1,0 +1,144 @@
+// Helpers shared by the binding translation units (bindings.cpp, bindings_dynamic.cpp):
+// C-contiguous array arguments, the interrupt scope around a call without the GIL, vectors
+// handed to numpy without a copy, argument views and the stats dict.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "hsrgeom/interrupt.hpp"
+#include "hsrgeom/types.hpp"
+
+// hidden like the module's own symbols (pybind11 builds with -fvisibility=hidden)
+namespace hsrgeom {
+namespace __attribute__((visibility("hidden"))) bind {
+
+namespace py = pybind11;
+
+template <class T>
+using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+// ---- interrupts ------------------------------------------------------------------------------
+// Python runs signal handlers on its main thread only, and only when that thread asks: the
+// structures check for an interrupt per block of work (interrupt.hpp), and on the calling
+// thread, every ~50 ms, this takes the GIL and runs PyErr_CheckSignals(). A handler that raises
+// (SIGINT: KeyboardInterrupt) stops the call; the workers drain, and the exception it raised is
+// re-raised once the GIL is held again. The result of an interrupted call is discarded: a
+// structure being built is destroyed, one being queried is unchanged.
+inline unsigned long& main_thread_ident() {
+  static unsigned long id = 0;  // threading.main_thread().ident, set at import
+  return id;
+}
+
+struct PythonInterrupt {
+  std::optional<py::error_already_set> error;  // what the signal handler raised
+
+  static bool poll(void* self) {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() == 0) return false;
+    try {
+      static_cast<PythonInterrupt*>(self)->error.emplace();  // fetches (and clears) the exception
+    } catch (...) {  // not fetched: raise() falls back to KeyboardInterrupt
+      PyErr_Clear();
+    }
+    return true;
+  }
+  [[noreturn]] void raise() {
+    if (error) throw *error;
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
+    throw py::error_already_set();
+  }
+};
+
+// Calls f() (with the GIL held) with the GIL released, under an interrupt scope polled from this
+// thread when it is Python's main thread (elsewhere signals can't be handled: never interrupted).
+template <class F>
+auto interruptible(F&& f) -> decltype(f()) {
+  using R = decltype(f());
+  PythonInterrupt py_int;
+  const interrupt::Scope scope(PyThread_get_thread_ident() == main_thread_ident() ? &PythonInterrupt::poll : nullptr,
+                               &py_int);
+  try {
+    if constexpr (std::is_void_v<R>) {
+      {
+        py::gil_scoped_release nogil;
+        f();
+      }
+      if (scope.stopped()) py_int.raise();  // stopped after the last check: the handler raised all the same
+    } else {
+      R r = [&] {
+        py::gil_scoped_release nogil;
+        return f();
+      }();
+      if (scope.stopped()) py_int.raise();
+      return r;
+    }
+  } catch (const interrupt::Interrupted&) {
+    py_int.raise();
+  }
+}
+
+// Hands a vector's buffer to numpy without a copy.
+template <class V>
+py::array_t<typename V::value_type> to_numpy(V&& v, std::vector<py::ssize_t> shape = {}) {
+  auto* heap = new V(std::move(v));
+  py::capsule owner(heap, [](void* p) { delete static_cast<V*>(p); });
+  if (shape.empty()) shape = {static_cast<py::ssize_t>(heap->size())};
+  return py::array_t<typename V::value_type>(shape, heap->data(), owner);
+}
+
+template <class T>
+PointsView<T> points_view(const CArray<T>& a) {
+  if (a.ndim() != 2) throw py::value_error("points must be 2-D");
+  // d is a C++ int: the Python layer bounds it (_validate.MAX_D); this only keeps it from wrapping
+  if (a.shape(1) > std::numeric_limits<int>::max())
+    throw py::value_error("points has d=" + std::to_string(a.shape(1)) + " columns, more than this build supports");
+  return {a.data(), static_cast<index_t>(a.shape(0)), static_cast<int>(a.shape(1))};
+}
+
+// Raises ValueError naming the first NaN or inf of a C-contiguous array (index (i,) or (i, j)).
+// The Python layer leaves this check to the query functions: a pass over m * (d + 1) values here
+// costs nanoseconds, numpy's isfinite().all() ~1.5 us per call.
+template <class T>
+void check_finite(const CArray<T>& a, const char* name) {
+  const T* p = a.data();
+  const py::ssize_t size = a.size();
+  bool ok = true;
+  for (py::ssize_t i = 0; i < size; ++i) ok &= std::isfinite(p[i]);  // branch-free: vectorises
+  if (ok) return;
+  py::ssize_t i = 0;
+  while (std::isfinite(p[i])) ++i;
+  std::string where = a.ndim() == 2 ? "(" + std::to_string(i / a.shape(1)) + ", " + std::to_string(i % a.shape(1)) + ")"
+                                    : "(" + std::to_string(i) + ",)";
+  std::string why = std::is_same_v<T, float> ? " in the index dtype float32: values beyond its range become inf" : "";
+  throw py::value_error(std::string(name) + " contains NaN or inf (first at index " + where + ")" + why);
+}
+
+template <class T>
+Halfspaces<T> halfspaces(const CArray<T>& normals, const CArray<double>& offsets, int d) {
+  if (normals.ndim() != 2 || normals.shape(1) != d || offsets.ndim() != 1 ||
+      offsets.shape(0) != normals.shape(0))
+    throw py::value_error("normals must be (m, d) and offsets (m,)");
+  check_finite(normals, "normals");
+  check_finite(offsets, "offsets");
+  return {normals.data(), offsets.data(), static_cast<index_t>(normals.shape(0))};
+}
+
+inline py::dict stats_dict(QueryStats&& s) {
+  py::dict d;
+  d["nodes_visited"] = to_numpy(std::move(s.nodes_visited));
+  d["points_tested"] = to_numpy(std::move(s.points_tested));
+  d["points_reported"] = to_numpy(std::move(s.points_reported));
+  d["exact_checks"] = to_numpy(std::move(s.exact_checks));
+  return d;
+}
+
+}  // namespace bind
+}  // namespace hsrgeom
