@@ -23,7 +23,7 @@ extensions = [
 ]
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build", "site_readme_section.md", "img/*.md", "**/.asv"]
+exclude_patterns = ["_build", "img/*.md", "**/.asv"]
 
 # Markdown: $...$ math, ::: fences, header anchors for in-page links ("#section")
 myst_enable_extensions = ["dollarmath", "colon_fence", "deflist"]
