@@ -33,6 +33,7 @@ class TopKCollector {
   };
   TopKCollector(const double* q, int d, index_t k) : q_(q), d_(d), k_(k) {}
 
+  index_t k() const { return k_; }
   // Lower bound of the exact k-th best value among candidates so far (-inf if fewer than k).
   double kth_lower() const { return kth_lower_; }
 
