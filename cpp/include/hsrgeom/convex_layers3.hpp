@@ -245,8 +245,10 @@ class ConvexLayers3 : public QueryMethods<ConvexLayers3<T>, T> {
   };
 
   // The running thread's scratch of a query (marks of the vertices seen; any instance may use it:
-  // every query takes a new epoch, and the marks grow to the largest instance).
-  static Scratch& scratch() {
+  // every query takes a new epoch, and the marks grow to the largest instance). Not inlined: the
+  // traversal then holds a plain reference, not a thread_local it would look up at every access
+  // (__tls_get_addr in a shared library).
+  __attribute__((noinline)) static Scratch& scratch() {
     static thread_local Scratch s;
     return s;
   }

@@ -160,10 +160,17 @@ struct TopKSink {
   double bound() const { return col.kth_lower(); }
   HSRGEOM_INLINE void push(double s, double err, std::int64_t id, const P* x) { col.push(s, err, id, x); }
   HSRGEOM_INLINE bool point(std::int64_t id, const P* x, double) {
-    // (any summation order: the error bound covers it, and the collector ranks exactly)
-    const double s = d == 2 ? dot_f64<2>(a, x, 2) : d == 3 ? dot_f64<3>(a, x, 3) : dot_f64(a, x, d);
-    col.push(s, mg(na, norm_up(x, d), 0.0), id, x);
+    if (d == 2) push_row<2>(id, x);
+    else if (d == 3) push_row<3>(id, x);
+    else push_row<0>(id, x);
     return true;
+  }
+  // Score and error bound of a row, compiled for D = d where D > 0 (the norm's constants fold);
+  // any summation order: the error bound covers it, and the collector ranks exactly.
+  template <int D>
+  HSRGEOM_INLINE void push_row(std::int64_t id, const P* x) {
+    const int dd = D > 0 ? D : d;
+    col.push(dot_f64<D>(a, x, dd), mg(na, norm_up(x, dd), 0.0), id, x);
   }
   HSRGEOM_INLINE bool range(const std::int64_t* ids, const P* x, index_t n) {
     for (index_t k = 0; k < n; ++k) point(ids[k], x + k * static_cast<index_t>(d), kNoScore);
