@@ -278,3 +278,87 @@ def test_attached_values_errors(rng, tmp_path):
     path.write_bytes(data[:-40])
     with pytest.raises(ValueError, match="checksum mismatch"):
         hsrgeom.load(path)
+
+
+# ---- the query concept: sum is native for every structure (cpp/include/hsrgeom/query.hpp) ----
+
+CORE_CLASSES = ["BruteForce", "QuantizedScan", "PartitionTree", "SimplicialPartitionTree", "ConvexLayers",
+                "ConvexLayers3", "ShallowCutting3"]
+
+
+def test_sum_is_native_for_every_structure():
+    # every compiled structure answers sum itself (no Python fallback over report())
+    from hsrgeom import _core
+
+    for name in CORE_CLASSES:
+        for suffix in ("F32", "F64"):
+            cls = getattr(_core, name + suffix)
+            for method in ("report", "count", "empty", "topk", "sum"):
+                assert hasattr(cls, method), (name + suffix, method)
+
+
+# every traversal path of the structures whose sum is new: ConvexLayers' table, its layers, its
+# partial peel's tree; ConvexLayers3's layers and core; ShallowCutting3's cutting and its tree
+SUM_PATHS = {
+    2: {
+        "convex_layers": lambda x: hsrgeom.ConvexLayers(x),
+        "convex_layers_no_table": lambda x: hsrgeom.ConvexLayers(x, table_layers=0),
+        "convex_layers_partial": lambda x: hsrgeom.ConvexLayers(x, table_layers=2, max_layers=3),
+        "brute_force": lambda x: hsrgeom.BruteForce(x),
+        "tree": lambda x: hsrgeom.PartitionTree(x, leaf_size=4),
+    },
+    3: {
+        "convex_layers3": lambda x: hsrgeom.ConvexLayers3(x),
+        "convex_layers3_core": lambda x: hsrgeom.ConvexLayers3(x, max_layers=2),
+        "shallow_cutting3": lambda x: hsrgeom.ShallowCutting3(x, grid=4, max_depth=64),
+        "shallow_cutting3_tree": lambda x: hsrgeom.ShallowCutting3(x, grid=2, max_depth=8),
+        "quantized_scan": lambda x: hsrgeom.QuantizedScan(x),
+        "simplicial": lambda x: hsrgeom.SimplicialPartitionTree(x, r=8, leaf_size=4),
+    },
+}
+
+
+def tie_data(rng, n, d):
+    """Integer points (many duplicates, exact ties with integer normals) and random ones."""
+    yield "grid", rng.integers(-4, 5, (n, d)).astype(float), rng.integers(-2, 3, (6, d)).astype(float)
+    yield "duplicates", rng.standard_normal((n // 25, d))[rng.integers(0, n // 25, n)], rng.standard_normal((6, d))
+    yield "gaussian", rng.standard_normal((n, d)), rng.standard_normal((6, d))
+
+
+@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("power", [0, 1, 2, 5])
+def test_sum_every_path_ties_duplicates(dtype, rng, d, power):
+    n = 1200
+    for data, pts, normals in tie_data(rng, n, d):
+        pts = pts.astype(dtype)
+        normals = normals.astype(dtype)
+        # exact ties: offsets equal to the score of some point (integer data: many points on it)
+        sc = pts.astype(np.float64) @ normals.astype(np.float64).T
+        offsets = np.array([np.quantile(sc[:, j], q, method="nearest") for j, q in
+                            enumerate([1.0, 0.99, 0.9, 0.5, 0.0, 0.97])])
+        offsets[0] += 1.0  # nothing
+        values = rng.standard_normal((n, 3)).astype(dtype)
+        shift = offsets - rng.random(len(offsets))
+        for name, make in SUM_PATHS[d].items():
+            index = make(pts)
+            res = check_sum(index, pts, np.arange(n), normals, offsets, values, power, shift)
+            np.testing.assert_array_equal(res.counts, index.count(normals, offsets), err_msg=f"{name} {data}")
+            check_sum(index, pts, np.arange(n), normals, offsets, values[:, 1], power)
+            check_sum(index, pts, np.arange(n), normals, offsets, None, power, shift)
+
+
+def test_sum_per_query_structures_thread_independent(rng):
+    # the per-query drivers sum each query on one thread: bit-identical for any thread count
+    pts2 = rng.standard_normal((20_000, 2))
+    pts3 = rng.standard_normal((20_000, 3))
+    for index, pts in [(hsrgeom.ConvexLayers(pts2), pts2), (hsrgeom.ConvexLayers3(pts3), pts3),
+                       (hsrgeom.ShallowCutting3(pts3, grid=4, max_depth=64), pts3)]:
+        d = pts.shape[1]
+        normals = rng.standard_normal((300, d))
+        offsets = quantile_offsets(pts, normals, list(rng.random(300) * 0.1))
+        values = rng.standard_normal((len(pts), 2))
+        one = index.sum(normals, offsets, values, power=1, n_threads=1)
+        two = index.sum(normals, offsets, values, power=1, n_threads=2)
+        np.testing.assert_array_equal(one.counts, two.counts)
+        np.testing.assert_array_equal(one.weights, two.weights)
+        np.testing.assert_array_equal(one.sums, two.sums)

@@ -31,10 +31,14 @@ namespace {
 
 using namespace hsrgeom::bind;  // CArray, interruptible, to_numpy, halfspaces, stats_dict (bind_util.hpp)
 
-// Binds the query interface shared by every structure: report, count, empty, topk.
-// Each returns (result..., stats dict).
+template <class S, class T, class PyClass>
+void bind_sum(PyClass& cls);
+
+// Binds the query interface every structure has (query.hpp: one traversal, the shared drivers):
+// report, count, empty, topk, sum. Each returns (result..., stats dict).
 template <class S, class T, class PyClass>
 void bind_queries(PyClass& cls) {
+  bind_sum<S, T>(cls);
   cls.def("report", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, int threads,
                        bool scores, bool sorted) {
         auto q = halfspaces<T>(normals, offsets, self.dim());
@@ -73,7 +77,7 @@ void bind_queries(PyClass& cls) {
 }
 
 // Binds sum(normals, offsets, values, offset, power, shift, threads) -> (counts, weights, sums,
-// stats) for a structure with a native sum. values: None or a 2-D float32/float64 array whose
+// stats). values: None or a 2-D float32/float64 array whose
 // rows offset .. offset + n - 1 belong to the points.
 template <class S, class T, class PyClass>
 void bind_sum(PyClass& cls) {
@@ -141,7 +145,6 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         return to_numpy(std::move(copy), {static_cast<py::ssize_t>(self.size()), self.dim()});
       });
   bind_queries<BF, T>(bf);
-  bind_sum<BF, T>(bf);
 
   using QS = QuantizedScan<T>;
   py::class_<QS> qs(m, ("QuantizedScan" + suffix).c_str());
@@ -154,7 +157,6 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
         return to_numpy(std::move(copy), {static_cast<py::ssize_t>(self.size()), self.dim()});
       });
   bind_queries<QS, T>(qs);
-  bind_sum<QS, T>(qs);
 
   using PT = PartitionTree<T>;
   py::class_<PT> pt(m, ("PartitionTree" + suffix).c_str());
@@ -168,7 +170,6 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def_property_readonly("node_count", &PT::node_count)
       .def_property_readonly("leaf_size", &PT::leaf_size);
   bind_queries<PT, T>(pt);
-  bind_sum<PT, T>(pt);
   bind_value_sums<PT>(pt);
 
   using SPT = SimplicialPartitionTree<T>;
@@ -208,7 +209,6 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
       .def_property_readonly("r", &SPT::r)
       .def_property_readonly("leaf_size", &SPT::leaf_size);
   bind_queries<SPT, T>(spt);
-  bind_sum<SPT, T>(spt);
   bind_value_sums<SPT>(spt);
 
   using CL = ConvexLayers<T>;

@@ -1,6 +1,7 @@
 // Unit tests of the C++ core's shared pieces, without Python: the exact predicates
-// (predicate.hpp, hull2.hpp), the id sort of reports (report.hpp: sort_ids) and the exact top-k
-// collector (topk.hpp). Every expected answer is known exactly, independently of the code
+// (predicate.hpp, hull2.hpp), the id sort of reports (report.hpp: sort_ids), the exact top-k
+// collector (topk.hpp) and the query concept's sinks and drivers (query.hpp, over a toy
+// structure). Every expected answer is known exactly, independently of the code
 // under test: small integers (whose products and sums are exact in int64 and in double) scaled
 // by powers of two (which scale the exact value without changing its sign), or sums whose exact
 // value is evident (1 + 2^-60 > 1).
@@ -20,6 +21,7 @@
 
 #include "hsrgeom/hull2.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/query.hpp"
 #include "hsrgeom/report.hpp"
 #include "hsrgeom/topk.hpp"
 
@@ -408,6 +410,198 @@ void test_topk_cases() {
   }
 }
 
+
+// ---- query.hpp: sinks and drivers over a toy structure ----------------------------------------
+// Integer points in the plane (exact scores). visit hands the first four points to sink.range
+// when all four are inside, then the others point by point in descending stored order; ids are a
+// permutation, so the emitted ids are not ascending. `handed` counts the points handed over.
+struct Toy {
+  std::vector<double> pts;
+  std::vector<std::int64_t> ids;
+  mutable hsrgeom::index_t handed = 0;
+  hsrgeom::index_t size() const { return static_cast<hsrgeom::index_t>(ids.size()); }
+  int dim() const { return 2; }
+  double query_work(hsrgeom::index_t) const { return 0; }
+  struct Query {
+    double a[2];
+    double b;
+    const double* normal() const { return a; }
+  };
+  Query prepare(const double* n, double b) const { return {{n[0], n[1]}, b}; }
+  bool inside(const Query& q, hsrgeom::index_t k) const { return q.a[0] * pts[2 * k] + q.a[1] * pts[2 * k + 1] >= q.b; }
+  template <class Sink>
+  void visit(const Query& q, hsrgeom::Counters&, Sink& sink) const {
+    bool all = true;
+    for (hsrgeom::index_t k = 0; k < 4; ++k) all = all && inside(q, k);
+    if (all) {
+      handed += 4;
+      if (!sink.range(ids.data(), pts.data(), 4)) return;
+    } else {
+      for (hsrgeom::index_t k = 0; k < 4; ++k)
+        if (inside(q, k) && (++handed, !sink.point(ids[k], &pts[2 * k], hsrgeom::kNoScore))) return;
+    }
+    for (hsrgeom::index_t k = size() - 1; k >= 4; --k)
+      if (inside(q, k) && (++handed, !sink.point(ids[k], &pts[2 * k], hsrgeom::kNoScore))) return;
+  }
+  using TopKRow = double;
+  void visit_topk(const double*, hsrgeom::Counters&, hsrgeom::TopKSink<double>& sink) const {
+    for (hsrgeom::index_t k = size() - 1; k >= 0; --k) sink.point(ids[k], &pts[2 * k], hsrgeom::kNoScore);
+  }
+};
+
+// Records the ids in the order a structure hands them over.
+struct Recorder {
+  static constexpr int kNeeds = hsrgeom::kNeedIds;
+  static constexpr bool kStopsEarly = false;
+  std::vector<std::int64_t>& out;
+  bool point(std::int64_t id, const double*, double) {
+    out.push_back(id);
+    return true;
+  }
+  bool range(const std::int64_t* ids, const double*, hsrgeom::index_t n) {
+    out.insert(out.end(), ids, ids + n);
+    return true;
+  }
+};
+
+Toy make_toy() {
+  Toy t;
+  // (x, y) = (k mod 4, k / 4) for k < 12, ids 7k mod 12
+  for (int k = 0; k < 12; ++k) {
+    t.pts.push_back(k % 4);
+    t.pts.push_back(k / 4);
+    t.ids.push_back((7 * k) % 12);
+  }
+  return t;
+}
+
+void test_query_sinks() {
+  using namespace hsrgeom;
+  {  // CountSink, EmptySink on their own
+    CountSink c;
+    CHECK(c.range(static_cast<const std::int64_t*>(nullptr), static_cast<const double*>(nullptr), 5));
+    CHECK(c.point(3, static_cast<const double*>(nullptr), kNoScore));
+    CHECK_EQ(c.count, 6);
+    EmptySink e;
+    CHECK(e.range(static_cast<const std::int64_t*>(nullptr), static_cast<const double*>(nullptr), 0));  // nothing: go on
+    CHECK(!e.found);
+    CHECK(!e.range(static_cast<const std::int64_t*>(nullptr), static_cast<const double*>(nullptr), 2));
+    CHECK(e.found);
+    EmptySink e2;
+    CHECK(!e2.point(1, static_cast<const double*>(nullptr), kNoScore));
+    CHECK(e2.found);
+  }
+  const Toy toy = make_toy();
+  // half-spaces: y >= 1 (8 points, not the first four), x + y >= 0 (all), y >= 5 (none),
+  // x >= 3 (3 points)
+  const double normals[] = {0, 1, 1, 1, 0, 1, 1, 0};
+  const double offsets[] = {1, 0, 5, 3};
+  const Halfspaces<double> q{normals, offsets, 4};
+  std::vector<std::vector<std::int64_t>> want(4);
+  for (int j = 0; j < 4; ++j)
+    for (int k = 0; k < 12; ++k)
+      if (normals[2 * j] * toy.pts[2 * k] + normals[2 * j + 1] * toy.pts[2 * k + 1] >= offsets[j])
+        want[j].push_back(toy.ids[k]);
+  {  // report, sorted: ids ascending, scores alongside
+    QueryStats st;
+    const ReportResult r = report_visit(toy, q, &st, 1, true, true);
+    for (int j = 0; j < 4; ++j) {
+      std::vector<std::int64_t> w = want[j];
+      std::sort(w.begin(), w.end());
+      const std::vector<std::int64_t> got(r.ids.begin() + r.lims[j], r.ids.begin() + r.lims[j + 1]);
+      CHECK(got == w);
+      CHECK_EQ(st.points_reported[j], static_cast<std::int64_t>(w.size()));
+      for (std::int64_t e = r.lims[j]; e < r.lims[j + 1]; ++e) {
+        const std::int64_t id = r.ids[e];
+        int k = 0;
+        while (toy.ids[k] != id) ++k;
+        CHECK(r.scores[e] == normals[2 * j] * toy.pts[2 * k] + normals[2 * j + 1] * toy.pts[2 * k + 1]);
+      }
+    }
+  }
+  {  // report, unsorted: the order the structure emitted (same set)
+    const ReportResult r = report_visit(toy, q, nullptr, 1, false, false);
+    CHECK(r.scores.empty());
+    for (int j = 0; j < 4; ++j) {
+      std::vector<std::int64_t> emitted;
+      Recorder rec{emitted};
+      Counters c;
+      toy.visit(toy.prepare(normals + 2 * j, offsets[j]), c, rec);
+      const std::vector<std::int64_t> got(r.ids.begin() + r.lims[j], r.ids.begin() + r.lims[j + 1]);
+      CHECK(got == emitted);
+      std::vector<std::int64_t> a = got, b = want[j];
+      std::sort(a.begin(), a.end());
+      std::sort(b.begin(), b.end());
+      CHECK(a == b);
+    }
+    CHECK(!std::is_sorted(r.ids.begin() + r.lims[0], r.ids.begin() + r.lims[1]));  // the test means something
+  }
+  {  // count and empty; empty stops at the first point (or range) handed over
+    const std::vector<std::int64_t> cnt = count_visit(toy, q, nullptr, 1);
+    for (int j = 0; j < 4; ++j) CHECK_EQ(cnt[j], static_cast<std::int64_t>(want[j].size()));
+    for (int j = 0; j < 4; ++j) {
+      toy.handed = 0;
+      const Halfspaces<double> one{normals + 2 * j, offsets + j, 1};
+      const std::vector<std::uint8_t> e = empty_visit(toy, one, nullptr, 1);
+      CHECK_EQ(e[0], want[j].empty() ? 1 : 0);
+      CHECK_EQ(toy.handed, want[j].empty() ? 0 : (j == 1 ? 4 : 1));  // j = 1: the range of four
+    }
+  }
+  {  // sum: power 0 and 1 with a shift, values by id; integers: exact in double
+    std::vector<double> values(12 * 2);
+    for (int i = 0; i < 24; ++i) values[i] = (i * 5) % 7 - 3;
+    const double shift[] = {0, 1, -2, 2};
+    for (int power = 0; power <= 1; ++power) {
+      SumSpec<double> sp;
+      sp.values = values.data();
+      sp.dv = 2;
+      sp.power = power;
+      sp.shift = shift;
+      QueryStats st;
+      const SumResult r = sum_visit(toy, q, sp, &st, 1);
+      for (int j = 0; j < 4; ++j) {
+        double w = 0, s0 = 0, s1 = 0;
+        for (int k = 0; k < 12; ++k) {
+          const double sc = normals[2 * j] * toy.pts[2 * k] + normals[2 * j + 1] * toy.pts[2 * k + 1];
+          if (sc < offsets[j]) continue;
+          const double wk = power == 0 ? 1.0 : std::max(sc - shift[j], 0.0);
+          w += wk;
+          s0 += wk * values[2 * toy.ids[k]];
+          s1 += wk * values[2 * toy.ids[k] + 1];
+        }
+        CHECK_EQ(r.counts[j], static_cast<std::int64_t>(want[j].size()));
+        CHECK(r.weights[j] == w);
+        CHECK(r.sums[2 * j] == s0);
+        CHECK(r.sums[2 * j + 1] == s1);
+        CHECK_EQ(st.points_reported[j], static_cast<std::int64_t>(want[j].size()));
+      }
+    }
+  }
+  {  // top-k: ties broken by the smaller id; the sink's bound rises to the k-th best
+    const double up[] = {0, 1};  // score y: rows of four tied points
+    std::vector<double> sc(5);
+    std::vector<std::int64_t> id(5);
+    topk_visit(toy, up, 1, 5, sc.data(), id.data(), nullptr, 1);
+    // y = 2: stored 8..11 (ids 8, 3, 10, 5), then y = 1: stored 4..7 (ids 4, 11, 6, 1) -> id 1
+    const std::vector<std::int64_t> w = {3, 5, 8, 10, 1};
+    CHECK(id == w);
+    CHECK(sc[0] == 2 && sc[3] == 2 && sc[4] == 1);
+    // points (0, t), t = 299 down to 0, k = 2: once the candidates are pruned, the bound is
+    // within rounding below the exact 2nd best, 298
+    TopKSink<double> sink(up, 2, 2);
+    CHECK(sink.bound() == -std::numeric_limits<double>::infinity());
+    std::vector<double> line(600, 0.0);
+    for (int t = 299; t >= 0; --t) {
+      line[2 * t + 1] = t;
+      sink.point(t, &line[2 * t], kNoScore);
+    }
+    CHECK(sink.bound() <= 298.0);
+    CHECK(sink.bound() > 297.0);
+    const auto best = sink.col.finish();
+    CHECK(best.size() == 2 && best[0].id == 299 && best[1].id == 298);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -418,6 +612,7 @@ int main() {
   test_sort_ids();
   test_topk_random();
   test_topk_cases();
+  test_query_sinks();
   std::printf("test_core: %ld passed, %ld failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
 }

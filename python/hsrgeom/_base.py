@@ -17,7 +17,7 @@ import numpy as np
 from . import _format
 from . import _validate as V
 from ._dynamic import DynamicState
-from ._results import HalfspaceResult, HalfspaceSums, QueryStats, _sums_from_report
+from ._results import HalfspaceResult, HalfspaceSums, QueryStats
 from ._sync import RWLock
 from ._sync import reader as _reader
 from ._sync import writer as _writer
@@ -385,10 +385,7 @@ class Index:
     def _sum(self, a, b, values, power, shift, n_threads, attached=False):
         if self._dyn:
             return self._dyn.sum(a, b, values, power, shift, n_threads, attached)
-        if hasattr(self._impl, "sum"):
-            return self._impl.sum(a, b, values, 0, power, shift, n_threads, attached)
-        lims, ids, scores, st = self._impl.report(a, b, n_threads, power > 0, False)
-        return (*_sums_from_report(lims, ids, scores, values, power, shift, n_threads), st)
+        return self._impl.sum(a, b, values, 0, power, shift, n_threads, attached)
 
     @_reader
     def topk(self, queries, k, *, n_threads=None):

@@ -16,6 +16,7 @@
 #include "hsrgeom/interrupt.hpp"
 #include "hsrgeom/parallel.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/query.hpp"
 #include "hsrgeom/report.hpp"
 #include "hsrgeom/sums.hpp"
 #include "hsrgeom/topk.hpp"
@@ -24,7 +25,7 @@
 namespace hsrgeom {
 
 template <class T>
-class BruteForce {
+class BruteForce : public QueryMethods<BruteForce<T>, T> {
  public:
   using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using ColMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
@@ -48,42 +49,19 @@ class BruteForce {
   const std::vector<T>& points() const { return pts_; }
   size_t memory_bytes() const { return pts_.size() * sizeof(T) + (norms_.size() + block_norm_.size()) * sizeof(double); }
 
-  // Ids come out ascending (chunks are contiguous and in order) whatever `sorted` says; with
-  // scores, <a, x> of each reported point is computed in float64 right after its tile, while
-  // its row is in cache.
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
-                      bool = true) const {
-    Grid<IdList> lists(q.m, plan(q.m, threads));
-    scan(q, threads, st, lists,
-         [&](IdList& out, index_t, index_t i, const double* a) { out.add(i, scores, a, row(i), d_); });
-    std::vector<IdList> merged = join_chunks(lists.cells, q.m, st);
-    return ReportResult::from_lists(merged, scores);
-  }
-
-  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    Grid<std::int64_t> c(q.m, plan(q.m, threads));
-    scan(q, threads, st, c, [](std::int64_t& out, index_t, index_t, const double*) { ++out; });
-    std::vector<std::int64_t> out(q.m, 0);
-    for (auto& chunk : c.cells)
-      for (index_t j = 0; j < q.m; ++j) out[j] += chunk[j];
-    if (st) st->points_reported = out;
-    return out;
-  }
-
-  // Half-space sums (sums.hpp, SumSpec): per chunk, then added in chunk order.
-  template <class V>
-  SumResult sum(const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads) const {
-    Grid<SumAcc> g(q.m, plan(q.m, threads));
-    scan(q, threads, st, g, [&](SumAcc& acc, index_t j, index_t i, const double* a) {
-      acc.add(sp, j, i, sp.needs_score() ? dot_f64(a, row(i), d_) : 0.0);
-    });
-    return merge_sums(g.cells, q.m, sp, st);
-  }
-
-  // True where the half-space holds no point. (A full scan: BruteForce has no early exit that
-  // pays off in a blocked product, and it keeps the statistics simple.)
-  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    return zero_counts(count(q, st, threads));
+  // report/count/empty/sum come from QueryMethods (query.hpp's block drivers over scan_cells: ids
+  // come out ascending whatever `sorted` says, chunks are contiguous and merged in order; empty
+  // is a full scan, no early exit pays off in a blocked product); topk is its own tiled scan.
+  // The block visit (query.hpp): cells[chunk][query] of contiguous point chunks, and
+  // on(cell, j, id, x, a, score) for each point inside half-space j (a: its float64 normal;
+  // score: kNoScore, the tile's score is in T).
+  static constexpr bool kBlockScan = true;
+  template <class C, class On>
+  void scan_cells(const Halfspaces<T>& q, QueryStats* st, int threads, std::vector<std::vector<C>>& cells,
+                  On&& on) const {
+    Grid<C> g(q.m, plan(q.m, threads));
+    scan(q, threads, st, g, [&](C& cell, index_t j, index_t i, const double* a) { on(cell, j, i, row(i), a, kNoScore); });
+    cells = std::move(g.cells);
   }
 
   // Exact top-k by inner product (ties: smaller id first). scores/ids are m x k row-major.

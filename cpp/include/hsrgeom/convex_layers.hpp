@@ -39,6 +39,7 @@
 #include "hsrgeom/partition_tree.hpp"
 #include "hsrgeom/predicate.hpp"
 #include "hsrgeom/progress.hpp"
+#include "hsrgeom/query.hpp"
 #include "hsrgeom/report.hpp"
 #include "hsrgeom/topk.hpp"
 #include "hsrgeom/types.hpp"
@@ -60,7 +61,7 @@ inline index_t count_at_least_2d(const double* a, double b, const double* x, con
 }
 
 template <class T>
-class ConvexLayers {
+class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
  public:
   ConvexLayers() = default;
   // max_layers < 0: peel every point; otherwise at most max_layers layers, and if points are
@@ -163,106 +164,76 @@ class ConvexLayers {
     return out;
   }
 
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
-                      bool sorted = true) const {
-    return report_queries(q.m, st, threads, work(q.m), n_, sorted, scores, [&](index_t j, Counters& c, IdList& out) {
-      const double a[2] = {static_cast<double>(q.normals[2 * j]), static_cast<double>(q.normals[2 * j + 1])};
-      auto one = [&](index_t k, std::int64_t id) { out.add(id, scores, a, &xy_[2 * k], 2); return true; };
-      auto all = [&](const index_t* k, const std::int64_t* id, index_t w) {  // the table's answer at once
-        out.ids.insert(out.ids.end(), id, id + w);
-        if (scores)
-          for (index_t i = 0; i < w; ++i) out.scores.push_back(dot_f64(a, &xy_[2 * k[i]], 2));
-      };
-      prefetch(q, j + 2, 0);
-      prefetch(q, j + 1, 1);
-      if (scores) visit<2>(a, q.offsets[j], c, one, all);
-      else visit<1>(a, q.offsets[j], c, one, all);
-    });
-  }
+  // The query concept (query.hpp; report, count, empty, sum, topk come from QueryMethods).
+  using Query = SmallQuery<T, 2>;
+  Query prepare(const T* normal, double b) const { return Query::make(normal, b); }
 
-  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::int64_t> out(q.m, 0);
-    run(q, st, threads, [&](index_t j, const double* a, double b, Counters& c) {
-      std::int64_t cnt = 0;
-      visit<0>(
-          a, b, c, [&](index_t, std::int64_t) { ++cnt; return true; },
-          [&](const index_t*, const std::int64_t*, index_t w) { cnt += w; });
-      out[j] = c.reported = cnt;
-    });
-    return out;
-  }
-
-  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::uint8_t> out(q.m, 1);
-    run(q, st, threads, [&](index_t j, const double* a, double b, Counters& c) {
-      visit(a, b, c, [&](index_t, std::int64_t) { out[j] = 0; return false; });
-      c.reported = out[j] ? 0 : 1;
-    });
-    return out;
+  // The half-space traversal (query.hpp): the table's answer and the partial peel's tree nodes go
+  // to sink.range at once when the sink reads no rows; everything else point by point (rows:
+  // the stored float64 copies, exact).
+  template <class Sink>
+  void visit(const Query& q, Counters& c, Sink& sink) const {
+    constexpr int Want = Sink::kNeeds;
+    visit<Want>(q.a, q.b, c, [&](index_t k, std::int64_t id) { return sink.point(id, &xy_[2 * k], kNoScore); },
+                [&](const index_t* k, const std::int64_t* id, index_t w) {
+                  if constexpr (Want <= kNeedIds) {
+                    return sink.range(id, static_cast<const double*>(nullptr), w);
+                  } else {
+                    for (index_t i = 0; i < w; ++i)
+                      if (!sink.point(id[i], &xy_[2 * k[i]], kNoScore)) return false;
+                    return true;
+                  }
+                });
   }
 
   // Exact top-k. Each layer's extreme vertex beats every deeper point or ties with it, so the
   // first k layers hold k points whose k-th best value v_k is at least the exact k-th best; a
   // second pass reports every point with <a, x> >= (a lower bound of v_k) -- ties in deeper
-  // layers included -- and ranks them exactly.
-  void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
-            QueryStats* st, int threads) const {
-    for_each_query(m, st, threads, 1e3 * m, [&](index_t j, Counters& c) {
-      const double a[2] = {static_cast<double>(queries[2 * j]), static_cast<double>(queries[2 * j + 1])};
-      const Margin mg(2, Rounding<double>::u, Rounding<double>::eta);
-      const double na = norm_up(a, 2);
-      // the stored doubles are exact copies of the points: exact comparisons on them are exact
-      auto push = [&](TopKCollector<double>& col, index_t t) {
-        const double* x = &xy_[2 * t];
-        col.push(a[0] * x[0] + a[1] * x[1], mg(na, norm_up(x, 2), 0.0), ids_[t], x);
-      };
-      std::vector<typename TopKCollector<double>::Cand> best;
-      if (k > 0) {
-        TopKCollector<double> first(a, 2, k);
-        // (any k points give a valid bound: all of them when the peeled layers hold fewer)
-        const index_t last = std::min<index_t>(k, layers());
-        const bool few = layer_start_[last] < k;
-        for (index_t t = few ? all_begin() : 0, e = few ? all_begin() + n_ : layer_start_[last]; t < e; ++t)
-          push(first, t);
-        double lower = std::numeric_limits<double>::infinity();
-        for (auto& cand : first.finish()) lower = std::min(lower, cand.s - cand.err);
-        TopKCollector<double> col(a, 2, k);
-        if (lower >= -std::numeric_limits<double>::max()) {
-          visit(a, lower, c, [&](index_t t, std::int64_t) { push(col, t); return true; });
-        } else {  // a score overflowed (its enclosure is unbounded) or its bound did: no float64
-                  // threshold is below the exact k-th best, so every point is a candidate
-          for (index_t t = all_begin(); t < all_begin() + n_; ++t) push(col, t);
-          c.tested += n_;
-        }
-        best = col.finish();
-      }
-      write_topk(best, a, 2, j, k, scores, ids);
-      c.reported = k;
-    });
+  // layers included -- into the sink, which ranks them exactly.
+  using TopKRow = double;
+  void visit_topk(const T* normal, Counters& c, TopKSink<double>& sink) const {
+    const Query q = prepare(normal, 0.0);
+    const double* a = q.a;
+    const index_t k = static_cast<index_t>(sink.col.k());
+    TopKSink<double> first(a, 2, k);
+    // (any k points give a valid bound: all of them when the peeled layers hold fewer)
+    const index_t last = std::min<index_t>(k, layers());
+    const bool few = layer_start_[last] < k;
+    for (index_t t = few ? all_begin() : 0, e = few ? all_begin() + n_ : layer_start_[last]; t < e; ++t)
+      first.point(ids_[t], &xy_[2 * t], kNoScore);
+    double lower = std::numeric_limits<double>::infinity();
+    for (auto& cand : first.col.finish()) lower = std::min(lower, cand.s - cand.err);
+    if (lower >= -std::numeric_limits<double>::max()) {
+      visit<kNeedRows>(a, lower, c, [&](index_t t, std::int64_t id) { return sink.point(id, &xy_[2 * t], kNoScore); });
+    } else {  // a score overflowed (its enclosure is unbounded) or its bound did: no float64
+              // threshold is below the exact k-th best, so every point is a candidate
+      for (index_t t = all_begin(); t < all_begin() + n_; ++t) sink.point(ids_[t], &xy_[2 * t], kNoScore);
+      c.tested += n_;
+    }
+  }
+
+  // ~1 us per query at n = 10^6 reporting ~100 points
+  double query_work(index_t m) const { return static_cast<double>(m) * 256 * std::log2(2.0 + n_); }
+
+  // Software prefetch for the next queries of a batch (see prefetch).
+  void prefetch_ahead(const Halfspaces<T>& q, index_t j) const {
+    prefetch(q, j + 2, 0);
+    prefetch(q, j + 1, 1);
   }
 
  private:
-  // ~1 us per query at n = 10^6 reporting ~100 points (measured)
-  double work(index_t m) const { return static_cast<double>(m) * 256 * std::log2(2.0 + n_); }
-
-  template <class Body>
-  void run(const Halfspaces<T>& q, QueryStats* st, int threads, Body&& body) const {
-    for_each_query(q.m, st, threads, work(q.m), [&](index_t j, Counters& c) {
-      const double a[2] = {static_cast<double>(q.normals[2 * j]), static_cast<double>(q.normals[2 * j + 1])};
-      body(j, a, q.offsets[j], c);
-    });
-  }
-
   // Calls out(k, id) for each stored vertex k (id: its point's id) inside {<a,x> >= b}; out
   // returns false to stop.
   template <int Want = 2, class Out>
   void visit(const double* a, double b, Counters& c, Out&& out) const {
     visit<Want>(a, b, c, out, [&](const index_t* k, const std::int64_t* id, index_t w) {
       for (index_t i = 0; i < w; ++i)
-        if (!out(k[i], id[i])) return;
+        if (!out(k[i], id[i])) return false;
+      return true;
     });
   }
-  // The same, with block(k, id, w) receiving all the points at once when the table answers;
+  // The same, with block(k, id, w) receiving all the points at once when the table answers (or,
+  // Want <= 1, a node of the partial peel's tree is inside); block returns false to stop.
   // Want says what block reads: 0 only w, 1 the ids too, 2 also the stored indices k.
   template <int Want, class Out, class Block>
   void visit(const double* a, double b, Counters& c, Out&& out, Block&& block) const {
@@ -347,8 +318,7 @@ class ConvexLayers {
           normal, b, c,
           [&](index_t b0, index_t b1) {
             if constexpr (Want <= 1) {  // a node inside: its ids at once, like the table's answer
-              block(nullptr, &ids_[layer_end_ + b0], b1 - b0);
-              return true;
+              return block(nullptr, &ids_[layer_end_ + b0], b1 - b0);
             }
             for (index_t k = layer_end_ + b0; k < layer_end_ + b1; ++k)
               if (!out(k, ids_[k])) return false;

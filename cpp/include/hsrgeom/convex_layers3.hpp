@@ -39,6 +39,7 @@
 #include "hsrgeom/partition_tree.hpp"
 #include "hsrgeom/predicate.hpp"
 #include "hsrgeom/progress.hpp"
+#include "hsrgeom/query.hpp"
 #include "hsrgeom/report.hpp"
 #include "hsrgeom/topk.hpp"
 #include "hsrgeom/types.hpp"
@@ -59,7 +60,7 @@ inline std::vector<double> sphere_directions(int k) {
 }
 
 template <class T>
-class ConvexLayers3 {
+class ConvexLayers3 : public QueryMethods<ConvexLayers3<T>, T> {
  public:
   static constexpr int kStartDirs = 32;          // start table of layer 0
   static constexpr int kGuardDirs = 64;          // directions of the guard polytope
@@ -177,89 +178,55 @@ class ConvexLayers3 {
     return out;
   }
 
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
-                      bool sorted = true) const {
-    std::vector<IdList> lists(q.m);
-    run(q.m, st, threads, [&](index_t j, Scratch& s, Counters& c) {
-      const double a[3] = {static_cast<double>(q.normals[3 * j]), static_cast<double>(q.normals[3 * j + 1]),
-                           static_cast<double>(q.normals[3 * j + 2])};
-      c.reported = collect(lists[j], n_, sorted, [&](IdList& out) {
-        visit(q.normals + 3 * j, q.offsets[j], s, c, [&](std::int64_t id, const T* x) {
-          out.add(id, scores, a, x, 3);
-          return true;
-        });
-      });
-    });
-    return ReportResult::from_lists(lists, scores);
-  }
+  // The query concept (query.hpp; report, count, empty, sum, topk come from QueryMethods).
+  using Query = SmallQuery<T, 3>;
+  Query prepare(const T* normal, double b) const { return Query::make(normal, b); }
 
-  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::int64_t> out(q.m, 0);
-    run(q.m, st, threads, [&](index_t j, Scratch& s, Counters& c) {
-      std::int64_t cnt = 0;
-      visit(q.normals + 3 * j, q.offsets[j], s, c, [&](std::int64_t, const T*) { ++cnt; return true; });
-      out[j] = c.reported = cnt;
-    });
-    return out;
-  }
-
-  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::uint8_t> out(q.m, 1);
-    run(q.m, st, threads, [&](index_t j, Scratch& s, Counters& c) {
-      visit(q.normals + 3 * j, q.offsets[j], s, c, [&](std::int64_t, const T*) { out[j] = 0; return false; });
-      c.reported = out[j] ? 0 : 1;
-    });
-    return out;
+  // The half-space traversal (query.hpp): layer vertices and core points one by one.
+  template <class Sink>
+  void visit(const Query& q, Counters& c, Sink& sink) const {
+    visit(q.normal_t, q.b, scratch(), c, [&](std::int64_t id, const T* x) { return sink.point(id, x, kNoScore); });
   }
 
   // Exact top-k. With at least k layers: the extreme vertices of the first k layers are k points,
   // the one of layer i at least as good as every deeper point, so min over them of a lower bound
-  // of <a, x> is <= the exact k-th best; a report with that threshold (ties included, core
+  // of <a, x> is <= the exact k-th best; a visit with that threshold (ties included, core
   // included) gives every candidate, ranked exactly. With fewer layers: all layer points plus the
   // core's own exact top-k (core ids ascend with ids, so its tie-break agrees).
-  void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids, QueryStats* st,
-            int threads) const {
-    run(m, st, threads, [&](index_t j, Scratch& s, Counters& c) {
-      const T* qt = queries + 3 * j;
-      const double a[3] = {static_cast<double>(qt[0]), static_cast<double>(qt[1]), static_cast<double>(qt[2])};
-      const Margin mg(3, Rounding<double>::u, Rounding<double>::eta);
-      const double na = norm_up(a, 3);
-      TopKCollector<T> col(a, 3, k);
-      auto push = [&](std::int64_t id, const T* x) {
-        const double xd[3] = {static_cast<double>(x[0]), static_cast<double>(x[1]), static_cast<double>(x[2])};
-        col.push(a[0] * xd[0] + a[1] * xd[1] + a[2] * xd[2], mg(na, norm_up(xd, 3), 0.0), id, x);
-        return true;
-      };
-      bool found = false;  // every candidate pushed
-      if (k > 0 && layers() >= k) {
-        double lower = std::numeric_limits<double>::infinity();
-        index_t e = -1;
-        for (index_t l = 0; l < k; ++l) {
-          e = climb(start_vertex(l, e, a), a, s, c);
-          const T* x = &xyz_[3 * e];
-          const double sx = a[0] * x[0] + a[1] * x[1] + a[2] * x[2];
-          // an overflowed sx (+-inf, NaN) bounds nothing: -inf (std::min would drop a NaN)
-          const double lo = std::isfinite(sx) ? sx - mg(na, xnorm_[e], 0.0) : -std::numeric_limits<double>::infinity();
-          lower = std::min(lower, lo);
-        }
-        if (lower >= -std::numeric_limits<double>::max()) {  // else no float64 threshold works: below
-          visit(qt, lower, s, c, push);
-          found = true;
-        }
+  using TopKRow = T;
+  void visit_topk(const T* qt, Counters& c, TopKSink<T>& sink) const {
+    const index_t k = sink.col.k();
+    const double* a = sink.a;
+    const Margin mg(3, Rounding<double>::u, Rounding<double>::eta);
+    const double na = norm_up(a, 3);
+    Scratch& s = scratch();
+    auto push = [&](std::int64_t id, const T* x) { return sink.point(id, x, kNoScore); };
+    if (layers() >= k) {
+      double lower = std::numeric_limits<double>::infinity();
+      index_t e = -1;
+      for (index_t l = 0; l < k; ++l) {
+        e = climb(start_vertex(l, e, a), a, s, c);
+        const T* x = &xyz_[3 * e];
+        const double sx = a[0] * x[0] + a[1] * x[1] + a[2] * x[2];
+        // an overflowed sx (+-inf, NaN) bounds nothing: -inf (std::min would drop a NaN)
+        const double lo = std::isfinite(sx) ? sx - mg(na, xnorm_[e], 0.0) : -std::numeric_limits<double>::infinity();
+        lower = std::min(lower, lo);
       }
-      if (k > 0 && !found) {
-        for (index_t t = 0; t < layer_points(); ++t) push(ids_[t], &xyz_[3 * t]);
-        c.tested += layer_points();
-        const index_t kc = std::min(k, core_size());
-        std::vector<double> cs(kc);
-        std::vector<std::int64_t> ci(kc);
-        if (kc > 0) core_.topk(qt, 1, kc, cs.data(), ci.data(), nullptr, 1);
-        for (index_t r = 0; r < kc; ++r) push(core_ids_[ci[r]], core_.stored_row(core_pos_[ci[r]]));
+      if (lower >= -std::numeric_limits<double>::max()) {  // else no float64 threshold works: below
+        visit(qt, lower, s, c, push);
+        return;
       }
-      write_topk(col.finish(), a, 3, j, k, scores, ids);
-      c.reported = k;
-    });
+    }
+    for (index_t t = 0; t < layer_points(); ++t) push(ids_[t], &xyz_[3 * t]);
+    c.tested += layer_points();
+    const index_t kc = std::min(k, core_size());
+    std::vector<double> cs(kc);
+    std::vector<std::int64_t> ci(kc);
+    if (kc > 0) core_.topk(qt, 1, kc, cs.data(), ci.data(), nullptr, 1);
+    for (index_t r = 0; r < kc; ++r) push(core_ids_[ci[r]], core_.stored_row(core_pos_[ci[r]]));
   }
+
+  double query_work(index_t m) const { return static_cast<double>(m) * 256 * std::log2(2.0 + n_); }
 
  private:
   struct Scratch {
@@ -277,17 +244,13 @@ class ConvexLayers3 {
     }
   };
 
-  template <class Body>
-  void run(index_t m, QueryStats* st, int threads, Body&& body) const {
-    if (st) st->resize(m);
-    const double work = static_cast<double>(m) * 256 * std::log2(2.0 + n_);
-    const int nt = threads_for_work(threads, work);
-    std::vector<Scratch> scratch(std::max(nt, 1));
-    parallel_for(m, nt, [&](index_t j, int tid) {
-      Counters c;
-      body(j, scratch[tid], c);
-      if (st) c.store(*st, j);
-    });
+  // The running thread's scratch of a query (marks of the vertices seen; any instance may use it:
+  // every query takes a new epoch, and the marks grow to the largest instance). Not inlined: the
+  // traversal then holds a plain reference, not a thread_local it would look up at every access
+  // (__tls_get_addr in a shared library).
+  __attribute__((noinline)) static Scratch& scratch() {
+    static thread_local Scratch s;
+    return s;
   }
 
   // Picks the guard polytope R (see the top of the file) and returns the ids not surely

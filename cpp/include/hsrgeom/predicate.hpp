@@ -196,7 +196,7 @@ inline double gamma_k(double k, double u) { return (k * u / (1.0 - k * u)) * (1.
 
 // Upper bound of the Euclidean norm of a vector of d values (rounded up generously).
 template <class T>
-inline double norm_up(const T* x, int d) {
+HSRGEOM_INLINE double norm_up(const T* x, int d) {
   double s = 0;
   for (int i = 0; i < d; ++i) s += static_cast<double>(x[i]) * static_cast<double>(x[i]);
   // relative error of the sum <= gamma_{d+1}; sqrt halves it and adds one rounding.

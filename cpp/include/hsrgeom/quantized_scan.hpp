@@ -33,6 +33,7 @@
 #include "hsrgeom/interrupt.hpp"
 #include "hsrgeom/parallel.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/query.hpp"
 #include "hsrgeom/report.hpp"
 #include "hsrgeom/sums.hpp"
 #include "hsrgeom/types.hpp"
@@ -40,7 +41,7 @@
 namespace hsrgeom {
 
 template <class T>
-class QuantizedScan {
+class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
  public:
   QuantizedScan() = default;
   QuantizedScan(PointsView<T> p, int threads) : full_(p), n_(p.n), d_(p.d) {
@@ -63,38 +64,17 @@ class QuantizedScan {
            (scale_.size() + cfac_.size() + resid_.size() + xnorm_.size()) * sizeof(double);
   }
 
-  // Ids come out ascending whatever `sorted` says (a scan meets them in that order).
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
-                      bool = true) const {
-    std::vector<std::vector<IdList>> parts;
-    scan(q, st, threads, parts, [&](IdList& out, index_t, index_t i, double score) {
-      out.ids.push_back(i);
-      if (scores) out.scores.push_back(score);
-    });
-    std::vector<IdList> merged = join_chunks(parts, q.m, st);
-    return ReportResult::from_lists(merged, scores);
-  }
-
-  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::vector<std::int64_t>> parts;
-    scan(q, st, threads, parts, [](std::int64_t& cnt, index_t, index_t, double) { ++cnt; });
-    std::vector<std::int64_t> out(q.m, 0);
-    for (auto& chunk : parts)
-      for (index_t j = 0; j < q.m; ++j) out[j] += chunk[j];
-    if (st) st->points_reported = out;
-    return out;
-  }
-
-  // Half-space sums (sums.hpp, SumSpec), with the float64 scores of the exact check.
-  template <class V>
-  SumResult sum(const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads) const {
-    std::vector<std::vector<SumAcc>> parts;
-    scan(q, st, threads, parts, [&](SumAcc& acc, index_t j, index_t i, double score) { acc.add(sp, j, i, score); });
-    return merge_sums(parts, q.m, sp, st);
-  }
-
-  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    return zero_counts(count(q, st, threads));
+  // report/count/empty/sum come from QueryMethods (query.hpp's block drivers over scan_cells: ids
+  // come out ascending whatever `sorted` says, a scan meets them in that order); top-k is the
+  // exact scan's (BruteForce) over the stored points.
+  // The block visit (query.hpp): cells[chunk][query] of contiguous point chunks, and
+  // on(cell, j, id, x, a, score) for each point inside half-space j, with the float64 score of
+  // its exact check.
+  static constexpr bool kBlockScan = true;
+  template <class C, class On>
+  void scan_cells(const Halfspaces<T>& q, QueryStats* st, int threads, std::vector<std::vector<C>>& cells,
+                  On&& on) const {
+    scan(q, st, threads, cells, on);
   }
 
   void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids, QueryStats* st,
@@ -169,11 +149,12 @@ class QuantizedScan {
   }
 
   // For each query j and point i that may lie in the half-space (by the codes), decides it
-  // exactly and calls on(parts[chunk][j], j, i, <a_j, x_i> in float64) for each point inside.
+  // exactly and calls on(parts[chunk][j], j, i, x_i, a_j, <a_j, x_i> in float64) for each point
+  // inside.
   // Chunks of consecutive points run in parallel, so the ids of a chunk come in ascending order.
   template <class C, class On>
   void scan(const Halfspaces<T>& q, QueryStats* st, int threads, std::vector<std::vector<C>>& parts,
-            On on) const {
+            On& on) const {
     const index_t m = q.m;
     std::vector<double> ad(q.normals, q.normals + m * d_);
     std::vector<IntQuery> iq(m);
@@ -217,7 +198,7 @@ class QuantizedScan {
           const double* a = ad.data() + j * d_;
           const T* x = row(id);
           const double v = dot_f64(a, x, d_), b = q.offsets[j];
-          if (in_halfspace(v, margin(iq[j].na, xnorm_[id], b), a, x, b, d_, &exact[ch][j])) on(parts[ch][j], j, id, v);
+          if (in_halfspace(v, margin(iq[j].na, xnorm_[id], b), a, x, b, d_, &exact[ch][j])) on(parts[ch][j], j, id, x, a, v);
         }
       }
     });

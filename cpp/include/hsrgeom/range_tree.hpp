@@ -35,6 +35,7 @@
 #include "hsrgeom/interrupt.hpp"
 #include "hsrgeom/parallel.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/query.hpp"
 #include "hsrgeom/report.hpp"
 #include "hsrgeom/sums.hpp"
 #include "hsrgeom/topk.hpp"
@@ -43,7 +44,7 @@
 namespace hsrgeom {
 
 template <class Derived, class T>
-class RangeTree {
+class RangeTree : public QueryMethods<Derived, T> {
  public:
   index_t size() const { return n_; }
   int dim() const { return d_; }
@@ -55,28 +56,57 @@ class RangeTree {
     return out;
   }
 
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
-                      bool sorted = true) const {
-    auto fill = [&](index_t j, Counters& c, IdList& out) {
-      const Query qq = make_query(q.normals + j * d_, q.offsets[j]);
-      const double* a = qq.a.data();
-      traverse(qq, c, [&](index_t b0, index_t b1) {
-        out.add_rows(perm_.data() + b0, b1 - b0, scores, a, row(b0), d_);
-        return true;
-      }, [&](index_t k) { out.add(perm_[k], scores, a, row(k), d_); return true; });
-    };
-    return report_queries(q.m, st, threads, query_work(q.m), n_, sorted, scores, fill);
+  // The query concept (query.hpp): report, count, empty, topk come from QueryMethods; sum is
+  // RangeTree::sum below (subtree split, node sums).
+  // A query prepared for the tree: a in the original frame (for leaves), a in the bounds' frame,
+  // and the offset and extra margin that map bounds of <a_frame, y> to bounds of <a, x>.
+  struct Query {
+    std::vector<double> a, a_rot;
+    double na = 0, b = 0, shift = 0, extra = 0;
+    const double* frame_a() const { return a_rot.empty() ? a.data() : a_rot.data(); }
+    const double* normal() const { return a.data(); }
+  };
+  Query prepare(const T* normal, double b) const { return make_query(normal, b); }
+
+  // The half-space traversal (query.hpp): a node inside goes to sink.range as its stored ids and
+  // rows, a leaf's points inside to sink.point with their float64 scores.
+  template <class Sink>
+  void visit(const Query& qq, Counters& c, Sink& sink) const {
+    traverse(qq, c, [&](index_t b0, index_t b1) {
+      return sink.range(perm_.data() + b0, Sink::kNeeds >= kNeedRows ? row(b0) : nullptr, b1 - b0);
+    }, [&](index_t k, double s) { return sink.point(perm_[k], row(k), s); });
   }
 
-  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::int64_t> out(q.m, 0);
-    run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
-      std::int64_t cnt = 0;
-      traverse(qq, c, [&](index_t b0, index_t b1) { cnt += b1 - b0; return true; },
-               [&](index_t) { ++cnt; return true; });
-      out[j] = c.reported = cnt;
-    });
-    return out;
+  // Top-k traversal: best first by the nodes' upper bounds, stopping when the best bound left is
+  // below the sink's k-th best lower bound.
+  using TopKRow = T;
+  void visit_topk(const T* normal, Counters& c, TopKSink<T>& sink) const {
+    const Query qq = make_query(normal, 0.0);
+    using Item = std::pair<double, std::int32_t>;  // (upper bound of <a, x>, node)
+    std::vector<Item> heap;
+    heap.push_back({upper(0, qq), 0});
+    while (!heap.empty()) {
+      std::pop_heap(heap.begin(), heap.end());
+      const Item it = heap.back();
+      heap.pop_back();
+      if (it.first < sink.bound()) break;  // nothing left can reach the k-th best
+      if ((++c.nodes & 1023) == 0) interrupt::check();
+      const int kids = self().each_child(it.second, [&](std::int32_t ch) {
+        heap.push_back({upper(ch, qq), ch});
+        std::push_heap(heap.begin(), heap.end());
+      });
+      if (kids) continue;
+      const auto [b0, b1] = self().node_range(it.second);
+      const double err = margin_(qq.na, xnorm_[it.second], 0.0);
+      for (index_t t = b0; t < b1; ++t) {
+        sink.push(dot_f64(qq.a.data(), row(t), d_), err, perm_[t], row(t));
+        ++c.tested;
+      }
+    }
+  }
+
+  double query_work(index_t m) const {
+    return static_cast<double>(m) * (64.0 * d_ + std::sqrt(static_cast<double>(n_)) * d_ * 4);
   }
 
   // Half-space sums (sums.hpp, SumSpec). A query is split into subtrees (the first nodes of a
@@ -237,49 +267,6 @@ class RangeTree {
   index_t node_sum_min_size() const { return std::max<index_t>(64, 8 * (d_ + 1)); }
   bool has_value_sums() const { return vdv_ >= 0; }
 
-  // True where the half-space holds no point; stops at the first point found.
-  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::uint8_t> out(q.m, 1);
-    run(q, st, threads, [&](index_t j, const Query& qq, Counters& c) {
-      traverse(qq, c, [&](index_t, index_t) { out[j] = 0; return false; },
-               [&](index_t) { out[j] = 0; return false; });
-      c.reported = out[j] ? 0 : 1;
-    });
-    return out;
-  }
-
-  // Exact top-k by inner product (ties: smaller id first), best-first branch and bound.
-  void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
-            QueryStats* st, int threads) const {
-    for_each_query(m, st, threads, query_work(m), [&](index_t j, Counters& c) {
-      const Query qq = make_query(queries + j * d_, 0.0);
-      TopKCollector<T> col(qq.a.data(), d_, k);
-      using Item = std::pair<double, std::int32_t>;  // (upper bound of <a, x>, node)
-      std::vector<Item> heap;
-      if (n_ > 0 && k > 0) heap.push_back({upper(0, qq), 0});
-      while (!heap.empty()) {
-        std::pop_heap(heap.begin(), heap.end());
-        const Item it = heap.back();
-        heap.pop_back();
-        if (it.first < col.kth_lower()) break;  // nothing left can reach the k-th best
-        if ((++c.nodes & 1023) == 0) interrupt::check();
-        const int kids = self().each_child(it.second, [&](std::int32_t ch) {
-          heap.push_back({upper(ch, qq), ch});
-          std::push_heap(heap.begin(), heap.end());
-        });
-        if (kids) continue;
-        const auto [b0, b1] = self().node_range(it.second);
-        const double err = margin_(qq.na, xnorm_[it.second], 0.0);
-        for (index_t t = b0; t < b1; ++t) {
-          col.push(dot_f64(qq.a.data(), row(t), d_), err, perm_[t], row(t));
-          ++c.tested;
-        }
-      }
-      write_topk(col.finish(), qq.a.data(), d_, j, k, scores, ids);
-      c.reported = k;
-    });
-  }
-
   // One half-space query on the calling thread (for structures that embed a tree): range(b0, b1)
   // and point(k) receive stored positions, mapped by stored_id(k) and stored_row(k).
   template <class Range, class Point>
@@ -300,14 +287,6 @@ class RangeTree {
     std::iota(perm_.begin(), perm_.end(), index_t{0});
   }
 
-  // A query prepared for the tree: a in the original frame (for leaves), a in the bounds' frame,
-  // and the offset and extra margin that map bounds of <a_frame, y> to bounds of <a, x>.
-  struct Query {
-    std::vector<double> a, a_rot;
-    double na = 0, b = 0, shift = 0, extra = 0;
-    const double* frame_a() const { return a_rot.empty() ? a.data() : a_rot.data(); }
-  };
-
   Query make_query(const T* normal, double b) const {
     Query q;
     q.a.assign(normal, normal + d_);
@@ -324,18 +303,6 @@ class RangeTree {
   }
 
   const T* row(index_t k) const { return pts_.data() + k * static_cast<index_t>(d_); }
-
-  double query_work(index_t m) const {
-    return static_cast<double>(m) * (64.0 * d_ + std::sqrt(static_cast<double>(n_)) * d_ * 4);
-  }
-
-  // Runs body(j, query, counters) for every query in parallel.
-  template <class Body>
-  void run(const Halfspaces<T>& q, QueryStats* st, int threads, Body&& body) const {
-    for_each_query(q.m, st, threads, query_work(q.m), [&](index_t j, Counters& c) {
-      body(j, make_query(q.normals + j * d_, q.offsets[j]), c);
-    });
-  }
 
   // +1 every point of v is inside, -1 none is, 0 the bounds can't tell.
   // D > 0: d_ == D (see with_dim).

@@ -1,6 +1,6 @@
 // Report results: per-query id lists (IdList), the compressed batch result (ReportResult), the
 // id sort that makes outputs ascending (sort_ids), and the per-thread arenas a batch report
-// fills (collect, report_queries). Contract: a sorted report lists each query's ids ascending
+// fills (report_queries). Contract: a sorted report lists each query's ids ascending
 // with their scores (when asked for) permuted alongside; the ids are the same for any thread count.
 #pragma once
 
@@ -85,7 +85,7 @@ inline std::vector<std::uint8_t> zero_counts(const std::vector<std::int64_t>& co
   return out;
 }
 
-// A cleared per-thread buffer for one query's ids (see collect_sorted).
+// A cleared per-thread buffer for one query's ids (see report_queries).
 inline IdList& id_scratch() {
   static thread_local IdList v;
   v.clear();
@@ -150,19 +150,6 @@ inline void sort_ids(IdList& out, index_t n) {
     std::copy(src, src + k, ids.data());
     if (sc) std::copy(ssrc, ssrc + k, out.scores.data());
   }
-}
-
-// One query of a report: fill(out) appends the ids (and scores) to a per-thread scratch list,
-// which is sorted by id (when `sorted`) and copied into dest, so a query costs one allocation
-// whatever its output size. Returns the number of ids.
-template <class Fill>
-std::int64_t collect(IdList& dest, index_t n, bool sorted, Fill&& fill) {
-  IdList& out = id_scratch();
-  fill(out);
-  if (sorted) sort_ids(out, n);
-  dest.ids.assign(out.ids.begin(), out.ids.end());
-  dest.scores.assign(out.scores.begin(), out.scores.end());
-  return static_cast<std::int64_t>(out.ids.size());
 }
 
 // A whole report without an allocation per query: fill(j, counters, out) appends query j's ids

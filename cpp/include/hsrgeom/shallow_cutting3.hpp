@@ -42,13 +42,14 @@
 #include "hsrgeom/partition_tree.hpp"
 #include "hsrgeom/predicate.hpp"
 #include "hsrgeom/progress.hpp"
+#include "hsrgeom/query.hpp"
 #include "hsrgeom/report.hpp"
 #include "hsrgeom/types.hpp"
 
 namespace hsrgeom {
 
 template <class T>
-class ShallowCutting3 {
+class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
  public:
   static constexpr double kGrowth = 1.25;  // k_{j+1} ~ 1.25 k_j
   static constexpr index_t kFirstDepth = 8;
@@ -186,61 +187,35 @@ class ShallowCutting3 {
   }
   std::vector<T> original_points() const { return tree_.original_points(); }
 
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
-                      bool sorted = true) const {
-    return report_queries(q.m, st, threads, work(q.m), n_, sorted, scores, [&](index_t j, Counters& c, IdList& out) {
-      const double a[3] = {static_cast<double>(q.normals[3 * j]), static_cast<double>(q.normals[3 * j + 1]),
-                           static_cast<double>(q.normals[3 * j + 2])};
-      auto one = [&](std::int64_t id, const T* x) { out.add(id, scores, a, x, 3); return true; };
-      auto all = [&](const std::int64_t* id, index_t w) { out.ids.insert(out.ids.end(), id, id + w); };
-      if (j + 1 < q.m) prefetch(q.normals + 3 * (j + 1));
-      if (scores) visit<false>(q.normals + 3 * j, a, q.offsets[j], c, one, all);
-      else visit<true>(q.normals + 3 * j, a, q.offsets[j], c, one, all);
-    });
-  }
-
-  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::int64_t> out(q.m, 0);
-    run(q, st, threads, [&](index_t j, const double* a, Counters& c) {
-      std::int64_t cnt = 0;
-      visit<true>(
-          q.normals + 3 * j, a, q.offsets[j], c, [&](std::int64_t, const T*) { ++cnt; return true; },
-          [&](const std::int64_t*, index_t w) { cnt += w; });
-      out[j] = c.reported = cnt;
-    });
-    return out;
-  }
-
-  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
-    std::vector<std::uint8_t> out(q.m, 1);
-    run(q, st, threads, [&](index_t j, const double* a, Counters& c) {
-      visit<false>(
-          q.normals + 3 * j, a, q.offsets[j], c, [&](std::int64_t, const T*) { out[j] = 0; return false; },
-          [&](const std::int64_t*, index_t w) { out[j] = w == 0; });
-      c.reported = out[j] ? 0 : 1;
-    });
-    return out;
-  }
-
   // Exact top-k: the tree's (best-first branch and bound).
   void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids, QueryStats* st,
             int threads) const {
     tree_.topk(queries, m, k, scores, ids, st, threads);
   }
 
+  // The query concept (query.hpp; report, count, empty, sum come from QueryMethods).
+  using Query = SmallQuery<T, 3>;
+  Query prepare(const T* normal, double b) const { return Query::make(normal, b); }
+
+  // The half-space traversal (query.hpp): a certified level's conflict list goes to sink.range
+  // at once (filtered) when the sink reads ids only and does not stop early; otherwise its
+  // points, and the tree's, one by one.
+  template <class Sink>
+  void visit(const Query& q, Counters& c, Sink& sink) const {
+    constexpr bool kIds = Sink::kNeeds <= kNeedIds && !Sink::kStopsEarly;
+    visit<kIds>(q.normal_t, q.a, q.b, c, [&](std::int64_t id, const T* x, double s) { return sink.point(id, x, s); },
+                [&](const std::int64_t* id, index_t w) { sink.range(id, static_cast<const T*>(nullptr), w); });
+  }
+
+  double query_work(index_t m) const { return static_cast<double>(m) * 256 * std::log2(2.0 + n_); }
+
+  // Software prefetch of the next query's cell.
+  void prefetch_ahead(const Halfspaces<T>& q, index_t j) const {
+    if (j + 1 < q.m) prefetch(q.normals + 3 * (j + 1));
+  }
+
  private:
   using Block = CandIdBlock<T, 3>;
-
-  double work(index_t m) const { return static_cast<double>(m) * 256 * std::log2(2.0 + n_); }
-
-  template <class Body>
-  void run(const Halfspaces<T>& q, QueryStats* st, int threads, Body&& body) const {
-    for_each_query(q.m, st, threads, work(q.m), [&](index_t j, Counters& c) {
-      const double a[3] = {static_cast<double>(q.normals[3 * j]), static_cast<double>(q.normals[3 * j + 1]),
-                           static_cast<double>(q.normals[3 * j + 2])};
-      body(j, a, c);
-    });
-  }
 
   // A fixed sample of the points (all of them up to 8192), for the collection thresholds.
   static std::vector<T> sample_points(const PointsView<T>& p) {
@@ -392,7 +367,8 @@ class ShallowCutting3 {
   }
 
   // Calls block(ids, w) with every inside point's id at once when the cutting answers and
-  // Ids is true, else out(id, x) per point (x: its coordinates, T[3]); out returns false to stop.
+  // Ids is true, else out(id, x, score) per point (x: its coordinates, T[3]; score: its float64
+  // <a, x> or kNoScore); out returns false to stop.
   template <bool Ids, class Out, class BlockF>
   void visit(const T* normal, const double* a, double b, Counters& c, Out&& out, BlockF&& block) const {
     const bool zero = a[0] == 0 && a[1] == 0 && a[2] == 0;
@@ -434,7 +410,7 @@ class ShallowCutting3 {
           const int l = static_cast<int>(i % 8);
           const T x[3] = {q.x[0][l], q.x[1][l], q.x[2][l]};
           const double sx = a[0] * x[0] + a[1] * x[1] + a[2] * x[2];
-          if (in_halfspace(sx, margin, a, x, b, 3, &c.exact) && !out(q.id[l], x)) return;
+          if (in_halfspace(sx, margin, a, x, b, 3, &c.exact) && !out(q.id[l], x, sx)) return;
         }
         return;
       }
@@ -443,10 +419,10 @@ class ShallowCutting3 {
         normal, b, c,
         [&](index_t b0, index_t b1) {
           for (index_t k = b0; k < b1; ++k)
-            if (!out(tree_.stored_id(k), tree_.stored_row(k))) return false;
+            if (!out(tree_.stored_id(k), tree_.stored_row(k), kNoScore)) return false;
           return true;
         },
-        [&](index_t k) { return out(tree_.stored_id(k), tree_.stored_row(k)); });
+        [&](index_t k, double s) { return out(tree_.stored_id(k), tree_.stored_row(k), s); });
   }
 
   static std::vector<std::int64_t>& id_scratch_() {

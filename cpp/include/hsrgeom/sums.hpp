@@ -68,8 +68,10 @@ struct SumAcc {
   double weight = 0;
   std::vector<double> sum;  // dv values, allocated on the first non-zero weight
 
+  // (always inlined: called per point in every sum traversal, which GCC stopped inlining once the
+  // query concept added instantiations to the one translation unit)
   template <class V>
-  void add(const SumSpec<V>& sp, index_t j, index_t i, double score) {
+  HSRGEOM_INLINE void add(const SumSpec<V>& sp, index_t j, index_t i, double score) {
     ++count;
     const double w = sp.weight(score, j);
     if (w == 0) return;

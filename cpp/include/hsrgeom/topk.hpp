@@ -33,10 +33,11 @@ class TopKCollector {
   };
   TopKCollector(const double* q, int d, index_t k) : q_(q), d_(d), k_(k) {}
 
+  index_t k() const { return k_; }
   // Lower bound of the exact k-th best value among candidates so far (-inf if fewer than k).
   double kth_lower() const { return kth_lower_; }
 
-  void push(double s, double err, std::int64_t id, const T* x) {
+  HSRGEOM_INLINE void push(double s, double err, std::int64_t id, const T* x) {
     if (!(std::fabs(s) <= std::numeric_limits<double>::max()) || !(err <= std::numeric_limits<double>::max()))
       s = 0, err = std::numeric_limits<double>::infinity();  // overflowed: no enclosure, exact comparisons decide
     if (s + err < kth_lower_) return;

@@ -1,0 +1,364 @@
+// The query concept: a structure visits, a sink decides. Every structure implements one
+// half-space traversal
+//
+//   Query prepare(const T* normal, double b) const;          // per-query precomputation
+//   template <class Sink> void visit(const Query&, Counters&, Sink&) const;
+//
+// and hands the sink what it finds inside {x : <a, x> >= b}:
+//
+//   sink.range(ids, x, count)    count points at once, all inside (a tree node, a table's
+//                                answer); x: their rows, count * d values, or nullptr when the
+//                                sink's kNeeds < kNeedRows
+//   sink.point(id, x, score)     one point inside; score: the structure's float64 <a, x> of x
+//                                when it has it, else kNoScore (the sink computes it if needed)
+//
+// Both return whether to go on (nanoflann's ResultSet::addPoint, FAISS's ResultHandler). Sinks
+// state what they read (kNeeds: a count only, the ids, or the rows too) and whether they stop
+// early (kStopsEarly), so a structure hands over whole blocks where the sink needs no rows. The
+// structure decides the order of traversal; the sink decides what is kept and when to stop.
+//
+// Top-k uses the same sinks through `visit_topk(const T* q, Counters&, TopKSink&)`: a structure
+// searching best-first (the trees) prunes against sink.bound(), the rising lower bound of the
+// k-th best; others bound the k-th best first and visit the half-space above it.
+//
+// The drivers below (report_visit, count_visit, empty_visit, sum_visit, topk_visit) are the
+// only code that turns a traversal into a batch result: threads (for_each_query /
+// report_queries), QueryStats, sorting, sums, top-k rows. A structure provides, besides
+// prepare/visit/visit_topk: size(), dim(), query_work(m) (a flop estimate for the thread
+// policy), `using TopKRow` (the row type visit_topk pushes) and optionally
+// prefetch_ahead(const Halfspaces<T>&, index_t j) (software prefetch for query j + 1, ...).
+//
+// The blocked scans (BruteForce, QuantizedScan) are the other shape, FAISS's block result
+// handlers: a grid of per-(point chunk, query) cells merged in chunk order (report.hpp
+// join_chunks, sums.hpp merge_sums), so ids stay ascending without a sort.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "hsrgeom/dispatch.hpp"
+#include "hsrgeom/parallel.hpp"
+#include "hsrgeom/predicate.hpp"
+#include "hsrgeom/report.hpp"
+#include "hsrgeom/sums.hpp"
+#include "hsrgeom/topk.hpp"
+#include "hsrgeom/types.hpp"
+
+namespace hsrgeom {
+
+// What a sink reads of the points it is handed (Sink::kNeeds).
+constexpr int kNeedCount = 0;  // only how many
+constexpr int kNeedIds = 1;    // their ids
+constexpr int kNeedRows = 2;   // their ids and rows (scores)
+
+// "No score computed" (point()'s score argument).
+constexpr double kNoScore = std::numeric_limits<double>::quiet_NaN();
+
+// ---- sinks -----------------------------------------------------------------------------------
+
+// Counts the points inside.
+struct CountSink {
+  static constexpr int kNeeds = kNeedCount;
+  static constexpr bool kStopsEarly = false;
+  std::int64_t count = 0;
+  template <class P>
+  HSRGEOM_INLINE bool point(std::int64_t, const P*, double) {
+    ++count;
+    return true;
+  }
+  template <class P>
+  HSRGEOM_INLINE bool range(const std::int64_t*, const P*, index_t n) {
+    count += n;
+    return true;
+  }
+};
+
+// Stops at the first point inside.
+struct EmptySink {
+  static constexpr int kNeeds = kNeedCount;
+  static constexpr bool kStopsEarly = true;
+  bool found = false;
+  template <class P>
+  HSRGEOM_INLINE bool point(std::int64_t, const P*, double) {
+    found = true;
+    return false;
+  }
+  template <class P>
+  HSRGEOM_INLINE bool range(const std::int64_t*, const P*, index_t n) {
+    found = found || n > 0;
+    return !found;
+  }
+};
+
+// Appends the ids (and with Scores, dot_f64(a, x) of each point's stored row: the same value
+// for every structure) to an IdList. Sorting is the driver's business (report_queries).
+template <bool Scores>
+struct ReportSink {
+  static constexpr int kNeeds = Scores ? kNeedRows : kNeedIds;
+  static constexpr bool kStopsEarly = false;
+  IdList& out;
+  const double* a;
+  int d;
+  template <class P>
+  HSRGEOM_INLINE bool point(std::int64_t id, const P* x, double) {
+    out.ids.push_back(id);
+    if constexpr (Scores) out.scores.push_back(dot_f64(a, x, d));
+    return true;
+  }
+  template <class P>
+  HSRGEOM_INLINE bool range(const std::int64_t* ids, const P* x, index_t n) {
+    out.ids.insert(out.ids.end(), ids, ids + n);
+    if constexpr (Scores)
+      for (index_t k = 0; k < n; ++k) out.scores.push_back(dot_f64(a, x + k * static_cast<index_t>(d), d));
+    return true;
+  }
+};
+
+// Adds each point to a SumAcc (sums.hpp) of query j: weight from the structure's score when it
+// has one, else dot_f64(a, x); value row by id.
+template <class V>
+struct SumSink {
+  static constexpr int kNeeds = kNeedRows;
+  static constexpr bool kStopsEarly = false;
+  SumAcc& acc;
+  const SumSpec<V>& sp;
+  index_t j;
+  const double* a;
+  int d;
+  template <class P>
+  HSRGEOM_INLINE bool point(std::int64_t id, const P* x, double score) {
+    double s = 0;
+    if (sp.needs_score()) s = score == score ? score : dot_f64(a, x, d);
+    acc.add(sp, j, id, s);
+    return true;
+  }
+  template <class P>
+  HSRGEOM_INLINE bool range(const std::int64_t* ids, const P* x, index_t n) {
+    for (index_t k = 0; k < n; ++k)
+      acc.add(sp, j, ids[k], sp.needs_score() ? dot_f64(a, x + k * static_cast<index_t>(d), d) : 0.0);
+    return true;
+  }
+};
+
+// Exact top-k candidates (TopKCollector): bound() is the rising lower bound of the k-th best
+// that a best-first traversal prunes against. push() takes a score with its error bound (the
+// structure knows a node-level bound); point() computes both from the row.
+template <class P>
+struct TopKSink {
+  static constexpr int kNeeds = kNeedRows;
+  static constexpr bool kStopsEarly = false;
+  TopKCollector<P> col;
+  const double* a;
+  int d;
+  double na;
+  Margin mg;
+  TopKSink(const double* a_, int d_, index_t k)
+      : col(a_, d_, k), a(a_), d(d_), na(norm_up(a_, d_)), mg(d_, Rounding<double>::u, Rounding<double>::eta) {}
+  double bound() const { return col.kth_lower(); }
+  HSRGEOM_INLINE void push(double s, double err, std::int64_t id, const P* x) { col.push(s, err, id, x); }
+  HSRGEOM_INLINE bool point(std::int64_t id, const P* x, double) {
+    if (d == 2) push_row<2>(id, x);
+    else if (d == 3) push_row<3>(id, x);
+    else push_row<0>(id, x);
+    return true;
+  }
+  // Score and error bound of a row, compiled for D = d where D > 0 (the norm's constants fold);
+  // any summation order: the error bound covers it, and the collector ranks exactly.
+  template <int D>
+  HSRGEOM_INLINE void push_row(std::int64_t id, const P* x) {
+    const int dd = D > 0 ? D : d;
+    col.push(dot_f64<D>(a, x, dd), mg(na, norm_up(x, dd), 0.0), id, x);
+  }
+  HSRGEOM_INLINE bool range(const std::int64_t* ids, const P* x, index_t n) {
+    for (index_t k = 0; k < n; ++k) point(ids[k], x + k * static_cast<index_t>(d), kNoScore);
+    return true;
+  }
+};
+
+// ---- drivers ---------------------------------------------------------------------------------
+
+namespace detail {
+template <class S, class T, class = void>
+struct has_prefetch : std::false_type {};
+template <class S, class T>
+struct has_prefetch<S, T, std::void_t<decltype(std::declval<const S&>().prefetch_ahead(
+                              std::declval<const Halfspaces<T>&>(), index_t{0}))>> : std::true_type {};
+
+template <class S, class = void>
+struct is_block_scan : std::false_type {};
+template <class S>
+struct is_block_scan<S, std::void_t<decltype(S::kBlockScan)>> : std::bool_constant<S::kBlockScan> {};
+
+// The query normal in float64, in a per-thread buffer (valid until the next call on this thread).
+template <class T>
+const double* normal_f64(const T* normal, int d) {
+  static thread_local std::vector<double> a;
+  a.assign(normal, normal + d);
+  return a.data();
+}
+}  // namespace detail
+
+// report(): per query, a ReportSink into the running thread's arena (report.hpp report_queries:
+// sorted by id when asked, scores alongside).
+template <class S, class T>
+ReportResult report_visit(const S& s, const Halfspaces<T>& q, QueryStats* st, int threads, bool scores,
+                          bool sorted) {
+  const int d = s.dim();
+  if constexpr (detail::is_block_scan<S>::value) {
+    std::vector<std::vector<IdList>> cells;
+    auto scan = [&](auto with_scores) {
+      constexpr bool kScores = decltype(with_scores)::value;
+      s.scan_cells(q, st, threads, cells, [&](IdList& cell, index_t, index_t id, const T* x, const double* a, double sc) {
+        ReportSink<kScores>{cell, a, d}.point(static_cast<std::int64_t>(id), x, sc);
+      });
+    };
+    scores ? scan(std::true_type{}) : scan(std::false_type{});
+    std::vector<IdList> merged = join_chunks(cells, q.m, st);  // chunk order: ids ascending
+    return ReportResult::from_lists(merged, scores);
+  } else {
+    auto run = [&](auto with_scores) {
+      constexpr bool kScores = decltype(with_scores)::value;
+      return report_queries(q.m, st, threads, s.query_work(q.m), s.size(), sorted, kScores,
+                            [&](index_t j, Counters& c, IdList& out) {
+                              if constexpr (detail::has_prefetch<S, T>::value) s.prefetch_ahead(q, j);
+                              const auto qq = s.prepare(q.normals + j * d, q.offsets[j]);
+                              ReportSink<kScores> sink{out, qq.normal(), d};
+                              s.visit(qq, c, sink);
+                            });
+    };
+    return scores ? run(std::true_type{}) : run(std::false_type{});
+  }
+}
+
+// count(): a CountSink per query.
+template <class S, class T>
+std::vector<std::int64_t> count_visit(const S& s, const Halfspaces<T>& q, QueryStats* st, int threads) {
+  std::vector<std::int64_t> out(q.m, 0);
+  const int d = s.dim();
+  if constexpr (detail::is_block_scan<S>::value) {
+    std::vector<std::vector<CountSink>> cells;
+    s.scan_cells(q, st, threads, cells, [](CountSink& cell, index_t, index_t id, const T* x, const double*, double sc) {
+      cell.point(static_cast<std::int64_t>(id), x, sc);
+    });
+    for (auto& chunk : cells)
+      for (index_t j = 0; j < q.m; ++j) out[j] += chunk[j].count;
+    if (st) st->points_reported = out;
+  } else {
+    for_each_query(q.m, st, threads, s.query_work(q.m), [&](index_t j, Counters& c) {
+      CountSink sink;
+      s.visit(s.prepare(q.normals + j * d, q.offsets[j]), c, sink);
+      out[j] = c.reported = sink.count;
+    });
+  }
+  return out;
+}
+
+// empty(): an EmptySink per query (1 where the half-space holds no point).
+template <class S, class T>
+std::vector<std::uint8_t> empty_visit(const S& s, const Halfspaces<T>& q, QueryStats* st, int threads) {
+  if constexpr (detail::is_block_scan<S>::value) {
+    return zero_counts(count_visit(s, q, st, threads));  // a full scan: no early exit in a tile
+  } else {
+    std::vector<std::uint8_t> out(q.m, 1);
+    const int d = s.dim();
+    for_each_query(q.m, st, threads, s.query_work(q.m), [&](index_t j, Counters& c) {
+      EmptySink sink;
+      s.visit(s.prepare(q.normals + j * d, q.offsets[j]), c, sink);
+      out[j] = !sink.found;
+      c.reported = sink.found ? 1 : 0;
+    });
+    return out;
+  }
+}
+
+// sum(): a SumSink per query (sums.hpp SumSpec for the contract).
+template <class S, class T, class V>
+SumResult sum_visit(const S& s, const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads) {
+  const int d = s.dim();
+  if constexpr (detail::is_block_scan<S>::value) {
+    std::vector<std::vector<SumAcc>> cells;
+    s.scan_cells(q, st, threads, cells, [&](SumAcc& cell, index_t j, index_t id, const T* x, const double* a, double sc) {
+      SumSink<V>{cell, sp, j, a, d}.point(static_cast<std::int64_t>(id), x, sc);
+    });
+    return merge_sums(cells, q.m, sp, st);  // chunk order
+  } else {
+    SumResult res(q.m, sp.dv);
+    for_each_query(q.m, st, threads, s.query_work(q.m), [&](index_t j, Counters& c) {
+      const auto qq = s.prepare(q.normals + j * d, q.offsets[j]);
+      SumAcc acc;
+      SumSink<V> sink{acc, sp, j, qq.normal(), d};
+      s.visit(qq, c, sink);
+      acc.flush(sp);
+      c.reported = acc.count;
+      res.store(j, acc);
+    });
+    return res;
+  }
+}
+
+// topk(): a TopKSink per query; scores/ids are m x k row-major (topk.hpp write_topk).
+template <class S, class T>
+void topk_visit(const S& s, const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
+                QueryStats* st, int threads) {
+  using P = typename S::TopKRow;
+  const int d = s.dim();
+  for_each_query(m, st, threads, s.query_work(m), [&](index_t j, Counters& c) {
+    const T* qt = queries + j * d;
+    const double* a = detail::normal_f64(qt, d);
+    TopKSink<P> sink(a, d, k);
+    if (k > 0 && s.size() > 0) s.visit_topk(qt, c, sink);
+    write_topk(sink.col.finish(), a, d, j, k, scores, ids);
+    c.reported = k;
+  });
+}
+
+// The batch member functions every structure has (the bindings and the dynamic index call these),
+// each one driver call. A structure derives from QueryMethods<itself, T>; one that answers a
+// query otherwise (the trees' sum, the scans' top-k) declares its own, which hides this one.
+template <class Derived, class T>
+class QueryMethods {
+ public:
+  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores = false,
+                      bool sorted = true) const {
+    return report_visit(self(), q, st, threads, scores, sorted);
+  }
+  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const {
+    return count_visit(self(), q, st, threads);
+  }
+  // True where the half-space holds no point.
+  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const {
+    return empty_visit(self(), q, st, threads);
+  }
+  template <class V>
+  SumResult sum(const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads) const {
+    return sum_visit(self(), q, sp, st, threads);
+  }
+  // Exact top-k by inner product (ties: smaller id first); scores/ids are m x k row-major.
+  void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids, QueryStats* st,
+            int threads) const {
+    topk_visit(self(), queries, m, k, scores, ids, st, threads);
+  }
+
+ private:
+  const Derived& self() const { return static_cast<const Derived&>(*this); }
+};
+
+// The Query of a structure of fixed dimension D: the normal as given (an embedded tree takes it
+// in T), in float64, and the offset.
+template <class T, int D>
+struct SmallQuery {
+  const T* normal_t;
+  double a[D];
+  double b;
+  const double* normal() const { return a; }
+  static SmallQuery make(const T* normal, double b) {
+    SmallQuery q{normal, {}, b};
+    for (int t = 0; t < D; ++t) q.a[t] = static_cast<double>(normal[t]);
+    return q;
+  }
+};
+
+}  // namespace hsrgeom
