@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "hsrgeom/interrupt.hpp"
+#include "hsrgeom/report.hpp"
 #include "hsrgeom/types.hpp"
 
 // hidden like the module's own symbols (pybind11 builds with -fvisibility=hidden)
@@ -139,6 +140,48 @@ inline py::dict stats_dict(QueryStats&& s) {
   d["exact_checks"] = to_numpy(std::move(s.exact_checks));
   return d;
 }
+
+// Binds report, count, empty and topk of any class S with the structures' batch member functions
+// (query.hpp's QueryMethods, DynamicIndex): each returns (result..., stats dict).
+template <class S, class T, class PyClass>
+void bind_searches(PyClass& cls) {
+  cls.def("report", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, int threads,
+                       bool scores, bool sorted) {
+        auto q = halfspaces<T>(normals, offsets, self.dim());
+        QueryStats st;
+        ReportResult r = interruptible([&] { return self.report(q, &st, threads, scores, sorted); });
+        py::object sc = scores ? py::object(to_numpy(std::move(r.scores))) : py::none();
+        return py::make_tuple(to_numpy(std::move(r.lims)), to_numpy(std::move(r.ids)), sc, stats_dict(std::move(st)));
+      }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0, py::arg("scores") = false,
+         py::arg("sorted") = true)
+      .def("count", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, int threads) {
+        auto q = halfspaces<T>(normals, offsets, self.dim());
+        QueryStats st;
+        std::vector<std::int64_t> c = interruptible([&] { return self.count(q, &st, threads); });
+        return py::make_tuple(to_numpy(std::move(c)), stats_dict(std::move(st)));
+      }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0)
+      .def("empty", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, int threads) {
+        auto q = halfspaces<T>(normals, offsets, self.dim());
+        QueryStats st;
+        std::vector<std::uint8_t> e = interruptible([&] { return self.empty(q, &st, threads); });
+        return py::make_tuple(to_numpy(std::move(e)), stats_dict(std::move(st)));
+      }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0)
+      .def("topk", [](const S& self, const CArray<T>& queries, index_t k, int threads) {
+        if (queries.ndim() != 2 || queries.shape(1) != self.dim()) throw py::value_error("queries must be (m, d)");
+        if (k < 0 || k > self.size()) throw py::value_error("k must be in [0, n]");
+        const index_t m = queries.shape(0);
+        std::vector<double> scores(m * k);
+        std::vector<std::int64_t> ids(m * k);
+        QueryStats st;
+        interruptible([&] { self.topk(queries.data(), m, k, scores.data(), ids.data(), &st, threads); });
+        return py::make_tuple(to_numpy(std::move(scores), {m, k}), to_numpy(std::move(ids), {m, k}),
+                              stats_dict(std::move(st)));
+      }, py::arg("queries"), py::arg("k"), py::arg("threads") = 0);
+}
+
+// True for a float32 array (by kind and size: a loaded file's dtype object may be an equal but
+// not identical float32 descriptor, so dtype().is() is not the test).
+inline bool is_float32(const py::array& a) { return a && a.dtype().kind() == 'f' && a.dtype().itemsize() == 4; }
 
 }  // namespace bind
 }  // namespace hsrgeom

@@ -39,39 +39,8 @@ void bind_sum(PyClass& cls);
 template <class S, class T, class PyClass>
 void bind_queries(PyClass& cls) {
   bind_sum<S, T>(cls);
-  cls.def("report", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, int threads,
-                       bool scores, bool sorted) {
-        auto q = halfspaces<T>(normals, offsets, self.dim());
-        QueryStats st;
-        ReportResult r = interruptible([&] { return self.report(q, &st, threads, scores, sorted); });
-        py::object sc = scores ? py::object(to_numpy(std::move(r.scores))) : py::none();
-        return py::make_tuple(to_numpy(std::move(r.lims)), to_numpy(std::move(r.ids)), sc, stats_dict(std::move(st)));
-      }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0, py::arg("scores") = false,
-         py::arg("sorted") = true)
-      .def("count", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, int threads) {
-        auto q = halfspaces<T>(normals, offsets, self.dim());
-        QueryStats st;
-        std::vector<std::int64_t> c = interruptible([&] { return self.count(q, &st, threads); });
-        return py::make_tuple(to_numpy(std::move(c)), stats_dict(std::move(st)));
-      }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0)
-      .def("empty", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, int threads) {
-        auto q = halfspaces<T>(normals, offsets, self.dim());
-        QueryStats st;
-        std::vector<std::uint8_t> e = interruptible([&] { return self.empty(q, &st, threads); });
-        return py::make_tuple(to_numpy(std::move(e)), stats_dict(std::move(st)));
-      }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0)
-      .def("topk", [](const S& self, const CArray<T>& queries, index_t k, int threads) {
-        if (queries.ndim() != 2 || queries.shape(1) != self.dim()) throw py::value_error("queries must be (m, d)");
-        if (k < 0 || k > self.size()) throw py::value_error("k must be in [0, n]");
-        const index_t m = queries.shape(0);
-        std::vector<double> scores(m * k);
-        std::vector<std::int64_t> ids(m * k);
-        QueryStats st;
-        interruptible([&] { self.topk(queries.data(), m, k, scores.data(), ids.data(), &st, threads); });
-        return py::make_tuple(to_numpy(std::move(scores), {m, k}), to_numpy(std::move(ids), {m, k}),
-                              stats_dict(std::move(st)));
-      }, py::arg("queries"), py::arg("k"), py::arg("threads") = 0)
-      .def_property_readonly("n", &S::size)
+  bind_searches<S, T>(cls);
+  cls.def_property_readonly("n", &S::size)
       .def_property_readonly("d", &S::dim)
       .def_property_readonly("memory_bytes", &S::memory_bytes);
 }
@@ -107,7 +76,7 @@ void bind_sum(PyClass& cls) {
                             to_numpy(std::move(r.sums), {static_cast<py::ssize_t>(q.m), sp.dv}),
                             stats_dict(std::move(st)));
     };
-    if (!values.is_none() && py::array::ensure(values).dtype().is(py::dtype::of<float>()))
+    if (!values.is_none() && is_float32(py::array::ensure(values)))
       return run(static_cast<float*>(nullptr), values);
     return run(static_cast<double*>(nullptr), values);
   }, py::arg("normals"), py::arg("offsets"), py::arg("values"), py::arg("offset"), py::arg("power"),
@@ -126,7 +95,7 @@ void bind_value_sums(PyClass& cls) {
       if (offset < 0 || offset + self.size() > vals.shape(0)) throw py::value_error("values has too few rows");
       interruptible([&] { self.set_value_sums(vals.data(), static_cast<int>(vals.shape(1)), offset, threads); });
     };
-    if (values.dtype().is(py::dtype::of<float>())) run(static_cast<float*>(nullptr));
+    if (is_float32(values)) run(static_cast<float*>(nullptr));
     else run(static_cast<double*>(nullptr));
   }, py::arg("values"), py::arg("offset"), py::arg("threads") = 0)
       .def_property_readonly("has_value_sums", &S::has_value_sums);

@@ -102,7 +102,6 @@ std::pair<typename Dyn<T>::Builder, typename Dyn<T>::PartPtr> kind_of(const std:
 
 // Whether an array holds float32 (by kind and size: a dtype made by newbyteorder("=") is an equal
 // but distinct object, and a cast of the whole value buffer to float64 would copy it every call).
-bool is_float32(const py::array& a) { return a && a.dtype().kind() == 'f' && a.dtype().itemsize() == 4; }
 
 // Attached values (None or a 2-D float32/float64 array of at least `rows` rows) as ValueRows;
 // `keep` holds the array for the call.
@@ -182,40 +181,9 @@ void bind_one(py::module_& m, const std::string& suffix) {
         self.live_points(pts, ids);
         const auto n = static_cast<py::ssize_t>(ids.size());
         return py::make_tuple(to_numpy(std::move(pts), {n, self.dim()}), to_numpy(std::move(ids)));
-      })
-      .def("report", [](const Dyn<T>& self, const CArray<T>& normals, const CArray<double>& offsets, int threads,
-                        bool scores, bool sorted) {
-        auto q = halfspaces<T>(normals, offsets, self.dim());
-        QueryStats st;
-        ReportResult r = interruptible([&] { return self.report(q, &st, threads, scores, sorted); });
-        py::object sc = scores ? py::object(to_numpy(std::move(r.scores))) : py::none();
-        return py::make_tuple(to_numpy(std::move(r.lims)), to_numpy(std::move(r.ids)), sc, stats_dict(std::move(st)));
-      }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0, py::arg("scores") = false,
-         py::arg("sorted") = true)
-      .def("count", [](const Dyn<T>& self, const CArray<T>& normals, const CArray<double>& offsets, int threads) {
-        auto q = halfspaces<T>(normals, offsets, self.dim());
-        QueryStats st;
-        std::vector<std::int64_t> c = interruptible([&] { return self.count(q, &st, threads); });
-        return py::make_tuple(to_numpy(std::move(c)), stats_dict(std::move(st)));
-      }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0)
-      .def("empty", [](const Dyn<T>& self, const CArray<T>& normals, const CArray<double>& offsets, int threads) {
-        auto q = halfspaces<T>(normals, offsets, self.dim());
-        QueryStats st;
-        std::vector<std::uint8_t> e = interruptible([&] { return self.empty(q, &st, threads); });
-        return py::make_tuple(to_numpy(std::move(e)), stats_dict(std::move(st)));
-      }, py::arg("normals"), py::arg("offsets"), py::arg("threads") = 0)
-      .def("topk", [](const Dyn<T>& self, const CArray<T>& queries, index_t k, int threads) {
-        if (queries.ndim() != 2 || queries.shape(1) != self.dim()) throw py::value_error("queries must be (m, d)");
-        if (k < 0 || k > self.size()) throw py::value_error("k must be in [0, n]");
-        const index_t m = queries.shape(0);
-        std::vector<double> scores(m * k);
-        std::vector<std::int64_t> ids(m * k);
-        QueryStats st;
-        interruptible([&] { self.topk(queries.data(), m, k, scores.data(), ids.data(), &st, threads); });
-        return py::make_tuple(to_numpy(std::move(scores), {m, k}), to_numpy(std::move(ids), {m, k}),
-                              stats_dict(std::move(st)));
-      }, py::arg("queries"), py::arg("k"), py::arg("threads") = 0)
-      .def("sum", [](const Dyn<T>& self, const CArray<T>& normals, const CArray<double>& offsets, py::object values,
+      });
+  bind_searches<Dyn<T>, T>(cls);  // report, count, empty, topk (bind_util.hpp)
+  cls.def("sum", [](const Dyn<T>& self, const CArray<T>& normals, const CArray<double>& offsets, py::object values,
                      int power, const CArray<double>& shift, int threads, bool node_sums) {
         auto q = halfspaces<T>(normals, offsets, self.dim());
         if (shift.ndim() != 1 || shift.shape(0) != q.m) throw py::value_error("shift must be (m,)");

@@ -1,10 +1,12 @@
 """hsrgeom attention inside Hugging Face ``transformers`` models (the ``[llm]`` extra).
 
->>> import hsrgeom.attention.hf as hf                                  # doctest: +SKIP
->>> hf.register()                                  # "hsrgeom" in AttentionInterface and AttentionMaskInterface
->>> model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="hsrgeom")
->>> hf.enable(model, top_p=0.999)                  # knobs, layer selection; generate() uses HsrgeomCache
->>> model.generate(**inputs)
+Usage (not run as a doctest: it needs a model)::
+
+    import hsrgeom.attention.hf as hf
+    hf.register()        # "hsrgeom" in AttentionInterface and AttentionMaskInterface
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="hsrgeom")
+    hf.enable(model, top_p=0.999)   # knobs, layer selection; generate() uses HsrgeomCache
+    model.generate(**inputs)
 
 What runs where (every other case is plain sdpa, so outputs are sdpa's):
 
@@ -302,6 +304,8 @@ def enable(model, mode="softmax", *, top_r=None, threshold=None, top_p=None, lay
     name : str
         The implementation name (registered here by :func:`register` unless it already was).
 
+    Notes
+    -----
     ``generate()`` then creates an :class:`HsrgeomCache` instead of a plain ``DynamicCache``
     (a cache passed by the caller is used as given).
     """
