@@ -139,45 +139,6 @@ class HalfspaceSums:
         return f"HalfspaceSums(queries={len(self)}, total_count={int(self.counts.sum())}{dv})"
 
 
-def _weights(scores, rows, power, shift):
-    """w = max(score - shift[row], 0)^power (power 0: 1, scores unused), evaluated as the
-    compiled sum does."""
-    if power == 0:
-        return np.ones(len(rows))
-    x = np.maximum(scores - shift[rows], 0.0)
-    with np.errstate(over="ignore", under="ignore"):  # weights overflow to inf like the compiled sum's
-        if power <= _POWER_LOOP:  # x * x * ... * x, left to right
-            w = x.copy()
-            for _ in range(power - 1):
-                w *= x
-            return w
-        w, b = np.ones_like(x), x.copy()  # binary exponentiation: O(log power) passes
-        while True:
-            if power & 1:
-                w *= b
-            power >>= 1
-            if not power:
-                return w
-            b *= b
-
-
-# Powers up to this are evaluated by repeated multiplication, larger ones by squaring (the
-# compiled sum's SumSpec::int_power does the same operations in the same order).
-_POWER_LOOP = 16
-
-
-def _sums_from_report(lims, ids, scores, values, power, shift, n_threads):
-    """(counts, weights, sums) of a sum() computed from a report with scores (ids index values)."""
-    m = len(lims) - 1
-    counts = np.diff(lims)
-    rows = np.repeat(np.arange(m), counts)
-    w = _weights(scores, rows, power, shift)
-    weights = np.bincount(rows, weights=w, minlength=m).astype(np.float64)
-    if values is None:
-        return counts, weights, np.zeros((m, 0))
-    return counts, weights, _core.gather_weighted_sum(values, lims, ids, w, n_threads)
-
-
 class QueryStats:
     """Per-query cost counters of the last call on an index (``index.stats``: the calling
     thread's last call).
