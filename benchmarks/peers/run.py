@@ -370,7 +370,7 @@ def summary(rows):
 
 def write(path, img, rows, n, target, cmd, elapsed, meta, notes):
     lines = [
-        "# hsrgeom and its peers",
+        f"# hsrgeom and its peers at n = {n:,}",
         "",
         "Measured side by side in one run by `benchmarks/peers/run.py` (its docstring has every detail).",
         "",
