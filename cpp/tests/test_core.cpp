@@ -201,23 +201,36 @@ void test_orient2d() {
 
 // ---- sort_ids -------------------------------------------------------------------------------
 
-// Sorts `ids` (distinct, in [0, n)) with sort_ids, scores (when with_scores) a function of the id,
-// and checks the result against std::sort.
+// Sorts `ids` (distinct, in [0, n)) with sort_ids (in place) and sort_ids_into (into a separate
+// buffer, twice: the per-thread bitmap and scratch must be left clean), scores (when
+// with_scores) a function of the id, and checks the results against std::sort.
 void check_sort(std::vector<std::int64_t> ids, index_t n, bool with_scores) {
-  hsrgeom::IdList l;
-  l.ids = ids;
   auto score = [](std::int64_t id) { return static_cast<double>(id) * 0.5 - 3.0; };
-  if (with_scores)
-    for (auto id : ids) l.scores.push_back(score(id));
+  auto make = [&] {
+    hsrgeom::IdList l;
+    l.ids.assign(ids.begin(), ids.end());
+    if (with_scores)
+      for (auto id : ids) l.scores.push_back(score(id));
+    return l;
+  };
+  std::vector<std::int64_t> want = ids;
+  std::sort(want.begin(), want.end());
+  auto same = [&](const std::int64_t* got_ids, const double* got_scores, size_t k) {
+    bool ok = k == want.size() && std::equal(want.begin(), want.end(), got_ids);
+    for (size_t i = 0; ok && got_scores && i < k; ++i) ok = got_scores[i] == score(got_ids[i]);
+    return ok;
+  };
+  hsrgeom::IdList l = make();
   hsrgeom::sort_ids(l, n);
-  std::sort(ids.begin(), ids.end());
-  CHECK(l.ids == ids);
-  if (with_scores) {
-    bool ok = l.scores.size() == ids.size();
-    for (size_t i = 0; ok && i < ids.size(); ++i) ok = l.scores[i] == score(l.ids[i]);
-    CHECK(ok);
-  } else {
-    CHECK(l.scores.empty());
+  CHECK(same(l.ids.data(), with_scores ? l.scores.data() : nullptr, l.ids.size()));
+  CHECK(with_scores || l.scores.empty());
+  for (int round = 0; round < 2; ++round) {
+    hsrgeom::IdList in = make();
+    std::vector<std::int64_t> dst(ids.size() + 1, -7);
+    std::vector<double> dsc(ids.size() + 1, -7.0);
+    hsrgeom::sort_ids_into(in, n, dst.data(), with_scores ? dsc.data() : nullptr);
+    CHECK(same(dst.data(), with_scores ? dsc.data() : nullptr, ids.size()));
+    CHECK(dst.back() == -7 && dsc.back() == -7.0);  // nothing written past k
   }
 }
 
@@ -250,9 +263,12 @@ void test_sort_ids() {
   // comparison sort: fewer than 32 ids, no scores
   check_sort(distinct_ids(rng, 31, 0, 1000000), 1000000, false);
   check_sort({3, 1, 2}, 4, false);
-  // bitmap: ids without scores, at least n / 128 of them (here also the whole range, and ids
+  // bitmap: ids without scores, at least n / 32 of them (here also the whole range, and ids
   // at both ends of [0, n))
   check_sort(distinct_ids(rng, 1000, 0, 2000), 2000, false);
+  check_sort(distinct_ids(rng, 32, 0, 1024), 1024, false);          // exactly n / 32
+  check_sort(distinct_ids(rng, 40000, 0, 1000000), 1000000, false);  // n / 25, ids < 2^20
+  check_sort(distinct_ids(rng, 40, 0, 1000), 1000, false);           // a bitmap smaller than the last one
   check_sort(distinct_ids(rng, 130, 0, 130), 130, false);
   check_sort(distinct_ids(rng, 64, 0, 64), 64, false);
   {
@@ -261,8 +277,13 @@ void test_sort_ids() {
     ids.push_back(12799);
     check_sort(ids, 12800, false);
   }
-  // radix: many ids sparse in [0, n), or any ids with scores (even a few)
+  // radix: many ids sparse in [0, n), or any ids with scores (even a few); 8-bit digits below
+  // 2048 ids, up to 11 bits from there
   check_sort(distinct_ids(rng, 1000, 0, 10000000), 10000000, false);
+  check_sort(distinct_ids(rng, 20000, 0, 1000000), 1000000, false);   // 2 passes of 10 bits
+  check_sort(distinct_ids(rng, 20000, 0, 1000000), 1000000, true);
+  check_sort(distinct_ids(rng, 2048, 0, 100000000), 100000000, true);  // 3 passes of 9 bits
+  check_sort(distinct_ids(rng, 4000, 0, 4000), 4000, true);            // 2 passes of 6 bits
   check_sort(distinct_ids(rng, 5, 0, 100), 100, true);
   check_sort(distinct_ids(rng, 31, 0, 1000000), 1000000, true);
   check_sort(distinct_ids(rng, 1000, 0, 2000), 2000, true);  // 2 passes (ids < 2^11)

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "hsrgeom/buffer.hpp"
 #include "hsrgeom/dispatch.hpp"
 #include "hsrgeom/parallel.hpp"
 #include "hsrgeom/types.hpp"
@@ -19,8 +20,8 @@ namespace hsrgeom {
 // One query's reported ids and, when asked for, their scores <a, x> (float64 accumulation of
 // the stored coordinates, in the same order as ids).
 struct IdList {
-  std::vector<std::int64_t> ids;
-  std::vector<double> scores;
+  IdVector ids;
+  ScoreVector scores;
   void clear() {
     ids.clear();
     scores.clear();
@@ -44,8 +45,8 @@ struct IdList {
 // scores (when asked for; else empty) alongside, like its distances.
 struct ReportResult {
   std::vector<std::int64_t> lims;
-  std::vector<std::int64_t> ids;
-  std::vector<double> scores;
+  IdVector ids;
+  ScoreVector scores;
   static ReportResult from_lists(std::vector<IdList>& lists, bool with_scores) {
     ReportResult r;
     r.lims.resize(lists.size() + 1);
@@ -92,64 +93,112 @@ inline IdList& id_scratch() {
   return v;
 }
 
-// Sorts ids in [0, n) ascending (and their scores with them when out.scores is not empty):
-// comparison sort for a few ids, a bitmap pass when they are a large share of [0, n) (ids only),
-// else an LSD radix sort on 8-bit digits (only as many passes as n has bytes; a pass whose digit
-// is the same for every id is skipped). Measured for ids < 10^7: std::sort 2.0 / 4.5 / 30 us for
-// 100 / 200 / 1000 ids, the radix sort 0.5 / 0.8 / 2.8 us.
-inline void sort_ids(IdList& out, index_t n) {
-  auto& ids = out.ids;
-  const size_t k = ids.size();
-  const bool sc = !out.scores.empty();
-  if (k < 2) return;
-  if (k < 32 && !sc) {
-    std::sort(ids.begin(), ids.end());
+namespace detail {
+
+// LSD radix sort of the k ids at src (all < 2^bits; scores at ssrc alongside when not null) into
+// dst (sdst), passing through tmp (tsc): digits of r bits, r = 8 for a few ids (the 256-entry
+// histograms stay cheap next to k) and up to 11 for many (fewer passes over the ids); a pass
+// whose digit is the same for every id is skipped. src may be overwritten.
+inline void radix_ids(std::int64_t* src, double* ssrc, size_t k, int bits, std::int64_t* dst, double* sdst,
+                      std::int64_t* tmp, double* tsc) {
+  const int passes = std::max(1, (bits + (k >= 2048 ? 10 : 7)) / (k >= 2048 ? 11 : 8));
+  const int r = (bits + passes - 1) / passes;
+  const size_t buckets = size_t{1} << r;
+  const std::uint64_t mask = buckets - 1;
+  static thread_local std::vector<std::uint32_t> hist_store;
+  hist_store.assign(static_cast<size_t>(passes) * buckets, 0);
+  std::uint32_t* hist = hist_store.data();
+  for (size_t i = 0; i < k; ++i) {
+    const auto id = static_cast<std::uint64_t>(src[i]);
+    for (int p = 0; p < passes; ++p) ++hist[p * buckets + ((id >> (r * p)) & mask)];
+  }
+  int live[8], nlive = 0;  // the passes that move ids
+  for (int p = 0; p < passes; ++p)
+    if (hist[p * buckets + ((static_cast<std::uint64_t>(src[0]) >> (r * p)) & mask)] != k) live[nlive++] = p;
+  if (nlive == 0) {
+    std::copy(src, src + k, dst);
+    if (ssrc) std::copy(ssrc, ssrc + k, sdst);
     return;
   }
-  if (!sc && static_cast<double>(k) * 128 >= static_cast<double>(n)) {
-    std::vector<std::uint64_t> bits((n + 63) / 64, 0);
-    for (auto id : ids) bits[id >> 6] |= std::uint64_t{1} << (id & 63);
-    size_t w = 0;
-    for (size_t i = 0; i < bits.size(); ++i) {
-      std::uint64_t b = bits[i];
-      while (b) {
-        ids[w++] = static_cast<std::int64_t>(i * 64 + __builtin_ctzll(b));
-        b &= b - 1;
-      }
-    }
-    return;
-  }
-  const std::uint64_t top = static_cast<std::uint64_t>(std::max<index_t>(n - 1, 1));
-  const int passes = (64 - __builtin_clzll(top) + 7) / 8;
-  std::uint32_t hist[8][256] = {};
-  for (auto id : ids)
-    for (int p = 0; p < passes; ++p) ++hist[p][(static_cast<std::uint64_t>(id) >> (8 * p)) & 255];
-  static thread_local IdList scratch;
-  scratch.ids.resize(k);
-  if (sc) scratch.scores.resize(k);
-  std::int64_t *src = ids.data(), *dst = scratch.ids.data();
-  double *ssrc = sc ? out.scores.data() : nullptr, *sdst = sc ? scratch.scores.data() : nullptr;
-  for (int p = 0; p < passes; ++p) {
-    std::uint32_t* h = hist[p];
-    if (h[(static_cast<std::uint64_t>(src[0]) >> (8 * p)) & 255] == k) continue;
+  // ping-pong so that the last live pass writes dst: src -> (tmp|dst) -> ... -> dst
+  std::int64_t* to = (nlive % 2) ? dst : tmp;
+  double* sto = (nlive % 2) ? sdst : tsc;
+  for (int t = 0; t < nlive; ++t) {
+    const int p = live[t];
+    std::uint32_t* h = hist + p * buckets;
     std::uint32_t sum = 0;
-    for (int b = 0; b < 256; ++b) {
+    for (size_t b = 0; b < buckets; ++b) {
       const std::uint32_t c = h[b];
       h[b] = sum;
       sum += c;
     }
     for (size_t i = 0; i < k; ++i) {
-      const std::uint32_t at = h[(static_cast<std::uint64_t>(src[i]) >> (8 * p)) & 255]++;
-      dst[at] = src[i];
-      if (sc) sdst[at] = ssrc[i];
+      const std::uint32_t at = h[(static_cast<std::uint64_t>(src[i]) >> (r * p)) & mask]++;
+      to[at] = src[i];
+      if (ssrc) sto[at] = ssrc[i];
     }
-    std::swap(src, dst);
-    std::swap(ssrc, sdst);
+    if (to == dst) {
+      src = dst, ssrc = sdst, to = tmp, sto = tsc;
+    } else {
+      src = tmp, ssrc = tsc, to = dst, sto = sdst;
+    }
   }
-  if (src != ids.data()) {
-    std::copy(src, src + k, ids.data());
-    if (sc) std::copy(ssrc, ssrc + k, out.scores.data());
+}
+
+}  // namespace detail
+
+// Sorts the distinct ids of `in` (all in [0, n); scores alongside when in.scores is not empty)
+// ascending into dst (k = in.ids.size() ids, and k scores into dscores when given). `in` is
+// scratch afterwards. A comparison sort for a few ids; a pass over a bitmap of [0, n) when the
+// ids are dense (k >= n / 32, ids only: at most 32 bits scanned per id, the bitmap cleared as it
+// is read and kept per thread); else an LSD radix sort whose last pass writes dst.
+inline void sort_ids_into(IdList& in, index_t n, std::int64_t* dst, double* dscores) {
+  auto& ids = in.ids;
+  const size_t k = ids.size();
+  const bool sc = !in.scores.empty();
+  if (k < 32 && !sc) {
+    std::sort(ids.begin(), ids.end());
+    std::copy(ids.begin(), ids.end(), dst);
+    return;
   }
+  if (k == 0) return;
+  if (!sc && static_cast<double>(k) * 32 >= static_cast<double>(n)) {
+    static thread_local std::vector<std::uint64_t> bits;  // all zero between calls
+    const size_t words = (static_cast<size_t>(n) + 63) / 64;
+    if (bits.size() < words) bits.resize(words, 0);
+    for (auto id : ids) bits[static_cast<std::uint64_t>(id) >> 6] |= std::uint64_t{1} << (id & 63);
+    size_t w = 0;
+    for (size_t i = 0; i < words; ++i) {
+      std::uint64_t b = bits[i];
+      if (!b) continue;
+      bits[i] = 0;
+      const auto base = static_cast<std::int64_t>(i * 64);
+      do {
+        dst[w++] = base + __builtin_ctzll(b);
+        b &= b - 1;
+      } while (b);
+    }
+    return;
+  }
+  const std::uint64_t top = static_cast<std::uint64_t>(std::max<index_t>(n - 1, 1));
+  const int bits = 64 - __builtin_clzll(top);
+  static thread_local IdList tmp;
+  tmp.ids.resize(k);
+  if (sc) tmp.scores.resize(k);
+  detail::radix_ids(ids.data(), sc ? in.scores.data() : nullptr, k, bits, dst, sc ? dscores : nullptr,
+                    tmp.ids.data(), sc ? tmp.scores.data() : nullptr);
+}
+
+// Sorts out's distinct ids in [0, n) ascending, in place (and its scores with them).
+inline void sort_ids(IdList& out, index_t n) {
+  const size_t k = out.ids.size();
+  if (k < 2) return;
+  static thread_local IdList sorted;
+  sorted.ids.resize(k);
+  if (!out.scores.empty()) sorted.scores.resize(k);
+  sort_ids_into(out, n, sorted.ids.data(), out.scores.empty() ? nullptr : sorted.scores.data());
+  std::swap(out.ids, sorted.ids);
+  if (!out.scores.empty()) std::swap(out.scores, sorted.scores);
 }
 
 // A whole report without an allocation per query: fill(j, counters, out) appends query j's ids
@@ -179,12 +228,13 @@ ReportResult report_queries(index_t m, QueryStats* st, int threads, double work,
     IdList& a = arena[t];
     start[j] = static_cast<std::int64_t>(a.ids.size());
     owner[j] = t;
-    if (sorted) {
+    if (sorted) {  // sorted straight into the arena
       IdList& out = id_scratch();
       fill(j, c, out);
-      sort_ids(out, n);
-      a.ids.insert(a.ids.end(), out.ids.begin(), out.ids.end());
-      a.scores.insert(a.scores.end(), out.scores.begin(), out.scores.end());
+      const size_t at = a.ids.size(), k = out.ids.size();
+      a.ids.resize(at + k);
+      if (scores) a.scores.resize(at + k);
+      sort_ids_into(out, n, a.ids.data() + at, scores ? a.scores.data() + at : nullptr);
     } else {
       fill(j, c, a);
     }
