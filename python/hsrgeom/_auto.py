@@ -40,8 +40,9 @@ _DEFAULT_OUTPUT = (1e-3, 100, 1000)  # no output_size: 0.1 % of n, clipped to [1
 # layers its shallow table uses (12 s at 10^7) and d = 3 is not a candidate.
 _LAYERS_MAX_N = 2_000_000
 # ShallowCutting3 is a d = 3 candidate for outputs up to this many points (its default levels
-# reach ~400-900 points, the tree answers deeper queries)
-_CUTTING_MAX_OUTPUT = 256
+# reach ~400-900 points, its embedded tree answers deeper queries: at 1000 points it is as fast
+# as a PartitionTree, at 300 2.5x faster, at n = 10^6)
+_CUTTING_MAX_OUTPUT = 1024
 _TABLE_PEEL = 65  # layers a partial d = 2 peel takes: what the shallow table (64 layers) uses, + 1
 _FULL_PROBE_RATIO = 4  # above _FULL_PROBE_ABOVE x the sample size, a tree predicted within this factor of the scan is timed at n
 _PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the scan to be chosen
@@ -60,6 +61,15 @@ _TILE_BELOW = 3  # queries repeated _TILE times per call (its work is otherwise 
 _GROWTH_MIN = 0.2  # extrapolation exponents are clipped to [_GROWTH_MIN, 1] (no structure is superlinear)
 _FULL_PROBE_ABOVE = 16  # close calls are timed on all n points only for n > this x the sample size
 _MAX_TESTED = 0.5  # a structure is usable only if its probe queries tested less than this share of the points
+# In d <= this, a query's cost depends on how many points it reports more than on n (a cap of k
+# points is crossed by about as many leaves, hull layers or cutting cells at any n), so each
+# candidate is also timed on the sample with queries reporting the caller's number of points
+# (when that is at most _ABSOLUTE_MAX_SHARE of the sample), and predicted no faster than that
+# (except ShallowCutting3, whose levels scale with n):
+# probes at the caller's share report ~50 points at n = 10^6, where convex layers beat a tree
+# that is 1.5x faster at 1000 points.
+_ABSOLUTE_MAX_D = 3
+_ABSOLUTE_MAX_SHARE = 0.125
 # Threads a call uses (as the C++ side decides, parallel.hpp kParallelWork): work units above this
 _PARALLEL_WORK = 4e6
 # Build cost classes of the candidates (within a class builds are < 2x apart): the scan, then
@@ -97,24 +107,29 @@ def _probe_offsets(points, a, k):
     real queries rarely do; it cost ShallowCutting3 13 % per probe query, 3x before
     filter.hpp's for_each_unsure)."""
     x, scale = _unit_scaled(points)  # projections of points near the float64 limit overflow
-    proj = x @ a.T.astype(np.float64)
-    top = -np.partition(-proj, [k - 1, k], axis=0)
+    proj = a.astype(np.float64) @ x.T  # (m, n): each query's projections contiguous for the partition
+    top = -np.partition(-proj, [k - 1, k], axis=1)
     # finite: a probe offset only needs to be near the k-th projection
     big = np.finfo(np.float64).max
     with np.errstate(over="ignore"):
-        return np.clip(0.5 * (top[k - 1] + top[k]) * scale, -big, big)
+        return np.clip(0.5 * (top[:, k - 1] + top[:, k]) * scale, -big, big)
 
 
-def _time_queries(index, a, b, repeat=5, n_threads=1):
-    """Best time of ``index.count(a, b)`` per query (one thread by default), after a warm-up call."""
+def _time_queries(index, a, b, repeat=5, n_threads=1, budget=0.25):
+    """Best time of ``index.count(a, b)`` per query (one thread by default), after a warm-up call;
+    fewer than ``repeat`` calls once they took ``budget`` seconds in all (a slow candidate's
+    time is not noise-bound, and probing it ``repeat`` times made "auto" cost seconds)."""
     import time
 
     index.count(a, b, n_threads=n_threads)  # warm-up: first touch of memory
-    best = float("inf")
+    best, total = float("inf"), 0.0
     for _ in range(repeat):
         t = time.perf_counter()
         index.count(a, b, n_threads=n_threads)
-        best = min(best, time.perf_counter() - t)
+        dt = time.perf_counter() - t
+        best, total = min(best, dt), total + dt
+        if total > budget:
+            break
     return best / len(a)
 
 
@@ -154,6 +169,9 @@ def _choose(pts, batch_size, output_size, params):
     k_s = int(np.clip(round(k_user / n * s), _PROBE_MIN_OUTPUT, s // 2))
     k_q = int(np.clip(round(k_user / n * s / 4), min(k_s, _PROBE_MIN_OUTPUT), len(small) // 2))
     b, b_small = _probe_offsets(sample, a, k_s), _probe_offsets(small, a, k_q)
+    k_abs = int(round(k_user))
+    absolute = d <= _ABSOLUTE_MAX_D and k_s < k_abs <= _ABSOLUTE_MAX_SHARE * s
+    b_abs = _probe_offsets(sample, a, k_abs) if absolute else None
     candidates = [("brute_force", BruteForce, {})]
     splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 or d > _PCA_MAX_D else ["widest", "pca"])
     for split in splits:
@@ -197,10 +215,16 @@ def _choose(pts, batch_size, output_size, params):
         # sublinear, which would favour it wrongly when extrapolated
         growth = 1.0 if cls is BruteForce else float(np.clip(np.log(work / work_small) / np.log(4), _GROWTH_MIN, 1.0))
         predicted[name] = overhead + work * (n / s) ** growth / _speedup(cls, n, d, batch_size or m)
+        if absolute and cls is not ShallowCutting3:  # the same output from fewer points: no faster at n
+            # (not the cutting: its levels are set by n, so the same output is a deeper query on
+            # the sample than at n)
+            t_abs = overhead + (_time_queries(idx, a, b_abs) - overhead) / _speedup(cls, n, d, batch_size or m)
+            predicted[name] = max(predicted[name], t_abs)
         shown.append(f"{name} {predicted[name] * 1e3:.3g} ms (~n^{growth:.2f})")
     reason = (
         f"probe on {s} sampled points (and a quarter of them), batches of {m} queries reporting {k_s} "
-        f"({k_q}) points; predicted per query at n={n} reporting {k_user:.0f} points ({said} output_size): "
+        f"({k_q}) points" + (f", and {k_abs} points on the sample" if absolute else "")
+        + f"; predicted per query at n={n} reporting {k_user:.0f} points ({said} output_size): "
         f"{', '.join(shown)}"
     )
     built, built_name, margin = None, None, _PROBE_MARGIN
@@ -278,7 +302,7 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         "auto": for n < 4096 a scan; otherwise each candidate structure (the scan, partition
         trees, and, when no params are given, convex layers for d = 2 -- above n = 2 000 000
         with ``max_layers=65``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
-        cutting when queries report <= 256 points, and convex layers up to
+        cutting when queries report <= 1024 points, and convex layers up to
         n = 2 000 000) is built on a sample of
         the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and
         data-derived directions; repeated 8x per call for structures faster than a call's fixed
