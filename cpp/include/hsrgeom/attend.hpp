@@ -1,0 +1,370 @@
+// The fused decoding kernel of hsrgeom.attention: the keys of one kv head as 8-bit codes with
+// proven error bounds (HeadCodes), and, for all query rows of that kv head at once (the query
+// heads of a GQA group), exact top-r / threshold selection by the float64 score and the softmax
+// over the selected keys with its V gather and certified dropped-mass bound, in one call.
+//
+// Codes (as QuantizedScan, written again here so that the attention layer does not depend on a
+// structure's internals): a key x is stored as c in [-127, 127]^d with a per-key scale s
+// (x ~ s c, s = max|x_k| / 127), a query row a as 16-bit integers q with a scale s_a. With the
+// per-key g >= s ||c||, r >= ||x - s c||, ||x|| <= xn and the per-row ra >= ||a - s_a q||,
+// na >= ||a||, the float64 score fl(<a, x>) (dot_f64, any summation order) satisfies
+//
+//   |fl(<a, x>) - s s_a <q, c>| <= ra g + na r + gamma_{d+4} na xn          (= w)
+//
+// (<q, c> is an exact int32). main = s s_a <q, c> is evaluated in float64 (two roundings) and w
+// in a few operations: lb/ub = main -/+ (w + 4 u (|main| + w) + 1e-300) bracket fl(<a, x>).
+// Keys whose max|x_k| is outside [1e-290, 1e290] get r = inf: always candidates.
+//
+// Selection (exact, the same set as ranking every key by its float64 score):
+//  * top-r: L = the r-th largest lb over all keys; r keys have fl >= lb >= L, so every member of
+//    the top r (ties at the cut included) has ub >= fl >= L. Keys with ub >= L are candidates,
+//    their full rows are read and ranked by fl (descending, ties to the smaller id). During the
+//    scan each chunk keeps the r largest lb it has seen (a heap whose minimum only rises and is
+//    <= L): a key with ub below it is dropped at once.
+//  * threshold t: candidates ub >= t, kept where fl >= t.
+// The scan reads n d bytes of codes once for all rows (cache-resident per key) instead of the
+// n d floats of a GEMV; the full rows are read for the candidates only.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#if defined(__AVX2__) || defined(__AVX512BW__)
+#include <immintrin.h>
+#endif
+
+#include "hsrgeom/dispatch.hpp"
+#include "hsrgeom/interrupt.hpp"
+#include "hsrgeom/parallel.hpp"
+#include "hsrgeom/predicate.hpp"
+#include "hsrgeom/types.hpp"
+
+namespace hsrgeom {
+namespace attend {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kU = Rounding<double>::u;
+constexpr index_t kChunk = 4096;  // keys per scan chunk (a unit of parallel work)
+
+// A query row as integers: q = round(a / s_a), |q_k| <= qmax so that a d-term sum of q_k c_k
+// fits in int32; ra >= ||a - s_a q||, na >= ||a||. ad: the row in float64 (for fl(<a, x>)).
+struct IntRow {
+  std::vector<std::int16_t> q;
+  std::vector<double> ad;
+  double sa = 0, ra = 0, na = 0;
+};
+
+// v_k rounded to integers of at most qmax in magnitude with scale s = mx / qmax (mx = max|v_k| in
+// [1e-290, 1e290]); returns s, sets *resid >= ||v - s q|| and *q2 = ||q||^2 (exact).
+template <class T, class I>
+double to_integers(const T* v, int d, double mx, double qmax, I* q, double* resid, double* q2) {
+  const double s = mx / qmax;
+  double r2 = 0, c2 = 0;
+  for (int k = 0; k < d; ++k) {
+    const double w = std::max(-qmax, std::min(qmax, std::nearbyint(static_cast<double>(v[k]) / s)));
+    q[k] = static_cast<I>(w);
+    const double diff = static_cast<double>(v[k]) - s * w;
+    r2 += diff * diff;
+    c2 += w * w;
+  }
+  *q2 = c2;
+  // computed norm: relative error <= (d + 4) u; each diff's rounding: <= 2 u mx per coordinate
+  *resid = (std::sqrt(r2) * (1 + (d + 8) * kU) + 4 * kU * mx * std::sqrt(d + 1.0)) * (1 + 4 * kU);
+  return s;
+}
+
+template <class T>
+IntRow int_row(const T* a, int d) {
+  IntRow r;
+  r.q.assign(d, 0);
+  r.ad.assign(a, a + d);
+  r.na = norm_up(a, d);
+  double mx = 0;
+  for (int k = 0; k < d; ++k) mx = std::max(mx, std::fabs(static_cast<double>(a[k])));
+  if (mx == 0) return r;
+  const double qmax = std::min(32767.0, std::floor(2147483647.0 / (127.0 * d)));
+  if (mx < 1e-290 || mx > 1e290 || qmax < 1) {  // no integer form: q = 0, ra = ||a||
+    r.ra = r.na;
+    return r;
+  }
+  double q2 = 0;
+  r.sa = to_integers(a, d, mx, qmax, r.q.data(), &r.ra, &q2);
+  return r;
+}
+
+// out[j] = <q_j, c> (exact) for the h rows of q (int16, h x d), 4 rows per pass over c. The
+// codes are widened to 16 bits and multiplied pairwise into int32 (pmaddwd): every partial sum
+// is bounded by d * 127 * qmax < 2^31 (int_row's qmax).
+inline std::int32_t int_dot_tail(const std::int8_t* c, const std::int16_t* q, int k, int d) {
+  std::int32_t s = 0;
+  for (; k < d; ++k) s += static_cast<std::int32_t>(q[k]) * c[k];
+  return s;
+}
+
+inline void int_dots(const std::int8_t* c, const std::int16_t* q, index_t h, int d, std::int32_t* out) {
+  index_t j = 0;
+#if defined(__AVX512BW__)
+  constexpr int W = 32;
+  for (; j + 4 <= h; j += 4) {
+    const std::int16_t* qj = q + j * d;
+    __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+    int k = 0;
+    for (; k + W <= d; k += W) {
+      const __m512i cw = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + k)));
+      for (int t = 0; t < 4; ++t)
+        acc[t] = _mm512_add_epi32(acc[t], _mm512_madd_epi16(cw, _mm512_loadu_si512(qj + t * d + k)));
+    }
+    for (int t = 0; t < 4; ++t) {
+      alignas(64) std::int32_t lane[16];
+      _mm512_store_si512(lane, acc[t]);
+      std::int32_t s = 0;
+      for (int x = 0; x < 16; ++x) s += lane[x];
+      out[j + t] = s + int_dot_tail(c, qj + t * d, k, d);
+    }
+  }
+#elif defined(__AVX2__)
+  constexpr int W = 16;
+  for (; j + 4 <= h; j += 4) {
+    const std::int16_t* qj = q + j * d;
+    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+    int k = 0;
+    for (; k + W <= d; k += W) {
+      const __m256i cw = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + k)));
+      for (int t = 0; t < 4; ++t)
+        acc[t] = _mm256_add_epi32(
+            acc[t], _mm256_madd_epi16(cw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qj + t * d + k))));
+    }
+    for (int t = 0; t < 4; ++t) {
+      alignas(32) std::int32_t lane[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(lane), acc[t]);
+      std::int32_t s = 0;
+      for (int x = 0; x < 8; ++x) s += lane[x];
+      out[j + t] = s + int_dot_tail(c, qj + t * d, k, d);
+    }
+  }
+#endif
+  for (; j < h; ++j) out[j] = int_dot_tail(c, q + j * d, 0, d);
+}
+
+// Per query row: the CSR of selected keys (ids ascending) with their float64 scores.
+struct Selection {
+  std::vector<std::int64_t> lims, ids;
+  std::vector<double> scores;
+  std::int64_t tested = 0;  // full rows read (candidates the codes could not exclude)
+};
+
+// The keys (and the running max ||v||) of one kv head as codes; grows by append.
+template <class T>
+class HeadCodes {
+ public:
+  HeadCodes(int d, int dv) : d_(d), dv_(dv) {}
+  int dim() const { return d_; }
+  int value_dim() const { return dv_; }
+  index_t size() const { return n_; }
+  double key_norm_max() const { return kmax_; }
+  double value_norm_max() const { return vmax_; }
+  size_t memory_bytes() const { return codes_.size() + 4 * sizeof(double) * scale_.size(); }
+
+  // Appends count keys (count x d) and their values (count x dv, for max ||v|| only).
+  void append(const T* keys, const T* values, index_t count) {
+    codes_.resize(static_cast<size_t>(n_ + count) * d_);
+    for (auto* v : {&scale_, &cfac_, &resid_, &xnorm_}) v->resize(n_ + count);
+    for (index_t i = 0; i < count; ++i) {
+      code(n_ + i, keys + static_cast<size_t>(i) * d_);
+      kmax_ = std::max(kmax_, xnorm_[n_ + i]);
+      vmax_ = std::max(vmax_, norm_up(values + static_cast<size_t>(i) * dv_, dv_));
+    }
+    n_ += count;
+  }
+
+  // Every row of Q (m x d) plain: no rescaling needed by the Python layer's ScaledRows (its
+  // bound ||q|| max ||k|| within 2^+-400, or zero), so scores and weights stay in range.
+  bool plain(const T* Q, index_t m) const {
+    for (index_t j = 0; j < m; ++j) {
+      const double qk = norm_up(Q + j * d_, d_) * kmax_;
+      if (qk != 0 && !(qk <= 0x1p399 && qk >= 0x1p-399)) return false;
+    }
+    return true;
+  }
+
+  // Exact top-r (r >= 1) by float64 score of the rows of Q among the keys K (n x d, the keys
+  // coded here, same order), or with thresholds t (m values) every key with score >= t_j.
+  Selection select(const T* Q, index_t m, const T* K, index_t r, const double* t, int threads) const {
+    std::vector<IntRow> rows(m);
+    std::vector<std::int16_t> qall(static_cast<size_t>(m) * d_);
+    for (index_t j = 0; j < m; ++j) {
+      rows[j] = int_row(Q + j * d_, d_);
+      std::copy(rows[j].q.begin(), rows[j].q.end(), qall.begin() + j * d_);
+    }
+    const double gam = gamma_k(d_ + 4, kU);
+    const int nt = threads_for_work(threads, static_cast<double>(n_) * m * d_);
+    const index_t chunks = std::max<index_t>(1, std::min<index_t>((n_ + kChunk - 1) / kChunk, nt > 1 ? 8 * nt : 1));
+    const index_t per = (n_ + chunks - 1) / chunks;
+    const bool topk = t == nullptr;
+    // per (chunk, row): candidates (id, ub) in id order and, for top-r, a min-heap of the r largest lb
+    std::vector<std::vector<std::pair<index_t, double>>> cand(chunks * m);
+    std::vector<std::vector<double>> heap(topk ? chunks * m : 0);
+    parallel_for(chunks, nt, [&](index_t ch, int) {
+      std::vector<std::int32_t> dots(m);
+      const index_t end = std::min(n_, (ch + 1) * per);
+      for (index_t i = ch * per; i < end; ++i) {
+        if ((i & 2047) == 0) interrupt::check();
+        int_dots(&codes_[static_cast<size_t>(i) * d_], qall.data(), m, d_, dots.data());
+        for (index_t j = 0; j < m; ++j) {
+          const IntRow& a = rows[j];
+          const double main = scale_[i] * (a.sa * dots[j]);
+          const double w = a.ra * cfac_[i] + a.na * resid_[i] + gam * a.na * xnorm_[i];
+          const double sl = w + 4 * kU * (std::fabs(main) + w) + 1e-300;
+          const double lb = main - sl, ub = main + sl;  // NaN (inf - inf): a candidate below
+          auto& c = cand[ch * m + j];
+          if (topk) {
+            auto& hp = heap[ch * m + j];
+            if (static_cast<index_t>(hp.size()) < r) {
+              hp.push_back(lb);
+              std::push_heap(hp.begin(), hp.end(), std::greater<double>());
+              c.emplace_back(i, ub);
+            } else {
+              if (lb > hp.front()) {
+                std::pop_heap(hp.begin(), hp.end(), std::greater<double>());
+                hp.back() = lb;
+                std::push_heap(hp.begin(), hp.end(), std::greater<double>());
+              }
+              if (!(ub < hp.front())) c.emplace_back(i, ub);
+            }
+          } else if (!(ub < t[j])) {
+            c.emplace_back(i, ub);
+          }
+        }
+      }
+    });
+    Selection out;
+    out.lims.assign(m + 1, 0);
+    std::vector<std::vector<std::pair<double, index_t>>> kept(m);
+    std::vector<std::int64_t> tested(m, 0);
+    parallel_for(m, threads_for_work(threads, 1e3 * m), [&](index_t j, int) {
+      double cut = topk ? -kInf : t[j];
+      if (topk) {  // L: the r-th largest lb over all chunks (-inf when fewer than r keys)
+        std::vector<double> all;
+        for (index_t ch = 0; ch < chunks; ++ch) all.insert(all.end(), heap[ch * m + j].begin(), heap[ch * m + j].end());
+        if (static_cast<index_t>(all.size()) >= r) {
+          std::nth_element(all.begin(), all.begin() + (r - 1), all.end(), std::greater<double>());
+          cut = all[r - 1];
+        }
+      }
+      const double* a = rows[j].ad.data();
+      auto& kj = kept[j];
+      for (index_t ch = 0; ch < chunks; ++ch) {
+        const auto& c = cand[ch * m + j];
+        for (size_t e = 0; e < c.size(); ++e) {
+          if (c[e].second < cut) continue;
+          if (e + 4 < c.size()) {
+            const char* p = reinterpret_cast<const char*>(K + static_cast<size_t>(c[e + 4].first) * d_);
+            for (size_t off = 0; off < sizeof(T) * static_cast<size_t>(d_); off += 64) __builtin_prefetch(p + off);
+          }
+          ++tested[j];
+          const double s = dot_f64(a, K + static_cast<size_t>(c[e].first) * d_, d_);
+          if (topk || s >= t[j]) kj.emplace_back(s, c[e].first);
+        }
+      }
+      if (topk && static_cast<index_t>(kj.size()) > r) {  // score descending, ties to the smaller id
+        auto better = [](const std::pair<double, index_t>& x, const std::pair<double, index_t>& y) {
+          return x.first > y.first || (x.first == y.first && x.second < y.second);
+        };
+        std::nth_element(kj.begin(), kj.begin() + (r - 1), kj.end(), better);
+        kj.resize(r);
+      }
+      std::sort(kj.begin(), kj.end(), [](const auto& x, const auto& y) { return x.second < y.second; });
+    });
+    for (index_t j = 0; j < m; ++j) {
+      out.lims[j + 1] = out.lims[j] + static_cast<std::int64_t>(kept[j].size());
+      out.tested += tested[j];
+    }
+    out.ids.reserve(out.lims[m]);
+    out.scores.reserve(out.lims[m]);
+    for (index_t j = 0; j < m; ++j)
+      for (const auto& [s, id] : kept[j]) {
+        out.ids.push_back(id);
+        out.scores.push_back(s);
+      }
+    return out;
+  }
+
+ private:
+  void code(index_t i, const T* x) {
+    std::int8_t* c = &codes_[static_cast<size_t>(i) * d_];
+    double mx = 0;
+    for (int k = 0; k < d_; ++k) mx = std::max(mx, std::fabs(static_cast<double>(x[k])));
+    xnorm_[i] = norm_up(x, d_);
+    std::fill(c, c + d_, std::int8_t{0});
+    scale_[i] = cfac_[i] = resid_[i] = 0;
+    if (mx == 0) return;  // exact: all codes 0
+    if (mx < 1e-290 || mx > 1e290) {  // always a candidate
+      resid_[i] = kInf;
+      return;
+    }
+    double c2 = 0;
+    scale_[i] = to_integers(x, d_, mx, 127.0, c, &resid_[i], &c2);
+    cfac_[i] = scale_[i] * std::sqrt(c2) * (1 + 4 * kU);
+  }
+
+  int d_, dv_;
+  index_t n_ = 0;
+  double kmax_ = 0, vmax_ = 0;
+  std::vector<std::int8_t> codes_;
+  std::vector<double> scale_, cfac_, resid_, xnorm_;  // per key: s, s ||c||, ||x - s c||, ||x||
+};
+
+// Softmax over each row's selected keys: out_j = sum_e w_e v_e / sum_e w_e with
+// w_e = exp(scale (s_e - s_max)) in float64 (s_max: the row's largest kept score, w <= 1), and
+// the certified bound of the dropped share of the mass: every key not kept has a float64 score
+// <= cut (the smallest kept one for top-r, the threshold otherwise) plus the float64 slack of a
+// score, so dropped <= (visible - kept) exp(scale (cut + slack - s_max)) and the share is
+// <= dropped / (den + dropped). Rows: m; V: n x dv; qk[j] >= ||q_j|| max ||k||.
+// Returns false when a weighted sum is not finite (values near the float64 maximum): the caller
+// then takes the general path.
+template <class T>
+bool softmax_rows(const Selection& sel, index_t m, const T* V, int dv, index_t visible, double scale,
+                  const double* cut, const double* qk, int d, double* out, double* bound, std::int64_t* entries) {
+  const double gam = (d + 4) * kU / (1 - (d + 4) * kU);
+  bool ok = true;
+  for (index_t j = 0; j < m; ++j) {
+    double* o = out + static_cast<size_t>(j) * dv;
+    std::fill(o, o + dv, 0.0);
+    const std::int64_t b = sel.lims[j], e = sel.lims[j + 1];
+    entries[j] = e - b;
+    if (e == b) {
+      bound[j] = visible > 0 ? 1.0 : 0.0;
+      continue;
+    }
+    double smax = -kInf, smin = kInf;
+    for (std::int64_t x = b; x < e; ++x) smax = std::max(smax, sel.scores[x]), smin = std::min(smin, sel.scores[x]);
+    double den = 0;
+    for (std::int64_t x = b; x < e; ++x) {
+      if (x + 8 < e) {
+        const char* p = reinterpret_cast<const char*>(V + static_cast<size_t>(sel.ids[x + 8]) * dv);
+        for (size_t off = 0; off < sizeof(T) * static_cast<size_t>(dv); off += 64) __builtin_prefetch(p + off);
+      }
+      const double w = std::exp(scale * (sel.scores[x] - smax));
+      den += w;
+      const T* v = V + static_cast<size_t>(sel.ids[x]) * dv;
+      for (int k = 0; k < dv; ++k) o[k] += w * static_cast<double>(v[k]);
+    }
+    for (int k = 0; k < dv; ++k) {
+      o[k] /= den;
+      ok &= std::isfinite(o[k]);
+    }
+    const double c = cut ? cut[j] : smin;
+    const double slack = 2 * gam * (qk[j] + std::fabs(c)) + 1e-300;
+    const double dropped = static_cast<double>(visible - (e - b)) * std::exp(std::min(scale * (c + slack - smax), 700.0));
+    bound[j] = visible == e - b ? 0.0 : dropped / (den + dropped);
+  }
+  return ok;
+}
+
+}  // namespace attend
+}  // namespace hsrgeom
