@@ -97,8 +97,8 @@ IntRow int_row(const T* a, int d) {
   return r;
 }
 
-// out[j] = <q_j, c> (exact) for the h rows of q (int16, h x d), 4 rows per pass over c. The
-// codes are widened to 16 bits and multiplied pairwise into int32 (pmaddwd): every partial sum
+// out[j * stride] = <q_j, c> (exact) for the h rows of q (int16, h x d), 4 rows per pass over c.
+// The codes are widened to 16 bits and multiplied pairwise into int32 (pmaddwd): every partial sum
 // is bounded by d * 127 * qmax < 2^31 (int_row's qmax).
 inline std::int32_t int_dot_tail(const std::int8_t* c, const std::int16_t* q, int k, int d) {
   std::int32_t s = 0;
@@ -106,25 +106,35 @@ inline std::int32_t int_dot_tail(const std::int8_t* c, const std::int16_t* q, in
   return s;
 }
 
-inline void int_dots(const std::int8_t* c, const std::int16_t* q, index_t h, int d, std::int32_t* out) {
+inline void int_dots(const std::int8_t* c, const std::int16_t* q, index_t h, int d, std::int32_t* out, index_t stride) {
   index_t j = 0;
 #if defined(__AVX512BW__)
   constexpr int W = 32;
   for (; j + 4 <= h; j += 4) {
-    const std::int16_t* qj = q + j * d;
-    __m512i acc[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+    const std::int16_t *q0 = q + j * d, *q1 = q0 + d, *q2 = q1 + d, *q3 = q2 + d;
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
     int k = 0;
     for (; k + W <= d; k += W) {
       const __m512i cw = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + k)));
-      for (int t = 0; t < 4; ++t)
-        acc[t] = _mm512_add_epi32(acc[t], _mm512_madd_epi16(cw, _mm512_loadu_si512(qj + t * d + k)));
+#if defined(__AVX512VNNI__)  // multiply-add of int16 pairs into int32 in one instruction
+      a0 = _mm512_dpwssd_epi32(a0, cw, _mm512_loadu_si512(q0 + k));
+      a1 = _mm512_dpwssd_epi32(a1, cw, _mm512_loadu_si512(q1 + k));
+      a2 = _mm512_dpwssd_epi32(a2, cw, _mm512_loadu_si512(q2 + k));
+      a3 = _mm512_dpwssd_epi32(a3, cw, _mm512_loadu_si512(q3 + k));
+#else
+      a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(cw, _mm512_loadu_si512(q0 + k)));
+      a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(cw, _mm512_loadu_si512(q1 + k)));
+      a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(cw, _mm512_loadu_si512(q2 + k)));
+      a3 = _mm512_add_epi32(a3, _mm512_madd_epi16(cw, _mm512_loadu_si512(q3 + k)));
+#endif
     }
+    const __m512i acc[4] = {a0, a1, a2, a3};
     for (int t = 0; t < 4; ++t) {
       alignas(64) std::int32_t lane[16];
       _mm512_store_si512(lane, acc[t]);
       std::int32_t s = 0;
       for (int x = 0; x < 16; ++x) s += lane[x];
-      out[j + t] = s + int_dot_tail(c, qj + t * d, k, d);
+      out[(j + t) * stride] = s + int_dot_tail(c, q + (j + t) * d, k, d);
     }
   }
 #elif defined(__AVX2__)
@@ -144,11 +154,11 @@ inline void int_dots(const std::int8_t* c, const std::int16_t* q, index_t h, int
       _mm256_store_si256(reinterpret_cast<__m256i*>(lane), acc[t]);
       std::int32_t s = 0;
       for (int x = 0; x < 8; ++x) s += lane[x];
-      out[j + t] = s + int_dot_tail(c, qj + t * d, k, d);
+      out[(j + t) * stride] = s + int_dot_tail(c, qj + t * d, k, d);
     }
   }
 #endif
-  for (; j < h; ++j) out[j] = int_dot_tail(c, q + j * d, 0, d);
+  for (; j < h; ++j) out[j * stride] = int_dot_tail(c, q + j * d, 0, d);
 }
 
 // Per query row: the CSR of selected keys (ids ascending) with their float64 scores.
@@ -209,35 +219,51 @@ class HeadCodes {
     // per (chunk, row): candidates (id, ub) in id order and, for top-r, a min-heap of the r largest lb
     std::vector<std::vector<std::pair<index_t, double>>> cand(chunks * m);
     std::vector<std::vector<double>> heap(topk ? chunks * m : 0);
+    constexpr index_t kBlock = 256;  // keys whose int dots are taken before their bounds
     parallel_for(chunks, nt, [&](index_t ch, int) {
-      std::vector<std::int32_t> dots(m);
+      std::vector<std::int32_t> dots(static_cast<size_t>(m) * kBlock);
+      std::vector<double> lb(kBlock), ub(kBlock);
       const index_t end = std::min(n_, (ch + 1) * per);
-      for (index_t i = ch * per; i < end; ++i) {
-        if ((i & 2047) == 0) interrupt::check();
-        int_dots(&codes_[static_cast<size_t>(i) * d_], qall.data(), m, d_, dots.data());
+      for (index_t b0 = ch * per; b0 < end; b0 += kBlock) {
+        interrupt::check();
+        const index_t nb = std::min(kBlock, end - b0);
+        for (index_t i = 0; i < nb; ++i)
+          int_dots(&codes_[static_cast<size_t>(b0 + i) * d_], qall.data(), m, d_, dots.data() + i, kBlock);
+        const double *sc = &scale_[b0], *cf = &cfac_[b0], *rs = &resid_[b0], *xn = &xnorm_[b0];
         for (index_t j = 0; j < m; ++j) {
-          const IntRow& a = rows[j];
-          const double main = scale_[i] * (a.sa * dots[j]);
-          const double w = a.ra * cfac_[i] + a.na * resid_[i] + gam * a.na * xnorm_[i];
-          const double sl = w + 4 * kU * (std::fabs(main) + w) + 1e-300;
-          const double lb = main - sl, ub = main + sl;  // NaN (inf - inf): a candidate below
+          const double sa = rows[j].sa, ra = rows[j].ra, na = rows[j].na, gna = gam * rows[j].na;
+          const std::int32_t* dj = dots.data() + j * kBlock;
+          double* lo = lb.data();
+          double* hi = ub.data();
+#pragma omp simd
+          for (index_t i = 0; i < nb; ++i) {
+            const double main = sc[i] * (sa * dj[i]);
+            const double w = ra * cf[i] + na * rs[i] + gna * xn[i];
+            const double sl = w + 4 * kU * (std::fabs(main) + w) + 1e-300;
+            lo[i] = main - sl;  // NaN (inf - inf): a candidate below
+            hi[i] = main + sl;
+          }
           auto& c = cand[ch * m + j];
-          if (topk) {
-            auto& hp = heap[ch * m + j];
+          if (!topk) {
+            for (index_t i = 0; i < nb; ++i)
+              if (!(hi[i] < t[j])) c.emplace_back(b0 + i, hi[i]);
+            continue;
+          }
+          auto& hp = heap[ch * m + j];
+          for (index_t i = 0; i < nb; ++i) {
             if (static_cast<index_t>(hp.size()) < r) {
-              hp.push_back(lb);
+              hp.push_back(lo[i]);
               std::push_heap(hp.begin(), hp.end(), std::greater<double>());
-              c.emplace_back(i, ub);
-            } else {
-              if (lb > hp.front()) {
-                std::pop_heap(hp.begin(), hp.end(), std::greater<double>());
-                hp.back() = lb;
-                std::push_heap(hp.begin(), hp.end(), std::greater<double>());
-              }
-              if (!(ub < hp.front())) c.emplace_back(i, ub);
+              c.emplace_back(b0 + i, hi[i]);
+              continue;
             }
-          } else if (!(ub < t[j])) {
-            c.emplace_back(i, ub);
+            if (hi[i] < hp.front()) continue;  // lb <= ub: neither a candidate nor a heap entry
+            if (lo[i] > hp.front()) {
+              std::pop_heap(hp.begin(), hp.end(), std::greater<double>());
+              hp.back() = lo[i];
+              std::push_heap(hp.begin(), hp.end(), std::greater<double>());
+            }
+            if (!(hi[i] < hp.front())) c.emplace_back(b0 + i, hi[i]);
           }
         }
       }
