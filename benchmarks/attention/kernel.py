@@ -29,6 +29,8 @@ def add_arguments(parser, name):
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--plain", action="store_true",
                         help="also time DecodeCache(codes=False) (the index path, before the fused step)")
+    parser.add_argument("--npz", metavar="FILE",
+                        help="a capture of --real (~/.cache/hsrgeom-llm/qkv-*.npz), read without loading the model")
     parser.add_argument("--real", type=int, default=0, metavar="TOKENS",
                         help="captured Q/K/V of the full-attention layers of a TOKENS-token forward pass of "
                              "Gemma 3 270M (the [llm] extra; cached under ~/.cache/hsrgeom-llm) instead of "
@@ -71,6 +73,14 @@ def _cases(args):
     """(label, q (4, d), k (n, d), v (n, d), scale) per measured case: synthetic keys at each
     ``--n``, or with ``--real T`` the last query row of each full-attention layer of a T-token
     forward pass of Gemma 3 270M over the standard-library text (captured post-RoPE, cached)."""
+    if getattr(args, "npz", None):  # a capture file of llm._capture, read without the model
+        z = np.load(args.npz)
+        args.real = z["5_k"].shape[2] if "5_k" in z else 0
+        for layer in sorted({int(f.split("_")[0]) for f in z.keys()}):
+            yield (f"layer {layer}", np.ascontiguousarray(z[f"{layer}_q"][0, :, -1]),
+                   np.ascontiguousarray(z[f"{layer}_k"][0, 0]), np.ascontiguousarray(z[f"{layer}_v"][0, 0]),
+                   float(z[f"{layer}_scale"]))
+        return
     if args.real:
         import llm
         args.tokens = args.real

@@ -41,6 +41,8 @@ def add_arguments(parser, name):
     parser.add_argument("--page", type=int, default=16, help="keys per page of the Quest-style bound (default 16)")
     parser.add_argument("--flat", action="store_true", help="plain Gaussian keys (no planted peak)")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--npz", metavar="FILE",
+                        help="a capture of --real (~/.cache/hsrgeom-llm/qkv-*.npz), read without loading the model")
     parser.add_argument("--real", type=int, default=0, metavar="TOKENS",
                         help="captured Q/K/V of Gemma 3 270M's full-attention layers (see kernel)")
 
