@@ -232,3 +232,19 @@ def test_decode_cache_codes_flag_and_small_heads():
     assert c._codes[0][1].n == 5
     c.append(np.zeros((1, 2, 0, 32)), np.zeros((1, 2, 0, 2)))  # empty append
     assert c._codes[0][1].n == 5 and len(c) == 5
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decode_cache_with_codes_pickles_and_copies(dtype):
+    """The compiled codes are rebuilt from the keys (transformers may deepcopy a cache)."""
+    import copy
+    import pickle
+    rng = np.random.default_rng(10)
+    q, k, v = _decode(rng, dtype, n=400)
+    cache = A.DecodeCache().append(k, v)
+    want = cache.attend(q, mode="softmax", top_r=9, return_stats=False)
+    for other in (copy.deepcopy(cache), pickle.loads(pickle.dumps(cache))):
+        assert other._codes[1][1].n == 400
+        np.testing.assert_array_equal(other.attend(q, mode="softmax", top_r=9, return_stats=False), want)
+        other.append(k[:, :, :1], v[:, :, :1])  # grows on its own
+        assert other._codes[0][0].n == 401 and cache._codes[0][0].n == 400

@@ -21,7 +21,8 @@ Methods:
   output is the self-normalised importance-sampling estimate ``sum w v / p / sum w / p``.
 
 Per method: median latency per layer and token (interleaved rounds, the load average beside),
-keys touched (scores computed in full precision, per head), recall of the true top-r (float64),
+keys used in the softmax and keys touched (full-precision scores computed; for hsrgeom the key
+rows its codes could not exclude; for HNSW faiss's distance count), per head, recall of the true top-r (float64),
 the softmax mass of the keys used, and the relative output error against float64 dense softmax.
 """
 from __future__ import annotations
@@ -193,9 +194,12 @@ def run(args, name, argv):
             sets, touched = used[key]
             recall = float(np.mean([len(true_top[h] & set(np.asarray(sets[h]).tolist())) / r for h in range(len(q))]))
             mass = float(np.mean([p64[h, np.unique(np.asarray(sets[h], dtype=np.int64))].sum() for h in range(len(q))]))
-            rows.append([label, n, key, med[key] * 1e3, med["sdpa"] / med[key], touched, recall, mass, err, load])
+            size = float(np.mean([len(np.unique(np.asarray(sets[h]))) for h in range(len(q))]))
+            rows.append([label, n, key, med[key] * 1e3, med["sdpa"] / med[key], size, touched, recall, mass, err,
+                         load])
         log(f"n={n}: " + ", ".join(f"{k} {t * 1e3:.3f} ms" for k, t in med.items()) + f" (load {load:.1f})")
-    body = table(["keys", "n", "method", "ms / layer / token", "speed vs sdpa", "keys touched (per head)",
+    body = table(["keys", "n", "method", "ms / layer / token", "speed vs sdpa", "keys used (per head)",
+                  "keys touched (per head)",
                   f"recall of the true top-{r}", "softmax mass used", "relative output error", "load avg"], rows)
     print(body)
     if not args.quick:

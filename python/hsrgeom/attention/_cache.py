@@ -30,6 +30,14 @@ class _Grow:
         return self.buf[: self.n]
 
 
+def _coded(k, v):
+    """The codes of keys k (n, d) with their values v (n, d_v)."""
+    codes = new_codes(k.shape[1], v.shape[1], k.dtype)
+    if len(k):
+        codes.append(np.ascontiguousarray(k), np.ascontiguousarray(v))
+    return codes
+
+
 class DecodeCache:
     """Key/value cache for generation decoding, indexed for half-space reporting.
 
@@ -133,6 +141,17 @@ class DecodeCache:
                 if self._codes is not None and k.shape[2]:
                     self._codes[b][h].append(np.ascontiguousarray(k[b, h]), np.ascontiguousarray(v[b, h]))
         return self
+
+    def __getstate__(self):
+        # the compiled codes are not pickled: they are rebuilt from the keys (deepcopy, pickle)
+        state = self.__dict__.copy()
+        state["_codes"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.codes and self._k is not None and self.shape[3] >= MIN_DIM:
+            self._codes = [[_coded(k.data, v.data) for k, v in zip(krow, vrow)] for krow, vrow in zip(self._k, self._v)]
 
     def keys(self):
         """The cached keys, (batch, kv_heads, n, d) (a copy)."""
