@@ -42,6 +42,10 @@ def _key_sets(rng, dtype):
     Ku[::7] *= 1e-300 if dtype == np.float64 else 1e-40  # below the codable range (or subnormal)
     Ku[3] = 0.0
     out.append(("uncodable", Ku, rng.standard_normal((2, d))))
+    Km = rng.standard_normal((600, d))
+    Km[:, 5] *= 100.0  # a "massive activation" channel
+    Km[400:, 7] *= 1000.0  # keys appended later beyond the channel scales of the first ones
+    out.append(("massive channels", Km, rng.standard_normal((4, d))))
     return [(name, np.ascontiguousarray(k, dtype=dtype), np.ascontiguousarray(q, dtype=dtype)) for name, k, q in out]
 
 
@@ -248,3 +252,17 @@ def test_decode_cache_with_codes_pickles_and_copies(dtype):
         np.testing.assert_array_equal(other.attend(q, mode="softmax", top_r=9, return_stats=False), want)
         other.append(k[:, :, :1], v[:, :, :1])  # grows on its own
         assert other._codes[0][0].n == 401 and cache._codes[0][0].n == 400
+
+
+def test_codes_channel_scales_keep_massive_channels_from_blurring_the_rest():
+    """float32 keys are coded per channel (powers of two): with one channel 100x the others the
+    codes still exclude almost every key (the full rows read stay near r per row)."""
+    rng = np.random.default_rng(11)
+    K = rng.standard_normal((4000, 64)).astype(np.float32)
+    K[:, 3] *= 100.0
+    Q = rng.standard_normal((4, 64)).astype(np.float32)
+    lims, ids, _, tested = _codes(K).select(Q, K, r=16)
+    S = Q.astype(np.float64) @ K.astype(np.float64).T
+    for j in range(4):
+        np.testing.assert_array_equal(ids[lims[j] : lims[j + 1]], np.sort(np.argsort(-S[j], kind="stable")[:16]))
+    assert tested <= 4 * 4 * 16, tested  # per-row scales alone read 1077 rows here (92 now)

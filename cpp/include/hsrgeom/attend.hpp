@@ -9,11 +9,14 @@
 // per-key g >= s ||c||, r >= ||x - s c||, ||x|| <= xn and the per-row ra >= ||a - s_a q||,
 // na >= ||a||, the float64 score fl(<a, x>) (dot_f64, any summation order) satisfies
 //
-//   |fl(<a, x>) - s s_a <q, c>| <= ra g + na r + gamma_{d+4} na xn          (= w)
+//   |fl(<a, x>) - s s_a <q, c>| <= ra g + na r + gamma_{d+4} ||a|| xn       (= w)
 //
 // (<q, c> is an exact int32). main = s s_a <q, c> is evaluated in float64 (two roundings) and w
 // in a few operations: lb/ub = main -/+ (w + 4 u (|main| + w) + 1e-300) bracket fl(<a, x>).
-// Keys whose max|x_k| is outside [1e-290, 1e290] get r = inf: always candidates.
+// Keys whose max|x_k| is outside [1e-290, 1e290] get r = inf: always candidates. The codes live
+// in a channel-scaled space (x / cs, a * cs with per-channel powers of two cs, exact for
+// float32 keys; see HeadCodes::channel_scales): every quantity above is taken there, except
+// ||a|| and ||x|| in the gamma term, which bound the rounding of fl(<a, x>) itself.
 //
 // Selection (exact, the same set as ranking every key by its float64 score):
 //  * top-r: L = the r-th largest lb over all keys; r keys have fl >= lb >= L, so every member of
@@ -31,6 +34,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -51,12 +55,14 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kU = Rounding<double>::u;
 constexpr index_t kChunk = 4096;  // keys per scan chunk (a unit of parallel work)
 
-// A query row as integers: q = round(a / s_a), |q_k| <= qmax so that a d-term sum of q_k c_k
-// fits in int32; ra >= ||a - s_a q||, na >= ||a||. ad: the row in float64 (for fl(<a, x>)).
+// A query row as integers, in the channel-scaled space of the codes: a' = a * cs (exact: cs are
+// powers of two, see HeadCodes), q = round(a' / s_a), |q_k| <= qmax so that a d-term sum of
+// q_k c_k fits in int32; ra >= ||a' - s_a q||, na >= ||a'||, na0 >= ||a||. ad: a in float64
+// (for fl(<a, x>)).
 struct IntRow {
   std::vector<std::int16_t> q;
   std::vector<double> ad;
-  double sa = 0, ra = 0, na = 0;
+  double sa = 0, ra = 0, na = 0, na0 = 0;
 };
 
 // v_k rounded to integers of at most qmax in magnitude with scale s = mx / qmax (mx = max|v_k| in
@@ -79,21 +85,24 @@ double to_integers(const T* v, int d, double mx, double qmax, I* q, double* resi
 }
 
 template <class T>
-IntRow int_row(const T* a, int d) {
+IntRow int_row(const T* a, const double* cs, int d) {
   IntRow r;
   r.q.assign(d, 0);
   r.ad.assign(a, a + d);
-  r.na = norm_up(a, d);
+  r.na0 = norm_up(a, d);
+  std::vector<double> as(d);
+  for (int k = 0; k < d; ++k) as[k] = r.ad[k] * cs[k];
+  r.na = norm_up(as.data(), d);
   double mx = 0;
-  for (int k = 0; k < d; ++k) mx = std::max(mx, std::fabs(static_cast<double>(a[k])));
+  for (int k = 0; k < d; ++k) mx = std::max(mx, std::fabs(as[k]));
   if (mx == 0) return r;
   const double qmax = std::min(32767.0, std::floor(2147483647.0 / (127.0 * d)));
-  if (mx < 1e-290 || mx > 1e290 || qmax < 1) {  // no integer form: q = 0, ra = ||a||
+  if (!(mx >= 1e-290 && mx <= 1e290) || qmax < 1) {  // no integer form: q = 0, ra = ||a'||
     r.ra = r.na;
     return r;
   }
   double q2 = 0;
-  r.sa = to_integers(a, d, mx, qmax, r.q.data(), &r.ra, &q2);
+  r.sa = to_integers(as.data(), d, mx, qmax, r.q.data(), &r.ra, &q2);
   return r;
 }
 
@@ -172,7 +181,7 @@ struct Selection {
 template <class T>
 class HeadCodes {
  public:
-  HeadCodes(int d, int dv) : d_(d), dv_(dv) {}
+  HeadCodes(int d, int dv) : d_(d), dv_(dv), cs_(d, 1.0) {}
   int dim() const { return d_; }
   int value_dim() const { return dv_; }
   index_t size() const { return n_; }
@@ -182,6 +191,7 @@ class HeadCodes {
 
   // Appends count keys (count x d) and their values (count x dv, for max ||v|| only).
   void append(const T* keys, const T* values, index_t count) {
+    if (n_ == 0 && count > 0) channel_scales(keys, count);
     codes_.resize(static_cast<size_t>(n_ + count) * d_);
     for (auto* v : {&scale_, &cfac_, &resid_, &xnorm_}) v->resize(n_ + count);
     for (index_t i = 0; i < count; ++i) {
@@ -208,7 +218,7 @@ class HeadCodes {
     std::vector<IntRow> rows(m);
     std::vector<std::int16_t> qall(static_cast<size_t>(m) * d_);
     for (index_t j = 0; j < m; ++j) {
-      rows[j] = int_row(Q + j * d_, d_);
+      rows[j] = int_row(Q + j * d_, cs_.data(), d_);
       std::copy(rows[j].q.begin(), rows[j].q.end(), qall.begin() + j * d_);
     }
     const double gam = gamma_k(d_ + 4, kU);
@@ -231,7 +241,7 @@ class HeadCodes {
           int_dots(&codes_[static_cast<size_t>(b0 + i) * d_], qall.data(), m, d_, dots.data() + i, kBlock);
         const double *sc = &scale_[b0], *cf = &cfac_[b0], *rs = &resid_[b0], *xn = &xnorm_[b0];
         for (index_t j = 0; j < m; ++j) {
-          const double sa = rows[j].sa, ra = rows[j].ra, na = rows[j].na, gna = gam * rows[j].na;
+          const double sa = rows[j].sa, ra = rows[j].ra, na = rows[j].na, gna = gam * rows[j].na0;
           const std::int32_t* dj = dots.data() + j * kBlock;
           double* lo = lb.data();
           double* hi = ub.data();
@@ -321,11 +331,31 @@ class HeadCodes {
   }
 
  private:
-  void code(index_t i, const T* x) {
+  // Per-channel powers of two cs_k >= max |x_k| over the first keys appended (1 for float64 keys,
+  // whose division by cs_k could underflow, and where a channel is 0 or the scale is extreme).
+  // Keys are coded as x / cs (exact for float32 keys), queries as a * cs, so <a, x> is unchanged
+  // and a channel of large values (the "massive activations" of LLM keys) no longer coarsens the
+  // codes of every other channel. Later keys beyond cs_k only widen their own bound (resid).
+  void channel_scales(const T* keys, index_t count) {
+    cs_.assign(d_, 1.0);
+    if (!std::is_same_v<T, float>) return;
+    for (int k = 0; k < d_; ++k) {
+      double mx = 0;
+      for (index_t i = 0; i < count; ++i) mx = std::max(mx, std::fabs(static_cast<double>(keys[i * d_ + k])));
+      int e = 0;
+      if (mx > 0 && std::isfinite(mx)) std::frexp(mx, &e);  // mx < 2^e
+      cs_[k] = std::ldexp(1.0, std::max(-500, std::min(500, e)));
+    }
+  }
+
+  void code(index_t i, const T* x0) {
     std::int8_t* c = &codes_[static_cast<size_t>(i) * d_];
+    xnorm_[i] = norm_up(x0, d_);
+    std::vector<double> xs(d_);
+    for (int k = 0; k < d_; ++k) xs[k] = static_cast<double>(x0[k]) / cs_[k];
+    const double* x = xs.data();
     double mx = 0;
-    for (int k = 0; k < d_; ++k) mx = std::max(mx, std::fabs(static_cast<double>(x[k])));
-    xnorm_[i] = norm_up(x, d_);
+    for (int k = 0; k < d_; ++k) mx = std::max(mx, std::fabs(x[k]));
     std::fill(c, c + d_, std::int8_t{0});
     scale_[i] = cfac_[i] = resid_[i] = 0;
     if (mx == 0) return;  // exact: all codes 0
@@ -342,7 +372,8 @@ class HeadCodes {
   index_t n_ = 0;
   double kmax_ = 0, vmax_ = 0;
   std::vector<std::int8_t> codes_;
-  std::vector<double> scale_, cfac_, resid_, xnorm_;  // per key: s, s ||c||, ||x - s c||, ||x||
+  std::vector<double> cs_;                            // per channel: the scale of the codes
+  std::vector<double> scale_, cfac_, resid_, xnorm_;  // per key: s, s ||c||, ||x/cs - s c||, ||x||
 };
 
 // Softmax over each row's selected keys: out_j = sum_e w_e v_e / sum_e w_e with
