@@ -53,7 +53,7 @@ from ._cache import DecodeCache
 # MIN_KEYS: top_r alone (the fused step over the key codes: one compiled call per kv head);
 # MIN_KEYS_SCAN: every other setting (top_p, threshold, none), whose selection is not fused and
 # was not measured to beat sdpa below it.
-MIN_KEYS = 1 << 13
+MIN_KEYS = 1 << 12
 MIN_KEYS_SCAN = 1 << 17
 
 _ATTR = "_hsrgeom_settings"     # on attention modules: their Settings, or None (not selected)
