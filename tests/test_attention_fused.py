@@ -167,7 +167,7 @@ def test_decode_top_p_and_threshold_over_codes_keep_their_guarantees(dtype):
         assert (1 - st["kept_mass"] <= st["dropped_mass_bound"] + 1e-12).all()
         assert (st["dropped_mass_bound"] <= 1 - p + 1e-12).all()
         np.testing.assert_allclose(out, out2, rtol=0, atol=TOL[dtype] * np.abs(out2).max())
-    thr = np.quantile(R.scores(q, k) / np.sqrt(32), 0.97, axis=-1)  # per row, (b, h, 1)
+    thr = np.quantile(R.scores(q, k), 0.97, axis=-1)  # logits, per row: (b, h, 1)
     out, st = fused.attend(q, mode="softmax", threshold=thr, top_r=20, return_stats="exact")
     out2, st2 = plain.attend(q, mode="softmax", threshold=thr, top_r=20, return_stats="exact")
     np.testing.assert_array_equal(st["entries"], st2["entries"])
@@ -266,3 +266,36 @@ def test_codes_channel_scales_keep_massive_channels_from_blurring_the_rest():
     for j in range(4):
         np.testing.assert_array_equal(ids[lims[j] : lims[j + 1]], np.sort(np.argsort(-S[j], kind="stable")[:16]))
     assert tested <= 4 * 4 * 16, tested  # per-row scales alone read 1077 rows here (92 now)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decode_top_p_fused_keeps_its_certificate(dtype, monkeypatch):
+    """top_p in one compiled call per kv head: the kept set is the `entries` largest logits
+    (ties to the smaller position), the true share is >= p, and 1 - share <= bound <= 1 - p; on
+    all-equal keys the prefix is exactly ceil(p n). The fused call really ran."""
+    from hsrgeom.attention import _api
+    calls = []
+    orig = _api.softmax_top_p
+    monkeypatch.setattr(_api, "softmax_top_p", lambda *a: calls.append(1) or orig(*a))
+    rng = np.random.default_rng(12)
+    q, k, v = _decode(rng, dtype, b=1, h=4, hkv=1, n=700)
+    k[0, 0, 350:] = k[0, 0, :350]  # duplicates: ties at every cut
+    cases = [(q, k), (q, np.ones_like(k))]
+    for qq, kk in cases:
+        cache = A.DecodeCache().append(kk, v)
+        S = R.scores(qq, kk)[0, :, 0]  # (heads, n) float64 logits
+        for p in (0.3, 0.9, 0.999):
+            out, st = cache.attend(qq, mode="softmax", top_p=p, return_stats="exact")
+            e = st["entries"][0, :, 0]
+            assert (st["kept_mass"] >= p * (1 - 1e-12)).all()
+            assert (1 - st["kept_mass"] <= st["dropped_mass_bound"] + 1e-12).all()
+            assert (st["dropped_mass_bound"] <= 1 - p + 1e-12).all()
+            for h in range(4):
+                top = np.lexsort((np.arange(700), -S[h]))[: e[h]]
+                ref = R.topr_softmax_attention(qq[:, h : h + 1], kk, v, top_r=int(e[h]))
+                np.testing.assert_allclose(out[0, h], ref[0, 0], rtol=0, atol=TOL[dtype] * np.abs(ref).max())
+                if kk is not k:
+                    assert e[h] == int(np.ceil(p * 700 - 1e-9))
+                assert st["kept_mass"][0, h, 0] == pytest.approx(np.exp(S[h, top] - S[h].max()).sum()
+                                                                  / np.exp(S[h] - S[h].max()).sum(), rel=1e-9)
+    assert len(calls) == 6

@@ -423,5 +423,72 @@ bool softmax_rows(const Selection& sel, index_t m, const T* V, int dv, index_t v
   return ok;
 }
 
+// Certified top-p over each row's keys (all n visible), as softmax_attention(top_p=p) with
+// 0 < p < 1 (docs/attention.md, "Top-p with a certificate"): s* = the row's largest float64
+// score (exact top-1, `top1`), R = the keys with score >= t = s* - g / scale - slack
+// (`report`, g = log(p n / (1 - p)), slack: the float64 rounding of a score), taken by score
+// descending (ties to the smaller id) with w = exp(scale (s - s*)); every key outside R has
+// w <= exp(scale (t + slack - s*)), so with U = (n - |R|) that bound the total mass Z lies in
+// [Z_R, Z_R + U]; the kept prefix P is the shortest with Z_P >= p (Z_R + U), and its dropped
+// share is at most (Z_R - Z_P + U) / (Z_R + U) (bound). Writes out (m x dv: the softmax over P),
+// bound, entries = |P|, and the CSR of P (ids ascending) into *kept. Returns false when an
+// output is not finite (the caller takes the general path).
+template <class T>
+bool softmax_top_p_rows(const Selection& report, index_t m, index_t n, const T* V, int dv, double scale,
+                        const double* t, const double* slack, double p, double* out, double* bound,
+                        std::int64_t* entries, Selection* kept) {
+  bool ok = true;
+  kept->lims.assign(m + 1, 0);
+  kept->ids.clear();
+  kept->scores.clear();
+  std::vector<std::pair<double, index_t>> row;
+  for (index_t j = 0; j < m; ++j) {
+    double* o = out + static_cast<size_t>(j) * dv;
+    std::fill(o, o + dv, 0.0);
+    row.clear();
+    for (std::int64_t x = report.lims[j]; x < report.lims[j + 1]; ++x) row.emplace_back(report.scores[x], report.ids[x]);
+    std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    });
+    const index_t r = static_cast<index_t>(row.size());
+    if (r == 0) {  // cannot happen (s*'s key is in R); no certificate without it
+      entries[j] = 0;
+      bound[j] = 1.0;
+      kept->lims[j + 1] = kept->lims[j];
+      ok = false;
+      continue;
+    }
+    const double top = row[0].first;
+    std::vector<double> w(r);
+    double zk = 0;
+    for (index_t e = 0; e < r; ++e) zk += (w[e] = std::exp(scale * (row[e].first - top)));
+    const double u = r == n ? 0.0 : static_cast<double>(n - r) * std::exp(std::min(scale * (t[j] + slack[j] - top), 700.0));
+    const double need = p * (zk + u);
+    double zp = 0, prior = 0;
+    index_t take = 0;
+    for (; take < r && prior < need; ++take) prior += w[take];
+    for (index_t e = 0; e < take; ++e) {
+      zp += w[e];
+      const T* v = V + static_cast<size_t>(row[e].second) * dv;
+      for (int k = 0; k < dv; ++k) o[k] += w[e] * static_cast<double>(v[k]);
+    }
+    for (int k = 0; k < dv; ++k) {
+      o[k] /= zp;
+      ok &= std::isfinite(o[k]);
+    }
+    entries[j] = take;
+    bound[j] = take == n ? 0.0 : (std::max(zk - zp, 0.0) + u) / (zk + u);
+    std::vector<std::pair<index_t, double>> ids(take);
+    for (index_t e = 0; e < take; ++e) ids[e] = {row[e].second, row[e].first};
+    std::sort(ids.begin(), ids.end());
+    for (const auto& [id, sc] : ids) {
+      kept->ids.push_back(id);
+      kept->scores.push_back(sc);
+    }
+    kept->lims[j + 1] = static_cast<std::int64_t>(kept->ids.size());
+  }
+  return ok;
+}
+
 }  // namespace attend
 }  // namespace hsrgeom

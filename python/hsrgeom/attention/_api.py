@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import HalfspaceResult
 from . import _inputs as I
-from ._fused import CodedKeys, softmax_top_r
+from ._fused import CodedKeys, softmax_top_p, softmax_top_r
 from ._sparse import HeadKeys, ScaledRows, finish_rows, log2_max_norm, max_norm, score_slack, weighted_rows
 
 _STAT_DOC = """
@@ -304,8 +304,11 @@ def _run(mode, q, head, kv_shape, *, scale, causal, bias=None, alpha=1, top_r=No
                 vmax = max_norm(Vh) if vmax is None else vmax
                 thr = None if threshold is None else threshold[b, heads].reshape(-1)
                 fused = None
-                if isinstance(hk, CodedKeys) and threshold is None and top_p is None:
-                    fused = softmax_top_r(Qg, K, Vh, hk.codes, top_r, scale)  # one compiled call
+                if isinstance(hk, CodedKeys) and threshold is None:  # one compiled call
+                    if top_p is None:
+                        fused = softmax_top_r(Qg, K, Vh, hk.codes, top_r, scale)
+                    elif top_p < 1.0:
+                        fused = softmax_top_p(Qg, K, Vh, hk.codes, top_p, scale)
                 if fused is not None:
                     o, st = fused
                     hk.points_tested += st.pop("points_tested")

@@ -7,7 +7,8 @@ rows, exactly the keys a scan of the float64 scores would (top-r, ties to the sm
 or a threshold), reading one byte per coordinate for every key and the full rows of the few
 candidates only. ``softmax_top_r`` also takes the softmax over the kept keys, the V gather and
 the certified dropped-mass bound in the same call, so a decoding step with ``top_r`` costs one
-compiled call per kv head and a few array operations. Top-p and thresholds use
+compiled call per kv head and a few array operations; so does top-p (``softmax_top_p``: two
+scans of the codes, the certified prefix, softmax and gather). Thresholds use
 :class:`CodedKeys`, which gives ``_api._head_softmax`` the same ``topk`` / ``report`` a
 ``HeadKeys`` index gives (the selection then costs two scans of the codes).
 
@@ -61,6 +62,15 @@ class CodedKeys:
         return lims, ids, dots
 
 
+def softmax_top_p(Qg, K, V, codes, p, scale):
+    """Certified top-p (0 < p < 1) of each row of ``Qg`` (all rows see every key) in one compiled
+    call: the exact top-1, one report at ``s* - g``, the shortest certified prefix, its softmax
+    and V gather (the algorithm and proof of :func:`~hsrgeom.attention.softmax_attention`).
+    Returns as :func:`softmax_top_r`, or None where the general path must run."""
+    res = codes.softmax_top_p(Qg, K, V, float(p), float(scale), get_num_threads())
+    return None if res is None else _stats(res, codes)
+
+
 def softmax_top_r(Qg, K, V, codes, r, scale):
     """Softmax over the exact top-r keys of each row of ``Qg`` (all rows see every key), in one
     compiled call: ``(out (m, d_v) float64, stats)`` or None where the general path must run
@@ -68,8 +78,10 @@ def softmax_top_r(Qg, K, V, codes, r, scale):
     Stats: ``entries``, ``dropped_mass_bound``, ``error_bound`` (per row), ``_kept`` (CSR of the
     kept keys) and ``points_tested`` (full key rows read)."""
     res = codes.softmax_top_r(Qg, K, V, int(r), float(scale), get_num_threads())
-    if res is None:
-        return None
+    return None if res is None else _stats(res, codes)
+
+
+def _stats(res, codes):
     out, entries, bound, lims, ids, tested = res
     err = np.where(bound > 0, 2.0 * bound * codes.value_norm_max, 0.0)
     return out, {"entries": entries, "dropped_mass_bound": bound, "error_bound": err, "_kept": (lims, ids),

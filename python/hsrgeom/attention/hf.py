@@ -51,8 +51,8 @@ from ._cache import DecodeCache
 # machine (Gemma 3 270M shapes: 4 query heads over 1 kv head, d = 256, float32, one token):
 # torch sdpa against DecodeCache.attend; see docs/attention.md, "transformers integration".
 # MIN_KEYS: top_r alone (the fused step over the key codes: one compiled call per kv head);
-# MIN_KEYS_SCAN: every other setting (top_p, threshold, none), whose selection is not fused and
-# was not measured to beat sdpa below it.
+# MIN_KEYS_SCAN: every other setting (top_p, threshold, none), which keep a large share of the
+# keys on real layers and were not measured to beat sdpa below it.
 MIN_KEYS = 1 << 12
 MIN_KEYS_SCAN = 1 << 17
 
