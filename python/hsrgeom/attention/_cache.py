@@ -69,9 +69,11 @@ class DecodeCache:
     keys of each kv head with proven error bounds (n (d + 32) bytes). A decoding step (one query
     row per head) in softmax mode then selects its keys from them: every key's code is read
     once for all query heads of the kv head, and the full rows only of the keys the bounds
-    cannot exclude, so the kept set is exactly the one of the float64 scores; with ``top_r``
-    the softmax, the V gather and the dropped-mass bound run in the same compiled call (one
-    call per kv head and token). ReLU steps and prompt rows use the index.
+    cannot exclude, so the kept set is exactly the one of the float64 scores; with ``top_r`` or
+    ``top_p`` the selection, the softmax, the V gather and the certified bound run in one
+    compiled call per kv head and token (thresholds select from the codes too). The codes are
+    scaled per channel from the first keys appended (append the prompt first). ReLU steps and
+    prompt rows use the index.
 
     ``attend(q, ...)`` treats the m rows of q as the last m positions of the cache (row i sees
     keys ``j <= len(cache) - m + i``; decoding one token, m = 1, sees every key) and returns
