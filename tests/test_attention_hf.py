@@ -299,3 +299,14 @@ def test_import_needs_llm_extra():
     plain = subprocess.run([sys.executable, "-c", "import sys, hsrgeom.attention; print('torch' in sys.modules)"],
                            capture_output=True, text=True, timeout=120)
     assert plain.stdout.strip() == "False", plain.stderr
+
+
+def test_dense_fallback_threshold_follows_the_knob():
+    """top_r alone runs the fused step (MIN_KEYS); top_p, thresholds and no knob fall back to
+    sdpa up to MIN_KEYS_SCAN; an explicit min_keys wins."""
+    assert hf.MIN_KEYS < hf.MIN_KEYS_SCAN
+    assert hf.Settings(top_r=64).min_keys == hf.MIN_KEYS
+    assert hf.Settings(top_p=0.99).min_keys == hf.MIN_KEYS_SCAN
+    assert hf.Settings(threshold=1.0, top_r=5).min_keys == hf.MIN_KEYS_SCAN
+    assert hf.Settings().min_keys == hf.MIN_KEYS_SCAN
+    assert hf.Settings(top_r=64, min_keys=7).min_keys == 7

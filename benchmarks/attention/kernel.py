@@ -4,11 +4,13 @@
 Methods, on the same keys: torch ``scaled_dot_product_attention`` (dense, what transformers
 runs); the plain GEMV scan (numpy ``K @ q`` for the 4 heads, then the top-r by ``argpartition``,
 softmax over them and the V gather: the exact bar an index must clear); hsrgeom
-``DecodeCache.attend`` with ``top_r`` and with ``top_p``. For each: median latency (interleaved
-rounds, load average beside), keys kept, the share of the softmax mass kept and the output's
-relative error against float64 dense softmax. Keys are synthetic (Gaussian with planted peaks,
-as the ``fallback`` experiment), or with ``--real TOKENS`` the captured post-RoPE Q/K/V of Gemma
-3 270M's full-attention layers (the last query row over all TOKENS keys).
+``DecodeCache.attend`` with ``top_r`` (the fused step over the key codes: one compiled call per
+kv head) and with ``top_p`` (and with ``--plain`` the index path, ``DecodeCache(codes=False)``).
+For each: median latency (interleaved rounds, load average beside), keys kept, the share of
+the softmax mass kept and the output's relative error against float64 dense softmax. Keys are
+synthetic (Gaussian with planted peaks, as the ``fallback`` experiment), or with ``--real
+TOKENS`` the captured post-RoPE Q/K/V of Gemma 3 270M's full-attention layers (the last query
+row over all TOKENS keys).
 """
 from __future__ import annotations
 
@@ -25,6 +27,10 @@ def add_arguments(parser, name):
     parser.add_argument("--top-p", type=float, default=0.99, help="top_p (default 0.99)")
     parser.add_argument("--flat", action="store_true", help="plain Gaussian keys (no planted peak)")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--plain", action="store_true",
+                        help="also time DecodeCache(codes=False) (the index path, before the fused step)")
+    parser.add_argument("--npz", metavar="FILE",
+                        help="a capture of --real (~/.cache/hsrgeom-llm/qkv-*.npz), read without loading the model")
     parser.add_argument("--real", type=int, default=0, metavar="TOKENS",
                         help="captured Q/K/V of the full-attention layers of a TOKENS-token forward pass of "
                              "Gemma 3 270M (the [llm] extra; cached under ~/.cache/hsrgeom-llm) instead of "
@@ -50,10 +56,31 @@ def _gemv_top_r(q, k, v, scale, r):
     return out, kept
 
 
+def sdpa_call(q, k, v, scale):
+    """A function running torch sdpa for the query heads q (h, d) over one kv head (k, v)."""
+    import torch
+    import torch.nn.functional as F
+    qt = torch.from_numpy(q)[None, :, None]
+    kt, vt = torch.from_numpy(k)[None, None], torch.from_numpy(v)[None, None]
+
+    def sdpa():
+        with torch.no_grad():
+            return F.scaled_dot_product_attention(qt, kt, vt, scale=scale, enable_gqa=True)[0, :, 0].numpy()
+    return sdpa
+
+
 def _cases(args):
     """(label, q (4, d), k (n, d), v (n, d), scale) per measured case: synthetic keys at each
     ``--n``, or with ``--real T`` the last query row of each full-attention layer of a T-token
     forward pass of Gemma 3 270M over the standard-library text (captured post-RoPE, cached)."""
+    if getattr(args, "npz", None):  # a capture file of llm._capture, read without the model
+        z = np.load(args.npz)
+        args.real = z["5_k"].shape[2] if "5_k" in z else 0
+        for layer in sorted({int(f.split("_")[0]) for f in z.keys()}):
+            yield (f"layer {layer}", np.ascontiguousarray(z[f"{layer}_q"][0, :, -1]),
+                   np.ascontiguousarray(z[f"{layer}_k"][0, 0]), np.ascontiguousarray(z[f"{layer}_v"][0, 0]),
+                   float(z[f"{layer}_scale"]))
+        return
     if args.real:
         import llm
         args.tokens = args.real
@@ -74,7 +101,6 @@ def _cases(args):
 
 def run(args, name, argv):
     import torch
-    import torch.nn.functional as F
 
     from hsrgeom.attention import DecodeCache
     torch.set_num_threads(args.torch_threads)
@@ -84,15 +110,10 @@ def run(args, name, argv):
     for label, q, k, v, scale in _cases(args):
         n = len(k)
         p64, ref = _dense64(q, k, v, scale)
-        cache = DecodeCache().append(k[None, None], v[None, None])
-        qt = torch.from_numpy(q)[None, :, None]
-        kt, vt = torch.from_numpy(k)[None, None], torch.from_numpy(v)[None, None]
+        cache = DecodeCache().append(k[None, None], v[None, None])  # codes: the fused step
+        plain = DecodeCache(codes=False).append(k[None, None], v[None, None]) if args.plain else None
         qn = q[None, :, None]
-
-        def sdpa():
-            with torch.no_grad():
-                return F.scaled_dot_product_attention(qt, kt, vt, scale=scale, enable_gqa=True)[0, :, 0].numpy()
-
+        sdpa = sdpa_call(q, k, v, scale)
         fns = {
             "sdpa": sdpa,
             f"GEMV + top_r={args.top_r}": lambda: _gemv_top_r(q, k, v, scale, args.top_r)[0],
@@ -101,12 +122,18 @@ def run(args, name, argv):
             f"hsrgeom top_p={args.top_p}": lambda: cache.attend(qn, mode="softmax", top_p=args.top_p, scale=scale,
                                                                 return_stats=False)[0, :, 0],
         }
+        if plain is not None:
+            fns[f"index top_r={args.top_r} (codes=False)"] = lambda: plain.attend(
+                qn, mode="softmax", top_r=args.top_r, scale=scale, return_stats=False)[0, :, 0]
         # quality: keys kept, softmax mass kept, relative output error (vs float64 dense)
         _, kept_g = _gemv_top_r(q, k, v, scale, args.top_r)
         quality = {"sdpa": (n, 1.0), f"GEMV + top_r={args.top_r}":
                    (args.top_r, float(np.mean([p64[h, kept_g[h]].sum() for h in range(4)])))}
         for key, kw in ((f"hsrgeom top_r={args.top_r}", {"top_r": args.top_r}),
-                        (f"hsrgeom top_p={args.top_p}", {"top_p": args.top_p})):
+                        (f"hsrgeom top_p={args.top_p}", {"top_p": args.top_p}),
+                        (f"index top_r={args.top_r} (codes=False)", {"top_r": args.top_r})):
+            if key not in fns:
+                continue
             _, st = cache.attend(qn, mode="softmax", scale=scale, return_stats="exact", **kw)
             quality[key] = (float(st["entries"].mean()), float(st["kept_mass"].mean()))
         med, load = interleaved(fns, args.repeat, max(1, int(1e5 // n)))

@@ -24,6 +24,8 @@ EXPERIMENTS = {
                              "per decoding step at Gemma 3 270M shapes (needs torch)"),
     "kernel": ("kernel", "one layer, one decoding step at Gemma 3 270M shapes: sdpa vs GEMV + top-r vs hsrgeom "
                          "top_r / top_p (needs torch)"),
+    "peers": ("peers", "one layer, one decoding step at Gemma 3 270M shapes: sdpa, GEMV + top-r, hsrgeom, Quest-style "
+                       "pages, faiss HNSW, SimHash sampling (needs torch and faiss-cpu)"),
     "generate-llm": ("llm", "5. generation with hsrgeom attention in Gemma 3 270M vs dense (needs the [llm] extra)"),
 }
 

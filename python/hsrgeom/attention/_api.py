@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import HalfspaceResult
 from . import _inputs as I
+from ._fused import CodedKeys, softmax_top_p, softmax_top_r
 from ._sparse import HeadKeys, ScaledRows, finish_rows, log2_max_norm, max_norm, score_slack, weighted_rows
 
 _STAT_DOC = """
@@ -299,9 +300,20 @@ def _run(mode, q, head, kv_shape, *, scale, causal, bias=None, alpha=1, top_r=No
             if mode == "relu":
                 o, st = _head_relu(Qg, K, Vh, hk, glimit, scale, bias[b, heads].reshape(-1), alpha)
             else:
-                vmax = max_norm(Vh)
+                vmax = getattr(hk, "vmax", None)  # kept by the codes of a DecodeCache
+                vmax = max_norm(Vh) if vmax is None else vmax
                 thr = None if threshold is None else threshold[b, heads].reshape(-1)
-                o, st = _head_softmax(Qg, K, Vh, hk, glimit, scale, top_r, thr, vmax, top_p)
+                fused = None
+                if isinstance(hk, CodedKeys) and threshold is None:  # one compiled call
+                    if top_p is None:
+                        fused = softmax_top_r(Qg, K, Vh, hk.codes, top_r, scale)
+                    elif top_p < 1.0:
+                        fused = softmax_top_p(Qg, K, Vh, hk.codes, top_p, scale)
+                if fused is not None:
+                    o, st = fused
+                    hk.points_tested += st.pop("points_tested")
+                else:
+                    o, st = _head_softmax(Qg, K, Vh, hk, glimit, scale, top_r, thr, vmax, top_p)
                 kept = st.pop("_kept")
                 if exact:
                     st.update(_exact_softmax_stats(Qg, K, Vh, glimit, scale, o, kept))

@@ -6,6 +6,7 @@ import numpy as np
 
 from . import _inputs as I
 from ._api import _run
+from ._fused import MIN_DIM, CodedKeys, new_codes
 from ._sparse import HeadKeys
 
 
@@ -27,6 +28,14 @@ class _Grow:
     @property
     def data(self):
         return self.buf[: self.n]
+
+
+def _coded(k, v):
+    """The codes of keys k (n, d) with their values v (n, d_v)."""
+    codes = new_codes(k.shape[1], v.shape[1], k.dtype)
+    if len(k):
+        codes.append(np.ascontiguousarray(k), np.ascontiguousarray(v))
+    return codes
 
 
 class DecodeCache:
@@ -56,17 +65,28 @@ class DecodeCache:
     number for the first choice when known (e.g. ``n ** 0.8`` for a bias set as in the paper);
     later choices use the share the queries so far selected.
 
+    ``codes`` (default True; heads of dimension >= 16): the cache also keeps 8-bit codes of the
+    keys of each kv head with proven error bounds (n (d + 32) bytes). A decoding step (one query
+    row per head) in softmax mode then selects its keys from them: every key's code is read
+    once for all query heads of the kv head, and the full rows only of the keys the bounds
+    cannot exclude, so the kept set is exactly the one of the float64 scores; with ``top_r`` or
+    ``top_p`` the selection, the softmax, the V gather and the certified bound run in one
+    compiled call per kv head and token (thresholds select from the codes too). The codes are
+    scaled per channel from the first keys appended (append the prompt first). ReLU steps and
+    prompt rows use the index.
+
     ``attend(q, ...)`` treats the m rows of q as the last m positions of the cache (row i sees
     keys ``j <= len(cache) - m + i``; decoding one token, m = 1, sees every key) and returns
     what :func:`relu_attention` / :func:`softmax_attention` would on the cached keys and values,
     without rebuilding anything.
     """
 
-    def __init__(self, kind="auto", output_size=None, **params):
+    def __init__(self, kind="auto", output_size=None, *, codes=True, **params):
         self.kind = kind
         self.output_size = output_size
+        self.codes = bool(codes)
         self.params = params
-        self._k = self._v = self._heads = None
+        self._k = self._v = self._heads = self._codes = None
         self.dtype = None
 
     def __len__(self):
@@ -106,6 +126,8 @@ class DecodeCache:
             self._heads = [[HeadKeys(np.zeros((0, k.shape[3]), k.dtype), kind=self.kind, batch_size=1,
                                      output_size=self.output_size, **self.params)
                             for _ in range(H)] for _ in range(B)]
+            if self.codes and k.shape[3] >= MIN_DIM:
+                self._codes = [[new_codes(k.shape[3], v.shape[3], k.dtype) for _ in range(H)] for _ in range(B)]
         else:
             b, h, _, d, dv = self.shape
             if k.shape[:2] != (b, h) or k.shape[3] != d or v.shape[3] != dv:
@@ -118,7 +140,20 @@ class DecodeCache:
                 self._v[b][h].append(v[b, h])
                 hk.append(np.ascontiguousarray(k[b, h]), rebuild_from=self._k[b][h].data,
                           values=v[b, h], values_from=self._v[b][h].data)
+                if self._codes is not None and k.shape[2]:
+                    self._codes[b][h].append(np.ascontiguousarray(k[b, h]), np.ascontiguousarray(v[b, h]))
         return self
+
+    def __getstate__(self):
+        # the compiled codes are not pickled: they are rebuilt from the keys (deepcopy, pickle)
+        state = self.__dict__.copy()
+        state["_codes"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.codes and self._k is not None and self.shape[3] >= MIN_DIM:
+            self._codes = [[_coded(k.data, v.data) for k, v in zip(krow, vrow)] for krow, vrow in zip(self._k, self._v)]
 
     def keys(self):
         """The cached keys, (batch, kv_heads, n, d) (a copy)."""
@@ -155,8 +190,13 @@ class DecodeCache:
         return_stats = I.return_stats(return_stats, exact=mode == "softmax")
         kw = dict(bias=bias, alpha=alpha) if mode == "relu" else dict(top_r=top_r, threshold=threshold, top_p=top_p)
 
+        # a decoding step (one row per head: every key visible) in softmax mode selects from the
+        # codes of the keys (one compiled call per kv head for top_r, see _fused)
+        coded = self._codes is not None and mode == "softmax" and q.shape[2] == 1
+
         def head(b, kh):
-            return self._k[b][kh].data, self._v[b][kh].data, self._heads[b][kh]
+            K, V, hk = self._k[b][kh].data, self._v[b][kh].data, self._heads[b][kh]
+            return K, V, (CodedKeys(hk, self._codes[b][kh], K) if coded else hk)
 
         return _run(mode, q, head, self.shape[:2] + (n, dv), scale=scale, causal=True,
                     return_stats=return_stats, **kw)

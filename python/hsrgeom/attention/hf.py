@@ -16,7 +16,7 @@ What runs where (every other case is plain sdpa, so outputs are sdpa's):
   (one half-space index per (batch, kv head), grown by one key per token; all query heads of a
   kv head are one batch of queries), in softmax mode with the knobs given (``top_r``,
   ``threshold`` or ``top_p``; none of them: every key, i.e. dense softmax to rounding).
-* Prompt prefill (several query rows), contexts below ``min_keys`` (:data:`MIN_KEYS`, the dense
+* Prompt prefill (several query rows), contexts below ``min_keys`` (:data:`MIN_KEYS` / :data:`MIN_KEYS_SCAN`, the dense
   fallback: there sdpa is faster than any index), layers not selected (by default the
   sliding-window layers, whose few keys never pay for an index), padded batches (an explicit
   attention mask), dropout, logit soft-capping and attention sinks: sdpa.
@@ -50,7 +50,11 @@ from ._cache import DecodeCache
 # Dense fallback: below this many keys a decoding step runs sdpa. Measured on the development
 # machine (Gemma 3 270M shapes: 4 query heads over 1 kv head, d = 256, float32, one token):
 # torch sdpa against DecodeCache.attend; see docs/attention.md, "transformers integration".
-MIN_KEYS = 1 << 17
+# MIN_KEYS: top_r alone (the fused step over the key codes: one compiled call per kv head);
+# MIN_KEYS_SCAN: every other setting (top_p, threshold, none), which keep a large share of the
+# keys on real layers and were not measured to beat sdpa below it.
+MIN_KEYS = 1 << 12
+MIN_KEYS_SCAN = 1 << 17
 
 _ATTR = "_hsrgeom_settings"     # on attention modules: their Settings, or None (not selected)
 _LAYER = "_hsrgeom_layer"       # on the key tensor an HsrgeomLayer returns: that layer
@@ -86,7 +90,7 @@ class Settings:
             if top_r is not None or threshold is not None:
                 raise ValueError("top_p cannot be combined with top_r or threshold (it chooses its own cut-off)")
         if min_keys is None:
-            min_keys = MIN_KEYS
+            min_keys = MIN_KEYS if top_r is not None and threshold is None else MIN_KEYS_SCAN
         if isinstance(min_keys, (bool, np.bool_)) or not isinstance(min_keys, numbers.Integral) or min_keys < 0:
             raise ValueError(f"min_keys must be an integer >= 0, got {min_keys!r}")
         if not isinstance(index, str):
@@ -297,7 +301,7 @@ def enable(model, mode="softmax", *, top_r=None, threshold=None, top_p=None, lay
         "full": the full-attention layers (sliding-window layers keep sdpa). A selected
         sliding-window layer still runs sdpa: its cache holds only the window (transformers'
         window layer), over which no index is kept.
-    min_keys : int, default :data:`MIN_KEYS`
+    min_keys : int, default :data:`MIN_KEYS` (``top_r`` alone) or :data:`MIN_KEYS_SCAN` (others)
         The dense fallback: decoding steps over fewer keys run sdpa.
     index : str
         The ``kind`` of each head's index (:func:`hsrgeom.build_index`; "auto" chooses).
@@ -352,5 +356,5 @@ def settings(model):
     return {i: _module_settings(mod) for i, mod in sorted(_attention_modules(model), key=lambda t: t[0])}
 
 
-__all__ = ["MIN_KEYS", "Settings", "HsrgeomCache", "HsrgeomLayer", "attention", "register", "enable", "disable",
-           "settings"]
+__all__ = ["MIN_KEYS", "MIN_KEYS_SCAN", "Settings", "HsrgeomCache", "HsrgeomLayer", "attention", "register",
+           "enable", "disable", "settings"]

@@ -8,6 +8,7 @@ from transformers.cache_utils import DynamicLayer
 from ._cache import DecodeCache
 
 MIN_KEYS: int
+MIN_KEYS_SCAN: int
 
 class Settings:
     mode: str
