@@ -225,6 +225,14 @@ def test_output_dask_dataframe(client, tmp_path, dtype):
         assert got.shape[0] == r.ids.size and df.map_partitions(len).compute().sum() == r.ids.size
         none = idx.report(a[:2], [1e9, 1e9], output="dask")  # no shard visited
         assert list(none.columns) == ["query", "id"] and len(none.compute()) == 0
+        loc = hsrgeom.BruteForce(x)
+        new = idx.insert(x[:40] + 0.25)  # deltas and tombstones in the shards' answers
+        loc.insert(x[:40] + 0.25)
+        idx.remove([1, 2, int(new[3])])
+        loc.remove([1, 2, int(new[3])])
+        r = loc.report(a, b)
+        got = idx.report(a, b, output="dask").compute().sort_values(["query", "id"])
+        assert np.array_equal(got["query"].to_numpy(), r.rows()) and np.array_equal(got["id"].to_numpy(), r.ids)
 
 
 def test_sum_values(client, tmp_path):
@@ -515,6 +523,10 @@ def _built_left():
     return len(_shard._BUILT)
 
 
+def _restricted(dask_scheduler, keys):
+    return [k for k in keys if dask_scheduler.tasks[k].worker_restrictions or dask_scheduler.tasks[k].host_restrictions]
+
+
 def test_each_shard_is_built_once(fresh_client, tmp_path):
     """The build task's index is the one queries run on (its load task takes it, without reading
     the file); after a worker loss the lost shards are rebuilt from their files."""
@@ -529,6 +541,8 @@ def test_each_shard_is_built_once(fresh_client, tmp_path):
             _check(idx, loc, a, b)
             assert sum(client_.run(_count_file_loads).values()) == 0  # no shard read back from its file
             assert sum(client_.run(_built_left).values()) == 0  # nothing left behind in the workers
+            keys = [s["key"] for s in idx.shards]
+            assert client_.run_on_scheduler(_restricted, keys=keys) == []  # recomputation may go anywhere
     with hd.ShardedIndex.build(x, tmp_path / "u", client=client_, shards=6, partition="kd") as idx:
         new = idx.insert(x[:50] + 0.125)
         loc.insert(x[:50] + 0.125)
