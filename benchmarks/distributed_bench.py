@@ -3,6 +3,7 @@
 python benchmarks/distributed_bench.py visited            # (1) shards visited vs selectivity, kd vs chunks
 python benchmarks/distributed_bench.py overhead           # (2) per-batch overhead vs the local index
 python benchmarks/distributed_bench.py recovery           # (3) recovery time after a worker loss vs shard size
+python benchmarks/distributed_bench.py build              # sharded build time (kd, chunks) vs the local build
 python benchmarks/distributed_bench.py acceptance --n 10000000   # the acceptance run (kd, >= 256 shards)
 """
 from __future__ import annotations
@@ -71,26 +72,66 @@ def _best(f, reps=3):
     return min(ts), out
 
 
+def _disk(n, rng):
+    """n uniform points in the unit disk: ~100-point caps lie all around its boundary, so a
+    batch's queries visit many different shards (on a square they crowd into the corners)."""
+    r, t = np.sqrt(rng.random(n)), rng.uniform(0, 2 * np.pi, n)
+    return np.stack([r * np.cos(t), r * np.sin(t)], axis=1).astype(np.float32)
+
+
 def overhead(args):
+    """(2) per-batch cost, with the shards of a worker queried by one task per worker thread
+    (grouped, the default) and by one task per visited shard (per shard), in the same run."""
+    from hsrgeom.distributed import _index
+
     rng = np.random.default_rng(1)
-    n, S = args.n, 64
-    x = rng.uniform(-1, 1, (n, 2)).astype(np.float32)
+    n, S = args.n, args.shards
     cl, c = _cluster(2)
-    local = hsrgeom.PartitionTree(x)
+    print(f"(2) per-batch cost, n={n} d=2 float32, {S} kd shards (PartitionTree), LocalCluster 2x1 thread; "
+          f"local PartitionTree 1 thread; ~100 points per query; best of {args.reps}; {load()}")
+    print(f"{'data':>6} {'m':>6} {'local ms':>10} {'grouped ms':>11} {'tasks':>6} {'per-shard ms':>13} {'tasks':>6} "
+          f"{'shards/query':>13}")
+    for data in args.data:
+        x = rng.uniform(-1, 1, (n, 2)).astype(np.float32) if data == "square" else _disk(n, rng)
+        local = hsrgeom.PartitionTree(x)
+        with tempfile.TemporaryDirectory() as tmp:
+            idx = ShardedIndex.build(x, os.path.join(tmp, "i"), client=c, shards=S, partition="kd",
+                                     kind="partition_tree")
+            idx.report(x[:1], [10.0])
+            for m in args.m:
+                a, b = _queries(x, m, 100 / n, rng)
+                tl, rl = _best(lambda: local.report(a, b, n_threads=1), args.reps)
+                row = []
+                for grouped in (True, False):
+                    _index.ShardedIndex._group_by_worker = grouped
+                    ts, rs = _best(lambda: idx.report(a, b), args.reps)
+                    assert rs == rl
+                    row += [ts, idx.stats.tasks]
+                _index.ShardedIndex._group_by_worker = True
+                st = idx.stats
+                print(f"{data:>6} {m:>6} {tl * 1e3:>10.2f} {row[0] * 1e3:>11.2f} {row[1]:>6} {row[2] * 1e3:>13.2f} "
+                      f"{row[3]:>6} {st.shards_visited.mean():>13.2f}")
+            idx.close()
+    c.close()
+    cl.close()
+
+
+def build(args):
+    """Sharded build time (numpy input, PartitionTree shards) against one local build: with a
+    shard built once, a build costs the local build plus the kd shuffle and Dask round trips."""
+    rng = np.random.default_rng(4)
+    n, S = args.n, args.shards
+    x = rng.uniform(-1, 1, (n, 2)).astype(np.float32)
+    t_local, _ = _best(lambda: hsrgeom.PartitionTree(x), args.reps)
+    cl, c = _cluster(2)
+    print(f"build: n={n} d=2 float32, {S} shards (PartitionTree), LocalCluster 2x1 thread, best of {args.reps}; "
+          f"local PartitionTree {t_local:.2f} s (1 process); {load()}")
     with tempfile.TemporaryDirectory() as tmp:
-        idx = ShardedIndex.build(x, os.path.join(tmp, "i"), client=c, shards=S, partition="kd", kind="partition_tree")
-        print(f"(2) per-batch cost, n={n} d=2 float32, {S} kd shards (PartitionTree), LocalCluster 2x1 thread; "
-              f"local PartitionTree 1 thread; ~100 points per query; best of 3; {load()}")
-        print(f"{'m':>6} {'local ms':>10} {'sharded ms':>11} {'overhead ms':>12} {'shards/query':>13} {'tasks':>6}")
-        for m in (1, 100, 10_000):
-            a, b = _queries(x, m, 100 / n, rng)
-            tl, rl = _best(lambda: local.report(a, b, n_threads=1))
-            ts, rs = _best(lambda: idx.report(a, b))
-            assert rs == rl
-            st = idx.stats
-            print(f"{m:>6} {tl * 1e3:>10.2f} {ts * 1e3:>11.2f} {(ts - tl) * 1e3:>12.2f} "
-                  f"{st.shards_visited.mean():>13.2f} {st.tasks:>6}")
-        idx.close()
+        for part in ("kd", "chunks"):
+            runs = iter(range(100))
+            t, _ = _best(lambda: ShardedIndex.build(x, os.path.join(tmp, f"{part}{next(runs)}"), client=c, shards=S,
+                                                    partition=part, kind="partition_tree").close(), args.reps)
+            print(f"  {part:>6}: {t:.2f} s")
     c.close()
     cl.close()
 
@@ -213,14 +254,21 @@ def simulate(durs, visited, shard_size, m, wall, tasks_per_batch, rng):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["visited", "overhead", "recovery", "acceptance"])
+    p.add_argument("what", choices=["visited", "overhead", "recovery", "acceptance", "build"])
     p.add_argument("--n", type=int, default=None)
     p.add_argument("--tmp", default=None, help="directory for the acceptance run's files")
     p.add_argument("--sel", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2, 0.1, 0.5])
+    p.add_argument("--m", type=int, nargs="+", default=[1, 100, 10_000], help="overhead: queries per batch")
+    p.add_argument("--shards", type=int, default=64, help="overhead: number of kd shards")
+    p.add_argument("--reps", type=int, default=3, help="overhead: best of this many batches")
+    p.add_argument("--data", nargs="+", default=["square", "disk"], choices=["square", "disk"],
+                   help="overhead: uniform in [-1,1]^2, or in the unit disk (caps spread over many shards)")
     args = p.parse_args(argv)
-    defaults = {"visited": 200_000, "overhead": 1_000_000, "recovery": 2_000_000, "acceptance": 10_000_000}
+    defaults = {"visited": 200_000, "overhead": 1_000_000, "recovery": 2_000_000, "acceptance": 10_000_000,
+                "build": 2_000_000}
     args.n = args.n or defaults[args.what]
-    {"visited": visited, "overhead": overhead, "recovery": recovery, "acceptance": acceptance}[args.what](args)
+    {"visited": visited, "overhead": overhead, "recovery": recovery, "acceptance": acceptance,
+     "build": build}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -144,6 +144,53 @@ def test_sources_dask_array_and_npy(client, tmp_path):
             _check(idx, loc, a, b)
 
 
+@pytest.mark.parametrize("dtype,partition", [(np.float32, "kd"), (np.float64, "chunks")])
+def test_source_zarr_path(client, tmp_path, monkeypatch, dtype, partition):
+    """X as the path of a zarr array: read chunk by chunk by the workers, never in the client."""
+    zarr = pytest.importorskip("zarr")
+    x = _data(2500, 3, dtype, 6)
+    a, b = _queries(x, 16, 6)
+    z = zarr.open_array(str(tmp_path / "x.zarr"), mode="w", shape=x.shape, chunks=(400, 3), dtype=dtype)
+    z[:] = x
+    # the client reads only the array's metadata (and empty selections): reading data here fails
+    reads = []
+
+    def no_data(orig):
+        def get(self, *args, **kwargs):
+            out = orig(self, *args, **kwargs)
+            if np.size(out):
+                reads.append(args)
+            return out
+        return get
+
+    for name in ("__getitem__", "get_basic_selection", "get_orthogonal_selection"):
+        monkeypatch.setattr(zarr.Array, name, no_data(getattr(zarr.Array, name)))
+    with hd.ShardedIndex.build(tmp_path / "x.zarr", tmp_path / "ix", client=client, shards=5,
+                               partition=partition) as idx:
+        assert idx.dtype == np.dtype(dtype) and idx.n == len(x)
+        _check(idx, hsrgeom.BruteForce(x), a, b)
+    assert not reads, f"zarr data read in the client: {reads[:3]}"
+
+
+def test_source_path_errors(client, tmp_path):
+    """A path that is neither a .npy file nor a zarr array: a ValueError naming X, nothing built."""
+    zarr = pytest.importorskip("zarr")
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "notes.txt").write_text("not an array")
+    zarr.open_group(str(tmp_path / "group.zarr"), mode="w")
+    for bad, why in (("empty_dir", "not a zarr array"), ("notes.txt", "not a zarr array"),
+                     ("group.zarr", "not a zarr array"), ("missing.zarr", "does not exist"),
+                     ("missing.npy", "cannot read the .npy file")):
+        with pytest.raises(ValueError, match="^X: ") as e:
+            hd.ShardedIndex.build(tmp_path / bad, tmp_path / "ix", client=client, shards=2)
+        assert str(e.value).startswith("X: ") and why in str(e.value), str(e.value)
+        assert not (tmp_path / "ix").exists()
+    z = zarr.open_array(str(tmp_path / "i.zarr"), mode="w", shape=(10, 2), dtype=np.int32)
+    z[:] = 1
+    with pytest.raises(TypeError, match="float32 or float64"):
+        hd.ShardedIndex.build(tmp_path / "i.zarr", tmp_path / "ix", client=client)
+
+
 def test_kd_prunes_and_count_uses_manifest(client, tmp_path):
     rng = np.random.default_rng(0)
     x = rng.random((8000, 2))
@@ -158,14 +205,34 @@ def test_kd_prunes_and_count_uses_manifest(client, tmp_path):
         assert idx.stats.shards_visited[0] <= 4  # a thin slab of a 4x4 kd grid
 
 
-def test_output_dask(client, tmp_path):
-    x = _data(1000, 2, np.float64, 9)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_output_dask_dataframe(client, tmp_path, dtype):
+    """output="dask": a lazy dask DataFrame (query, id), one partition per visited shard, whose
+    compute() is the gathered answer up to row order."""
+    dd = pytest.importorskip("dask.dataframe")
+    x = _data(1000, 2, dtype, 9)
     a, b = _queries(x, 8, 9)
+    r = hsrgeom.BruteForce(x).report(a, b)
     with hd.ShardedIndex.build(x, tmp_path / "ix", client=client, shards=4, partition="kd") as idx:
-        pairs = idx.report(a, b, output="dask").compute()
-        r = hsrgeom.BruteForce(x).report(a, b)
-        got = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
-        assert np.array_equal(got[:, 0], r.rows()) and np.array_equal(got[:, 1], r.ids)
+        df = idx.report(a, b, output="dask")
+        assert isinstance(df, dd.DataFrame) and list(df.columns) == ["query", "id"]
+        assert 1 <= df.npartitions == idx.stats.tasks <= 4  # one partition per visited shard
+        assert not df.known_divisions
+        got = df.compute()
+        assert [str(t) for t in got.dtypes] == ["int64", "int64"]
+        got = got.sort_values(["query", "id"])
+        assert np.array_equal(got["query"].to_numpy(), r.rows()) and np.array_equal(got["id"].to_numpy(), r.ids)
+        assert got.shape[0] == r.ids.size and df.map_partitions(len).compute().sum() == r.ids.size
+        none = idx.report(a[:2], [1e9, 1e9], output="dask")  # no shard visited
+        assert list(none.columns) == ["query", "id"] and len(none.compute()) == 0
+        loc = hsrgeom.BruteForce(x)
+        new = idx.insert(x[:40] + 0.25)  # deltas and tombstones in the shards' answers
+        loc.insert(x[:40] + 0.25)
+        idx.remove([1, 2, int(new[3])])
+        loc.remove([1, 2, int(new[3])])
+        r = loc.report(a, b)
+        got = idx.report(a, b, output="dask").compute().sort_values(["query", "id"])
+        assert np.array_equal(got["query"].to_numpy(), r.rows()) and np.array_equal(got["id"].to_numpy(), r.ids)
 
 
 def test_sum_values(client, tmp_path):
@@ -433,6 +500,80 @@ def test_corrupted_file_is_never_used_after_a_worker_loss(fresh_client, tmp_path
         _kill_holder(client_, idx, 0)
         with pytest.raises(ValueError, match=idx.shards[0]["file"].replace(".", r"\.")):
             idx.report(a, b)
+
+
+def _count_file_loads():
+    """In a worker: count hsrgeom.load calls (a shard loaded from its file, i.e. built again)."""
+    import hsrgeom as h
+
+    if not hasattr(h, "_loads_seen"):
+        orig = h.load
+
+        def load(*args, **kwargs):
+            h._loads_seen += 1
+            return orig(*args, **kwargs)
+
+        h._loads_seen, h.load = 0, load
+    return h._loads_seen
+
+
+def _built_left():
+    from hsrgeom.distributed import _shard
+
+    return len(_shard._BUILT)
+
+
+def _restricted(dask_scheduler, keys):
+    return [k for k in keys if dask_scheduler.tasks[k].worker_restrictions or dask_scheduler.tasks[k].host_restrictions]
+
+
+def test_each_shard_is_built_once(fresh_client, tmp_path):
+    """The build task's index is the one queries run on (its load task takes it, without reading
+    the file); after a worker loss the lost shards are rebuilt from their files."""
+    client_ = fresh_client
+    client_.wait_for_workers(2, timeout=120)
+    client_.run(_count_file_loads)
+    x = _data(3000, 2, np.float64, 24)
+    a, b = _queries(x, 20, 24)
+    loc = hsrgeom.BruteForce(x)
+    for part in ("kd", "chunks"):
+        with hd.ShardedIndex.build(x, tmp_path / part, client=client_, shards=6, partition=part) as idx:
+            _check(idx, loc, a, b)
+            assert sum(client_.run(_count_file_loads).values()) == 0  # no shard read back from its file
+            assert sum(client_.run(_built_left).values()) == 0  # nothing left behind in the workers
+            keys = [s["key"] for s in idx.shards]
+            assert client_.run_on_scheduler(_restricted, keys=keys) == []  # recomputation may go anywhere
+    with hd.ShardedIndex.build(x, tmp_path / "u", client=client_, shards=6, partition="kd") as idx:
+        new = idx.insert(x[:50] + 0.125)
+        loc.insert(x[:50] + 0.125)
+        idx.flush()  # the rewritten shards are not read back either
+        assert sum(client_.run(_count_file_loads).values()) == 0
+        assert sum(client_.run(_built_left).values()) == 0
+        _kill_holder(client_, idx, 0)
+        _check(idx, loc, a, b)  # lost shards rebuilt from their (flushed) files
+        assert idx.n == loc.n and new[0] == len(x)
+
+
+def test_one_task_per_worker_thread(client, tmp_path):
+    """A batch runs one task per worker thread holding visited shards, not one per shard; the
+    answers are those of one task per shard."""
+    x = _data(4000, 2, np.float32, 25)
+    a, b = _queries(x, 40, 25)
+    b[2:6] = -1e9  # every shard visited
+    loc = hsrgeom.BruteForce(x)
+    with hd.ShardedIndex.build(x, tmp_path / "ix", client=client, shards=16, partition="kd") as idx:
+        threads = sum(client.nthreads().values())
+        _check(idx, loc, a, b)
+        r = idx.report(a, b)
+        assert idx.stats.shards_visited.max() == 16 and idx.stats.tasks <= threads
+        c = idx.count(a, b)
+        assert idx.stats.tasks <= threads
+        try:
+            idx._group_by_worker = False
+            assert idx.report(a, b) == r and idx.stats.tasks == 16
+            assert np.array_equal(idx.count(a, b), c)
+        finally:
+            del idx._group_by_worker
 
 
 def test_real_multiprocess_cluster(tmp_path):

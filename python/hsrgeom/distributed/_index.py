@@ -2,9 +2,10 @@
 
 How a query flows: validate as the local index does (a zero-point local index raises the same
 errors); classify every (query, shard) pair from the manifest's boxes, rounding-safe
-(:func:`._partition.classify`); submit one task per visited shard with the queries that need
-it, *on the shard's future* so Dask runs it where the shard lives; gather the small per-shard
-answers and merge them (ids ascending, top-k by the exact order with the local tie rule).
+(:func:`._partition.classify`); group the visited shards by the worker holding them and submit
+one task per worker thread, *on the shards' futures* so Dask runs it where they live, each
+shard answering the queries that need it; gather the small per-shard answers and merge them
+(ids ascending, top-k by the exact order with the local tie rule).
 """
 from __future__ import annotations
 
@@ -96,20 +97,45 @@ def _connect(client, timeout):
 
 
 def _source(X):
-    """(kind, object, n, d, dtype) of the build input: ("npy", path), ("dask", array), ("numpy", array)."""
+    """(how, source, array) of the build input: ("npy", path, memmap), ("dask", dask array,
+    the same) -- a zarr path becomes a dask array over its chunks -- or ("numpy", array, the same)."""
     if isinstance(X, (str, os.PathLike)):
         p = os.path.abspath(os.fspath(X))
-        if not p.endswith(".npy"):
-            raise ValueError(f"X: a path must name a .npy file, got {p!r}")
-        arr = np.load(p, mmap_mode="r")
-        return "npy", p, arr
+        if p.endswith(".npy"):
+            try:
+                arr = np.load(p, mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"X: cannot read the .npy file {p!r} ({type(exc).__name__}: {exc})") from None
+            return "npy", p, arr
+        arr = _zarr_source(p)
+        return "dask", arr, arr
     if hasattr(X, "dask") and hasattr(X, "to_delayed"):
         return "dask", X, X
     try:
         arr = np.asarray(X)
     except Exception as exc:  # noqa: BLE001
-        raise TypeError(f"X must be array-like, a dask array or a .npy path, got {type(X).__name__}") from exc
+        raise TypeError(f"X must be array-like, a dask array, a .npy path or a zarr array path, "
+                        f"got {type(X).__name__}") from exc
     return "numpy", arr, arr
+
+
+def _zarr_source(p):
+    """A dask array over the zarr array at path ``p`` (one dask chunk per zarr chunk; the
+    workers read the chunks, the client only the array's metadata)."""
+    if not os.path.exists(p):
+        raise ValueError(f"X: {p!r} does not exist; a path must name a .npy file or a zarr array")
+    try:
+        import dask.array as da
+        import zarr
+    except ImportError as exc:
+        raise ImportError(f"X: reading the zarr array {p!r} needs zarr: pip install 'hsrgeom[distributed]' "
+                          f"({exc})") from None
+    try:
+        z = zarr.open_array(p, mode="r")
+    except Exception as exc:  # noqa: BLE001 - zarr raises several types for "not an array here"
+        raise ValueError(f"X: {p!r} is not a zarr array ({type(exc).__name__}: {exc}); a path must name a .npy "
+                         f"file or a zarr array") from None
+    return da.from_zarr(z)
 
 
 def _check_points_meta(arr):
@@ -166,6 +192,7 @@ class ShardedIndex:
         self._client = self._cluster = None
         self._owns = False
         self._futs = []
+        self._nthreads = {}
         self._lock = threading.RLock()
         self._client, self._cluster, self._owns = _connect(client, timeout)
         self.path = os.path.abspath(os.fspath(path))
@@ -200,9 +227,10 @@ class ShardedIndex:
 
         Parameters
         ----------
-        X : ndarray, dask array, or path to a .npy file, shape (n, d), float32 or float64
+        X : ndarray, dask array, or path to a .npy file or a zarr array, shape (n, d), float32 or float64
             Global ids are the row numbers. A .npy path is read by the workers (memory-mapped),
-            so it must be on a file system they share, like ``path``.
+            a zarr array's chunks by the workers through ``dask.array.from_zarr`` (the client
+            reads only its metadata); either must be on a file system they share, like ``path``.
         path : str or PathLike
             A directory that does not exist or is empty; receives the shard files and the
             manifest (see ``hsrgeom.distributed._manifest``).
@@ -272,10 +300,25 @@ class ShardedIndex:
 
     @classmethod
     def _build(cls, how, src, arr, n, d, dt, path, client, kind, partition, S, vals, flat, seed, timeout, params):
+        self = object.__new__(cls)
+        self._lock = threading.RLock()
+        self._futs = []
+        self._nthreads = {}
+        self._client, self._cluster, self._owns = _connect(client, timeout)
+        self._token = uuid.uuid4().hex[:12]
+        try:
+            return self._build_on_cluster(how, src, arr, n, d, dt, path, kind, partition, S, vals, flat, seed,
+                                          params)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build_on_cluster(self, how, src, arr, n, d, dt, path, kind, partition, S, vals, flat, seed, params):
         rng = np.random.default_rng(seed)
         ns = min(n, max(20_000, 64 * S), 1_000_000)
         rows = np.sort(rng.choice(n, ns, replace=False)) if ns < n else np.arange(n)
-        sample = np.asarray(arr[rows].compute() if how == "dask" else arr[rows])
+        # a dask array's sample is computed by the workers (a zarr array is never read in the client)
+        sample = np.asarray(self._client.compute(arr[rows]).result() if how == "dask" else arr[rows])
         if sample.size and not np.isfinite(sample).all():
             raise ValueError("X contains NaN or inf (found in the sample)")
         reason = f"partition={partition!r} given"
@@ -290,29 +333,18 @@ class ShardedIndex:
                           f"cells: {'<' if partition == 'kd' else '>='} {AUTO_KD_FRACTION:.0%}")
         if partition == "chunks":
             nodes = []
-        self = object.__new__(cls)
-        self._lock = threading.RLock()
-        self._client, self._cluster, self._owns = _connect(client, timeout)
-        try:
-            metas = self._build_files(how, src, arr, n, d, dt, path, kind, partition, S, nodes, vals, flat, params)
-        except BaseException:
-            self.close()
-            raise
+        metas = self._build_files(how, src, arr, n, d, dt, path, kind, partition, S, nodes, vals, flat, params)
+        hints = {s: e.pop("worker") for s, e in enumerate(metas)}
         man = {"format": M.FORMAT, "version": M.VERSION, "d": d, "dtype": dt.name, "n": n, "next_id": n,
                "partition": partition, "partition_reason": reason, "cuts": nodes, "kind": kind, "params": params,
                "generation": 0, "wal_seq": 0, "values": None if vals is None else
                {"dtype": vals.dtype.name, "dv": int(vals.shape[1]), "flat": bool(flat)}, "shards": metas}
         M.write(path, man)
         self.path = path
-        self._token = uuid.uuid4().hex[:12]
         self._load_manifest(man)
         self._stats = ShardedStats()
         self._futs = [None] * S
-        try:
-            self._open_shards(range(S))
-        except BaseException:
-            self.close()
-            raise
+        self._open_shards(range(S), hints)
         return self
 
     def _build_files(self, how, src, arr, n, d, dt, path, kind, partition, S, nodes, vals, flat, params):
@@ -332,7 +364,7 @@ class ShardedIndex:
         if partition == "chunks":
             b = (n * np.arange(S + 1, dtype=np.int64)) // S
             futs = [c.submit(T.build_chunk_shard, rows_of(b[s], b[s + 1]), int(b[s]), int(b[s + 1]),
-                             vals_of(b[s], b[s + 1]), shard_path[s], kind, params, flat, pure=False)
+                             vals_of(b[s], b[s + 1]), shard_path[s], kind, params, flat, self._token, pure=False)
                     for s in range(S)]
             return c.gather(futs)
         tmp = os.path.join(path, "_shuffle")
@@ -342,7 +374,7 @@ class ShardedIndex:
         pieces = [c.submit(T.partition_piece, rows_of(pb[p], pb[p + 1]), int(pb[p]), int(pb[p + 1]),
                            vals_of(pb[p], pb[p + 1]), nodes, S, tmp, p, pure=False) for p in range(P)]
         futs = [c.submit(T.build_cell_shard, pieces, s, tmp, d, dt, vals is not None, shard_path[s], kind, params,
-                         flat, pure=False) for s in range(S)]
+                         flat, self._token, pure=False) for s in range(S)]
         metas = c.gather(futs)
         shutil.rmtree(tmp, ignore_errors=True)
         return metas
@@ -370,16 +402,44 @@ class ShardedIndex:
             raise
         return self
 
-    def _open_shards(self, which):
+    def _open_shards(self, which, hints=None):
+        """Submit the load tasks "read the file -> build" of shards ``which`` and wait. With
+        ``hints`` (shard -> address of the worker whose build task left the built state there),
+        each goes to that worker and takes the state instead of building again; its spec (the
+        lineage Dask replays after a loss) still names only the files and their sha256."""
         man, new = self._man, []
         for s in which:
             e = man["shards"][s]
             key = f"hsrgeom-shard-{self._token}-{s}-g{man['generation']}"
+            w = hints.get(s) if hints else None
+            where = {"workers": [w], "allow_other_workers": True} if w else {}
             self._futs[s] = self._client.submit(T.open_shard, os.path.join(self.path, e["file"]),
                                                 os.path.join(self.path, e["ids_file"]), e["sha256"],
-                                                e["ids_sha256"], key=key, pure=False)
+                                                e["ids_sha256"], self._token, key=key, pure=False, **where)
             new.append(self._futs[s])
-        _wait_all(new)
+        try:
+            _wait_all(new)
+        finally:
+            if hints:
+                self._unpin([f.key for f in new])
+                # built states that a load task did not take (it ran elsewhere): free them
+                self._client.run(T.drop_built, self._token, on_error="ignore")
+
+    def _unpin(self, keys):
+        """Drop the worker restrictions of loaded shards' tasks on the scheduler: they only
+        placed the first run next to the built state. A restriction would outlive its worker,
+        and Dask (2026.8) leaves a lost task restricted to dead workers in state "no-worker"
+        forever, even with allow_other_workers; a recomputation must be free to go anywhere."""
+
+        def unpin(dask_scheduler, keys):  # nested: pickled by value (the scheduler need not import hsrgeom)
+            for k in keys:
+                ts = dask_scheduler.tasks.get(k)
+                if ts is not None:
+                    ts.worker_restrictions = ts.host_restrictions = None
+                    ts.loose_restrictions = False
+            return True
+
+        self._client.run_on_scheduler(unpin, keys=keys)
 
     # ---- properties --------------------------------------------------------------------------
     @property
@@ -455,11 +515,60 @@ class ShardedIndex:
         return a, b
 
     def _run(self, fn, groups, *extra):
-        """Submit fn(shard, *args, *extra) per (shard, args) group; gather. Returns results and
-        the bytes moved."""
-        futs = [self._client.submit(fn, self._futs[s], *args, *extra, pure=False) for s, args in groups]
-        res = self._client.gather(futs) if futs else []
-        return res, sum(_nbytes(args) for _, args in groups) + sum(_nbytes(r) for r in res)
+        """fn(shard, *args, *extra) for every (shard, args) group, gathered: (results in the
+        order of ``groups``, bytes moved, tasks submitted). The shards that one worker holds
+        are queried by one task per worker thread (:meth:`_batches`), so a batch costs a few
+        scheduler round trips per worker, not one per shard."""
+        c = self._client
+        batches = self._batches(groups) if self._group_by_worker and len(groups) > 1 else \
+            [[i] for i in range(len(groups))]
+        futs = []
+        for bt in batches:
+            if len(bt) == 1:
+                s, args = groups[bt[0]]
+                futs.append(c.submit(fn, self._futs[s], *args, *extra, pure=False))
+            else:
+                futs.append(c.submit(T.run_many, fn, [self._futs[groups[i][0]] for i in bt],
+                                     [groups[i][1] for i in bt], extra, pure=False))
+        out = c.gather(futs) if futs else []
+        res = [None] * len(groups)
+        for bt, r in zip(batches, out):
+            if len(bt) == 1:
+                res[bt[0]] = r
+            else:
+                for i, ri in zip(bt, r):
+                    res[i] = ri
+        return res, sum(_nbytes(args) for _, args in groups) + sum(_nbytes(r) for r in res), len(futs)
+
+    #: query the shards of one worker in one task per worker thread (False: one task per shard)
+    _group_by_worker = True
+
+    def _batches(self, groups):
+        """Positions of ``groups`` by task: the shards held by one worker split into at most
+        its thread count of tasks (balanced by the bytes of their arguments, a proxy for the
+        queries each runs); a shard not in memory anywhere (lost, being recomputed) gets a task
+        of its own. Placement is only a hint: a task whose shards moved meanwhile is still
+        answered exactly (Dask moves the inputs to it)."""
+        keys = [self._futs[s].key for s, _ in groups]
+        who = self._client.who_has([self._futs[s] for s, _ in groups])
+        holders = [list(who.get(k, ())) for k in keys]
+        if any(h and h[0] not in self._nthreads for h in holders):
+            self._nthreads = dict(self._client.nthreads())
+        by_worker, out = {}, []
+        for i, h in enumerate(holders):
+            if h:
+                by_worker.setdefault(h[0], []).append(i)
+            else:
+                out.append([i])
+        for w, idx in by_worker.items():
+            t = max(1, min(int(self._nthreads.get(w, 1)), len(idx)))
+            loads, buckets = [0] * t, [[] for _ in range(t)]
+            for i in sorted(idx, key=lambda i: -_nbytes(groups[i][1])):
+                j = loads.index(min(loads))
+                buckets[j].append(i)
+                loads[j] += _nbytes(groups[i][1]) + 1
+            out.extend(sorted(b) for b in buckets)
+        return out
 
     def _groups(self, mask, a, b):
         return [(s, (qs, a[qs], b[qs])) for s in np.nonzero(mask.any(axis=0))[0]
@@ -469,10 +578,11 @@ class ShardedIndex:
     def report(self, normals, offsets, *, return_scores=False, output="numpy"):
         """Report the points of each closed half-space ``{x : <normals[j], x> >= offsets[j]}``:
         a :class:`hsrgeom.HalfspaceResult` with global ids ascending per query, exactly the local
-        index's. ``output="dask"``: the (query, id) pairs as a lazy dask array of shape
-        (total, 2), int64, whose chunks stay in the workers (one chunk per visited shard, rows
-        by query then id within a chunk; chunk sizes unknown until computed;
-        ``.to_dask_dataframe(["query", "id"])`` makes a DataFrame where pandas is installed)."""
+        index's. ``output="dask"``: the (query, id) pairs as a lazy ``dask.dataframe.DataFrame``
+        with int64 columns ``query`` and ``id``, not gathered: one partition per visited shard
+        (that shard's pairs for this batch, sorted by (query, id)), computed by a task on the
+        shard's worker; divisions unknown. ``.compute().sort_values(["query", "id"])`` gives
+        the pairs of the numpy result, row by row."""
         t0 = time.perf_counter()
         a, b = self._halfspaces(normals, offsets)
         if output not in ("numpy", "dask"):
@@ -482,7 +592,7 @@ class ShardedIndex:
         groups = self._groups(visit, a, b)
         if output == "dask":
             return self._report_dask(groups, visit, m, t0)
-        res, moved = self._run(_report_task, [(s, args[1:]) for s, args in groups], bool(return_scores))
+        res, moved, ntasks = self._run(_report_task, [(s, args[1:]) for s, args in groups], bool(return_scores))
         rows = [np.repeat(qs, cnt) for (_, (qs, _, _)), (cnt, _, _) in zip(groups, res)]
         rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         ids = np.concatenate([g for _, g, _ in res]) if res else np.zeros(0, np.int64)
@@ -492,21 +602,25 @@ class ShardedIndex:
         order = np.lexsort((ids, rows))
         out = hsrgeom.HalfspaceResult.from_rows(rows[order], ids[order], m,
                                                None if scores is None else scores[order])
-        self._stats = ShardedStats(m, visit.sum(axis=1).astype(np.int64), None, len(groups), moved,
+        self._stats = ShardedStats(m, visit.sum(axis=1).astype(np.int64), None, ntasks, moved,
                                    time.perf_counter() - t0)
         return out
 
     def _report_dask(self, groups, visit, m, t0):
-        import dask.array as da
-
-        futs = [self._client.submit(T.shard_report_pairs, self._futs[s], a, b, qs, pure=False)
+        try:
+            import dask.dataframe as dd
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError(f"output='dask' needs dask[dataframe] (pandas, pyarrow): "
+                              f"pip install 'hsrgeom[distributed]' ({exc})") from None
+        meta = pd.DataFrame({"query": np.zeros(0, np.int64), "id": np.zeros(0, np.int64)})
+        futs = [self._client.submit(T.shard_report_frame, self._futs[s], a, b, qs, pure=False)
                 for s, (qs, a, b) in groups]
         self._stats = ShardedStats(m, visit.sum(axis=1).astype(np.int64), None, len(groups), 0,
                                    time.perf_counter() - t0)
         if not futs:
-            return da.zeros((0, 2), dtype=np.int64)
-        parts = [da.from_delayed(f, shape=(np.nan, 2), dtype=np.int64) for f in futs]
-        return da.concatenate(parts, axis=0)
+            return dd.from_pandas(meta, npartitions=1)
+        return dd.from_delayed(futs, meta=meta, verify_meta=False)
 
     @_locked
     def count(self, normals, offsets):
@@ -518,11 +632,11 @@ class ShardedIndex:
         out = ((st == INSIDE) * self._alive[None, :]).sum(axis=1).astype(np.int64)
         part = st == PARTIAL
         groups = self._groups(part, a, b)
-        res, moved = self._run(T.shard_count, [(s, args[1:]) for s, args in groups])
+        res, moved, ntasks = self._run(T.shard_count, [(s, args[1:]) for s, args in groups])
         for (_, (qs, _, _)), c in zip(groups, res):
             out[qs] += c
         self._stats = ShardedStats(len(a), part.sum(axis=1).astype(np.int64),
-                                   (st == INSIDE).sum(axis=1).astype(np.int64), len(groups), moved,
+                                   (st == INSIDE).sum(axis=1).astype(np.int64), ntasks, moved,
                                    time.perf_counter() - t0)
         return out
 
@@ -536,11 +650,11 @@ class ShardedIndex:
         found = inside.any(axis=1)
         part = (st == PARTIAL) & ~found[:, None]
         groups = self._groups(part, a, b)
-        res, moved = self._run(T.shard_empty, [(s, args[1:]) for s, args in groups])
+        res, moved, ntasks = self._run(T.shard_empty, [(s, args[1:]) for s, args in groups])
         for (_, (qs, _, _)), e in zip(groups, res):
             found[qs] |= ~np.asarray(e, dtype=bool)
         self._stats = ShardedStats(len(a), part.sum(axis=1).astype(np.int64),
-                                   inside.sum(axis=1).astype(np.int64), len(groups), moved,
+                                   inside.sum(axis=1).astype(np.int64), ntasks, moved,
                                    time.perf_counter() - t0)
         return ~found
 
@@ -581,8 +695,8 @@ class ShardedIndex:
                 mask = ~visited & usable[None, :] & (up >= lower[:, None])
                 visited |= mask
             groups = [(s, (qs, q[qs])) for s in np.nonzero(mask.any(axis=0))[0] for qs in [np.nonzero(mask[:, s])[0]]]
-            res, mv = self._run(T.shard_topk, [(s, (args[1],)) for s, args in groups], k)
-            tasks, moved = tasks + len(groups), moved + mv
+            res, mv, nt = self._run(T.shard_topk, [(s, (args[1],)) for s, args in groups], k)
+            tasks, moved = tasks + nt, moved + mv
             if best is not None:
                 for j in range(m):
                     cand[j] = [(best[0][j], best[1][j], best[2][j])]
@@ -631,7 +745,7 @@ class ShardedIndex:
         visit = classify(a, b, self._lo, self._hi, self._nonempty) != SKIP
         groups = [(s, (qs, a[qs], b[qs], sh[qs])) for s in np.nonzero(visit.any(axis=0))[0]
                   for qs in [np.nonzero(visit[:, s])[0]]]
-        res, moved = self._run(T.shard_sum, [(s, args[1:]) for s, args in groups], power, attached)
+        res, moved, ntasks = self._run(T.shard_sum, [(s, args[1:]) for s, args in groups], power, attached)
         counts, weights = np.zeros(m, np.int64), np.zeros(m)
         dv = self._man["values"]["dv"] if attached else 0
         sums = np.zeros((m, dv)) if attached else None
@@ -642,7 +756,7 @@ class ShardedIndex:
                 sums[qs] += su
         if attached and self._man["values"]["flat"]:
             sums = sums[:, 0]
-        self._stats = ShardedStats(m, visit.sum(axis=1).astype(np.int64), None, len(groups), moved,
+        self._stats = ShardedStats(m, visit.sum(axis=1).astype(np.int64), None, ntasks, moved,
                                    time.perf_counter() - t0)
         return hsrgeom.HalfspaceSums(counts, weights, sums)
 
@@ -793,8 +907,9 @@ class ShardedIndex:
             params = e["params"] if e["n"] > 0 else man["params"]
             p = os.path.join(self.path, f"shard_{s:05d}.g{gen}.hsr")
             futs.append(self._client.submit(T.rewrite_shard, self._futs[s], p, kind, params,
-                                            bool(man["values"] and man["values"]["flat"]), pure=False))
+                                            bool(man["values"] and man["values"]["flat"]), self._token, pure=False))
         metas = self._client.gather(futs)
+        hints = {s: meta.pop("worker") for s, meta in zip(dirty, metas)}
         old = [(man["shards"][s]["file"], man["shards"][s]["ids_file"]) for s in dirty]
         new = dict(man, shards=list(man["shards"]), generation=gen, wal_seq=self._seq, next_id=self._next_id)
         for s, meta in zip(dirty, metas):
@@ -811,7 +926,7 @@ class ShardedIndex:
         futs_keep = self._futs
         self._load_manifest(new)
         self._futs = futs_keep
-        self._open_shards(dirty)
+        self._open_shards(dirty, hints)
 
 
 def _report_task(state, a, b, scores):

@@ -13,6 +13,13 @@ from its lineage after a worker loss). Invariants of a state:
 - ``dpts``/``dgids`` are the points inserted since the file was written (global ids ascending,
   all larger than any id in ``gids``), queried through ``delta`` (a BruteForce over them);
 - ``tomb`` (sorted) holds removed global ids, of ``gids`` or ``dgids``.
+
+A shard is built once: a task that builds a shard file (:func:`build_chunk_shard`,
+:func:`build_cell_shard`, :func:`rewrite_shard`) leaves the state it built in its worker
+process (:data:`_BUILT`, keyed by the index's token, the file and both sha256), and the load
+task :func:`open_shard`, submitted to that worker, takes it instead of building it again. The
+load task's spec still names only the file and its checksums, so when the shard is lost Dask
+recomputes it from the file (read, checked, built) on any worker.
 """
 from __future__ import annotations
 
@@ -27,6 +34,11 @@ from dask.sizeof import sizeof
 import hsrgeom
 
 TASK_THREADS = 1  # hsrgeom threads per task: a worker runs one task per worker thread
+
+#: Worker-process-local hand-over from a build task to the load task of the same shard:
+#: (token, file path, sha256, ids sha256) -> ShardState. An entry is taken by open_shard, or
+#: dropped by drop_built(token) once the index has loaded its shards.
+_BUILT = {}
 
 
 def file_sha256(path):
@@ -108,10 +120,11 @@ def _check_finite(pts, first_row):
         raise ValueError(f"X contains NaN or inf (first at row {first_row + r})")
 
 
-def build_index_file(pts, gids, vals, path, kind, params, values_flat):
+def build_index_file(pts, gids, vals, path, kind, params, values_flat, token=None):
     """Build the shard's index, write it (hsrgeom format) and its global ids; return its
     manifest entry (file names relative to the directory, sha256 of both files, count, box,
-    the resolved kind and parameters)."""
+    the resolved kind and parameters) plus ``"worker"``, the address of the worker that holds
+    the built state for :func:`open_shard` (None outside a worker or without ``token``)."""
     if len(pts) == 0 or kind == "empty":
         idx, kind_out = hsrgeom.BruteForce(pts), "brute_force"
     else:
@@ -124,19 +137,43 @@ def build_index_file(pts, gids, vals, path, kind, params, values_flat):
     np.save(ids_path, np.ascontiguousarray(gids, dtype=np.int64))
     box = None if len(pts) == 0 else [pts.min(axis=0).astype(np.float64).tolist(),
                                       pts.max(axis=0).astype(np.float64).tolist()]
-    return {
+    meta = {
         "file": os.path.basename(path), "ids_file": os.path.basename(ids_path),
         "sha256": file_sha256(path), "ids_sha256": file_sha256(ids_path),
         "n": int(len(pts)), "box": box, "kind": kind_out, "params": _header(path)["params"],
         "id_range": [int(gids[0]), int(gids[-1])] if len(gids) else None,
     }
+    meta["worker"] = _keep_built(token, path, ids_path, meta, idx, gids, vals)
+    return meta
 
 
-def build_chunk_shard(src, lo, hi, vals, path, kind, params, values_flat):
+def _keep_built(token, path, ids_path, meta, idx, gids, vals):
+    """Leave the built state for this shard's load task in this worker; its address."""
+    if token is None:
+        return None
+    try:
+        from distributed import get_worker
+
+        addr = get_worker().address
+    except (ImportError, ValueError):  # not inside a Dask worker
+        return None
+    st = _fresh_state(idx, np.ascontiguousarray(gids, dtype=np.int64))
+    _BUILT[(token, os.path.abspath(path), os.path.abspath(ids_path), meta["sha256"], meta["ids_sha256"])] = st
+    return addr
+
+
+def drop_built(token):
+    """Drop this index's build states not taken by a load task (run on every worker)."""
+    for k in [k for k in _BUILT if k[0] == token]:
+        _BUILT.pop(k, None)
+    return len(_BUILT)
+
+
+def build_chunk_shard(src, lo, hi, vals, path, kind, params, values_flat, token=None):
     """A "chunks" shard: rows [lo, hi) of the source, global ids lo..hi-1."""
     pts = _read_rows(src, lo, hi)
     _check_finite(pts, lo)
-    return build_index_file(pts, np.arange(lo, hi, dtype=np.int64), vals, path, kind, params, values_flat)
+    return build_index_file(pts, np.arange(lo, hi, dtype=np.int64), vals, path, kind, params, values_flat, token)
 
 
 def partition_piece(src, lo, hi, vals, nodes, cells, tmpdir, piece):
@@ -159,7 +196,7 @@ def partition_piece(src, lo, hi, vals, nodes, cells, tmpdir, piece):
     return counts
 
 
-def build_cell_shard(piece_counts, cell, tmpdir, d, dtype, has_vals, path, kind, params, values_flat):
+def build_cell_shard(piece_counts, cell, tmpdir, d, dtype, has_vals, path, kind, params, values_flat, token=None):
     """kd shuffle, reduce side: the cell's rows from every piece, in piece order (so global ids
     ascend), built into the shard file."""
     parts, ids, vals = [], [], []
@@ -173,12 +210,16 @@ def build_cell_shard(piece_counts, cell, tmpdir, d, dtype, has_vals, path, kind,
     pts = np.concatenate(parts) if parts else np.zeros((0, d), dtype=dtype)
     gids = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
     v = (np.concatenate(vals) if vals else None) if has_vals else None
-    return build_index_file(pts, gids, v, path, kind, params, values_flat)
+    return build_index_file(pts, gids, v, path, kind, params, values_flat, token)
 
 
-def open_shard(path, ids_path, sha, ids_sha):
-    """Read a shard's files (checked against the manifest's sha256, then by hsrgeom's own
-    reader) and build its live state."""
+def open_shard(path, ids_path, sha, ids_sha, token=None):
+    """A shard's live state: the one a build task of index ``token`` left in this worker for
+    these files, else read the files (checked against the manifest's sha256, then by
+    hsrgeom's own reader) and build it."""
+    built = _BUILT.pop((token, os.path.abspath(path), os.path.abspath(ids_path), sha, ids_sha), None)
+    if built is not None:
+        return built
     for p, want in ((path, sha), (ids_path, ids_sha)):
         try:
             got = file_sha256(p)
@@ -191,6 +232,11 @@ def open_shard(path, ids_path, sha, ids_sha):
     gids = np.load(ids_path)
     if gids.dtype != np.int64 or gids.shape != (base.n,) or (len(gids) > 1 and not (np.diff(gids) > 0).all()):
         raise ValueError(f"hsrgeom.distributed: shard ids file {ids_path} does not match its index file")
+    return _fresh_state(base, gids)
+
+
+def _fresh_state(base, gids):
+    """The state of a shard just built or loaded: no inserts, no tombstones."""
     bvals = base.values() if base.has_values else None
     if bvals is not None and bvals.ndim == 1:
         bvals = bvals[:, None]
@@ -247,10 +293,18 @@ def shard_report(state, a, b, scores):
     return np.bincount(rows, minlength=len(a)).astype(np.int64), g, sc
 
 
-def shard_report_pairs(state, a, b, qnum):
-    """The (query, id) pairs of this shard, int64 (k, 2) (``output="dask"``)."""
+def shard_report_frame(state, a, b, qnum):
+    """The (query, id) pairs of this shard as a pandas DataFrame with int64 columns "query"
+    and "id", sorted by (query, id) (one partition of ``report(..., output="dask")``)."""
+    import pandas as pd
+
     rows, g, _ = _report_rows(state, a, b, False)
-    return np.stack([np.asarray(qnum, dtype=np.int64)[rows], g], axis=1)
+    return pd.DataFrame({"query": np.asarray(qnum, dtype=np.int64)[rows], "id": g})
+
+
+def run_many(fn, states, argss, extra):
+    """One task for several shards of one worker: ``[fn(state, *args, *extra), ...]``."""
+    return [fn(st, *args, *extra) for st, args in zip(states, argss)]
 
 
 def shard_count(state, a, b):
@@ -325,7 +379,7 @@ def shard_rows(state):
     return state.alive(), state.nbytes()
 
 
-def rewrite_shard(state, path, kind, params, values_flat):
+def rewrite_shard(state, path, kind, params, values_flat, token=None):
     """flush: the shard's alive points (base and delta, ids ascending) into a new file."""
     pts = np.concatenate([state.base.points(), state.dpts])
     g = np.concatenate([state.gids, state.dgids])
@@ -336,4 +390,4 @@ def rewrite_shard(state, path, kind, params, values_flat):
     pts, g = pts[keep], g[keep]
     if vals is not None:
         vals = vals[keep]
-    return build_index_file(np.ascontiguousarray(pts), g, vals, path, kind, params, values_flat)
+    return build_index_file(np.ascontiguousarray(pts), g, vals, path, kind, params, values_flat, token)
