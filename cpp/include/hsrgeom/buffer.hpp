@@ -1,9 +1,11 @@
 // Output arrays (reported ids, scores): std::vector with OutputAllocator, which
 //  - leaves elements uninitialised on resize (every element is written before it is read: an
 //    output is filled right after it is sized, so zero-filling it first would write it twice);
-//  - puts blocks of >= 4 MB on transparent huge pages (madvise MADV_HUGEPAGE, as numpy does for
-//    its arrays): filling fresh memory otherwise costs one page fault per 4 KB, several times
-//    the cost of writing the 4 KB.
+//  - puts blocks of >= 32 MB on transparent huge pages (madvise MADV_HUGEPAGE, as numpy does for
+//    its arrays): glibc maps blocks that large afresh for every allocation (32 MB is the most its
+//    adaptive mmap threshold rises to), and filling fresh memory costs one page fault per 4 KB,
+//    several times the cost of writing the 4 KB. Smaller blocks come from malloc's heap, which
+//    reuses freed memory without faults (advising them too made 16 MB outputs 25 % slower).
 // The vectors are handed to numpy without a copy (bindings' to_numpy), so a user's result array
 // is such a block.
 #pragma once
@@ -26,7 +28,7 @@ namespace hsrgeom {
 template <class T>
 struct OutputAllocator {
   using value_type = T;
-  static constexpr std::size_t kHugeFrom = std::size_t{4} << 20;  // bytes
+  static constexpr std::size_t kHugeFrom = std::size_t{32} << 20;  // bytes
   static constexpr std::size_t kHugePage = std::size_t{2} << 20;
 
   OutputAllocator() noexcept = default;
