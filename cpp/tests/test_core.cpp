@@ -653,8 +653,8 @@ void test_sum_nodes() {
     sp.shift = shift;
     SumAcc by_id, by_pos;
     SumSink<double>{by_id, sp, 0, a, 2}.range(ids.data(), x.data(), 3);
-    SumSink<double>{by_pos, sp, 0, a, 2, x.data()}.range(ids.data() + 1, x.data() + 2, 2);  // stored 1, 2
-    SumSink<double>{by_pos, sp, 0, a, 2, x.data()}.point(99, x.data(), kNoScore);          // stored 0
+    SumSink<double, true>{by_pos, sp, 0, a, 2, x.data()}.range(ids.data() + 1, x.data() + 2, 2);  // stored 1, 2
+    SumSink<double, true>{by_pos, sp, 0, a, 2, x.data()}.point(99, x.data(), kNoScore);          // stored 0
     by_id.flush(sp);
     by_pos.flush(sp);
     CHECK(by_id.sum[0] == 60 + 70 + 80);

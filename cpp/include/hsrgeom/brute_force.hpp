@@ -65,13 +65,13 @@ class BruteForce : public QueryMethods<BruteForce<T>, T> {
     cells = std::move(g.cells);
   }
 
-  // The block top-k visit (query.hpp topk_visit): cells[chunk][query] made by make(j), and
-  // on(cell, id, x, score, err) for every point of the chunk, score its <a_j, x> in T (from the
-  // tile's product) and err a bound of that score's error.
+  // The block top-k visit (query.hpp topk_visit): cells[chunk][query] (TopKSinks) made by
+  // make(j), and cell.push(score, err, id, x) for every point of the chunk, score its <a_j, x>
+  // in T (from the tile's product) and err a bound of that score's error.
   using TopKRow = T;
-  template <class C, class Make, class On>
+  template <class C, class Make>
   void topk_cells(const T* queries, index_t m, QueryStats* st, int threads, std::vector<std::vector<C>>& cells,
-                  Make&& make, On&& on) const {
+                  Make&& make) const {
     const Plan pl = plan(m, threads);
     std::vector<double> qnorm(m);
     for (index_t j = 0; j < m; ++j) qnorm[j] = norm_up(queries + j * d_, d_);
@@ -87,7 +87,7 @@ class BruteForce : public QueryMethods<BruteForce<T>, T> {
         auto& cl = cells[chunk][j];
         const double na = qnorm[j];
         for (index_t i = p0; i < p1; ++i)
-          on(cl, i, row(i), static_cast<double>(S(i - p0, j - j0)), margin(na, norms_[i], 0.0));
+          cl.push(static_cast<double>(S(i - p0, j - j0)), margin(na, norms_[i], 0.0), i, row(i));
       }
     }, queries);
     if (st) {

@@ -79,10 +79,10 @@ class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
 
   // Top-k: the exact scan's cells (BruteForce::topk_cells) over the stored points.
   using TopKRow = T;
-  template <class C, class Make, class On>
+  template <class C, class Make>
   void topk_cells(const T* queries, index_t m, QueryStats* st, int threads, std::vector<std::vector<C>>& cells,
-                  Make&& make, On&& on) const {
-    full_.topk_cells(queries, m, st, threads, cells, make, on);
+                  Make&& make) const {
+    full_.topk_cells(queries, m, st, threads, cells, make);
   }
 
  private:

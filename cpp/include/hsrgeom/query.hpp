@@ -33,7 +33,7 @@
 // join_chunks, sums.hpp merge_sums, topk_visit's merge), so ids stay ascending without a sort.
 // They provide `static constexpr bool kBlockScan = true`, `using TopKRow`,
 //   scan_cells(q, st, threads, cells, on)               on(cell, j, id, x, a, score) per point inside
-//   topk_cells(queries, m, st, threads, cells, make, on) on(cell, id, x, score, err) per point
+//   topk_cells(queries, m, st, threads, cells, make)    cell.push(score, err, id, x) per point
 // (cells[chunk][query]; topk_cells makes cell j of each chunk with make(j), a TopKSink).
 #pragma once
 
@@ -123,15 +123,15 @@ struct ReportSink {
 };
 
 // Adds each point to a SumAcc (sums.hpp) of query j: weight from the structure's score when it
-// has one, else dot_f64(a, x); value row by id, or (stored != nullptr) by the position of the
-// point's row in the structure's stored rows (a structure whose value rows are kept in its own
+// has one, else dot_f64(a, x); value row by id, or (Stored) by the position of the point's row
+// in the structure's stored rows `stored` (a structure whose value rows are kept in its own
 // order, SumSplit::stored).
 // Whole nodes (kTakesNodes): a structure that keeps per-node sums hands a node inside to
 // node(nd) instead of range(): nd.ids, nd.x, nd.n as for range(), and nd.add_sums(sp, j, acc),
 // which adds the node from its precomputed sums and returns false where they don't apply (the
 // sink then adds its points one by one). The sink uses them only when told (node_sums) and for
 // weights linear in the score (power 0 or 1).
-template <class V>
+template <class V, bool Stored = false>
 struct SumSink {
   static constexpr int kNeeds = kNeedRows;
   static constexpr bool kStopsEarly = false;
@@ -141,7 +141,7 @@ struct SumSink {
   index_t j;
   const double* a;
   int d;
-  const void* stored = nullptr;  // rows (of the structure's point type) in value-row order
+  const void* stored = nullptr;  // Stored: rows (of the structure's point type) in value-row order
   bool node_sums = false;
   template <class P>
   HSRGEOM_INLINE index_t position(const P* x) const {
@@ -151,14 +151,19 @@ struct SumSink {
   HSRGEOM_INLINE bool point(std::int64_t id, const P* x, double score) {
     double s = 0;
     if (sp.needs_score()) s = score == score ? score : dot_f64(a, x, d);
-    acc.add(sp, j, stored ? position(x) : id, s);
+    if constexpr (Stored) acc.add(sp, j, position(x), s);
+    else acc.add(sp, j, id, s);
     return true;
   }
   template <class P>
   HSRGEOM_INLINE bool range(const std::int64_t* ids, const P* x, index_t n) {
-    const index_t k0 = stored ? position(x) : 0;
-    for (index_t k = 0; k < n; ++k)
-      acc.add(sp, j, stored ? k0 + k : ids[k], sp.needs_score() ? dot_f64(a, x + k * static_cast<index_t>(d), d) : 0.0);
+    index_t k0 = 0;
+    if constexpr (Stored) k0 = position(x);
+    for (index_t k = 0; k < n; ++k) {
+      const double s = sp.needs_score() ? dot_f64(a, x + k * static_cast<index_t>(d), d) : 0.0;
+      if constexpr (Stored) acc.add(sp, j, k0 + k, s);
+      else acc.add(sp, j, ids[k], s);
+    }
     return true;
   }
   template <class Node>
@@ -347,12 +352,15 @@ SumResult sum_visit(const S& s, const Halfspaces<T>& q, const SumSpec<V>& sp, Qu
     const index_t r = static_cast<index_t>(split.roots.size());
     std::vector<SumAcc> acc(m * r);
     std::vector<Counters> cnt(m * r);
-    parallel_for(m * r, threads_for_work(threads, split.work), [&](index_t w, int) {
-      const index_t j = w / r;
-      SumSink<V> sink{acc[w], split.spec, j, qs[j].normal(), d, split.stored, split.node_sums};
-      s.visit(qs[j], cnt[w], sink, split.roots[w % r]);
-      acc[w].flush(split.spec);
-    });
+    auto run = [&](auto stored) {
+      parallel_for(m * r, threads_for_work(threads, split.work), [&](index_t w, int) {
+        const index_t j = w / r;
+        SumSink<V, decltype(stored)::value> sink{acc[w], split.spec, j, qs[j].normal(), d, split.stored, split.node_sums};
+        s.visit(qs[j], cnt[w], sink, split.roots[w % r]);
+        acc[w].flush(split.spec);
+      });
+    };
+    split.stored ? run(std::true_type{}) : run(std::false_type{});
     for (index_t j = 0; j < m; ++j) {
       SumAcc total;
       Counters c;
@@ -381,8 +389,9 @@ SumResult sum_visit(const S& s, const Halfspaces<T>& q, const SumSpec<V>& sp, Qu
 }
 
 // topk(): a TopKSink per query; scores/ids are m x k row-major (topk.hpp write_topk). Block
-// scans: a TopKSink per (chunk, query) cell, fed by topk_cells with each point's score and its
-// error bound, then per query the cells' candidates go to one TopKSink in chunk order.
+// scans: a TopKSink per (chunk, query) cell, fed by topk_cells (cell.push with each point's
+// score and its error bound), then per query the cells' candidates go to one TopKSink in chunk
+// order.
 template <class S, class T>
 void topk_visit(const S& s, const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
                 QueryStats* st, int threads) {
@@ -391,8 +400,7 @@ void topk_visit(const S& s, const T* queries, index_t m, index_t k, double* scor
   if constexpr (detail::is_block_scan<S>::value) {
     std::vector<double> qd(queries, queries + m * d);
     std::vector<std::vector<TopKSink<P>>> cells;
-    s.topk_cells(queries, m, st, threads, cells, [&](index_t j) { return TopKSink<P>(qd.data() + j * d, d, k); },
-                 [](TopKSink<P>& cell, index_t id, const P* x, double sc, double err) { cell.push(sc, err, id, x); });
+    s.topk_cells(queries, m, st, threads, cells, [&](index_t j) { return TopKSink<P>(qd.data() + j * d, d, k); });
     for (index_t j = 0; j < m; ++j) {
       interrupt::check();
       TopKSink<P> all(qd.data() + j * d, d, k);
