@@ -1,6 +1,7 @@
 // Helpers shared by the binding translation units (bindings.cpp, bindings_dynamic.cpp):
 // C-contiguous array arguments, the interrupt scope around a call without the GIL, vectors
-// handed to numpy without a copy, argument views and the stats dict.
+// handed to numpy without a copy, argument views, the stats dict, and the query bindings
+// (bind_searches; run_sum, the value handling of sum()).
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -15,6 +16,7 @@
 
 #include "hsrgeom/interrupt.hpp"
 #include "hsrgeom/report.hpp"
+#include "hsrgeom/sums.hpp"
 #include "hsrgeom/types.hpp"
 
 // hidden like the module's own symbols (pybind11 builds with -fvisibility=hidden)
@@ -182,6 +184,42 @@ void bind_searches(PyClass& cls) {
 // True for a float32 array (by kind and size: a loaded file's dtype object may be an equal but
 // not identical float32 descriptor, so dtype().is() is not the test).
 inline bool is_float32(const py::array& a) { return a && a.dtype().kind() == 'f' && a.dtype().itemsize() == 4; }
+
+// sum() of any class with the structures' batch sum (QueryMethods, DynamicIndex): values is None
+// or a 2-D array (float32 read as float32, anything else as float64) whose rows offset ..
+// offset + rows - 1 belong to the points (rows: the structure's n, or the dynamic index's
+// next_id); returns (counts, weights, sums (m, dv), stats dict).
+template <class S, class T>
+py::tuple run_sum(const S& self, const CArray<T>& normals, const CArray<double>& offsets, const py::object& values,
+                  index_t offset, index_t rows, int power, const CArray<double>& shift, int threads, bool node_sums) {
+  auto q = halfspaces<T>(normals, offsets, self.dim());
+  if (shift.ndim() != 1 || shift.shape(0) != q.m) throw py::value_error("shift must be (m,)");
+  if (power < 0) throw py::value_error("power must be >= 0");
+  auto run = [&](auto* tag) {
+    using V = std::remove_pointer_t<decltype(tag)>;
+    SumSpec<V> sp;
+    CArray<V> vals;
+    if (!values.is_none()) {
+      vals = values.cast<CArray<V>>();
+      if (vals.ndim() != 2) throw py::value_error("values must be 2-D");
+      if (offset < 0 || offset + rows > vals.shape(0)) throw py::value_error("values has too few rows");
+      sp.values = vals.data();
+      sp.dv = static_cast<int>(vals.shape(1));
+    }
+    sp.offset = offset;
+    sp.power = power;
+    sp.node_sums = node_sums;
+    sp.shift = shift.data();
+    QueryStats st;
+    SumResult r = interruptible([&] { return self.sum(q, sp, &st, threads); });
+    return py::make_tuple(to_numpy(std::move(r.counts)), to_numpy(std::move(r.weights)),
+                          to_numpy(std::move(r.sums), {static_cast<py::ssize_t>(q.m), sp.dv}),
+                          stats_dict(std::move(st)));
+  };
+  if (!values.is_none() && is_float32(py::array::ensure(values))) return run(static_cast<float*>(nullptr));
+  return run(static_cast<double*>(nullptr));
+}
+
 
 }  // namespace bind
 }  // namespace hsrgeom

@@ -52,33 +52,7 @@ template <class S, class T, class PyClass>
 void bind_sum(PyClass& cls) {
   cls.def("sum", [](const S& self, const CArray<T>& normals, const CArray<double>& offsets, py::object values,
                     index_t offset, int power, const CArray<double>& shift, int threads, bool node_sums) {
-    auto q = halfspaces<T>(normals, offsets, self.dim());
-    if (shift.ndim() != 1 || shift.shape(0) != q.m) throw py::value_error("shift must be (m,)");
-    if (power < 0) throw py::value_error("power must be >= 0");
-    auto run = [&](auto* tag, py::object arr) {
-      using V = std::remove_pointer_t<decltype(tag)>;
-      SumSpec<V> sp;
-      CArray<V> vals;
-      if (!arr.is_none()) {
-        vals = arr.cast<CArray<V>>();
-        if (vals.ndim() != 2) throw py::value_error("values must be 2-D");
-        if (offset < 0 || offset + self.size() > vals.shape(0)) throw py::value_error("values has too few rows");
-        sp.values = vals.data();
-        sp.dv = static_cast<int>(vals.shape(1));
-      }
-      sp.offset = offset;
-      sp.power = power;
-      sp.node_sums = node_sums;
-      sp.shift = shift.data();
-      QueryStats st;
-      SumResult r = interruptible([&] { return self.sum(q, sp, &st, threads); });
-      return py::make_tuple(to_numpy(std::move(r.counts)), to_numpy(std::move(r.weights)),
-                            to_numpy(std::move(r.sums), {static_cast<py::ssize_t>(q.m), sp.dv}),
-                            stats_dict(std::move(st)));
-    };
-    if (!values.is_none() && is_float32(py::array::ensure(values)))
-      return run(static_cast<float*>(nullptr), values);
-    return run(static_cast<double*>(nullptr), values);
+    return run_sum<S, T>(self, normals, offsets, values, offset, self.size(), power, shift, threads, node_sums);
   }, py::arg("normals"), py::arg("offsets"), py::arg("values"), py::arg("offset"), py::arg("power"),
      py::arg("shift"), py::arg("threads") = 0, py::arg("node_sums") = false);
 }

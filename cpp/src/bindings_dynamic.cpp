@@ -100,9 +100,6 @@ std::pair<typename Dyn<T>::Builder, typename Dyn<T>::PartPtr> kind_of(const std:
   return {std::move(b), std::move(p)};
 }
 
-// Whether an array holds float32 (by kind and size: a dtype made by newbyteorder("=") is an equal
-// but distinct object, and a cast of the whole value buffer to float64 would copy it every call).
-
 // Attached values (None or a 2-D float32/float64 array of at least `rows` rows) as ValueRows;
 // `keep` holds the array for the call.
 ValueRows value_rows(const py::object& values, std::int64_t rows, py::object& keep) {
@@ -185,32 +182,8 @@ void bind_one(py::module_& m, const std::string& suffix) {
   bind_searches<Dyn<T>, T>(cls);  // report, count, empty, topk (bind_util.hpp)
   cls.def("sum", [](const Dyn<T>& self, const CArray<T>& normals, const CArray<double>& offsets, py::object values,
                      int power, const CArray<double>& shift, int threads, bool node_sums) {
-        auto q = halfspaces<T>(normals, offsets, self.dim());
-        if (shift.ndim() != 1 || shift.shape(0) != q.m) throw py::value_error("shift must be (m,)");
-        if (power < 0) throw py::value_error("power must be >= 0");
-        auto run = [&](auto* tag) {
-          using V = std::remove_pointer_t<decltype(tag)>;
-          SumSpec<V> sp;
-          CArray<V> vals;
-          if (!values.is_none()) {
-            vals = values.cast<CArray<V>>();
-            if (vals.ndim() != 2 || vals.shape(0) < self.next_id())
-              throw py::value_error("values must be 2-D with a row per id");
-            sp.values = vals.data();
-            sp.dv = static_cast<int>(vals.shape(1));
-          }
-          sp.power = power;
-          sp.node_sums = node_sums;
-          sp.shift = shift.data();
-          QueryStats st;
-          SumResult r = interruptible([&] { return self.sum(q, sp, &st, threads); });
-          return py::make_tuple(to_numpy(std::move(r.counts)), to_numpy(std::move(r.weights)),
-                                to_numpy(std::move(r.sums), {static_cast<py::ssize_t>(q.m), sp.dv}),
-                                stats_dict(std::move(st)));
-        };
-        if (!values.is_none() && is_float32(py::array::ensure(values)))
-          return run(static_cast<float*>(nullptr));
-        return run(static_cast<double*>(nullptr));
+        // values: a row per id (offset 0, rows next_id)
+        return run_sum<Dyn<T>, T>(self, normals, offsets, values, 0, self.next_id(), power, shift, threads, node_sums);
       }, py::arg("normals"), py::arg("offsets"), py::arg("values"), py::arg("power"), py::arg("shift"),
          py::arg("threads") = 0, py::arg("node_sums") = false)
       .def_property_readonly("n", &Dyn<T>::size)

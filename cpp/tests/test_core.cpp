@@ -1,7 +1,8 @@
 // Unit tests of the C++ core's shared pieces, without Python: the exact predicates
 // (predicate.hpp, hull2.hpp), the id sort of reports (report.hpp: sort_ids), the exact top-k
-// collector (topk.hpp) and the query concept's sinks and drivers (query.hpp, over a toy
-// structure). Every expected answer is known exactly, independently of the code
+// collector (topk.hpp), the query concept's sinks and drivers (query.hpp, over a toy
+// structure; the block top-k driver over BruteForce) and the dynamic index's tombstone sink
+// (dynamic.hpp LiveSink/LiveView). Every expected answer is known exactly, independently of the code
 // under test: small integers (whose products and sums are exact in int64 and in double) scaled
 // by powers of two (which scale the exact value without changing its sign), or sums whose exact
 // value is evident (1 + 2^-60 > 1).
@@ -19,6 +20,8 @@
 #include <utility>
 #include <vector>
 
+#include "hsrgeom/brute_force.hpp"
+#include "hsrgeom/dynamic.hpp"
 #include "hsrgeom/hull2.hpp"
 #include "hsrgeom/predicate.hpp"
 #include "hsrgeom/query.hpp"
@@ -623,6 +626,166 @@ void test_query_sinks() {
   }
 }
 
+
+// SumSink::node: whole nodes from their sums where the sink is told to use them and the power
+// is 0 or 1, else point by point; a node whose sums don't apply (add_sums false) point by point.
+struct FakeNode {
+  const std::int64_t* ids;
+  const double* x;
+  hsrgeom::index_t n;
+  bool has_sums;
+  mutable int asked = 0;
+  template <class V>
+  bool add_sums(const hsrgeom::SumSpec<V>&, hsrgeom::index_t, hsrgeom::SumAcc& acc) const {
+    ++asked;
+    if (!has_sums) return false;
+    acc.count += n;
+    acc.weight += 1000;  // recognisable: not what the points give
+    return true;
+  }
+};
+
+void test_sum_nodes() {
+  using namespace hsrgeom;
+  const std::vector<double> x = {1, 0, 2, 0, 3, 0};
+  const std::vector<std::int64_t> ids = {5, 6, 7};
+  const double a[] = {1, 0}, shift[] = {0};
+  for (int power = 0; power <= 2; ++power)
+    for (int use = 0; use <= 1; ++use)
+      for (int has = 0; has <= 1; ++has) {
+        SumSpec<double> sp;
+        sp.power = power;
+        sp.shift = shift;
+        SumAcc acc;
+        SumSink<double> sink{acc, sp, 0, a, 2, nullptr, use == 1};
+        const FakeNode nd{ids.data(), x.data(), 3, has == 1};
+        CHECK(sink.node(nd));
+        const bool from_sums = use && power <= 1 && has;
+        CHECK_EQ(nd.asked, use && power <= 1 ? 1 : 0);
+        CHECK_EQ(acc.count, 3);
+        const double by_points = power == 0 ? 3.0 : power == 1 ? 6.0 : 14.0;
+        CHECK(acc.weight == (from_sums ? 1000.0 : by_points));
+      }
+  {  // stored rows: value rows by the position of the point's row, not by its id
+    const std::vector<double> values = {10, 20, 30, 40, 50, 60, 70, 80};  // rows 0..7, dv = 1
+    SumSpec<double> sp;
+    sp.values = values.data();
+    sp.dv = 1;
+    sp.shift = shift;
+    SumAcc by_id, by_pos;
+    SumSink<double>{by_id, sp, 0, a, 2}.range(ids.data(), x.data(), 3);
+    SumSink<double, true>{by_pos, sp, 0, a, 2, x.data()}.range(ids.data() + 1, x.data() + 2, 2);  // stored 1, 2
+    SumSink<double, true>{by_pos, sp, 0, a, 2, x.data()}.point(99, x.data(), kNoScore);          // stored 0
+    by_id.flush(sp);
+    by_pos.flush(sp);
+    CHECK(by_id.sum[0] == 60 + 70 + 80);
+    CHECK(by_pos.sum[0] == 10 + 20 + 30);
+  }
+}
+
+// The block top-k driver (topk_visit over BruteForce::topk_cells): the exact top-k of integer
+// points with many ties, for thread counts that split the points into chunks or not.
+void test_block_topk() {
+  using namespace hsrgeom;
+  std::mt19937_64 rng(11);
+  std::uniform_int_distribution<int> coord(-3, 3);
+  for (int d : {2, 5}) {
+    const index_t n = 20000;  // > 4 point blocks: chunked when threads > 1
+    std::vector<double> pts(n * d);
+    for (auto& v : pts) v = coord(rng);
+    const BruteForce<double> bf(PointsView<double>{pts.data(), n, d});
+    const index_t m = 3, k = 7;
+    std::vector<double> q(m * d);
+    for (auto& v : q) v = coord(rng);
+    for (int threads : {1, 2}) {
+      std::vector<double> sc(m * k);
+      std::vector<std::int64_t> id(m * k);
+      QueryStats st;
+      bf.topk(q.data(), m, k, sc.data(), id.data(), &st, threads);
+      for (index_t j = 0; j < m; ++j) {
+        const std::vector<double> qj(q.begin() + j * d, q.begin() + (j + 1) * d);
+        const std::vector<std::int64_t> got(id.begin() + j * k, id.begin() + (j + 1) * k);
+        CHECK(got == reference_topk(qj, pts, d, k));
+        CHECK_EQ(st.points_tested[j], n);
+        CHECK_EQ(st.points_reported[j], k);
+      }
+    }
+  }
+}
+
+// The dynamic index's tombstones, checked in the sink: LiveView over the toy structure drops
+// removed ids from ranges and points (a range with a dead id in the middle is split), maps local
+// to global ids when asked; count/empty/sum agree.
+void test_live_sink() {
+  using namespace hsrgeom;
+  const Toy toy = make_toy();
+  std::vector<std::int64_t> gids(12);
+  for (int i = 0; i < 12; ++i) gids[i] = 100 + 3 * i;
+  std::vector<std::uint64_t> alive(3, 0);
+  auto live = [&](std::int64_t g) { return (alive[g >> 6] >> (g & 63)) & 1; };
+  for (int i = 0; i < 12; ++i)
+    if (i % 3 != 1) alive[gids[i] >> 6] |= std::uint64_t{1} << (gids[i] & 63);  // local 1, 4, 7, 10 removed
+  const double normals[] = {1, 1, 0, 1, 0, 1};  // x + y >= 0: all (the first four as a range)
+  const double offsets[] = {0, 1, 5};
+  const Halfspaces<double> q{normals, offsets, 3};
+  for (int map = 0; map <= 1; ++map) {
+    PartIds pid;
+    pid.gids = gids.data();
+    pid.alive = alive.data();
+    pid.map = map == 1;
+    const LiveView<Toy, double> view(toy, pid);
+    const ReportResult r = report_visit(view, q, nullptr, 1, false, true);
+    const std::vector<std::int64_t> cnt = count_visit(view, q, nullptr, 1);
+    const std::vector<std::uint8_t> emp = empty_visit(view, q, nullptr, 1);
+    for (int j = 0; j < 3; ++j) {
+      std::vector<std::int64_t> want;
+      for (int k = 0; k < 12; ++k) {
+        const std::int64_t local = toy.ids[k];
+        if (normals[2 * j] * toy.pts[2 * k] + normals[2 * j + 1] * toy.pts[2 * k + 1] >= offsets[j] &&
+            live(gids[local]))
+          want.push_back(map ? gids[local] : local);
+      }
+      std::sort(want.begin(), want.end());
+      const std::vector<std::int64_t> got(r.ids.begin() + r.lims[j], r.ids.begin() + r.lims[j + 1]);
+      CHECK(got == want);
+      CHECK_EQ(cnt[j], static_cast<std::int64_t>(want.size()));
+      CHECK_EQ(emp[j], want.empty() ? 1 : 0);
+    }
+    CHECK_EQ(cnt[0], 8);  // the test means something: 4 of 12 removed
+  }
+  {  // sum with mapped ids: value rows by global id
+    std::vector<double> values(200);
+    for (int i = 0; i < 200; ++i) values[i] = i;
+    const double shift[] = {0, 0, 0};
+    SumSpec<double> sp;
+    sp.values = values.data();
+    sp.dv = 1;
+    sp.shift = shift;
+    PartIds pid{gids.data(), alive.data(), true};
+    const SumResult r = sum_visit(LiveView<Toy, double>(toy, pid), q, sp, nullptr, 1);
+    double want = 0;
+    for (int i = 0; i < 12; ++i)
+      if (live(gids[i])) want += static_cast<double>(gids[i]);
+    CHECK(r.sums[0] == want);
+    CHECK_EQ(r.counts[0], 8);
+  }
+  {  // a range with every id removed hands nothing; EmptySink through LiveSink stops at a live point
+    std::vector<std::uint64_t> none(3, 0);
+    PartIds pid{gids.data(), none.data(), false};
+    CountSink c;
+    LiveSink<CountSink> ls{c, pid, 2};
+    const std::int64_t loc[] = {0, 1, 2};
+    const double xs[] = {0, 0, 0, 0, 0, 0};
+    CHECK(ls.range(loc, xs, 3));
+    CHECK_EQ(c.count, 0);
+    EmptySink e;
+    const PartIds some{gids.data(), alive.data(), false};
+    LiveSink<EmptySink> le{e, some, 2};
+    CHECK(le.range(loc, xs, 1) == false);  // local 0 is live: found, stop
+    CHECK(e.found);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -634,6 +797,9 @@ int main() {
   test_topk_random();
   test_topk_cases();
   test_query_sinks();
+  test_sum_nodes();
+  test_block_topk();
+  test_live_sink();
   std::printf("test_core: %ld passed, %ld failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
 }

@@ -21,7 +21,7 @@ class RWLock:
     ``with lock.read:`` and ``with lock.write:``.
     """
 
-    __slots__ = ("_mutex", "_cond", "_readers", "_writer", "_depth", "_waiting", "read", "write")
+    __slots__ = ("_mutex", "_cond", "_readers", "_writer", "_depth", "_waiting", "_rwaiting", "read", "write")
 
     def __init__(self):
         self._mutex = threading.Lock()  # guards the fields below (taken directly: cheaper than the Condition's)
@@ -30,6 +30,7 @@ class RWLock:
         self._writer = None  # thread id holding the write lock
         self._depth = 0  # holds of the writer (write and read)
         self._waiting = 0  # writers waiting
+        self._rwaiting = 0  # readers waiting (a release notifies only when someone waits)
         self.read = _Side(self.acquire_read, self.release_read)
         self.write = _Side(self.acquire_write, self.release_write)
 
@@ -41,8 +42,13 @@ class RWLock:
                 return
             held = self._readers.get(me)
             if held is None:
-                while self._writer is not None or self._waiting:
-                    self._cond.wait()
+                if self._writer is not None or self._waiting:
+                    self._rwaiting += 1
+                    try:
+                        while self._writer is not None or self._waiting:
+                            self._cond.wait()
+                    finally:
+                        self._rwaiting -= 1
                 held = 0
             self._readers[me] = held + 1
 
@@ -74,7 +80,8 @@ class RWLock:
                     self._cond.wait()
             except BaseException:  # e.g. KeyboardInterrupt: release the readers it held back
                 self._waiting -= 1
-                self._cond.notify_all()
+                if self._rwaiting:
+                    self._cond.notify_all()
                 raise
             self._waiting -= 1
             self._writer, self._depth = me, 1
@@ -84,7 +91,10 @@ class RWLock:
             self._depth -= 1
             if self._depth == 0:
                 self._writer = None
-                self._cond.notify_all()
+                # every waiter (reader or writer) counted itself under the mutex before waiting:
+                # with none, nobody can miss this release
+                if self._waiting or self._rwaiting:
+                    self._cond.notify_all()
 
 
 class _Side:

@@ -49,9 +49,10 @@ class BruteForce : public QueryMethods<BruteForce<T>, T> {
   const std::vector<T>& points() const { return pts_; }
   size_t memory_bytes() const { return pts_.size() * sizeof(T) + (norms_.size() + block_norm_.size()) * sizeof(double); }
 
-  // report/count/empty/sum come from QueryMethods (query.hpp's block drivers over scan_cells: ids
-  // come out ascending whatever `sorted` says, chunks are contiguous and merged in order; empty
-  // is a full scan, no early exit pays off in a blocked product); topk is its own tiled scan.
+  // report/count/empty/sum/topk come from QueryMethods (query.hpp's block drivers over
+  // scan_cells and topk_cells: ids come out ascending whatever `sorted` says, chunks are
+  // contiguous and merged in order; empty is a full scan, no early exit pays off in a blocked
+  // product).
   // The block visit (query.hpp): cells[chunk][query] of contiguous point chunks, and
   // on(cell, j, id, x, a, score) for each point inside half-space j (a: its float64 normal;
   // score: kNoScore, the tile's score is in T).
@@ -64,37 +65,34 @@ class BruteForce : public QueryMethods<BruteForce<T>, T> {
     cells = std::move(g.cells);
   }
 
-  // Exact top-k by inner product (ties: smaller id first). scores/ids are m x k row-major.
-  void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
-            QueryStats* st, int threads) const {
+  // The block top-k visit (query.hpp topk_visit): cells[chunk][query] (TopKSinks) made by
+  // make(j), and cell.push(score, err, id, x) for every point of the chunk, score its <a_j, x>
+  // in T (from the tile's product) and err a bound of that score's error.
+  using TopKRow = T;
+  template <class C, class Make>
+  void topk_cells(const T* queries, index_t m, QueryStats* st, int threads, std::vector<std::vector<C>>& cells,
+                  Make&& make) const {
     const Plan pl = plan(m, threads);
-    std::vector<double> qd(queries, queries + m * d_);
     std::vector<double> qnorm(m);
     for (index_t j = 0; j < m; ++j) qnorm[j] = norm_up(queries + j * d_, d_);
     const Margin margin(d_, Rounding<T>::u, Rounding<T>::eta);
-    // collectors[chunk][query]
-    std::vector<std::vector<TopKCollector<T>>> col(pl.chunks);
-    for (auto& c : col)
-      for (index_t j = 0; j < m; ++j) c.emplace_back(qd.data() + j * d_, d_, k);
+    cells.assign(pl.chunks, {});
+    for (auto& c : cells) {
+      c.reserve(m);
+      for (index_t j = 0; j < m; ++j) c.push_back(make(j));
+    }
     tiles(m, pl, threads, [&](index_t chunk, index_t p0, index_t p1, index_t j0, index_t j1,
                               const ColMat& S) {
       for (index_t j = j0; j < j1; ++j) {
-        auto& cl = col[chunk][j];
+        auto& cl = cells[chunk][j];
         const double na = qnorm[j];
         for (index_t i = p0; i < p1; ++i)
           cl.push(static_cast<double>(S(i - p0, j - j0)), margin(na, norms_[i], 0.0), i, row(i));
       }
     }, queries);
-    for (index_t j = 0; j < m; ++j) {
-      interrupt::check();
-      TopKCollector<T> all(qd.data() + j * d_, d_, k);
-      for (index_t c = 0; c < pl.chunks; ++c)
-        for (auto& cand : col[c][j].finish()) all.push(cand.s, cand.err, cand.id, cand.x);
-      write_topk(all.finish(), qd.data() + j * d_, d_, j, k, scores, ids);
-    }
     if (st) {
       st->resize(m);
-      for (index_t j = 0; j < m; ++j) st->points_tested[j] = n_, st->points_reported[j] = k;
+      for (index_t j = 0; j < m; ++j) st->points_tested[j] = n_;
     }
   }
 

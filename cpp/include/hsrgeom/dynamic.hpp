@@ -1,6 +1,6 @@
 // Dynamic updates over any static structure: the logarithmic method (Bentley & Saxe, 1980), as
 // nanoflann's KDTreeSingleIndexDynamicAdaptor does it (static sub-indexes of binary-counter
-// sizes, removed points as tombstones checked while results are collected).
+// sizes, removed points as tombstones checked in the sink during the search: LiveSink below).
 //
 // DynamicIndex<T> keeps its points in static parts (Part<T>, a small virtual interface; PartOf<S>
 // adapts a structure S through its public report/count/empty/topk/sum members) built by a
@@ -37,6 +37,7 @@
 
 #include "hsrgeom/brute_force.hpp"
 #include "hsrgeom/parallel.hpp"
+#include "hsrgeom/query.hpp"
 #include "hsrgeom/report.hpp"
 #include "hsrgeom/sums.hpp"
 #include "hsrgeom/topk.hpp"
@@ -44,22 +45,108 @@
 
 namespace hsrgeom {
 
+// The ids of one part as its queries see them: local id i is global id gids[i]; with `alive`
+// (the index's bitset over global ids) removed ids are dropped in the sink, with `map` the sink
+// is handed global ids instead of local ones.
+struct PartIds {
+  const std::int64_t* gids = nullptr;
+  const std::uint64_t* alive = nullptr;  // nullptr: no tombstones to check
+  bool map = false;
+  HSRGEOM_INLINE bool live(std::int64_t local) const {
+    if (!alive) return true;
+    const std::int64_t g = gids[local];
+    return (alive[g >> 6] >> (g & 63)) & 1;
+  }
+  HSRGEOM_INLINE std::int64_t id(std::int64_t local) const { return map ? gids[local] : local; }
+};
+
+// The sink a part's traversal feeds when it has tombstones or its ids are mapped: drops removed
+// ids before they reach the inner sink (nanoflann's dynamic adaptor checks its removed set the
+// same way), hands the inner sink live runs of a range (or, mapped, point by point with global
+// ids). It takes no whole nodes (a node's precomputed sums include its removed points).
+template <class Sink>
+struct LiveSink {
+  static constexpr int kNeeds = Sink::kNeeds < kNeedIds ? kNeedIds : Sink::kNeeds;  // the ids, to check them
+  static constexpr bool kStopsEarly = Sink::kStopsEarly;
+  Sink& inner;
+  const PartIds& ids;
+  int d;
+  template <class P>
+  HSRGEOM_INLINE bool point(std::int64_t id, const P* x, double score) {
+    return !ids.live(id) || inner.point(ids.id(id), x, score);
+  }
+  template <class P>
+  bool range(const std::int64_t* local, const P* x, index_t n) {
+    const index_t dd = x ? d : 0;
+    if (ids.map) {
+      for (index_t t = 0; t < n; ++t)
+        if (!point(local[t], x + t * dd, kNoScore)) return false;
+      return true;
+    }
+    for (index_t t = 0; t < n;) {
+      while (t < n && !ids.live(local[t])) ++t;
+      index_t u = t;
+      while (u < n && ids.live(local[u])) ++u;
+      if (u > t && !inner.range(local + t, x + t * dd, u - t)) return false;
+      t = u;
+    }
+    return true;
+  }
+};
+
+// A structure S seen through PartIds: the same traversal, with every sink wrapped in a LiveSink
+// (block scans: each point checked and mapped before it reaches its cell). The drivers of
+// query.hpp run on it as on S; it has no sum_split (one sink per query) and no top-k (a part's
+// top-k is filtered by the dynamic index, below: a structure may bound the k-th best from its
+// own points before any sink sees them, as ConvexLayers does).
+template <class S, class T>
+class LiveView {
+ public:
+  LiveView(const S& s, const PartIds& ids) : s_(s), ids_(ids) {}
+  static constexpr bool kBlockScan = detail::is_block_scan<S>::value;
+  index_t size() const { return s_.size(); }
+  int dim() const { return s_.dim(); }
+  double query_work(index_t m) const { return s_.query_work(m); }
+  auto prepare(const T* normal, double b) const { return s_.prepare(normal, b); }
+  template <class Q, class Sink>
+  void visit(const Q& qq, Counters& c, Sink& sink) const {
+    LiveSink<Sink> live{sink, ids_, s_.dim()};
+    s_.visit(qq, c, live);
+  }
+  template <class C, class On>
+  void scan_cells(const Halfspaces<T>& q, QueryStats* st, int threads, std::vector<std::vector<C>>& cells,
+                  On&& on) const {
+    s_.scan_cells(q, st, threads, cells, [&](C& cell, index_t j, index_t id, const T* x, const double* a, double sc) {
+      if (ids_.live(id)) on(cell, j, static_cast<index_t>(ids_.id(id)), x, a, sc);
+    });
+  }
+
+ private:
+  const S& s_;
+  const PartIds& ids_;
+};
+
 // One static part of a dynamic index, local ids 0..size()-1 (the member functions of the
-// structures, type-erased).
+// structures, type-erased). `ids` (may be null): the part's tombstones and id map (PartIds),
+// checked in the sinks.
 template <class T>
 class Part {
  public:
   virtual ~Part() = default;
   virtual index_t size() const = 0;
   virtual size_t memory_bytes() const = 0;
-  virtual ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores,
-                              bool sorted) const = 0;
-  virtual std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const = 0;
-  virtual std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const = 0;
+  virtual ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores, bool sorted,
+                              const PartIds* ids) const = 0;
+  virtual std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads,
+                                          const PartIds* ids) const = 0;
+  virtual std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads,
+                                          const PartIds* ids) const = 0;
   virtual void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids, QueryStats* st,
                     int threads) const = 0;
-  virtual SumResult sum(const Halfspaces<T>& q, const SumSpec<float>& sp, QueryStats* st, int threads) const = 0;
-  virtual SumResult sum(const Halfspaces<T>& q, const SumSpec<double>& sp, QueryStats* st, int threads) const = 0;
+  virtual SumResult sum(const Halfspaces<T>& q, const SumSpec<float>& sp, QueryStats* st, int threads,
+                        const PartIds* ids) const = 0;
+  virtual SumResult sum(const Halfspaces<T>& q, const SumSpec<double>& sp, QueryStats* st, int threads,
+                        const PartIds* ids) const = 0;
   // Per-node sums of attached values (structures that keep them; a no-op elsewhere).
   virtual bool keeps_value_sums() const { return false; }
   virtual void set_value_sums(const float*, int, index_t, int) {}
@@ -67,34 +154,10 @@ class Part {
 };
 
 namespace detail {
-template <class S, class T, class = void>
-struct has_sum : std::false_type {};
-template <class S, class T>
-struct has_sum<S, T,
-               std::void_t<decltype(std::declval<const S&>().sum(
-                   std::declval<const Halfspaces<T>&>(), std::declval<const SumSpec<double>&>(),
-                   static_cast<QueryStats*>(nullptr), 0))>> : std::true_type {};
 template <class S, class = void>
 struct has_value_sums : std::false_type {};
 template <class S>
 struct has_value_sums<S, std::void_t<decltype(std::declval<const S&>().has_value_sums())>> : std::true_type {};
-
-// sum() from a report with scores, for a structure without a native sum (same counts; weights
-// and sums added in the report's order).
-template <class Rep, class V>
-SumResult sum_from_report(Rep&& rep, index_t m, const SumSpec<V>& sp, QueryStats* st, int threads) {
-  ReportResult r = rep(sp.needs_score());
-  SumResult res(m, sp.dv);
-  parallel_for(m, threads_for_work(threads, static_cast<double>(r.ids.size()) * (sp.dv + 1) * 4), [&](index_t j, int) {
-    SumAcc acc;
-    for (std::int64_t e = r.lims[j]; e < r.lims[j + 1]; ++e) acc.add(sp, j, r.ids[e], sp.needs_score() ? r.scores[e] : 0.0);
-    acc.flush(sp);
-    res.store(j, acc);
-  });
-  if (st)
-    for (index_t j = 0; j < m; ++j) st->points_reported[j] = res.counts[j];
-  return res;
-}
 }  // namespace detail
 
 // Part<T> over a structure S held by a shared_ptr (whose deleter may keep an owner alive).
@@ -105,24 +168,32 @@ class PartOf final : public Part<T> {
   const S& structure() const { return *s_; }
   index_t size() const override { return s_->size(); }
   size_t memory_bytes() const override { return s_->memory_bytes(); }
-  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores, bool sorted) const override {
+  ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores, bool sorted,
+                      const PartIds* ids) const override {
+    if (ids) return report_visit(LiveView<S, T>(*s_, *ids), q, st, threads, scores, sorted);
     return s_->report(q, st, threads, scores, sorted);
   }
-  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads) const override {
+  std::vector<std::int64_t> count(const Halfspaces<T>& q, QueryStats* st, int threads,
+                                  const PartIds* ids) const override {
+    if (ids) return count_visit(LiveView<S, T>(*s_, *ids), q, st, threads);
     return s_->count(q, st, threads);
   }
-  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads) const override {
+  std::vector<std::uint8_t> empty(const Halfspaces<T>& q, QueryStats* st, int threads,
+                                  const PartIds* ids) const override {
+    if (ids) return empty_visit(LiveView<S, T>(*s_, *ids), q, st, threads);
     return s_->empty(q, st, threads);
   }
   void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids, QueryStats* st,
             int threads) const override {
     s_->topk(queries, m, k, scores, ids, st, threads);
   }
-  SumResult sum(const Halfspaces<T>& q, const SumSpec<float>& sp, QueryStats* st, int threads) const override {
-    return sum_any(q, sp, st, threads);
+  SumResult sum(const Halfspaces<T>& q, const SumSpec<float>& sp, QueryStats* st, int threads,
+                const PartIds* ids) const override {
+    return sum_any(q, sp, st, threads, ids);
   }
-  SumResult sum(const Halfspaces<T>& q, const SumSpec<double>& sp, QueryStats* st, int threads) const override {
-    return sum_any(q, sp, st, threads);
+  SumResult sum(const Halfspaces<T>& q, const SumSpec<double>& sp, QueryStats* st, int threads,
+                const PartIds* ids) const override {
+    return sum_any(q, sp, st, threads, ids);
   }
   bool keeps_value_sums() const override { return detail::has_value_sums<S>::value; }
   void set_value_sums(const float* v, int dv, index_t offset, int threads) override { set_any(v, dv, offset, threads); }
@@ -130,13 +201,10 @@ class PartOf final : public Part<T> {
 
  private:
   template <class V>
-  SumResult sum_any(const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads) const {
-    if constexpr (detail::has_sum<S, T>::value) {
-      return s_->sum(q, sp, st, threads);
-    } else {  // no native sum (yet): from a report with scores
-      return detail::sum_from_report(
-          [&](bool scores) { return s_->report(q, st, threads, scores, false); }, q.m, sp, st, threads);
-    }
+  SumResult sum_any(const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads,
+                    const PartIds* ids) const {
+    if (ids) return sum_visit(LiveView<S, T>(*s_, *ids), q, sp, st, threads);
+    return s_->sum(q, sp, st, threads);
   }
   template <class V>
   void set_any(const V* v, int dv, index_t offset, int threads) {
@@ -315,23 +383,25 @@ class DynamicIndex {
   }
 
   // ---- queries -----------------------------------------------------------------------------
+  // report/count/empty/sum: each part's traversal with its tombstones checked in the sink
+  // (PartIds, LiveSink), so a part answers for its live points only.
   ReportResult report(const Halfspaces<T>& q, QueryStats* st, int threads, bool scores, bool sorted) const {
     const index_t m = q.m;
     std::vector<const Entry*> parts = part_list();
     std::vector<ReportResult> rs(parts.size());
     std::vector<QueryStats> sts(parts.size());
     const bool one = parts.size() == 1;  // its sorted local order is the sorted global order
-    for (size_t p = 0; p < parts.size(); ++p)
-      rs[p] = parts[p]->part->report(q, &sts[p], threads, scores, sorted && one);
+    for (size_t p = 0; p < parts.size(); ++p) {
+      const PartIds ids = part_ids(*parts[p], false);
+      rs[p] = parts[p]->part->report(q, &sts[p], threads, scores, sorted && one, ids.alive ? &ids : nullptr);
+    }
     ReportResult r;
     r.lims.assign(m + 1, 0);
-    std::vector<std::int64_t> len(m, 0);
-    parallel_for(m, threads_for_work(threads, static_cast<double>(total_ids(rs)) * 4), [&](index_t j, int) {
+    for (index_t j = 0; j < m; ++j) {
       std::int64_t c = 0;
-      for (size_t p = 0; p < parts.size(); ++p) c += live_in(*parts[p], rs[p], j);
-      len[j] = c;
-    });
-    for (index_t j = 0; j < m; ++j) r.lims[j + 1] = r.lims[j] + len[j];
+      for (size_t p = 0; p < parts.size(); ++p) c += rs[p].lims[j + 1] - rs[p].lims[j];
+      r.lims[j + 1] = r.lims[j] + c;
+    }
     r.ids.resize(r.lims[m]);
     if (scores) r.scores.resize(r.lims[m]);
     parallel_for(m, threads_for_work(threads, static_cast<double>(r.lims[m]) * 16), [&](index_t j, int) {
@@ -339,17 +409,14 @@ class DynamicIndex {
       for (size_t p = 0; p < parts.size(); ++p) {
         const Entry& e = *parts[p];
         const ReportResult& pr = rs[p];
-        for (std::int64_t t = pr.lims[j]; t < pr.lims[j + 1]; ++t) {
-          const std::int64_t g = e.gids[pr.ids[t]];
-          if (e.removed && !alive(g)) continue;
-          r.ids[w] = g;
+        for (std::int64_t t = pr.lims[j]; t < pr.lims[j + 1]; ++t, ++w) {
+          r.ids[w] = e.gids[pr.ids[t]];
           if (scores) r.scores[w] = pr.scores[t];
-          ++w;
         }
       }
       if (sorted && !one) sort_range(r, j, scores);
     });
-    if (st) add_stats(*st, sts, m, [&](index_t j) { return len[j]; });
+    if (st) add_stats(*st, sts, m, [&](index_t j) { return r.lims[j + 1] - r.lims[j]; });
     return r;
   }
 
@@ -359,14 +426,9 @@ class DynamicIndex {
     std::vector<const Entry*> parts = part_list();
     std::vector<QueryStats> sts(parts.size());
     for (size_t p = 0; p < parts.size(); ++p) {
-      const Entry& e = *parts[p];
-      if (!e.removed) {
-        std::vector<std::int64_t> c = e.part->count(q, &sts[p], threads);
-        for (index_t j = 0; j < m; ++j) out[j] += c[j];
-      } else {  // tombstones: counted from the part's report
-        ReportResult r = e.part->report(q, &sts[p], threads, false, false);
-        for (index_t j = 0; j < m; ++j) out[j] += live_in(e, r, j);
-      }
+      const PartIds ids = part_ids(*parts[p], false);
+      std::vector<std::int64_t> c = parts[p]->part->count(q, &sts[p], threads, ids.alive ? &ids : nullptr);
+      for (index_t j = 0; j < m; ++j) out[j] += c[j];
     }
     if (st) add_stats(*st, sts, m, [&](index_t j) { return out[j]; });
     return out;
@@ -378,14 +440,9 @@ class DynamicIndex {
     std::vector<const Entry*> parts = part_list();
     std::vector<QueryStats> sts(parts.size());
     for (size_t p = 0; p < parts.size(); ++p) {
-      const Entry& e = *parts[p];
-      if (!e.removed) {
-        std::vector<std::uint8_t> c = e.part->empty(q, &sts[p], threads);
-        for (index_t j = 0; j < m; ++j) out[j] &= c[j];
-      } else {
-        ReportResult r = e.part->report(q, &sts[p], threads, false, false);
-        for (index_t j = 0; j < m; ++j) out[j] &= live_in(e, r, j) == 0;
-      }
+      const PartIds ids = part_ids(*parts[p], false);
+      std::vector<std::uint8_t> c = parts[p]->part->empty(q, &sts[p], threads, ids.alive ? &ids : nullptr);
+      for (index_t j = 0; j < m; ++j) out[j] &= c[j];
     }
     if (st) add_stats(*st, sts, m, [&](index_t j) { return static_cast<std::int64_t>(!out[j]); });
     return out;
@@ -393,7 +450,9 @@ class DynamicIndex {
 
   // Exact top-k over the live points (k <= size()): each part gives its best k + (its
   // tombstones) candidates (so at least k live ones when it has k), the live ones are ranked
-  // again exactly over the parts' stored points (no copies), ties to the smaller id.
+  // again exactly over the parts' stored points (no copies), ties to the smaller id. Tombstones
+  // are checked here, not in the part's sink: a structure may bound the k-th best from its own
+  // points (dead ones included) before its sink sees any (ConvexLayers' first k layers).
   void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids, QueryStats* st,
             int threads) const {
     if (k > live_) throw std::invalid_argument("k must be in [0, n]");
@@ -431,8 +490,9 @@ class DynamicIndex {
   }
 
   // sum() with values rows for global ids (sp.offset must be 0): a part whose ids are
-  // consecutive and all alive sums natively (rows gids[0] ..., with its node sums when
-  // sp.node_sums and it has them); any other part from its report, tombstones skipped.
+  // consecutive and all alive sums as a static structure (rows gids[0] ..., with its node sums
+  // when sp.node_sums and it has them); any other part with its sinks handed global ids and its
+  // tombstones dropped (PartIds).
   template <class V>
   SumResult sum(const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads) const {
     const index_t m = q.m;
@@ -446,20 +506,12 @@ class DynamicIndex {
         SumSpec<V> local = sp;
         local.offset = sp.offset + e.gids[0];
         local.node_sums = sp.node_sums && e.value_sums;
-        part = e.part->sum(q, local, &sts[p], threads);
+        part = e.part->sum(q, local, &sts[p], threads, nullptr);
       } else {
-        ReportResult r = e.part->report(q, &sts[p], threads, sp.needs_score(), false);
-        parallel_for(m, threads_for_work(threads, static_cast<double>(r.ids.size()) * (sp.dv + 1) * 4),
-                     [&](index_t j, int) {
-                       SumAcc acc;
-                       for (std::int64_t t = r.lims[j]; t < r.lims[j + 1]; ++t) {
-                         const std::int64_t g = e.gids[r.ids[t]];
-                         if (e.removed && !alive(g)) continue;
-                         acc.add(sp, j, g, sp.needs_score() ? r.scores[t] : 0.0);
-                       }
-                       acc.flush(sp);
-                       part.store(j, acc);
-                     });
+        SumSpec<V> global = sp;
+        global.node_sums = false;
+        const PartIds ids = part_ids(e, true);
+        part = e.part->sum(q, global, &sts[p], threads, &ids);
       }
       for (index_t j = 0; j < m; ++j) {
         res.counts[j] += part.counts[j];
@@ -502,16 +554,13 @@ class DynamicIndex {
   static bool consecutive(const Entry& e) {
     return !e.gids.empty() && e.gids.back() - e.gids.front() + 1 == static_cast<std::int64_t>(e.gids.size());
   }
-  static std::int64_t total_ids(const std::vector<ReportResult>& rs) {
-    std::int64_t t = 0;
-    for (const auto& r : rs) t += static_cast<std::int64_t>(r.ids.size());
-    return t;
-  }
-  std::int64_t live_in(const Entry& e, const ReportResult& r, index_t j) const {
-    if (!e.removed) return r.lims[j + 1] - r.lims[j];
-    std::int64_t c = 0;
-    for (std::int64_t t = r.lims[j]; t < r.lims[j + 1]; ++t) c += alive(e.gids[r.ids[t]]);
-    return c;
+  // What the sinks of part e check: its tombstones (when it has any), its global ids (map).
+  PartIds part_ids(const Entry& e, bool map) const {
+    PartIds ids;
+    ids.gids = e.gids.data();
+    ids.alive = e.removed ? alive_.data() : nullptr;
+    ids.map = map;
+    return ids;
   }
   void sort_range(ReportResult& r, index_t j, bool scores) const {
     IdList& l = id_scratch();

@@ -19,7 +19,7 @@
 //
 // Like faiss's IndexScalarQuantizer (8-bit) followed by IndexRefineFlat, but the refinement is
 // driven by a proven bound, not by a candidate count. Memory: the points plus n (d + 32) bytes.
-// top-k is answered by the exact scan (BruteForce) over the stored points.
+// top-k is answered by the exact scan's cells (BruteForce::topk_cells) over the stored points.
 #pragma once
 
 #include <algorithm>
@@ -64,9 +64,9 @@ class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
            (scale_.size() + cfac_.size() + resid_.size() + xnorm_.size()) * sizeof(double);
   }
 
-  // report/count/empty/sum come from QueryMethods (query.hpp's block drivers over scan_cells: ids
-  // come out ascending whatever `sorted` says, a scan meets them in that order); top-k is the
-  // exact scan's (BruteForce) over the stored points.
+  // report/count/empty/sum/topk come from QueryMethods (query.hpp's block drivers over
+  // scan_cells and topk_cells: ids come out ascending whatever `sorted` says, a scan meets them
+  // in that order; top-k scores the stored points exactly, as BruteForce does).
   // The block visit (query.hpp): cells[chunk][query] of contiguous point chunks, and
   // on(cell, j, id, x, a, score) for each point inside half-space j, with the float64 score of
   // its exact check.
@@ -77,9 +77,12 @@ class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
     scan(q, st, threads, cells, on);
   }
 
-  void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids, QueryStats* st,
-            int threads) const {
-    full_.topk(queries, m, k, scores, ids, st, threads);
+  // Top-k: the exact scan's cells (BruteForce::topk_cells) over the stored points.
+  using TopKRow = T;
+  template <class C, class Make>
+  void topk_cells(const T* queries, index_t m, QueryStats* st, int threads, std::vector<std::vector<C>>& cells,
+                  Make&& make) const {
+    full_.topk_cells(queries, m, st, threads, cells, make);
   }
 
  private:

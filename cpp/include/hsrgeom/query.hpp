@@ -30,7 +30,11 @@
 //
 // The blocked scans (BruteForce, QuantizedScan) are the other shape, FAISS's block result
 // handlers: a grid of per-(point chunk, query) cells merged in chunk order (report.hpp
-// join_chunks, sums.hpp merge_sums), so ids stay ascending without a sort.
+// join_chunks, sums.hpp merge_sums, topk_visit's merge), so ids stay ascending without a sort.
+// They provide `static constexpr bool kBlockScan = true`, `using TopKRow`,
+//   scan_cells(q, st, threads, cells, on)               on(cell, j, id, x, a, score) per point inside
+//   topk_cells(queries, m, st, threads, cells, make)    cell.push(score, err, id, x) per point
+// (cells[chunk][query]; topk_cells makes cell j of each chunk with make(j), a TopKSink).
 #pragma once
 
 #include <cstdint>
@@ -40,6 +44,7 @@
 #include <vector>
 
 #include "hsrgeom/dispatch.hpp"
+#include "hsrgeom/interrupt.hpp"
 #include "hsrgeom/parallel.hpp"
 #include "hsrgeom/predicate.hpp"
 #include "hsrgeom/report.hpp"
@@ -118,29 +123,67 @@ struct ReportSink {
 };
 
 // Adds each point to a SumAcc (sums.hpp) of query j: weight from the structure's score when it
-// has one, else dot_f64(a, x); value row by id.
-template <class V>
+// has one, else dot_f64(a, x); value row by id, or (Stored) by the position of the point's row
+// in the structure's stored rows `stored` (a structure whose value rows are kept in its own
+// order, SumSplit::stored).
+// Whole nodes (kTakesNodes): a structure that keeps per-node sums hands a node inside to
+// node(nd) instead of range(): nd.ids, nd.x, nd.n as for range(), and nd.add_sums(sp, j, acc),
+// which adds the node from its precomputed sums and returns false where they don't apply (the
+// sink then adds its points one by one). The sink uses them only when told (node_sums) and for
+// weights linear in the score (power 0 or 1).
+template <class V, bool Stored = false>
 struct SumSink {
   static constexpr int kNeeds = kNeedRows;
   static constexpr bool kStopsEarly = false;
+  static constexpr bool kTakesNodes = true;
   SumAcc& acc;
   const SumSpec<V>& sp;
   index_t j;
   const double* a;
   int d;
+  const void* stored = nullptr;  // Stored: rows (of the structure's point type) in value-row order
+  bool node_sums = false;
+  template <class P>
+  HSRGEOM_INLINE index_t position(const P* x) const {
+    return static_cast<index_t>((x - static_cast<const P*>(stored)) / d);
+  }
   template <class P>
   HSRGEOM_INLINE bool point(std::int64_t id, const P* x, double score) {
     double s = 0;
     if (sp.needs_score()) s = score == score ? score : dot_f64(a, x, d);
-    acc.add(sp, j, id, s);
+    if constexpr (Stored) acc.add(sp, j, position(x), s);
+    else acc.add(sp, j, id, s);
     return true;
   }
   template <class P>
   HSRGEOM_INLINE bool range(const std::int64_t* ids, const P* x, index_t n) {
-    for (index_t k = 0; k < n; ++k)
-      acc.add(sp, j, ids[k], sp.needs_score() ? dot_f64(a, x + k * static_cast<index_t>(d), d) : 0.0);
+    index_t k0 = 0;
+    if constexpr (Stored) k0 = position(x);
+    for (index_t k = 0; k < n; ++k) {
+      const double s = sp.needs_score() ? dot_f64(a, x + k * static_cast<index_t>(d), d) : 0.0;
+      if constexpr (Stored) acc.add(sp, j, k0 + k, s);
+      else acc.add(sp, j, ids[k], s);
+    }
     return true;
   }
+  template <class Node>
+  HSRGEOM_INLINE bool node(const Node& nd) {
+    if (!(node_sums && sp.power <= 1 && nd.add_sums(sp, j, acc))) range(nd.ids, nd.x, nd.n);
+    return true;
+  }
+};
+
+// How a structure splits each query of a sum into parts (sum_split, optional): the parts are
+// visited as visit(query, counters, sink, root) with a sink each, in parallel, and added per
+// query in the order of `roots`, so a few queries use every thread and the result does not
+// depend on the thread count. The split also says how the sinks read value rows.
+template <class V, class P>
+struct SumSplit {
+  std::vector<std::int32_t> roots;  // the parts of every query (disjoint, covering every point)
+  SumSpec<V> spec;                  // what the sinks add with (its rows may be the structure's copy)
+  const P* stored = nullptr;        // SumSink::stored
+  bool node_sums = false;           // SumSink::node_sums
+  double work = 0;                  // estimated work of the batch (the thread policy)
 };
 
 // Exact top-k candidates (TopKCollector): bound() is the rising lower bound of the k-th best
@@ -191,6 +234,18 @@ template <class S, class = void>
 struct is_block_scan : std::false_type {};
 template <class S>
 struct is_block_scan<S, std::void_t<decltype(S::kBlockScan)>> : std::bool_constant<S::kBlockScan> {};
+
+template <class S, class V, class = void>
+struct has_sum_split : std::false_type {};
+template <class S, class V>
+struct has_sum_split<S, V, std::void_t<decltype(std::declval<const S&>().sum_split(
+                               std::declval<const std::vector<typename S::Query>&>(),
+                               std::declval<const SumSpec<V>&>()))>> : std::true_type {};
+
+template <class Sink, class = void>
+struct takes_nodes : std::false_type {};
+template <class Sink>
+struct takes_nodes<Sink, std::void_t<decltype(Sink::kTakesNodes)>> : std::bool_constant<Sink::kTakesNodes> {};
 
 // The query normal in float64, in a per-thread buffer (valid until the next call on this thread).
 template <class T>
@@ -274,7 +329,8 @@ std::vector<std::uint8_t> empty_visit(const S& s, const Halfspaces<T>& q, QueryS
   }
 }
 
-// sum(): a SumSink per query (sums.hpp SumSpec for the contract).
+// sum(): a SumSink per query (sums.hpp SumSpec for the contract), or per part of a query where
+// the structure splits them (sum_split).
 template <class S, class T, class V>
 SumResult sum_visit(const S& s, const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads) {
   const int d = s.dim();
@@ -284,6 +340,39 @@ SumResult sum_visit(const S& s, const Halfspaces<T>& q, const SumSpec<V>& sp, Qu
       SumSink<V>{cell, sp, j, a, d}.point(static_cast<std::int64_t>(id), x, sc);
     });
     return merge_sums(cells, q.m, sp, st);  // chunk order
+  } else if constexpr (detail::has_sum_split<S, V>::value) {
+    const index_t m = q.m;
+    SumResult res(m, sp.dv);
+    if (st) st->resize(m);
+    if (s.size() == 0 || m == 0) return res;
+    std::vector<typename S::Query> qs;
+    qs.reserve(m);
+    for (index_t j = 0; j < m; ++j) qs.push_back(s.prepare(q.normals + j * d, q.offsets[j]));
+    const auto split = s.sum_split(qs, sp);
+    const index_t r = static_cast<index_t>(split.roots.size());
+    std::vector<SumAcc> acc(m * r);
+    std::vector<Counters> cnt(m * r);
+    auto run = [&](auto stored) {
+      parallel_for(m * r, threads_for_work(threads, split.work), [&](index_t w, int) {
+        const index_t j = w / r;
+        SumSink<V, decltype(stored)::value> sink{acc[w], split.spec, j, qs[j].normal(), d, split.stored, split.node_sums};
+        s.visit(qs[j], cnt[w], sink, split.roots[w % r]);
+        acc[w].flush(split.spec);
+      });
+    };
+    split.stored ? run(std::true_type{}) : run(std::false_type{});
+    for (index_t j = 0; j < m; ++j) {
+      SumAcc total;
+      Counters c;
+      for (index_t t = j * r; t < (j + 1) * r; ++t) {
+        total.merge(acc[t]);
+        c.nodes += cnt[t].nodes, c.tested += cnt[t].tested, c.exact += cnt[t].exact;
+      }
+      c.reported = total.count;
+      res.store(j, total);
+      if (st) c.store(*st, j);
+    }
+    return res;
   } else {
     SumResult res(q.m, sp.dv);
     for_each_query(q.m, st, threads, s.query_work(q.m), [&](index_t j, Counters& c) {
@@ -299,25 +388,43 @@ SumResult sum_visit(const S& s, const Halfspaces<T>& q, const SumSpec<V>& sp, Qu
   }
 }
 
-// topk(): a TopKSink per query; scores/ids are m x k row-major (topk.hpp write_topk).
+// topk(): a TopKSink per query; scores/ids are m x k row-major (topk.hpp write_topk). Block
+// scans: a TopKSink per (chunk, query) cell, fed by topk_cells (cell.push with each point's
+// score and its error bound), then per query the cells' candidates go to one TopKSink in chunk
+// order.
 template <class S, class T>
 void topk_visit(const S& s, const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids,
                 QueryStats* st, int threads) {
   using P = typename S::TopKRow;
   const int d = s.dim();
-  for_each_query(m, st, threads, s.query_work(m), [&](index_t j, Counters& c) {
-    const T* qt = queries + j * d;
-    const double* a = detail::normal_f64(qt, d);
-    TopKSink<P> sink(a, d, k);
-    if (k > 0 && s.size() > 0) s.visit_topk(qt, c, sink);
-    write_topk(sink.col.finish(), a, d, j, k, scores, ids);
-    c.reported = k;
-  });
+  if constexpr (detail::is_block_scan<S>::value) {
+    std::vector<double> qd(queries, queries + m * d);
+    std::vector<std::vector<TopKSink<P>>> cells;
+    s.topk_cells(queries, m, st, threads, cells, [&](index_t j) { return TopKSink<P>(qd.data() + j * d, d, k); });
+    for (index_t j = 0; j < m; ++j) {
+      interrupt::check();
+      TopKSink<P> all(qd.data() + j * d, d, k);
+      for (auto& chunk : cells)
+        for (auto& cand : chunk[j].col.finish()) all.push(cand.s, cand.err, cand.id, cand.x);
+      write_topk(all.col.finish(), qd.data() + j * d, d, j, k, scores, ids);
+    }
+    if (st)
+      for (index_t j = 0; j < m; ++j) st->points_reported[j] = k;
+  } else {
+    for_each_query(m, st, threads, s.query_work(m), [&](index_t j, Counters& c) {
+      const T* qt = queries + j * d;
+      const double* a = detail::normal_f64(qt, d);
+      TopKSink<P> sink(a, d, k);
+      if (k > 0 && s.size() > 0) s.visit_topk(qt, c, sink);
+      write_topk(sink.col.finish(), a, d, j, k, scores, ids);
+      c.reported = k;
+    });
+  }
 }
 
 // The batch member functions every structure has (the bindings and the dynamic index call these),
 // each one driver call. A structure derives from QueryMethods<itself, T>; one that answers a
-// query otherwise (the trees' sum, the scans' top-k) declares its own, which hides this one.
+// query otherwise declares its own, which hides this one (ShallowCutting3's topk).
 template <class Derived, class T>
 class QueryMethods {
  public:

@@ -56,8 +56,8 @@ class RangeTree : public QueryMethods<Derived, T> {
     return out;
   }
 
-  // The query concept (query.hpp): report, count, empty, topk come from QueryMethods; sum is
-  // RangeTree::sum below (subtree split, node sums).
+  // The query concept (query.hpp): report, count, empty, topk and sum come from QueryMethods
+  // (sum split into subtrees by sum_split below, whole nodes added from their value sums).
   // A query prepared for the tree: a in the original frame (for leaves), a in the bounds' frame,
   // and the offset and extra margin that map bounds of <a_frame, y> to bounds of <a, x>.
   struct Query {
@@ -70,11 +70,16 @@ class RangeTree : public QueryMethods<Derived, T> {
 
   // The half-space traversal (query.hpp): a node inside goes to sink.range as its stored ids and
   // rows, a leaf's points inside to sink.point with their float64 scores.
+  // A sink that takes nodes (query.hpp) gets sink.node(NodeRef) for a node inside; `root`: the
+  // subtree visited (a part of a sum, sum_split).
   template <class Sink>
-  void visit(const Query& qq, Counters& c, Sink& sink) const {
-    traverse(qq, c, [&](index_t b0, index_t b1) {
-      return sink.range(perm_.data() + b0, Sink::kNeeds >= kNeedRows ? row(b0) : nullptr, b1 - b0);
-    }, [&](index_t k, double s) { return sink.point(perm_[k], row(k), s); });
+  void visit(const Query& qq, Counters& c, Sink& sink, std::int32_t root = 0) const {
+    traverse(qq, c, [&](index_t b0, index_t b1, std::int32_t v) {
+      if constexpr (detail::takes_nodes<Sink>::value)
+        return sink.node(NodeRef{*this, v, qq, perm_.data() + b0, row(b0), b1 - b0});
+      else
+        return sink.range(perm_.data() + b0, Sink::kNeeds >= kNeedRows ? row(b0) : nullptr, b1 - b0);
+    }, [&](index_t k, double s) { return sink.point(perm_[k], row(k), s); }, root);
   }
 
   // Top-k traversal: best first by the nodes' upper bounds, stopping when the best bound left is
@@ -109,57 +114,41 @@ class RangeTree : public QueryMethods<Derived, T> {
     return static_cast<double>(m) * (64.0 * d_ + std::sqrt(static_cast<double>(n_)) * d_ * 4);
   }
 
-  // Half-space sums (sums.hpp, SumSpec). A query is split into subtrees (the first nodes of a
-  // breadth-first expansion from the root, about 64 / m of them), so that a few queries use
-  // every thread; the split depends on m only and the parts are combined in a fixed order, so
-  // the result does not depend on the number of threads.
+  // Half-space sums (sums.hpp, SumSpec) come from QueryMethods (query.hpp sum_visit) with this
+  // split: each query is split into subtrees (the first nodes of a breadth-first expansion from
+  // the root, about 64 / m of them) so that a few queries use every thread; the split depends on
+  // m only and the parts are combined in a fixed order, so the result does not depend on the
+  // number of threads. With node sums (set_value_sums made from these values, SumSpec::node_sums)
+  // the sinks read value rows from the tree-order copy and add whole nodes from their sums.
   template <class V>
-  SumResult sum(const Halfspaces<T>& q, const SumSpec<V>& sp, QueryStats* st, int threads) const {
-    const index_t m = q.m;
-    SumResult res(m, sp.dv);
-    if (st) st->resize(m);
-    if (n_ == 0 || m == 0) return res;
-    const std::vector<std::int32_t> roots = subtrees(std::max<index_t>(1, 64 / m));
-    const index_t r = static_cast<index_t>(roots.size());
-    std::vector<Query> qs;
-    qs.reserve(m);
-    for (index_t j = 0; j < m; ++j) qs.push_back(make_query(q.normals + j * d_, q.offsets[j]));
-    // attached node sums apply to these values (the caller says so) and weights linear in <a, x>
-    const bool node_sums = sp.node_sums && vdv_ == sp.dv && (sp.dv == 0 || !value_rows<V>().empty());
-    SumSpec<V> tsp = sp;
-    if (node_sums) tsp.values = sp.dv ? value_rows<V>().data() : nullptr, tsp.offset = 0;
-    std::vector<SumAcc> acc(m * r);
-    std::vector<Counters> cnt(m * r);
-    parallel_for(m * r, threads_for_work(threads, sum_work(qs, roots, sp.dv, node_sums)), [&](index_t w, int) {
-      const index_t j = w / r;
-      const Query& qq = qs[j];
-      SumAcc& a = acc[w];
-      const double* an = qq.a.data();
-      // with node sums, value rows are read from the tree-order copy (row k for stored point k)
-      auto add = [&](index_t k, double s) {
-        if (node_sums) a.add(tsp, j, k, s);
-        else a.add(sp, j, perm_[k], s);
-      };
-      traverse(qq, cnt[w], [&](index_t b0, index_t b1, std::int32_t v) {
-        if (!node_sums || sp.power > 1 || !add_node_sums(v, qq, sp, j, a))
-          for (index_t k = b0; k < b1; ++k) add(k, sp.needs_score() ? dot_f64(an, row(k), d_) : 0.0);
-        return true;
-      }, [&](index_t k, double s) { add(k, s); return true; }, roots[w % r]);
-      a.flush(node_sums ? tsp : sp);
-    });
-    for (index_t j = 0; j < m; ++j) {
-      SumAcc total;
-      Counters c;
-      for (index_t t = j * r; t < (j + 1) * r; ++t) {
-        total.merge(acc[t]);
-        c.nodes += cnt[t].nodes, c.tested += cnt[t].tested, c.exact += cnt[t].exact;
-      }
-      c.reported = total.count;
-      res.store(j, total);
-      if (st) c.store(*st, j);
+  SumSplit<V, T> sum_split(const std::vector<Query>& qs, const SumSpec<V>& sp) const {
+    SumSplit<V, T> p;
+    p.roots = subtrees(std::max<index_t>(1, 64 / std::max<index_t>(1, static_cast<index_t>(qs.size()))));
+    p.spec = sp;
+    p.node_sums = sp.node_sums && vdv_ == sp.dv && (sp.dv == 0 || !value_rows<V>().empty());
+    if (p.node_sums) {
+      p.spec.values = sp.dv ? value_rows<V>().data() : nullptr;
+      p.spec.offset = 0;
+      p.stored = pts_.data();
     }
-    return res;
+    p.work = sum_work(qs, p.roots, sp.dv, p.node_sums);
+    return p;
   }
+
+  // A node inside the half-space as visit() hands it to a sink that takes nodes (query.hpp
+  // SumSink::node): its stored ids and rows, and its value sums.
+  struct NodeRef {
+    const RangeTree& tree;
+    std::int32_t v;
+    const Query& q;
+    const std::int64_t* ids;
+    const T* x;
+    index_t n;
+    template <class V>
+    bool add_sums(const SumSpec<V>& sp, index_t j, SumAcc& acc) const {
+      return tree.add_node_sums(v, q, sp, j, acc);
+    }
+  };
 
   // Per-node sums of values (rows offset + id, dv columns), and a copy of the rows in tree
   // order (sum() then reads the rows of the points it finds in leaves sequentially, not
