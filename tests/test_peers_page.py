@@ -142,6 +142,16 @@ def test_parse_arguments():
     assert {d for k, d in run.DEFAULT_CASES if k == "uniform"} == {2, 3, 4, 8, 16}
 
 
+@pytest.mark.parametrize("k", [1, 7, 999, 1000, 2500, 5000])
+def test_top_projections_merge_blocks(k):
+    """The running top k over blocks equals the top k of all projections (ties included)."""
+    rng = np.random.default_rng(k)
+    x = (rng.integers(0, 50, (5000, 3)) / 7).astype(np.float32)
+    a = rng.standard_normal((4, 3))
+    full = -np.sort(-(x.astype(np.float64) @ a.T), axis=0)[:k]
+    assert np.array_equal(run.top_projections(x, a, k, block=1000), full)
+
+
 @pytest.mark.parametrize("kind", ["uniform", "gaussian", "ties"])
 def test_gap_queries_separate_float32(kind):
     """Offsets land in gaps wider than float32's error: numpy's float32 test, float64's and the

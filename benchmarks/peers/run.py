@@ -122,14 +122,16 @@ def make(kind, n, d, rng):
 
 
 def top_projections(x, a64, k, block=131072):
-    """For each query column, the k largest values of x @ a (float64, from the float32 values)."""
-    tops = []
+    """For each query column, the k largest values of x @ a (float64, from the float32 values).
+    A running top k is merged with each block: memory (k + block) x m, whatever n."""
+    top = None
     for s in range(0, len(x), block):
         p = x[s : s + block].astype(np.float64) @ a64.T
+        if top is not None:
+            p = np.concatenate([top, p])
         kk = min(k, len(p))
-        tops.append(-np.partition(-p, kk - 1, axis=0)[:kk])
-    allv = np.concatenate(tops, axis=0)
-    return -np.sort(-allv, axis=0)[:k]  # (k, m), descending per column
+        top = -np.partition(-p, kk - 1, axis=0)[:kk]
+    return -np.sort(-top, axis=0)[:k]  # (k, m), descending per column
 
 
 def gap_queries(x, m, target, rng):
