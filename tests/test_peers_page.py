@@ -37,8 +37,8 @@ def _rows():
             r("hsrgeom ConvexLayers", 1, 0.7 * scale)
             r("hsrgeom ConvexLayers, unsorted ids", 1, 0.3 * scale)
             # auto with 1 thread is faster than every structure: it must not count as "fastest"
-            r("hsrgeom auto (PartitionTree)", 2, 0.55 * scale)
-            r("hsrgeom auto (PartitionTree)", 1, 0.1 * scale)
+            r("hsrgeom auto (partition_tree)", 2, 0.55 * scale)
+            r("hsrgeom auto (partition_tree)", 1, 0.1 * scale)
             r("numpy scan (float32 BLAS)", 2, 12.0 * scale)
             r("faiss IndexFlatIP.range_search", 2, 0.45 * scale, bad=1 if kind == "gaussian" else 0)
             r("CGAL Kd_tree (unsorted handles)", 1, 1.2 * scale)
@@ -67,8 +67,8 @@ def test_summary_rows_per_case_and_output_size():
     assert first["fastest"]["method"] == "PartitionTree"
     assert first["scan_ratio"] == pytest.approx(10.0 / 0.5)
     assert first["auto_ratio"] == pytest.approx(0.55 / 0.5)
-    assert first["auto"]["kind"] == "PartitionTree"
-    assert second["fastest"]["method"] == "ConvexLayers"
+    assert first["auto"]["kind"] == "partition_tree" and first["auto_is_fastest"]
+    assert second["fastest"]["method"] == "ConvexLayers" and not second["auto_is_fastest"]
     assert second["auto_ratio"] == pytest.approx(2.2 / 1.6)
     assert s[2]["mismatches"] == 1 and first["mismatches"] == 0
 
@@ -96,6 +96,8 @@ def test_page_from_json(tmp_path):
     summary = text[text.index("## Summary"):text.index("## Every row")]
     assert len([ln for ln in summary.splitlines() if ln.startswith(("| uniform |", "| gaussian |"))]) == 4
     assert "| uniform | 2 | 1,000 | 1,020 |" in summary
+    assert "| partition_tree (= fastest) | 1.1 (0.55 / 0.5 ms) |" in summary  # auto at k = 100
+    assert "| partition_tree | 1.38 (2.2 / 1.6 ms) |" in summary  # k = 1000: ConvexLayers is faster
     every = text[text.index("## Every row"):text.index("## Exact sets")]
     assert len([ln for ln in every.splitlines() if ln.startswith(("| uniform |", "| gaussian |"))]) == len(rows)
     assert "| gaussian | 8 | 100 | faiss IndexFlatIP.range_search | 2 |" in every and "| 1 (3) |" in every
