@@ -51,9 +51,14 @@ def points(n, d, dtype=np.float64):
     return _points[key]
 
 
-def index(structure, d, n, dtype=np.float64):
-    """The index ``build_index(points(n, d, dtype), kind=structure)``."""
-    return hsrgeom.build_index(points(n, d, dtype), kind=structure)
+def index(structure, d, n, dtype=np.float64, output_size=None, batch_size=None):
+    """The index ``build_index(points(n, d, dtype), kind=structure)``. For ``"auto"``, the output
+    size and batch size the benchmark asks are passed on (auto's timed choice depends on them:
+    ``build_index(kind="auto", output_size=..., batch_size=...)``); the structures ignore them."""
+    if structure != "auto":
+        return hsrgeom.build_index(points(n, d, dtype), kind=structure)
+    return hsrgeom.build_index(points(n, d, dtype), kind=structure, output_size=output_size,
+                               batch_size=batch_size)
 
 
 def halfspaces(x, m, output_size, seed=1):

@@ -1,26 +1,39 @@
 """hsrgeom against its peers, side by side in one run, as ratios: numpy/BLAS scan, FAISS exact
 range search, CGAL's kd-tree; every peer's id sets are checked against hsrgeom.BruteForce.
+Every case is measured at one or more output sizes (points reported per query).
 
     pip install faiss-cpu matplotlib threadpoolctl        # into the venv that has hsrgeom
     apt-get install -y libcgal-dev                        # CGAL 5.x headers (Debian); optional
-    python benchmarks/peers/run.py                        # n = 10^6, writes docs/peers.md and
-                                                          # docs/img/peers_n1e6.png (~10 min)
+    python benchmarks/peers/run.py --reported 100,1000,10000
+                                  # n = 10^6, the grid below: docs/peers.md, docs/img/peers.png
+    python benchmarks/peers/run.py --n 10000000 --cases uniform:2,uniform:3 \
+        --reported 100,1000,10000 --out docs/peers_1e7.md
     python benchmarks/peers/run.py --quick                # n = 10^5, fewer cases, prints only
+    python benchmarks/peers/run.py --json rows.json ...   # also save every row
+    python benchmarks/peers/run.py --from-json rows.json --out docs/peers.md
+                                  # rewrite the page and its plot from saved rows, no measuring
 
-Data (float32): uniform points in [0, 1]^d for d in {2, 3, 8, 16, 32, 128}; "clustered" points
-(100 Gaussian clusters, sd 0.02, centres uniform in [0, 1]^d) at d = 16; "low-rank" points (a
-4-dimensional standard Gaussian embedded in R^d by a random orthonormal basis, plus 1e-3 Gaussian
-noise) at d = 16 and d = 128: the cases where geometry can win in high d.
+Data (float32), --cases data:d,...: "uniform" points in [0, 1]^d; "gaussian" standard normal
+points; "clustered" points (100 Gaussian clusters, sd 0.02, centres uniform in [0, 1]^d);
+"low-rank" points (a 4-dimensional standard Gaussian embedded in R^d by a random orthonormal
+basis, plus 1e-3 Gaussian noise: where geometry can win in high d). Default grid (issue 20):
+uniform d in {2, 3, 4, 8, 16}, clustered and gaussian d in {2, 3, 8}; d = 32/128 and low-rank
+only with --cases (e.g. uniform:128,low-rank:16,low-rank:128).
+
+Output sizes, --reported k1,k2,...: each case's points are generated and its structures, FAISS
+index and CGAL points file made ONCE; then every size k is asked with its own queries. auto is
+built per size (build_index(kind="auto", output_size=k, batch_size=m): its choice depends on k).
+Default: one size, 0.1 % of n.
 
 Queries: m random unit normals a (float32; m = 200 at d <= 16, 50 above) with offsets b that leave
-~0.1 % of the points inside (~1000 of 10^6). Each offset is placed in a *gap* of the exactly
-computed projections <a, x> (ranks 0.7x..1.3x the target, the rank nearest the target whose gap
-is wide enough) and rounded to a float32 value that keeps a margin on both sides larger than the
-worst-case float32 rounding error of a (d+1)-term dot product (gamma_{d+1} (||a||_1 max|x| + |b|)).
-So every point is unambiguously inside or outside: float32 peers (numpy, FAISS) and CGAL's
-double-precision test must return exactly the sets hsrgeom returns (hsrgeom is exact for any
-offset). This changes which queries are asked, not how long they take. Offsets whose window holds
-no wide-enough gap are counted and reported ("unseparated"); mismatches are reported, never hidden.
+~k of the points inside. Each offset is placed in a *gap* of the exactly computed projections
+<a, x> (ranks 0.7k..1.3k, the rank nearest k whose gap is wide enough) and rounded to a float32
+value that keeps a margin on both sides larger than the worst-case float32 rounding error of a
+(d+1)-term dot product (gamma_{d+1} (||a||_1 max|x| + |b|)). So every point is unambiguously
+inside or outside: float32 peers (numpy, FAISS) and CGAL's double-precision test must return
+exactly the sets hsrgeom returns (hsrgeom is exact for any offset). This changes which queries
+are asked, not how long they take. Offsets whose window holds no wide-enough gap are counted and
+reported ("unseparated"); mismatches are reported, never hidden.
 
 Peers:
   numpy     `X[blk] @ A.T >= b` in float32 blocks of 65536 points (BLAS sgemm, 2 threads).
@@ -29,22 +42,33 @@ Peers:
             half-space is lifted: q = (a, -b), y = (x, 1), radius 0. With the gap margins above,
             > versus >= cannot matter. faiss.omp_set_num_threads(2).
   CGAL      benchmarks/peers/cgal_halfspace.cpp: CGAL::Kd_tree with a half-space FuzzyQueryItem,
-            points passed as float64 (the float32 values, exactly), d <= 16 only. CGAL's search is
-            single-threaded, so hsrgeom auto and PartitionTree are also timed with n_threads=1 for
+            points passed as float64 (the float32 values, exactly), d <= 16 only; one points file
+            per case, one program call (tree build + queries) per output size. CGAL's search is
+            single-threaded, so every hsrgeom method is also timed with n_threads=1 at d <= 16 for
             per-core ratios. Two CGAL rows: the search alone (output: point handles in tree order,
             CGAL's contract) and the search plus int64 ids in ascending order (hsrgeom's and FAISS's
             contract); both timed inside the C++ program, no Python or I/O in the time.
             The binary is compiled on first use into benchmarks/peers/build/ (git-ignored).
-  hsrgeom   BruteForce, PartitionTree, PartitionTree(split="pca") for d >= 8, QuantizedScan for
-            d >= 16, ConvexLayers at d = 2, ConvexLayers3 and ShallowCutting3 at d = 3,
-            build_index(kind="auto", batch_size=m, output_size=target); 2 threads unless marked
-            1. At d <= 3 PartitionTree, the convex layers and the cutting also with return_sorted=False
-            ("unsorted ids": ids in the structure's order, like CGAL's handles).
+  hsrgeom   BruteForce (the blocked scan), PartitionTree, PartitionTree(split="pca") for d >= 8,
+            QuantizedScan for d >= 16, ConvexLayers at d = 2, ConvexLayers3 and ShallowCutting3 at
+            d = 3, build_index(kind="auto", batch_size=m, output_size=k); 2 threads unless marked 1.
+            PartitionTree, the convex layers and the cutting also with return_sorted=False
+            ("unsorted ids": ids in the structure's order, like CGAL's handles): 2 and 1 threads at
+            d <= 3, 1 thread at 4 <= d <= 16.
 
 Time per query = best batch time / m (best of 3, fewer when a batch takes > 10 s in all, more
 -- up to 50 -- while the calls took < 0.25 s in all). hsrgeom's times include the Python call.
-Ratios are time / time of hsrgeom auto with 2 threads ("x auto") and, for single-threaded rows,
-time / time of hsrgeom auto with 1 thread ("x auto 1t").
+ns per id = time per query / mean reported per query.
+
+The page (--out, default docs/peers.md; the plot in docs/img/<page>.png): a summary with one row
+per (case, output size): ns per reported id at one thread for the fastest hsrgeom structure,
+unsorted and sorted; CGAL's time / it on the same contract (unsorted handles; handles + sort);
+the scan (BruteForce) / the fastest structure; auto's choice and auto / the fastest structure
+(sorted ids, 2 threads). Then every row (ratios to auto with 2 threads, "x auto"; to auto with 1
+thread for single-threaded rows, "x auto 1t"; to the scan, "x scan"), the exactness notes, the
+log, and per case a log-log panel of time per query against output size, one line per method
+(hsrgeom solid, peers dashed). --json saves the rows (and the page's header data); --from-json
+rewrites the page and plot from such a file without measuring.
 """
 from __future__ import annotations
 
@@ -70,6 +94,10 @@ CGAL_MAX_D = 16
 THREADS = 2
 U32 = 2.0**-24
 U64 = 2.0**-53
+KINDS = ("uniform", "gaussian", "clustered", "low-rank")
+#: the peers grid of issue 20
+DEFAULT_CASES = ([("uniform", d) for d in (2, 3, 4, 8, 16)] + [("clustered", d) for d in (2, 3, 8)]
+                 + [("gaussian", d) for d in (2, 3, 8)])
 
 
 def gamma(k, u):
@@ -80,6 +108,8 @@ def gamma(k, u):
 def make(kind, n, d, rng):
     if kind == "uniform":
         return rng.random((n, d), dtype=np.float32)
+    if kind == "gaussian":
+        return rng.standard_normal((n, d), dtype=np.float32)
     if kind == "clustered":  # 100 Gaussian clusters (sd 0.02) with centres uniform in [0, 1]^d
         centres = rng.random((100, d))
         x = centres[rng.integers(0, 100, n)] + 0.02 * rng.standard_normal((n, d))
@@ -92,14 +122,16 @@ def make(kind, n, d, rng):
 
 
 def top_projections(x, a64, k, block=131072):
-    """For each query column, the k largest values of x @ a (float64, from the float32 values)."""
-    tops = []
+    """For each query column, the k largest values of x @ a (float64, from the float32 values).
+    A running top k is merged with each block: memory (k + block) x m, whatever n."""
+    top = None
     for s in range(0, len(x), block):
         p = x[s : s + block].astype(np.float64) @ a64.T
+        if top is not None:
+            p = np.concatenate([top, p])
         kk = min(k, len(p))
-        tops.append(-np.partition(-p, kk - 1, axis=0)[:kk])
-    allv = np.concatenate(tops, axis=0)
-    return -np.sort(-allv, axis=0)[:k]  # (k, m), descending per column
+        top = -np.partition(-p, kk - 1, axis=0)[:kk]
+    return -np.sort(-top, axis=0)[:k]  # (k, m), descending per column
 
 
 def gap_queries(x, m, target, rng):
@@ -176,30 +208,6 @@ def ensure_cgal():
     return CGAL_BIN, ""
 
 
-def cgal_run(binary, x, a, b, tmp):
-    pts, qry, out = (os.path.join(tmp, f) for f in ("points.bin", "queries.bin", "ids.bin"))
-    with open(pts, "wb") as f:
-        np.array(x.shape, np.int64).tofile(f)
-        for s in range(0, len(x), 262144):
-            x[s : s + 262144].astype(np.float64).tofile(f)
-    with open(qry, "wb") as f:
-        np.array(a.shape, np.int64).tofile(f)
-        a.astype(np.float64).tofile(f)
-        b.astype(np.float64).tofile(f)
-    r = subprocess.run([binary, pts, qry, out, "3", "10"], capture_output=True, text=True)
-    os.remove(pts)
-    if r.returncode != 0:
-        raise RuntimeError("cgal_halfspace failed: " + r.stderr[-2000:])
-    info = json.loads(r.stdout)
-    raw = np.fromfile(out, np.int64)
-    sets, pos = [], 0
-    for _ in range(len(a)):
-        c = int(raw[pos])
-        sets.append(raw[pos + 1 : pos + 1 + c])
-        pos += 1 + c
-    return info, sets
-
-
 # ----------------------------------------------------------------------------------- helpers
 def timed(f, repeat=3, budget=10.0, fast=0.25, most=50):
     """Best time of f() over `repeat` calls (fewer past `budget` s in all; more, up to `most`,
@@ -225,91 +233,138 @@ def compare(sets, ref):
     return bad, ids
 
 
-def run_case(kind, d, n, target, rng, cgal_bin, tmp, log):
+def cgal_write_points(x, path):
+    """The points file of cgal_halfspace (written once per case, read by one call per output size)."""
+    with open(path, "wb") as f:
+        np.array(x.shape, np.int64).tofile(f)
+        for s in range(0, len(x), 262144):
+            x[s : s + 262144].astype(np.float64).tofile(f)
+
+
+def cgal_run(binary, pts, a, b, tmp):
+    qry, out = (os.path.join(tmp, f) for f in ("queries.bin", "ids.bin"))
+    with open(qry, "wb") as f:
+        np.array(a.shape, np.int64).tofile(f)
+        a.astype(np.float64).tofile(f)
+        b.astype(np.float64).tofile(f)
+    r = subprocess.run([binary, pts, qry, out, "3", "10"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("cgal_halfspace failed: " + r.stderr[-2000:])
+    info = json.loads(r.stdout)
+    raw = np.fromfile(out, np.int64)
+    os.remove(out)
+    sets, pos = [], 0
+    for _ in range(len(a)):
+        c = int(raw[pos])
+        sets.append(raw[pos + 1 : pos + 1 + c])
+        pos += 1 + c
+    return info, sets
+
+
+def structures_for(d):
+    """(method name, builder) of the hsrgeom structures asked in dimension d, BruteForce first."""
+    out = [("BruteForce", hsrgeom.BruteForce), ("PartitionTree", hsrgeom.PartitionTree)]
+    if d >= 16:
+        out.append(("QuantizedScan", hsrgeom.QuantizedScan))
+    if d >= 8:
+        out.append(("PartitionTree(pca)", lambda x: hsrgeom.PartitionTree(x, split="pca")))
+    if d == 2:
+        out.append(("ConvexLayers", hsrgeom.ConvexLayers))
+    if d == 3:
+        out += [("ConvexLayers3", hsrgeom.ConvexLayers3), ("ShallowCutting3", hsrgeom.ShallowCutting3)]
+    return out
+
+
+def run_case(kind, d, n, targets, rng, cgal_bin, tmp, log):
+    """Every method on one (data, d) case at every output size of `targets`: the points, the
+    structures, FAISS's index and CGAL's points file are made once; the queries (and auto, whose
+    choice depends on the output size) once per size. Returns the rows, grouped by size."""
     x = make(kind, n, d, rng)
     m = 200 if d <= 16 else 50
-    a, b, unsep, rel = gap_queries(x, m, target, rng)
-    b32 = b.astype(np.float32)
-    assert np.array_equal(b32.astype(np.float64), b)
-    rows = []
+    one_thread = d <= CGAL_MAX_D  # per-core rows, CGAL's contract (its search is single-threaded)
+    queries = {}
+    for target in targets:
+        a, b, unsep, rel = gap_queries(x, m, target, rng)
+        b32 = b.astype(np.float32)
+        assert np.array_equal(b32.astype(np.float64), b)
+        queries[target] = (a, b, b32, unsep, rel)
+    rows, ref = [], {}
 
-    def add(method, threads, build_s, t, sets):
-        rows.append(dict(kind=kind, d=d, method=method, threads=threads, build_s=build_s,
-                         ms=t / m * 1e3, sets=sets))
+    def add(target, method, threads, build_s, t, sets):
+        if target not in ref:  # BruteForce comes first: the reference of this size
+            ref[target] = sets
+        bad, ids = compare(sets, ref[target])
+        rows.append(dict(kind=kind, d=d, target=target, method=method, threads=threads, build_s=build_s,
+                         ms=t / m * 1e3, bad_queries=bad, bad_ids=ids))
 
     def build(f):
         t = time.perf_counter()
         obj = f()
         return time.perf_counter() - t, obj
 
-    tb, bf = build(lambda: hsrgeom.BruteForce(x))
-    t, res = timed(lambda: bf.report(a, b))
-    ref = res.split()
-    add("hsrgeom BruteForce", THREADS, tb, t, ref)
-    del bf
-    tb, auto = build(lambda: hsrgeom.build_index(x, kind="auto", batch_size=m, output_size=target))
-    t, res = timed(lambda: auto.report(a, b))
-    add(f"hsrgeom auto ({auto.kind})", THREADS, tb, t, res.split())
-    t, res = timed(lambda: auto.report(a, b, n_threads=1))
-    add(f"hsrgeom auto ({auto.kind})", 1, tb, t, res.split())
-    del auto
-    tb, tree = build(lambda: hsrgeom.PartitionTree(x))
-    t, res = timed(lambda: tree.report(a, b))
-    add("hsrgeom PartitionTree", THREADS, tb, t, res.split())
-    if cgal_bin and d <= CGAL_MAX_D:
-        t, res = timed(lambda: tree.report(a, b, n_threads=1))
-        add("hsrgeom PartitionTree", 1, tb, t, res.split())
-    if d <= 3:  # like CGAL's unsorted handles: ids in the tree's order
-        for th in (THREADS, 1):
-            t, res = timed(lambda: tree.report(a, b, n_threads=th, return_sorted=False))
-            add("hsrgeom PartitionTree, unsorted ids", th, tb, t, [np.sort(s) for s in res.split()])
-    del tree
-    if d >= 16:
-        tb, qs = build(lambda: hsrgeom.QuantizedScan(x))
-        t, res = timed(lambda: qs.report(a, b))
-        add("hsrgeom QuantizedScan", THREADS, tb, t, res.split())
-        del qs
-    if d >= 8:
-        tb, tree = build(lambda: hsrgeom.PartitionTree(x, split="pca"))
-        t, res = timed(lambda: tree.report(a, b))
-        add("hsrgeom PartitionTree(pca)", THREADS, tb, t, res.split())
-        del tree
-    for cls in {2: [hsrgeom.ConvexLayers], 3: [hsrgeom.ConvexLayers3, hsrgeom.ShallowCutting3]}.get(d, []):
-        tb, cl = build(lambda: cls(x))
-        t, res = timed(lambda: cl.report(a, b))
-        add(f"hsrgeom {cls.__name__}", THREADS, tb, t, res.split())
-        if cgal_bin:
-            t, res = timed(lambda: cl.report(a, b, n_threads=1))
-            add(f"hsrgeom {cls.__name__}", 1, tb, t, res.split())
-        for th in (THREADS, 1):
-            t, res = timed(lambda: cl.report(a, b, n_threads=th, return_sorted=False))
-            add(f"hsrgeom {cls.__name__}, unsorted ids", th, tb, t, [np.sort(s) for s in res.split()])
-        del cl
-    t, sets = timed(lambda: numpy_scan(x, a, b32))
-    add("numpy scan (float32 BLAS)", THREADS, 0.0, t, sets)
-    tb, fx = build(lambda: faiss_index(x))
-    t, res = timed(lambda: faiss_query(fx, a, b))
-    add("faiss IndexFlatIP.range_search", THREADS, tb, t, faiss_sets(res, m))
-    del fx, res
-    if cgal_bin and d <= CGAL_MAX_D:
-        info, sets = cgal_run(cgal_bin, x, a, b, tmp)
-        add("CGAL Kd_tree (unsorted handles)", 1, info["build_s"], info["query_s"], sets)
-        add("CGAL Kd_tree + ids sorted", 1, info["build_s"], info["query_sorted_s"], sets)
+    def ask(target, name, index, tb, unsorted):
+        a, b = queries[target][:2]
+        t, res = timed(lambda: index.report(a, b))
+        add(target, f"hsrgeom {name}", THREADS, tb, t, res.split())
+        if one_thread:
+            t, res = timed(lambda: index.report(a, b, n_threads=1))
+            add(target, f"hsrgeom {name}", 1, tb, t, res.split())
+        for th in ((THREADS, 1) if d <= 3 else (1,) if one_thread else ()) if unsorted else ():
+            t, res = timed(lambda: index.report(a, b, n_threads=th, return_sorted=False))
+            add(target, f"hsrgeom {name}, unsorted ids", th, tb, t, [np.sort(s) for s in res.split()])
 
-    t_auto = {r["threads"]: r["ms"] for r in rows if r["method"].startswith("hsrgeom auto")}
-    reported = float(np.mean([len(s) for s in ref]))
-    for r in rows:
-        r["x_auto"] = r["ms"] / t_auto[THREADS]
-        r["x_auto_1t"] = r["ms"] / t_auto[1] if r["threads"] == 1 else None
-        r["bad_queries"], r["bad_ids"] = compare(r.pop("sets"), ref)
-        r["reported"] = reported
-        r["unseparated"] = unsep
-        log(f"{kind:8s} d={d:<4d} {r['method']:34s} {r['threads']}t build {r['build_s']:6.2f} s "
-            f"{r['ms']:9.4f} ms/query  x{r['x_auto']:7.2f} auto"
-            + (f"  x{r['x_auto_1t']:7.2f} auto-1t" if r["x_auto_1t"] is not None else "")
-            + f"  mismatching queries {r['bad_queries']} (ids {r['bad_ids']})")
-    log(f"{kind:8s} d={d:<4d} m={m}, reported/query {reported:.0f}, offsets without a wide gap: {unsep}, "
-        f"smallest gap margin / float32 error bound: {rel:.2f}")
+    for name, cls in structures_for(d):
+        tb, index = build(lambda: cls(x))
+        for target in targets:
+            # unsorted ids (like CGAL's handles: the structure's order) where the structure prunes
+            ask(target, name, index, tb, name in ("PartitionTree", "ConvexLayers", "ConvexLayers3", "ShallowCutting3"))
+        del index
+    for target in targets:
+        a, b = queries[target][:2]
+        tb, auto = build(lambda: hsrgeom.build_index(x, kind="auto", batch_size=m, output_size=target))
+        ask(target, f"auto ({auto.kind})", auto, tb, False)
+        del auto
+    for target in targets:
+        a, b, b32 = queries[target][:3]
+        t, sets = timed(lambda: numpy_scan(x, a, b32))
+        add(target, "numpy scan (float32 BLAS)", THREADS, 0.0, t, sets)
+    tb, fx = build(lambda: faiss_index(x))
+    for target in targets:
+        a, b = queries[target][:2]
+        t, res = timed(lambda: faiss_query(fx, a, b))
+        add(target, "faiss IndexFlatIP.range_search", THREADS, tb, t, faiss_sets(res, m))
+        del res
+    del fx
+    if cgal_bin and d <= CGAL_MAX_D:
+        pts = os.path.join(tmp, "points.bin")
+        cgal_write_points(x, pts)
+        for target in targets:
+            a, b = queries[target][:2]
+            info, sets = cgal_run(cgal_bin, pts, a, b, tmp)
+            add(target, "CGAL Kd_tree (unsorted handles)", 1, info["build_s"], info["query_s"], sets)
+            add(target, "CGAL Kd_tree + ids sorted", 1, info["build_s"], info["query_sorted_s"], sets)
+        os.remove(pts)
+
+    rows.sort(key=lambda r: targets.index(r["target"]))  # stable: methods in the order asked
+    for target in targets:
+        rs = [r for r in rows if r["target"] == target]
+        unsep, rel = queries[target][3:]
+        t_auto = {r["threads"]: r["ms"] for r in rs if r["method"].startswith("hsrgeom auto")}
+        t_scan = next(r["ms"] for r in rs if r["method"] == "hsrgeom BruteForce" and r["threads"] == THREADS)
+        reported = float(np.mean([len(s) for s in ref[target]]))
+        for r in rs:
+            r["reported"] = reported
+            r["ns_per_id"] = r["ms"] * 1e6 / reported if reported else None
+            r["x_auto"] = r["ms"] / t_auto[THREADS]
+            r["x_auto_1t"] = r["ms"] / t_auto[1] if r["threads"] == 1 and 1 in t_auto else None
+            r["x_scan"] = r["ms"] / t_scan
+            r["unseparated"] = unsep
+            log(f"{kind:9s} d={d:<4d} k={target:<7d} {r['method']:34s} {r['threads']}t build {r['build_s']:6.2f} s "
+                f"{r['ms']:9.4f} ms/query {fmt_ns(r['ns_per_id']):>7s} ns/id  x{r['x_auto']:7.2f} auto"
+                + (f"  x{r['x_auto_1t']:7.2f} auto-1t" if r["x_auto_1t"] is not None else "")
+                + f"  mismatching queries {r['bad_queries']} (ids {r['bad_ids']})")
+        log(f"{kind:9s} d={d:<4d} k={target:<7d} m={m}, reported/query {reported:.0f}, offsets without a wide gap: "
+            f"{unsep}, smallest gap margin / float32 error bound: {rel:.2f}")
     return rows
 
 
@@ -318,126 +373,257 @@ def fmt_ratio(v):
     return "" if v is None else f"{v:.3g}"
 
 
-def summary(rows):
-    """Per case: auto, best hsrgeom, best peer, and every peer faster than hsrgeom auto."""
+def fmt_ns(v):
+    return "" if v is None else f"{v:.3g}" if v < 1000 else f"{v:,.0f}"
+
+
+def case_keys(rows):
+    """(data, d, output size) in the order of the rows."""
     keys = []
     for r in rows:
-        if (r["kind"], r["d"]) not in keys:
-            keys.append((r["kind"], r["d"]))
-    out = ["## Summary", "",
-           "Per case: hsrgeom auto (2 threads), the fastest hsrgeom structure, the fastest peer, and CGAL / the "
-           "fastest hsrgeom structure at one thread (`n_threads=1`) on the same contract: unsorted ids (CGAL's "
-           "handles) and ids sorted ascending (CGAL + a sort; hsrgeom's default). The first ratios mix "
-           "contracts: auto returns sorted ids. Ratios are peer time / hsrgeom time: below 1 the peer is "
-           "faster.", "",
-           "| data | d | hsrgeom auto ms | fastest hsrgeom ms | fastest peer ms | peer / auto | "
-           "peer / fastest hsrgeom | 1 thread, unsorted: CGAL / fastest hsrgeom | 1 thread, sorted: CGAL / fastest hsrgeom |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    losses = []
-    for k in keys:
-        rs = [r for r in rows if (r["kind"], r["d"]) == k]
+        if (r["kind"], r["d"], r["target"]) not in keys:
+            keys.append((r["kind"], r["d"], r["target"]))
+    return keys
+
+
+def is_structure(r):
+    """An hsrgeom structure's row (auto excluded: it is one of them, built by a timed choice)."""
+    return r["method"].startswith("hsrgeom") and not r["method"].startswith("hsrgeom auto")
+
+
+def best(rs, pred):
+    rs = [r for r in rs if pred(r)]
+    return min(rs, key=lambda r: r["ms"]) if rs else None
+
+
+def summary_rows(rows):
+    """One dict per (data, d, output size): the per-id costs, the ratios to CGAL and to the scan,
+    auto's choice against the fastest structure. Missing measurements are None."""
+    out = []
+    for kind, d, target in case_keys(rows):
+        rs = [r for r in rows if (r["kind"], r["d"], r["target"]) == (kind, d, target)]
+        s = dict(kind=kind, d=d, target=target, reported=rs[0]["reported"])
+        for contract, unsorted, cgal in (("unsorted", True, "CGAL Kd_tree (unsorted handles)"),
+                                         ("sorted", False, "CGAL Kd_tree + ids sorted")):
+            h = best(rs, lambda r: is_structure(r) and r["threads"] == 1
+                     and r["method"].endswith(", unsorted ids") == unsorted)
+            c = next((r for r in rs if r["method"] == cgal), None)
+            s[contract] = h and dict(method=h["method"][len("hsrgeom "):], ns=h["ns_per_id"], ms=h["ms"])
+            s[f"cgal_{contract}"] = c and dict(ns=c["ns_per_id"], ms=c["ms"])
+            s[f"cgal_{contract}_ratio"] = c["ms"] / h["ms"] if c and h else None
+        fast = best(rs, lambda r: is_structure(r) and r["threads"] == THREADS and not r["method"].endswith("unsorted ids"))
+        scan = next(r for r in rs if r["method"] == "hsrgeom BruteForce" and r["threads"] == THREADS)
         auto = next(r for r in rs if r["method"].startswith("hsrgeom auto") and r["threads"] == THREADS)
-        hs = [r for r in rs if r["method"].startswith("hsrgeom") and r["threads"] == THREADS]
-        hbest = min(hs, key=lambda r: r["ms"])
-        peers = [r for r in rs if not r["method"].startswith("hsrgeom")]
-        pbest = min(peers, key=lambda r: r["ms"])
-        one = []
-        for cgal, unsorted in (("CGAL Kd_tree (unsorted handles)", True), ("CGAL Kd_tree + ids sorted", False)):
-            cg = [r for r in rs if r["method"] == cgal]
-            h1 = [r for r in rs if r["method"].startswith("hsrgeom") and r["threads"] == 1
-                  and r["method"].endswith(", unsorted ids") == unsorted]
-            if cg and h1:
-                hb1 = min(h1, key=lambda r: r["ms"])
-                one.append(f"{cg[0]['ms'] / hb1['ms']:.3g} ({cg[0]['ms']:.4g} / {hb1['ms']:.4g}, {hb1['method'][8:]})")
-            else:
-                one.append("")
-        out.append(f"| {k[0]} | {k[1]} | {auto['ms']:.4g} ({auto['method'][len('hsrgeom auto ('):-1]}) | {hbest['ms']:.4g} "
-                   f"({hbest['method'][8:]}) | {pbest['ms']:.4g} ({pbest['method']}) | {pbest['ms'] / auto['ms']:.3g} | "
-                   f"{pbest['ms'] / hbest['ms']:.3g} | {one[0]} | {one[1]} |")
-        for r in peers:
-            if r["ms"] < auto["ms"]:
-                losses.append(f"- {k[0]} d={k[1]}: {r['method']} ({r['threads']} thread{'s' if r['threads'] > 1 else ''}) "
-                              f"{r['ms']:.4g} ms vs hsrgeom auto {auto['ms']:.4g} ms: hsrgeom auto is "
-                              f"{auto['ms'] / r['ms']:.2f}x slower"
-                              + (f" (the fastest hsrgeom structure, {hbest['method'][8:]}, {hbest['ms']:.4g} ms, is "
-                                 f"{hbest['ms'] / r['ms']:.2f}x {'slower' if hbest['ms'] > r['ms'] else 'faster'})"
-                                 if hbest is not auto else "") + ".")
-    out += ["", "### Where a peer beats hsrgeom auto", "",
-            "(auto returns sorted ids; a peer's unsorted answer is a cheaper contract: see the one-thread columns "
-            "above for like-for-like ratios.)", ""] + (losses or ["- nowhere in this run."]) + [""]
+        s["fastest"] = dict(method=fast["method"][len("hsrgeom "):], ms=fast["ms"])
+        s["scan_ratio"] = scan["ms"] / fast["ms"]
+        s["auto"] = dict(kind=auto["method"][len("hsrgeom auto ("):-1], ms=auto["ms"])
+        s["auto_ratio"] = auto["ms"] / fast["ms"]
+        # the same structure (PartitionTree's kind is "partition_tree"): then the ratio is noise
+        s["auto_is_fastest"] = s["auto"]["kind"].replace("_", "") == s["fastest"]["method"].lower()
+        s["mismatches"] = sum(r["bad_queries"] for r in rs)
+        out.append(s)
     return out
 
 
-def write(path, img, rows, n, target, cmd, elapsed, meta, notes):
+def summary(rows):
+    """The summary table (one row per case and output size) and the places a peer beats auto."""
+    out = ["## Summary", "",
+           "Per case and output size (*k*: points asked per query; *reported*: the mean reported). "
+           "**ns / id** = time per query / reported, one thread (`n_threads=1`), for the fastest hsrgeom "
+           "structure on each contract: unsorted ids (the structure's order, like CGAL's handles) and ids sorted "
+           "ascending (hsrgeom's default). **CGAL / hsrgeom** = CGAL's kd-tree time / that structure's time on the "
+           "same contract (unsorted handles; handles + a sort into ascending ids): above 1 hsrgeom is faster. "
+           "**scan / fastest** = `BruteForce` (the blocked scan) / the fastest structure, sorted ids, 2 threads. "
+           "**auto / fastest** = `build_index(kind=\"auto\", output_size=k)` / the fastest structure, sorted ids, "
+           "2 threads (*= fastest*: auto built the fastest structure, so the ratio's distance from 1 is timing noise).", "",
+           "| data | d | k | reported | unsorted ns / id (1t) | CGAL ns / id | CGAL / hsrgeom | sorted ns / id (1t) | "
+           "CGAL + sort ns / id | CGAL + sort / hsrgeom | scan / fastest (2t) | auto's choice | auto / fastest (2t) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in summary_rows(rows):
+        cells = []
+        for contract in ("unsorted", "sorted"):
+            h, c = s[contract], s[f"cgal_{contract}"]
+            cells += [f"{fmt_ns(h['ns'])} ({h['method'].replace(', unsorted ids', '')})" if h else "",
+                      fmt_ns(c["ns"]) if c else "", fmt_ratio(s[f"cgal_{contract}_ratio"])]
+        out.append(f"| {s['kind']} | {s['d']} | {s['target']:,} | {s['reported']:,.0f} | " + " | ".join(cells)
+                   + f" | {s['scan_ratio']:.3g} ({s['fastest']['method']}) | {s['auto']['kind']}"
+                   f"{' (= fastest)' if s['auto_is_fastest'] else ''} | "
+                   f"{s['auto_ratio']:.3g} ({s['auto']['ms']:.4g} / {s['fastest']['ms']:.4g} ms) |")
+    losses = []
+    for kind, d, target in case_keys(rows):
+        rs = [r for r in rows if (r["kind"], r["d"], r["target"]) == (kind, d, target)]
+        auto = next(r for r in rs if r["method"].startswith("hsrgeom auto") and r["threads"] == THREADS)
+        for r in rs:
+            if not r["method"].startswith("hsrgeom") and r["ms"] < auto["ms"]:
+                losses.append(f"- {kind} d={d} k={target:,}: {r['method']} ({r['threads']} "
+                              f"thread{'s' if r['threads'] > 1 else ''}) {r['ms']:.4g} ms vs hsrgeom auto "
+                              f"{auto['ms']:.4g} ms: hsrgeom auto is {auto['ms'] / r['ms']:.2f}x slower.")
+    out += ["", "### Where a peer beats hsrgeom auto", "",
+            "(auto returns sorted ids with 2 threads; a peer's unsorted or single-threaded answer is another "
+            "contract: see the summary's one-thread columns for like-for-like ratios.)", ""]
+    return out + (losses or ["- nowhere in this run."]) + [""]
+
+
+def exactness_notes(faiss_version, unsep):
+    return [
+        "## Exact sets",
+        "",
+        "FAISS's `range_search` keeps `<q, y> > radius` (strict; checked with an exact tie on faiss-cpu "
+        f"{faiss_version}) and takes one radius per batch, so the half-space `<a, x> >= b` is asked as "
+        "`<(a, -b), (x, 1)> > 0`. numpy compares `x @ a >= b` in float32; CGAL's point test is `<a, x> >= b` "
+        "in double. None of these is exact in general, so each offset `b` is a float32 value placed in a gap "
+        "of the exactly computed projections with a margin on both sides larger than the worst-case float32 "
+        "error of a (d+1)-term dot product; then strict versus non-strict and rounding cannot change any "
+        f"answer, and every peer must return exactly hsrgeom's sets. Offsets without such a gap: {unsep} "
+        "(of all queries in the run). Column *mismatch* shows what the check found. With offsets that are "
+        "not separated like this, the float32 peers disagree with the exact answer on points within "
+        "rounding distance of the boundary (a previous version of this benchmark counted 2–40 ids per "
+        "batch); hsrgeom's answers are exact for any offset.",
+        "",
+    ]
+
+
+def write(path, img, saved):
+    """The markdown page of a run (`saved`: the dict `--json` writes): header, summary, every row,
+    the exactness notes, the log, the plot."""
+    rows, n = saved["rows"], saved["n"]
+    sizes = ", ".join(f"{t:,}" for t in saved["targets"])
+    unsep = sum(r["unseparated"] for r in rows if r["method"] == "hsrgeom BruteForce" and r["threads"] == THREADS)
     lines = [
         f"# hsrgeom and its peers at n = {n:,}",
         "",
         "Measured side by side in one run by `benchmarks/peers/run.py` (its docstring has every detail).",
         "",
-        f"Command: `{cmd}` — took {elapsed / 60:.1f} min. {meta}",
+        f"Command: `{saved['cmd']}` — took {saved['elapsed_s'] / 60:.1f} min. {saved['meta']}",
         "",
-        f"n = {n:,} float32 points; each query reports ~{target:,} of them (offsets at that rank for random unit "
-        "normals, nudged into a gap of the projections so the answer does not depend on float rounding: see "
-        "*Exact sets* below); batches of m = 200 queries (d <= 16) or 50 (d >= 32); ms / query = best batch "
-        "time / m. **x auto** = time / time of `hsrgeom.build_index(kind=\"auto\")` with 2 threads (> 1: "
-        "slower than hsrgeom). **x auto 1t** (single-threaded rows only) = time / time of the same hsrgeom auto "
-        "index queried with `n_threads=1`, the per-core comparison for CGAL. *mismatch* = queries whose id set "
-        "differs from `hsrgeom.BruteForce` (symmetric difference in ids). Build s: index construction (numpy: "
-        "none; auto includes its timed probe of the candidates; CGAL: tree build in C++, single-threaded).",
+        f"n = {n:,} float32 points; each query reports ~k of them, k = {sizes} (offsets at that rank for "
+        "random unit normals, nudged into a gap of the projections so the answer does not depend on float "
+        "rounding: see *Exact sets* below); batches of m = 200 queries (d <= 16) or 50 (d >= 32); ms / query "
+        "= best batch time / m; ns / id = ms / query / reported per query. Every structure is built once per "
+        "case and asked every k; auto is built per k (`output_size=k`: its choice depends on it).",
         "",
-        "| data | d | method | threads | build s | ms / query | x auto | x auto 1t | mismatch (ids) |",
-        "|---|---|---|---|---|---|---|---|---|",
+    ] + summary(rows) + [
+        "## Every row",
+        "",
+        "**x auto** = time / time of `hsrgeom.build_index(kind=\"auto\", output_size=k)` with 2 threads (> 1: "
+        "slower than hsrgeom). **x auto 1t** (single-threaded rows only) = time / time of the same auto index "
+        "queried with `n_threads=1`, the per-core comparison for CGAL. **x scan** = time / time of "
+        "`hsrgeom.BruteForce` (2 threads). *mismatch* = queries whose id set differs from `hsrgeom.BruteForce` "
+        "(symmetric difference in ids). Build s: index construction (numpy: none; auto includes its timed probe "
+        "of the candidates; CGAL: tree build in C++, single-threaded, once per k).",
+        "",
+        "| data | d | k | method | threads | build s | ms / query | ns / id | x auto | x auto 1t | x scan | "
+        "mismatch (ids) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['kind']} | {r['d']} | {r['method']} | {r['threads']} | {r['build_s']:.2f} | "
-                     f"{r['ms']:.4g} | {r['x_auto']:.3g} | {fmt_ratio(r['x_auto_1t'])} | "
-                     f"{r['bad_queries']} ({r['bad_ids']}) |")
-    lines += [""] + summary(rows) + notes + [""]
+        lines.append(f"| {r['kind']} | {r['d']} | {r['target']:,} | {r['method']} | {r['threads']} | "
+                     f"{r['build_s']:.2f} | {r['ms']:.4g} | {fmt_ns(r['ns_per_id'])} | {r['x_auto']:.3g} | "
+                     f"{fmt_ratio(r['x_auto_1t'])} | {r['x_scan']:.3g} | {r['bad_queries']} ({r['bad_ids']}) |")
+    lines += [""] + exactness_notes(saved["faiss_version"], unsep) + ["## Log", "", "```", *saved["log"], "```", ""]
     if img:
-        lines += [f"![peers]({os.path.relpath(img, os.path.dirname(path))})", ""]
+        lines += [f"![peers]({os.path.relpath(img, os.path.dirname(os.path.abspath(path)))})", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
 
 
-def plot(img, rows, n, target):
+def line_label(r):
+    """A plot line: the method (auto without its choice, which may change with k), one thread marked."""
+    method = "hsrgeom auto" if r["method"].startswith("hsrgeom auto") else r["method"]
+    return method + (" 1t" if r["threads"] == 1 else "")
+
+
+def line_base(r):
+    """What a line's colour shows: the structure or peer, whatever the contract and threads."""
+    method = line_label(r).removesuffix(" 1t").removesuffix(", unsorted ids")
+    return "CGAL Kd_tree" if method.startswith("CGAL") else method
+
+
+def plot(img, rows, n):
+    """Per case a log-log panel of time per query against mean reported per query, one line per
+    method: colour = structure or peer, solid = hsrgeom, dashed = peers, hollow markers = unsorted
+    ids (CGAL's handles), squares and thin lines = one thread."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = []
+    cases, methods, bases = [], [], []
     for r in rows:
-        if (r["kind"], r["d"]) not in keys:
-            keys.append((r["kind"], r["d"]))
-    label = lambda r: r["method"].split(" (")[0] + (" 1t" if r["threads"] == 1 else "")
-    methods = []
-    for r in rows:
-        if label(r) not in methods:
-            methods.append(label(r))
-    fig, ax = plt.subplots(figsize=(12, 4.5))
-    w = 0.85 / len(methods)
-    cmap = plt.get_cmap("tab10")
-    for i, meth in enumerate(methods):
-        vals = []
-        for k in keys:
-            v = [r["ms"] for r in rows if (r["kind"], r["d"]) == k and label(r) == meth]
-            vals.append(v[0] if v else np.nan)
-        hatch = "//" if not meth.startswith("hsrgeom") else None
-        ax.bar(np.arange(len(keys)) + i * w, vals, w, label=meth, color=cmap(i % 10), hatch=hatch,
-               edgecolor="black", linewidth=0.3)
-    ax.set_yscale("log")
-    ax.set_xticks(np.arange(len(keys)) + 0.425 - w / 2)
-    ax.set_xticklabels([f"{k}\nd={d}" for k, d in keys], fontsize=8)
-    ax.set_ylabel("ms per query (log scale)")
-    ax.set_title(f"half-space reporting, n = {n:,}, ~{target:,} reported per query (hatched: peers; 1t: one thread)")
-    ax.grid(axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+        for seen, key in ((cases, (r["kind"], r["d"])), (methods, line_label(r)), (bases, line_base(r))):
+            if key not in seen:
+                seen.append(key)
+    colours = [plt.get_cmap("tab10")(i) for i in range(10)] + ["black", "goldenrod", "lime", "navy"]
+    ncol = min(4, len(cases))
+    nrow = (len(cases) + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow + 1.6), squeeze=False)
+    handles = {}
+    for ax, (kind, d) in zip(axes.flat, cases):
+        for meth in methods:
+            rs = sorted((r for r in rows if (r["kind"], r["d"]) == (kind, d) and line_label(r) == meth),
+                        key=lambda r: r["reported"])
+            if not rs:
+                continue
+            colour = colours[bases.index(line_base(rs[0])) % len(colours)]
+            unsorted = "unsorted" in rs[0]["method"]
+            one = rs[0]["threads"] == 1
+            (h,) = ax.plot([r["reported"] for r in rs], [r["ms"] for r in rs],
+                           "-" if meth.startswith("hsrgeom") else "--", marker="s" if one else "o",
+                           markersize=3.5, markerfacecolor="none" if unsorted else colour, color=colour,
+                           linewidth=0.8 if one else 1.4, label=meth)
+            handles.setdefault(meth, h)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{kind}, d = {d}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(which="both", alpha=0.25)
+    for ax in list(axes.flat)[len(cases):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ms per query", fontsize=8)
+    for ax in axes[-1, :]:
+        ax.set_xlabel("points reported per query", fontsize=8)
+    fig.suptitle(f"half-space reporting, n = {n:,}: time per query against output size (solid: hsrgeom, "
+                 "dashed: peers; hollow: unsorted ids; squares, thin: one thread)", fontsize=10)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 1.4 / (3.0 * nrow + 1.6), 1, 0.97))
     os.makedirs(os.path.dirname(img), exist_ok=True)
     fig.savefig(img, dpi=100)
+    plt.close(fig)
 
 
-def main():
+def page(out, saved):
+    """Write the plot (docs/img/<page>.png, skipped without matplotlib) and the page."""
+    img = os.path.join(os.path.dirname(os.path.abspath(out)), "img", f"{os.path.splitext(os.path.basename(out))[0]}.png")
+    try:
+        plot(img, saved["rows"], saved["n"])
+    except ImportError:
+        img = None
+    write(out, img, saved)
+    return img
+
+
+def parse_cases(text):
+    cases = []
+    for c in text.split(","):
+        kind, _, d = c.strip().partition(":")
+        if kind not in KINDS or not d.isdigit() or int(d) < 1:
+            raise SystemExit(f"--cases: {c!r} is not data:d with data one of {', '.join(KINDS)} and d >= 1")
+        cases.append((kind, int(d)))
+    return cases
+
+
+def parse_reported(text):
+    try:
+        sizes = [int(s) for s in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1 or len(set(sizes)) != len(sizes):
+        raise SystemExit(f"--reported: {text!r} is not a comma list of distinct positive integers")
+    return sizes
+
+
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=10**6)
     p.add_argument("--quick", action="store_true", help="n = 10^5, a few cases, prints only")
@@ -445,11 +631,20 @@ def main():
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--no-cgal", action="store_true")
     p.add_argument("--json", default=None, help="also save the rows as JSON here")
-    p.add_argument("--reported", type=int, default=None,
-                   help="points reported per query (default: 0.1 %% of n)")
+    p.add_argument("--from-json", default=None, metavar="FILE",
+                   help="rewrite the page (--out) and its plot from rows saved by --json; measures nothing")
+    p.add_argument("--reported", default=None,
+                   help="points reported per query, a comma list, e.g. 100,1000,10000 (default: 0.1 %% of n)")
     p.add_argument("--cases", default=None,
-                   help="comma-separated data:d pairs, e.g. uniform:2,uniform:3 (default: all)")
-    args = p.parse_args()
+                   help="comma-separated data:d pairs, e.g. uniform:2,gaussian:3 (default: the grid above)")
+    args = p.parse_args(argv)
+
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        img = page(args.out, saved)
+        print("wrote", args.out, img or "")
+        return
 
     import faiss
     from threadpoolctl import threadpool_limits
@@ -458,13 +653,14 @@ def main():
     hsrgeom.set_num_threads(THREADS)
     threadpool_limits(THREADS)
     n = 10**5 if args.quick else args.n
-    cases = ([("uniform", d) for d in (2, 3, 8, 16, 32, 128)]
-             + [("clustered", 16), ("low-rank", 16), ("low-rank", 128)])
+    cases = DEFAULT_CASES
     if args.quick:
-        cases = [("uniform", 2), ("uniform", 16), ("uniform", 128), ("low-rank", 16)]
+        cases = [("uniform", 2), ("gaussian", 3), ("uniform", 16), ("low-rank", 16)]
     if args.cases:
-        cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
-    target = args.reported or max(1, round(1e-3 * n))
+        cases = parse_cases(args.cases)
+    targets = parse_reported(args.reported) if args.reported else [max(1, round(1e-3 * n))]
+    if max(targets) >= n:
+        raise SystemExit(f"--reported: every size must be below n = {n}")
     cgal_bin, why = (None, "--no-cgal") if args.no_cgal else ensure_cgal()
     if not cgal_bin:
         print("CGAL skipped:", why)
@@ -486,15 +682,10 @@ def main():
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hsrgeom-peers-") as tmp:
         for kind, d in cases:
-            rows += run_case(kind, d, n, target, rng, cgal_bin, tmp, log)
+            rows += run_case(kind, d, n, targets, rng, cgal_bin, tmp, log)
     elapsed = time.perf_counter() - t0
     load1 = os.getloadavg()
     print(f"\ntotal {elapsed / 60:.1f} min; load average before {load0[0]:.2f}, after {load1[0]:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(n=n, elapsed_s=elapsed, rows=rows), f, indent=1)
-    if args.quick or args.no_write:
-        return
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -507,35 +698,16 @@ def main():
             f"hsrgeom {hsrgeom.__version__}"
             + (f", CGAL {cgal_version} (Debian libcgal-dev, g++ -O2)" if cgal_bin else ", CGAL not run")
             + f"; {time.strftime('%Y-%m-%d')}; 1-min load average {load0[0]:.2f} before, {load1[0]:.2f} after.")
-    cmd = " ".join(["python benchmarks/peers/run.py"] + sys.argv[1:])
-    unsep = sum(r["unseparated"] for r in rows if r["method"] == "hsrgeom BruteForce")
-    notes = [
-        "## Exact sets",
-        "",
-        "FAISS's `range_search` keeps `<q, y> > radius` (strict; checked with an exact tie on faiss-cpu "
-        f"{faiss.__version__}) and takes one radius per batch, so the half-space `<a, x> >= b` is asked as "
-        "`<(a, -b), (x, 1)> > 0`. numpy compares `x @ a >= b` in float32; CGAL's point test is `<a, x> >= b` "
-        "in double. None of these is exact in general, so each offset `b` is a float32 value placed in a gap "
-        "of the exactly computed projections with a margin on both sides larger than the worst-case float32 "
-        "error of a (d+1)-term dot product; then strict versus non-strict and rounding cannot change any "
-        f"answer, and every peer must return exactly hsrgeom's sets. Offsets without such a gap: {unsep} "
-        "(of all queries in the run). Column *mismatch* shows what the check found. With offsets that are "
-        "not separated like this, the float32 peers disagree with the exact answer on points within "
-        "rounding distance of the boundary (a previous version of this benchmark counted 2–40 ids per "
-        "batch); hsrgeom's answers are exact for any offset.",
-        "",
-        "## Log",
-        "",
-        "```",
-        *log_lines,
-        "```",
-    ]
-    img = os.path.join(os.path.dirname(args.out), "img", f"{os.path.splitext(os.path.basename(args.out))[0]}.png")
-    try:
-        plot(img, rows, n, target)
-    except ImportError:
-        img = None
-    write(args.out, img, rows, n, target, cmd, elapsed, meta, notes)
+    saved = dict(n=n, targets=targets, elapsed_s=elapsed, cmd=" ".join(["python benchmarks/peers/run.py"] + sys.argv[1:]),
+                 meta=meta, faiss_version=faiss.__version__, log=log_lines, rows=rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(saved, f, indent=1)
+    if args.quick or args.no_write:
+        for s in summary(rows):
+            print(s)
+        return
+    img = page(args.out, saved)
     print("wrote", args.out, img or "")
 
 
