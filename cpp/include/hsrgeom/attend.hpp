@@ -46,6 +46,7 @@
 #include "hsrgeom/interrupt.hpp"
 #include "hsrgeom/parallel.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/quantize.hpp"
 #include "hsrgeom/types.hpp"
 
 namespace hsrgeom {
@@ -64,25 +65,6 @@ struct IntRow {
   std::vector<double> ad;
   double sa = 0, ra = 0, na = 0, na0 = 0;
 };
-
-// v_k rounded to integers of at most qmax in magnitude with scale s = mx / qmax (mx = max|v_k| in
-// [1e-290, 1e290]); returns s, sets *resid >= ||v - s q|| and *q2 = ||q||^2 (exact).
-template <class T, class I>
-double to_integers(const T* v, int d, double mx, double qmax, I* q, double* resid, double* q2) {
-  const double s = mx / qmax;
-  double r2 = 0, c2 = 0;
-  for (int k = 0; k < d; ++k) {
-    const double w = std::max(-qmax, std::min(qmax, std::nearbyint(static_cast<double>(v[k]) / s)));
-    q[k] = static_cast<I>(w);
-    const double diff = static_cast<double>(v[k]) - s * w;
-    r2 += diff * diff;
-    c2 += w * w;
-  }
-  *q2 = c2;
-  // computed norm: relative error <= (d + 4) u; each diff's rounding: <= 2 u mx per coordinate
-  *resid = (std::sqrt(r2) * (1 + (d + 8) * kU) + 4 * kU * mx * std::sqrt(d + 1.0)) * (1 + 4 * kU);
-  return s;
-}
 
 template <class T>
 IntRow int_row(const T* a, const double* cs, int d) {

@@ -33,6 +33,7 @@
 #include "hsrgeom/interrupt.hpp"
 #include "hsrgeom/parallel.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/quantize.hpp"
 #include "hsrgeom/query.hpp"
 #include "hsrgeom/report.hpp"
 #include "hsrgeom/sums.hpp"
@@ -104,28 +105,9 @@ class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
       return;
     }
     double c2 = 0;
-    const double s = to_integers(x, mx, 127.0, c, &resid_[i], &c2);
+    const double s = to_integers(x, d_, mx, 127.0, c, &resid_[i], &c2);
     scale_[i] = s;
     cfac_[i] = s * std::sqrt(c2) * (1 + 4 * Rounding<double>::u);
-  }
-
-  // q_k = round(v_k / s) in [-qmax, qmax], s = mx / qmax (mx = max|v_k| in [1e-290, 1e290]);
-  // returns s, sets *resid >= ||v - s q|| and *q2 = ||q||^2 (exact: integers < 2^53).
-  template <class I>
-  double to_integers(const T* v, double mx, double qmax, I* q, double* resid, double* q2) const {
-    const double s = mx / qmax, u = Rounding<double>::u;
-    double r2 = 0, c2 = 0;
-    for (int k = 0; k < d_; ++k) {
-      const double w = std::max(-qmax, std::min(qmax, std::nearbyint(static_cast<double>(v[k]) / s)));
-      q[k] = static_cast<I>(w);
-      const double diff = static_cast<double>(v[k]) - s * w;
-      r2 += diff * diff;
-      c2 += w * w;
-    }
-    *q2 = c2;
-    // computed norm: relative error <= (d + 4) u; each diff's rounding: <= 2 u mx per coordinate
-    *resid = (std::sqrt(r2) * (1 + (d_ + 8) * u) + 4 * u * mx * std::sqrt(d_ + 1.0)) * (1 + 4 * u);
-    return s;
   }
 
   // A query normal as integers: q = round(a / s_a) with |q| small enough that a d-term sum of
@@ -147,7 +129,7 @@ class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
       return r;
     }
     double q2 = 0;
-    r.sa = to_integers(a, mx, qmax, r.q.data(), &r.ra, &q2);
+    r.sa = to_integers(a, d_, mx, qmax, r.q.data(), &r.ra, &q2);
     return r;
   }
 
