@@ -423,8 +423,8 @@ void topk_visit(const S& s, const T* queries, index_t m, index_t k, double* scor
 }
 
 // The batch member functions every structure has (the bindings and the dynamic index call these),
-// each one driver call. A structure derives from QueryMethods<itself, T>; one that answers a
-// query otherwise declares its own, which hides this one (ShallowCutting3's topk).
+// each one driver call. Every structure derives from QueryMethods<itself, T> and declares none
+// of these itself.
 template <class Derived, class T>
 class QueryMethods {
  public:

@@ -187,13 +187,10 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
   }
   std::vector<T> original_points() const { return tree_.original_points(); }
 
-  // Exact top-k: the tree's (best-first branch and bound).
-  void topk(const T* queries, index_t m, index_t k, double* scores, std::int64_t* ids, QueryStats* st,
-            int threads) const {
-    tree_.topk(queries, m, k, scores, ids, st, threads);
-  }
-
-  // The query concept (query.hpp; report, count, empty, sum come from QueryMethods).
+  // The query concept (query.hpp; report, count, empty, sum, topk come from QueryMethods).
+  // Top-k is the embedded tree's traversal (best-first branch and bound).
+  using TopKRow = T;
+  void visit_topk(const T* normal, Counters& c, TopKSink<T>& sink) const { tree_.visit_topk(normal, c, sink); }
   using Query = SmallQuery<T, 3>;
   Query prepare(const T* normal, double b) const { return Query::make(normal, b); }
 
