@@ -19,22 +19,27 @@ from _common import log, table, write_section
 from fallback import _keys, interleaved
 
 
-def add_arguments(parser, name):
+def add_shared_arguments(parser):
+    """The options kernel and peers share (context lengths, knobs, data)."""
     parser.add_argument("--n", type=int, nargs="+", default=[4096, 16384, 32768],
                         help="context lengths (default 4K 16K 32K)")
     parser.add_argument("--repeat", type=int, default=5, help="rounds per method and length (median; default 5)")
-    parser.add_argument("--top-r", type=int, default=64, help="top_r (default 64)")
-    parser.add_argument("--top-p", type=float, default=0.99, help="top_p (default 0.99)")
+    parser.add_argument("--top-r", type=int, default=64, help="top_r of the selective methods (default 64)")
+    parser.add_argument("--top-p", type=float, default=0.99, help="top_p of hsrgeom (default 0.99)")
     parser.add_argument("--flat", action="store_true", help="plain Gaussian keys (no planted peak)")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--plain", action="store_true",
-                        help="also time DecodeCache(codes=False) (the index path, before the fused step)")
     parser.add_argument("--npz", metavar="FILE",
                         help="a capture of --real (~/.cache/hsrgeom-llm/qkv-*.npz), read without loading the model")
     parser.add_argument("--real", type=int, default=0, metavar="TOKENS",
                         help="captured Q/K/V of the full-attention layers of a TOKENS-token forward pass of "
                              "Gemma 3 270M (the [llm] extra; cached under ~/.cache/hsrgeom-llm) instead of "
                              "synthetic keys")
+
+
+def add_arguments(parser, name):
+    add_shared_arguments(parser)
+    parser.add_argument("--plain", action="store_true",
+                        help="also time DecodeCache(codes=False) (the index path, before the fused step)")
 
 
 def _dense64(q, k, v, scale):

@@ -30,22 +30,12 @@ from __future__ import annotations
 import numpy as np
 from _common import log, table, write_section
 from fallback import interleaved
-from kernel import _cases, _dense64, _gemv_top_r, sdpa_call
+from kernel import _cases, _dense64, _gemv_top_r, add_shared_arguments, sdpa_call
 
 
 def add_arguments(parser, name):
-    parser.add_argument("--n", type=int, nargs="+", default=[4096, 16384, 32768],
-                        help="context lengths (default 4K 16K 32K)")
-    parser.add_argument("--repeat", type=int, default=5, help="rounds per method and length (median; default 5)")
-    parser.add_argument("--top-r", type=int, default=64, help="top_r of the selective methods (default 64)")
-    parser.add_argument("--top-p", type=float, default=0.99, help="top_p of hsrgeom (default 0.99)")
+    add_shared_arguments(parser)
     parser.add_argument("--page", type=int, default=16, help="keys per page of the Quest-style bound (default 16)")
-    parser.add_argument("--flat", action="store_true", help="plain Gaussian keys (no planted peak)")
-    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--npz", metavar="FILE",
-                        help="a capture of --real (~/.cache/hsrgeom-llm/qkv-*.npz), read without loading the model")
-    parser.add_argument("--real", type=int, default=0, metavar="TOKENS",
-                        help="captured Q/K/V of Gemma 3 270M's full-attention layers (see kernel)")
 
 
 class Pages:
