@@ -2,7 +2,8 @@
 // (predicate.hpp, hull2.hpp), the id sort of reports (report.hpp: sort_ids), the exact top-k
 // collector (topk.hpp), the query concept's sinks and drivers (query.hpp, over a toy
 // structure; the block top-k driver over BruteForce) and the dynamic index's tombstone sink
-// (dynamic.hpp LiveSink/LiveView). Every expected answer is known exactly, independently of the code
+// (dynamic.hpp LiveSink/LiveView), QuantizedScan's block dot-product kernels (quantize.hpp, every
+// instruction set this CPU runs) and its scan with each of them. Every expected answer is known exactly, independently of the code
 // under test: small integers (whose products and sums are exact in int64 and in double) scaled
 // by powers of two (which scale the exact value without changing its sign), or sums whose exact
 // value is evident (1 + 2^-60 > 1).
@@ -13,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -24,6 +26,8 @@
 #include "hsrgeom/dynamic.hpp"
 #include "hsrgeom/hull2.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/quantize.hpp"
+#include "hsrgeom/quantized_scan.hpp"
 #include "hsrgeom/query.hpp"
 #include "hsrgeom/report.hpp"
 #include "hsrgeom/topk.hpp"
@@ -786,6 +790,85 @@ void test_live_sink() {
   }
 }
 
+// QuantizedScan's block kernels (quantize.hpp block_dots): every kernel this CPU runs against an
+// int64 sum over the unpacked codes, at the extremes (|c| = 127, |q| = qmax, odd d, odd m) and
+// random values; then QuantizedScan with each kernel (HSRGEOM_SCAN_KERNEL) against BruteForce on
+// points with ties on the boundary, n not a multiple of 16.
+void test_block_dots() {
+  using namespace hsrgeom;
+  std::mt19937_64 rng(5);
+  for (int d : {1, 2, 3, 8, 15, 16, 17, 33, 64, 129}) {
+    const int dh = (d + 1) / 2;
+    const int qmax = static_cast<int>(std::min(32767.0, std::floor(2147483647.0 / (127.0 * d))));
+    for (int extreme = 0; extreme <= 1; ++extreme) {
+      const index_t nb = 3, m = 5;
+      std::vector<std::int8_t> c(nb * 16 * d);  // point-major
+      std::vector<std::int16_t> q(m * d);
+      std::uniform_int_distribution<int> cr(-127, 127), qr(-qmax, qmax), sg(0, 1);
+      for (auto& v : c) v = static_cast<std::int8_t>(extreme ? (sg(rng) ? 127 : -127) : cr(rng));
+      for (auto& v : q) v = static_cast<std::int16_t>(extreme ? (sg(rng) ? qmax : -qmax) : qr(rng));
+      if (extreme) {  // the largest sum: every product +127 qmax for point 0 of block 0 and query 0
+        for (int k = 0; k < d; ++k) c[k] = 127, q[k] = static_cast<std::int16_t>(qmax);
+        for (int k = 0; k < d; ++k) c[d + k] = -127;  // and the smallest for point 1
+      }
+      std::vector<std::int8_t> blocks(nb * code_block_bytes(d), 0);
+      for (index_t i = 0; i < nb * 16; ++i)
+        for (int k = 0; k < d; ++k)
+          blocks[(i / 16) * code_block_bytes(d) + (k / 2) * 32 + (i % 16) * 2 + (k & 1)] = c[i * d + k];
+      std::vector<std::int32_t> qp(m * dh);
+      for (index_t j = 0; j < m; ++j)
+        for (int t = 0; t < dh; ++t)
+          qp[j * dh + t] = pack_pair(q[j * d + 2 * t], 2 * t + 1 < d ? q[j * d + 2 * t + 1] : std::int16_t{0});
+      for (int isa = 0; isa <= static_cast<int>(best_dot_isa()); ++isa)
+        for (index_t mm : {index_t{1}, index_t{2}, m}) {
+          std::vector<std::int32_t> out(nb * mm * 16, -1);
+          block_dots_kernel(static_cast<DotIsa>(isa))(blocks.data(), nb, qp.data(), mm, dh, out.data());
+          long bad = 0;
+          for (index_t b = 0; b < nb; ++b)
+            for (index_t j = 0; j < mm; ++j)
+              for (int p = 0; p < 16; ++p) {
+                long long want = 0;
+                for (int k = 0; k < d; ++k) want += static_cast<long long>(q[j * d + k]) * c[(b * 16 + p) * d + k];
+                bad += out[(b * mm + j) * 16 + p] != want;
+              }
+          CHECK_EQ(bad, 0);
+        }
+      if (extreme) {
+        std::vector<std::int32_t> out(16);
+        block_dots_kernel(best_dot_isa())(blocks.data(), 1, qp.data(), 1, dh, out.data());
+        CHECK_EQ(out[0], 127LL * qmax * d);  // the test reaches the int32 bound it relies on
+        CHECK_EQ(out[1], -127LL * qmax * d);
+      }
+    }
+  }
+  const char* names[] = {"scalar", "sse2", "avx2", "avx512"};
+  std::uniform_int_distribution<int> coord(-4, 4);
+  for (int d : {3, 16, 17}) {
+    const index_t n = 5000 + 7;  // a padded last block; > one chunk when threads > 1
+    std::vector<double> pts(n * d);
+    for (auto& v : pts) v = coord(rng) * 0.25;
+    for (index_t i = 0; i < 40; ++i) pts[i * d] = 1e300;  // uncodable: always candidates
+    const BruteForce<double> bf(PointsView<double>{pts.data(), n, d});
+    const index_t m = 7;
+    std::vector<double> normals(m * d), offsets(m);
+    for (auto& v : normals) v = coord(rng);
+    for (index_t j = 0; j < m; ++j) offsets[j] = coord(rng) * 0.25;  // many points exactly on the boundary
+    const Halfspaces<double> q{normals.data(), offsets.data(), m};
+    const ReportResult want = bf.report(q, nullptr, 1);
+    for (int isa = 0; isa <= static_cast<int>(best_dot_isa()); ++isa) {
+      setenv("HSRGEOM_SCAN_KERNEL", names[isa], 1);
+      const QuantizedScan<double> qs(PointsView<double>{pts.data(), n, d}, 1);
+      for (int threads : {1, 2}) {
+        const ReportResult got = qs.report(q, nullptr, threads);
+        CHECK(got.lims == want.lims);
+        CHECK(std::equal(got.ids.begin(), got.ids.end(), want.ids.begin(), want.ids.end()));
+      }
+    }
+    unsetenv("HSRGEOM_SCAN_KERNEL");
+    CHECK(want.lims.back() > 0 && want.lims.back() < m * n);  // the test means something
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -800,6 +883,7 @@ int main() {
   test_sum_nodes();
   test_block_topk();
   test_live_sink();
+  test_block_dots();
   std::printf("test_core: %ld passed, %ld failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
 }

@@ -4,7 +4,7 @@
 // reads 1 byte per coordinate instead of 4 (float32) or 8 (float64). Each point x is stored as
 // codes c in [-127, 127]^d with a per-point scale s (x ~ s c, s = max|x_k| / 127); each query
 // normal a as 16-bit integers q with a scale s_a (a ~ s_a q). Then <q, c> is an exact integer
-// (int32 sums, vectorised as 16-bit multiply-adds) and
+// (int32 sums of 16-bit multiply-adds, quantize.hpp block_dots) and
 //
 //   <a, x> = s s_a <q, c> + s <a - s_a q, c> + <a, x - s c>
 //         <= s s_a <q, c> + ||a - s_a q|| (s ||c||) + ||a|| ||x - s c||,
@@ -17,8 +17,14 @@
 // (max|x_k| outside [1e-290, 1e290]) are always candidates. The answer is therefore exactly the
 // brute-force set; the codes only decide which rows are read.
 //
+// Layout: the codes of 16 consecutive points form a block, coordinates in pairs (quantize.hpp,
+// code_block_bytes), so one vector instruction takes a coordinate pair of all 16 points; the scan
+// works on 16 points x every query at a time, and the bound is evaluated 16 points wide. No
+// loop runs over d in vectors, so the speed does not hinge on d versus the vector width.
+//
 // Like faiss's IndexScalarQuantizer (8-bit) followed by IndexRefineFlat, but the refinement is
-// driven by a proven bound, not by a candidate count. Memory: the points plus n (d + 32) bytes.
+// driven by a proven bound, not by a candidate count. Memory: the points plus about n (d + 32)
+// bytes (d rounded up to even, n to a multiple of 16).
 // top-k is answered by the exact scan's cells (BruteForce::topk_cells) over the stored points.
 #pragma once
 
@@ -45,14 +51,19 @@ template <class T>
 class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
  public:
   QuantizedScan() = default;
-  QuantizedScan(PointsView<T> p, int threads) : full_(p), n_(p.n), d_(p.d) {
-    codes_.resize(static_cast<size_t>(n_) * d_);
-    scale_.resize(n_);
-    cfac_.resize(n_);
-    resid_.resize(n_);
-    xnorm_.resize(n_);
+  QuantizedScan(PointsView<T> p, int threads)
+      : full_(p), n_(p.n), d_(p.d), dh_((p.d + 1) / 2), bb_(code_block_bytes(p.d)),
+        dots_(block_dots_kernel(scan_dot_isa())) {
+    const index_t np = (n_ + kCodeLanes - 1) / kCodeLanes * kCodeLanes;  // padded points: codes 0, never reported
+    codes_.assign(static_cast<size_t>(np / kCodeLanes) * bb_, std::int8_t{0});
+    scale_.assign(np, 0.0);
+    cfac_.assign(np, 0.0);
+    resid_.assign(np, 0.0);
+    xnorm_.assign(np, 0.0);
+    // 4096-point chunks: whole blocks, so no two threads write one block
     parallel_for((n_ + 4095) / 4096, threads_for_work(threads, 8.0 * n_ * d_), [&](index_t c, int) {
-      for (index_t i = c * 4096; i < std::min(n_, (c + 1) * 4096); ++i) code(i);
+      std::vector<std::int8_t> tmp(d_);
+      for (index_t i = c * 4096; i < std::min(n_, (c + 1) * 4096); ++i) code(i, tmp.data());
     });
   }
 
@@ -89,10 +100,10 @@ class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
  private:
   static constexpr double kInf = std::numeric_limits<double>::infinity();
 
-  // Codes of point i, its scale s, g >= s ||c|| and r >= ||x - s c|| (see the header comment).
-  void code(index_t i) {
+  // Codes of point i (into its block: byte (t * 16 + p) * 2 + h holds c[2t + h], p = i mod 16),
+  // its scale s, g >= s ||c|| and r >= ||x - s c|| (see the header comment). tmp: d bytes.
+  void code(index_t i, std::int8_t* c) {
     const T* x = row(i);
-    std::int8_t* c = &codes_[static_cast<size_t>(i) * d_];
     double mx = 0;
     for (int k = 0; k < d_; ++k) mx = std::max(mx, std::fabs(static_cast<double>(x[k])));
     xnorm_[i] = norm_up(x, d_);
@@ -108,6 +119,8 @@ class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
     const double s = to_integers(x, d_, mx, 127.0, c, &resid_[i], &c2);
     scale_[i] = s;
     cfac_[i] = s * std::sqrt(c2) * (1 + 4 * Rounding<double>::u);
+    std::int8_t* blk = &codes_[static_cast<size_t>(i / kCodeLanes) * bb_] + 2 * (i % kCodeLanes);
+    for (int k = 0; k < d_; ++k) blk[(k / 2) * 2 * kCodeLanes + (k & 1)] = c[k];
   }
 
   // A query normal as integers: q = round(a / s_a) with |q| small enough that a d-term sum of
@@ -136,17 +149,26 @@ class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
   // For each query j and point i that may lie in the half-space (by the codes), decides it
   // exactly and calls on(parts[chunk][j], j, i, x_i, a_j, <a_j, x_i> in float64) for each point
   // inside.
-  // Chunks of consecutive points run in parallel, so the ids of a chunk come in ascending order.
+  // Chunks of consecutive points (whole blocks) run in parallel; within a chunk, blocks go in
+  // order and the ids of each query come in ascending order.
   template <class C, class On>
   void scan(const Halfspaces<T>& q, QueryStats* st, int threads, std::vector<std::vector<C>>& parts,
             On& on) const {
+    constexpr index_t L = kCodeLanes, kGroup = 2048;  // points per interrupt check and candidate batch
     const index_t m = q.m;
     std::vector<double> ad(q.normals, q.normals + m * d_);
     std::vector<IntQuery> iq(m);
-    for (index_t j = 0; j < m; ++j) iq[j] = quantize(q.normals + j * d_);
+    std::vector<std::int32_t> qp(static_cast<size_t>(m) * dh_);  // the int16 pairs (quantize.hpp)
+    for (index_t j = 0; j < m; ++j) {
+      iq[j] = quantize(q.normals + j * d_);
+      for (int t = 0; t < dh_; ++t)
+        qp[j * dh_ + t] = pack_pair(iq[j].q[2 * t], 2 * t + 1 < d_ ? iq[j].q[2 * t + 1] : std::int16_t{0});
+    }
     const int nt = threads_for_work(threads, static_cast<double>(n_) * m * d_ / 4);
     const index_t chunks = std::max<index_t>(1, std::min<index_t>((n_ + 4095) / 4096, nt > 1 ? 8 * nt : 1));
-    const index_t per = (n_ + chunks - 1) / chunks;
+    const index_t per = ((n_ + chunks - 1) / chunks + L - 1) / L * L;
+    // blocks per kernel call: its dots (nb * m * 16 int32) stay within ~16 KB (L1)
+    const index_t gb = std::max<index_t>(1, std::min<index_t>(kGroup / L, 256 / std::max<index_t>(m, 1)));
     parts.assign(chunks, std::vector<C>(m));
     std::vector<std::vector<std::int64_t>> tested(chunks, std::vector<std::int64_t>(m, 0)),
         exact(chunks, std::vector<std::int64_t>(m, 0));
@@ -156,21 +178,38 @@ class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
       // candidates of a group of points are collected first, then their rows are read with
       // software prefetch (the rows are scattered: a plain loop waits on every one)
       std::vector<std::pair<index_t, index_t>> cand;  // (point, query)
+      std::vector<std::int32_t> dots(static_cast<size_t>(gb * m * L));
       const index_t end = std::min(n_, (ch + 1) * per);
-      for (index_t g0 = ch * per; g0 < end; g0 += 2048) {
+      for (index_t g0 = ch * per; g0 < end; g0 += kGroup) {
         cand.clear();
         interrupt::check();  // per group: 2048 points x m queries (a check inside the point loop cost ~15 %)
-        for (index_t id = g0; id < std::min(end, g0 + 2048); ++id) {
-          const std::int8_t* c = &codes_[static_cast<size_t>(id) * d_];
-          for (index_t j = 0; j < m; ++j) {
-            const IntQuery& qj = iq[j];
-            const std::int16_t* qq = qj.q.data();
-            std::int32_t dot = 0;
-#pragma omp simd reduction(+ : dot)
-            for (int k = 0; k < d_; ++k) dot += static_cast<std::int32_t>(qq[k]) * static_cast<std::int32_t>(c[k]);
-            const double main = scale_[id] * (qj.sa * dot), w = qj.ra * cfac_[id] + qj.na * resid_[id];
-            // surely outside unless this holds (NaN or inf: a candidate)
-            if (!(main + w + 4 * u * (std::fabs(main) + w) + 1e-300 < q.offsets[j])) cand.emplace_back(id, j);
+        const index_t g1 = std::min(end, g0 + kGroup);
+        for (index_t b0 = g0; b0 < g1; b0 += gb * L) {
+          const index_t nb = std::min(gb, (g1 - b0 + L - 1) / L);
+          dots_(&codes_[static_cast<size_t>(b0 / L) * bb_], nb, qp.data(), m, dh_, dots.data());
+          for (index_t b = 0; b < nb; ++b) {
+            const index_t i0 = b0 + b * L;
+            const double *sc = &scale_[i0], *cf = &cfac_[i0], *rs = &resid_[i0];
+            for (index_t j = 0; j < m; ++j) {
+              const IntQuery& qj = iq[j];
+              const double sa = qj.sa, ra = qj.ra, na = qj.na, bj = q.offsets[j];
+              const std::int32_t* dj = &dots[(b * m + j) * L];
+              // the upper bound of <a_j, x_i>, 16 points wide; surely outside unless it is >= b
+              // (NaN or inf: a candidate). Two plain loops of fixed trip count, which GCC
+              // vectorises at every width (one loop with an `omp simd` flag reduction stayed
+              // scalar with SSE2); the flags are summed as doubles, exact (at most 16).
+              double up[L];
+              for (index_t p = 0; p < L; ++p) {
+                const double main = sc[p] * (sa * dj[p]), w = ra * cf[p] + na * rs[p];
+                up[p] = main + w + 4 * u * (std::fabs(main) + w) + 1e-300;
+              }
+              double any = 0;
+#pragma omp simd reduction(+ : any)
+              for (index_t p = 0; p < L; ++p) any += up[p] < bj ? 0.0 : 1.0;
+              if (any != 0)
+                for (index_t p = 0; p < L; ++p)
+                  if (!(up[p] < bj) && i0 + p < end) cand.emplace_back(i0 + p, j);
+            }
           }
         }
         for (size_t e = 0; e < cand.size(); ++e) {
@@ -199,9 +238,12 @@ class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
 
   BruteForce<T> full_;
   index_t n_ = 0;
-  int d_ = 0;
-  std::vector<std::int8_t> codes_;
-  std::vector<double> scale_, cfac_, resid_, xnorm_;  // per point: s, s ||c||, ||x - s c||, ||x||
+  int d_ = 0, dh_ = 0;          // dh_ = ceil(d / 2): coordinate pairs
+  size_t bb_ = 0;               // bytes per block of 16 points
+  BlockDotsFn dots_ = nullptr;  // the block kernel of this CPU (quantize.hpp)
+  std::vector<std::int8_t> codes_;  // blocks of 16 points (quantize.hpp layout)
+  // per point, padded to whole blocks (0 past n): s, s ||c||, ||x - s c||, ||x||
+  std::vector<double> scale_, cfac_, resid_, xnorm_;
 };
 
 }  // namespace hsrgeom
