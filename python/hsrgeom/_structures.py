@@ -56,8 +56,11 @@ class QuantizedScan(Index):
     on its full-precision row, so the result is exactly the brute-force set; only candidates'
     rows are read (``stats.points_tested`` counts them). Like FAISS's 8-bit scalar quantizer
     followed by ``IndexRefineFlat``, except that the refinement is driven by a bound instead of a
-    fixed candidate count. Memory: the points plus ``n * (d + 24)`` bytes. ``topk`` scans the
-    full-precision points.
+    fixed candidate count. Memory: the points plus about ``n * (d + 32)`` bytes. ``topk`` scans
+    the full-precision points. The code scan uses the widest instructions the CPU has (AVX-512,
+    AVX2, SSE2 or plain C++, chosen at run time, whatever the build's target); the environment
+    variable ``HSRGEOM_SCAN_KERNEL`` (``scalar``, ``sse2``, ``avx2``, ``avx512``), read when the
+    index is built, forces a lower one. Every choice returns the same points.
 
     Parameters
     ----------
