@@ -303,3 +303,9 @@ def test_registered_in_run_py():
         with contextlib.redirect_stdout(buf), pytest.raises(SystemExit) as e:
             run.main([name, "--help"])
         assert e.value.code == 0 and "--no-write" in buf.getvalue() and "--tokenizer" in buf.getvalue()
+
+
+def test_section_key_separates_runs_at_other_lengths():
+    assert E.section_key("eval-passkey", [1024, 2048, 4096], (1024, 2048, 4096)) == "eval-passkey"
+    assert E.section_key("eval-passkey", [8192], (1024, 2048, 4096)) == "eval-passkey-8192"
+    assert E.section_key("eval-ppl", [16384, 32768], (4096,)) == "eval-ppl-16384-32768"

@@ -478,18 +478,26 @@ def run(args, name, argv):
      "eval-fidelity": eval_fidelity}[name](args, name, argv)
 
 
-def _emit(args, name, title, body, argv):
-    """Write the section (or print it, with --no-write / --quick)."""
+def section_key(name, lengths, default):
+    """The docs section of a run: ``name``, or ``name-<lengths>`` when the lengths are not the
+    default ones (so that runs at other lengths keep their own sections, like kernel-real-N)."""
+    lengths = [int(n) for n in lengths]
+    return name if lengths == list(default) else f"{name}-{'-'.join(map(str, lengths))}"
+
+
+def _emit(args, name, title, body, argv, key=None):
+    """Write the section ``key`` (default ``name``), or print it with --no-write / --quick."""
+    key = key or name
     if args.no_write or args.quick:
         with tempfile.TemporaryDirectory() as d:
             ns = copy.copy(args)
             ns.out = d
-            text = C.write_section(ns, name, title, body, argv).read_text()
-        m = re.search(rf"<!-- begin:{re.escape(name)} -->.*?<!-- end:{re.escape(name)} -->", text, re.S)
+            text = C.write_section(ns, name, title, body, argv, key=key).read_text()
+        m = re.search(rf"<!-- begin:{re.escape(key)} -->.*?<!-- end:{re.escape(key)} -->", text, re.S)
         print(m.group(0))
         log("--no-write: docs/attention.md not written")
     else:
-        log(f"wrote {C.write_section(args, name, title, body, argv)}")
+        log(f"wrote {C.write_section(args, name, title, body, argv, key=key)}")
 
 
 def _tokenizers(args, need_hf):
@@ -656,41 +664,48 @@ Common words and whitespace (no BOS):
 hf {len(sb)} tokens `{_pieces(sb, hf_tok, spm)!r}`.
 """
     if scored:
+        same = all(r[1] == r[2] and r[4] == r[5] for r in scored)
         body += f"""
 **Which one the model was trained with.** The model's own loss tells: the tokenization it was
-trained on gives far fewer bits per character of the same text. The first {args.model_chars} characters of
+trained on gives fewer bits per character of the same text. The first {args.model_chars} characters of
 each text, one dense forward pass each (loss of every token after BOS; the sum over tokens, in bits,
-divided by the characters):
+divided by the characters). *control*: the same vocabulary with its scores ignored (every merge
+leftmost-first), valid tokens that the model was not trained on, to show the check can tell
+tokenizations apart.{' On these characters gguf and hf give the same ids, hence the same loss.' if same else ''}
 
-{C.table(["text", "gguf tokens", "hf tokens", "bits / char gguf", "bits / char hf", "nats / token gguf",
-          "nats / token hf"], scored)}
+{C.table(["text", "gguf tokens", "hf tokens", "control tokens", "bits / char gguf", "bits / char hf",
+          "bits / char control", "nats / token gguf", "nats / token hf", "nats / token control"], scored)}
 """
     _emit(args, name, "Evaluation kit: the tokenizer (GGUF vocabulary vs transformers)", body, argv)
 
 
 def _score_tokenizations(args, texts, spm, hf_tok):
-    """Rows (text, tokens, bits per character, nats per token under both tokenizations) of the
-    model's loss on the first --model-chars characters of each text."""
+    """Rows (text, then tokens, bits per character and nats per token of the gguf, hf and control
+    tokenizations) of the model's loss on the first --model-chars characters of each text. The
+    control is the same vocabulary with its scores ignored (every merge leftmost-first): valid
+    tokens the model was not trained on, which shows that the check can tell tokenizations apart."""
     import math
 
     import torch
     model, _ = _model(args)
     _apply(model, None, 0)
+    control = SpmTokenizer(spm.tokens, [0.0] * len(spm), spm.types, bos_id=spm.bos_id, add_bos=spm.add_bos,
+                           add_space_prefix=spm.add_space_prefix)
     rows = []
     for label, text in texts[:2]:
         text = text[:args.model_chars]
-        cells = {}
-        for which, ids in (("gguf", spm.encode(text)), ("hf", list(hf_tok(text)["input_ids"]))):
+        cells = []
+        for which, ids in (("gguf", spm.encode(text)), ("hf", list(hf_tok(text)["input_ids"])),
+                           ("control", control.encode(text))):
             if ids[0] != spm.bos_id:
                 ids = [spm.bos_id] + ids
             with torch.no_grad():
                 logits = model(input_ids=torch.tensor([ids]), logits_to_keep=0).logits[0].float()
                 lp = torch.log_softmax(logits[:-1], dim=-1)
                 nll = float(-lp.gather(1, torch.tensor(ids[1:])[:, None]).sum())
-            cells[which] = (len(ids), nll / math.log(2) / len(text), nll / (len(ids) - 1))
-            log(f"{label}, {which}: {len(ids)} tokens, {cells[which][1]:.3f} bits/char")
-        rows.append([label, cells["gguf"][0], cells["hf"][0], f"{cells['gguf'][1]:.3f}", f"{cells['hf'][1]:.3f}",
-                     f"{cells['gguf'][2]:.3f}", f"{cells['hf'][2]:.3f}"])
+            cells.append((len(ids), nll / math.log(2) / len(text), nll / (len(ids) - 1)))
+            log(f"{label}, {which}: {len(ids)} tokens, {cells[-1][1]:.3f} bits/char")
+        rows.append([label] + [c[0] for c in cells] + [f"{c[1]:.3f}" for c in cells] + [f"{c[2]:.3f}" for c in cells])
     return rows
 
 
@@ -809,7 +824,8 @@ Run time {total:.0f} s ({load_s:.0f} s loading the model).
 
 </details>
 """
-    _emit(args, name, "Evaluation kit: passkey retrieval (Gemma 3 270M, dense vs hsrgeom decoding)", body, argv)
+    _emit(args, name, "Evaluation kit: passkey retrieval (Gemma 3 270M, dense vs hsrgeom decoding)", body, argv,
+          key=section_key(name, lengths, (1024, 2048, 4096)))
 
 
 def _passkey_reading(records, prompts, lengths, depths, labels):
@@ -920,7 +936,8 @@ wall times on the shared 2-core machine, torch {args.threads} thread(s).
 
 Run time {total:.0f} s ({load_s:.0f} s loading the model).
 """
-    _emit(args, name, "Evaluation kit: teacher-forced agreement and perplexity (Gemma 3 270M)", body, argv)
+    _emit(args, name, "Evaluation kit: teacher-forced agreement and perplexity (Gemma 3 270M)", body, argv,
+          key=section_key(name, Ns, (4096,)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -997,4 +1014,5 @@ approximate methods).
 Run time {total:.0f} s ({load_s:.0f} s loading the model, {t_calls:.0f} s in the softmax_attention calls
 with their exact dense comparison).
 """
-    _emit(args, name, "Evaluation kit: attention fidelity per layer (Gemma 3 270M, captured Q/K/V)", body, argv)
+    _emit(args, name, "Evaluation kit: attention fidelity per layer (Gemma 3 270M, captured Q/K/V)", body, argv,
+          key=section_key(name, Ns, (4096,)))
