@@ -825,7 +825,7 @@ Run time {total:.0f} s ({load_s:.0f} s loading the model).
 </details>
 """
     _emit(args, name, "Evaluation kit: passkey retrieval (Gemma 3 270M, dense vs hsrgeom decoding)", body, argv,
-          key=section_key(name, lengths, (1024, 2048, 4096)))
+          key=section_key(name if args.filler == "grass" else f"{name}-{args.filler}", lengths, (1024, 2048, 4096)))
 
 
 def _passkey_reading(records, prompts, lengths, depths, labels):
