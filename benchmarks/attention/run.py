@@ -27,6 +27,14 @@ EXPERIMENTS = {
     "peers": ("peers", "one layer, one decoding step at Gemma 3 270M shapes: sdpa, GEMV + top-r, hsrgeom, Quest-style "
                        "pages, faiss HNSW, SimHash sampling (needs torch and faiss-cpu)"),
     "generate-llm": ("llm", "5. generation with hsrgeom attention in Gemma 3 270M vs dense (needs the [llm] extra)"),
+    "eval-tokenizer": ("eval", "evaluation kit: the GGUF vocabulary tokenized as llama.cpp does vs the transformers "
+                               "tokenizer (needs the [llm] extra)"),
+    "eval-passkey": ("eval", "evaluation kit: passkey retrieval at 1K-32K tokens, dense vs hsrgeom decoding in Gemma 3 "
+                             "270M (needs the [llm] extra)"),
+    "eval-ppl": ("eval", "evaluation kit: teacher-forced top-1 agreement and perplexity on long real text, dense vs "
+                         "hsrgeom (needs the [llm] extra)"),
+    "eval-fidelity": ("eval", "evaluation kit: per full-attention layer, kept keys, softmax mass and output error of "
+                              "the hsrgeom settings on captured Q/K/V (needs the [llm] extra)"),
 }
 
 
