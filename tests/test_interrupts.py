@@ -123,12 +123,12 @@ def test_interrupt_convex_layers_build():
 
 
 def test_interrupt_quantized_scan_count_batch():
-    # 2*10^5 points, d = 64, 2000 queries: every point is decoded against every query
+    # 2*10^5 points, d = 64, 60000 queries (the block kernels scan 3000 in under the 1 s delay): every point is decoded against every query
     run_interrupted(
         """
         pts = rng.standard_normal((200_000, 64)).astype(np.float32)
         idx = hsrgeom.QuantizedScan(pts)
-        a = rng.standard_normal((3000, 64)); b = np.full(3000, 20.0)
+        a = rng.standard_normal((60000, 64)); b = np.full(60000, 20.0)
         before = idx.count(a[:4], b[:4])
         """,
         "idx.count(a, b)",

@@ -50,7 +50,7 @@ Peers:
             contract); both timed inside the C++ program, no Python or I/O in the time.
             The binary is compiled on first use into benchmarks/peers/build/ (git-ignored).
   hsrgeom   BruteForce (the blocked scan), PartitionTree, PartitionTree(split="pca") for d >= 8,
-            QuantizedScan for d >= 16, ConvexLayers at d = 2, ConvexLayers3 and ShallowCutting3 at
+            QuantizedScan for d >= 8, ConvexLayers at d = 2, ConvexLayers3 and ShallowCutting3 at
             d = 3, build_index(kind="auto", batch_size=m, output_size=k); 2 threads unless marked 1.
             PartitionTree, the convex layers and the cutting also with return_sorted=False
             ("unsorted ids": ids in the structure's order, like CGAL's handles): 2 and 1 threads at
@@ -264,7 +264,7 @@ def cgal_run(binary, pts, a, b, tmp):
 def structures_for(d):
     """(method name, builder) of the hsrgeom structures asked in dimension d, BruteForce first."""
     out = [("BruteForce", hsrgeom.BruteForce), ("PartitionTree", hsrgeom.PartitionTree)]
-    if d >= 16:
+    if d >= 8:
         out.append(("QuantizedScan", hsrgeom.QuantizedScan))
     if d >= 8:
         out.append(("PartitionTree(pca)", lambda x: hsrgeom.PartitionTree(x, split="pca")))
