@@ -374,32 +374,30 @@ def parse_settings(spec):
     return out
 
 
+def _parse_list(spec, name, item):
+    """The comma-separated values of ``spec`` through ``item`` (which raises on a bad one)."""
+    out = [item(s) for s in (s.strip() for s in str(spec).split(",")) if s]
+    if not out:
+        raise ValueError(f"{name}: nothing given in {spec!r}")
+    return out
+
+
 def parse_lengths(spec):
     """``"1K,2048,4k"`` -> [1024, 2048, 4096] (K = 1024)."""
-    out = []
-    for item in (s.strip() for s in str(spec).split(",")):
-        if not item:
-            continue
-        m = re.fullmatch(r"(\d+)([kK]?)", item)
+    def item(s):
+        m = re.fullmatch(r"(\d+)([kK]?)", s)
         if not m or int(m.group(1)) < 1:
-            raise ValueError(f"lengths: {item!r} is not a positive token count (e.g. 1024 or 1K)")
-        out.append(int(m.group(1)) * (1024 if m.group(2) else 1))
-    if not out:
-        raise ValueError(f"lengths: nothing given in {spec!r}")
-    return out
+            raise ValueError(f"lengths: {s!r} is not a positive token count (e.g. 1024 or 1K)")
+        return int(m.group(1)) * (1024 if m.group(2) else 1)
+    return _parse_list(spec, "lengths", item)
 
 
 def parse_depths(spec):
-    out = []
-    for item in (s.strip() for s in str(spec).split(",")):
-        if not item:
-            continue
-        if not re.fullmatch(r"\d+", item) or not (0 <= int(item) <= 100):
-            raise ValueError(f"depths: {item!r} is not a percentage in [0, 100]")
-        out.append(int(item))
-    if not out:
-        raise ValueError(f"depths: nothing given in {spec!r}")
-    return out
+    def item(s):
+        if not re.fullmatch(r"\d+", s) or not (0 <= int(s) <= 100):
+            raise ValueError(f"depths: {s!r} is not a percentage in [0, 100]")
+        return int(s)
+    return _parse_list(spec, "depths", item)
 
 
 def perplexity(logp):
