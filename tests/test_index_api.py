@@ -95,12 +95,13 @@ def test_auto_reports_kind_and_reason(rng):
 
 
 def test_auto_output_size_steers_the_choice():
-    # Gaussian d = 8: a tree for queries reporting 100 points, the scan for 20 % of them
+    # Gaussian d = 8: a tree for queries reporting 100 points, a scan for 20 % of them
     x = np.random.default_rng(5).standard_normal((300_000, 8)).astype(np.float32)
     few = hsrgeom.build_index(x, output_size=100, batch_size=1)
     many = hsrgeom.build_index(x, output_size=60_000, batch_size=1)
     assert few.kind == "partition_tree" and "reporting 100 points (given output_size)" in few.reason
-    assert many.kind == "brute_force" and "reporting 60000 points (given output_size)" in many.reason
+    assert many.kind in ("brute_force", "quantized_scan")
+    assert "reporting 60000 points (given output_size)" in many.reason
     assert "reporting 100 points (default output_size)" in hsrgeom.build_index(x[:10_000]).reason
 
 
@@ -120,6 +121,32 @@ def test_auto_times_close_calls_on_all_points(monkeypatch):
         a = rng.standard_normal((20, x.shape[1])).astype(x.dtype)
         b = np.quantile(x @ a.T, 0.99, axis=0).astype(x.dtype)
         assert idx.n == len(x) and idx.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
+
+
+def test_auto_close_call_rescales_the_other_trees(monkeypatch):
+    """A close call times one tree on all n points; the other trees' extrapolations are scaled by
+    its measured / predicted, so a tree that was only extrapolated cannot win against times
+    measured at n. Times are faked (per point, by structure; d = 4, so the scan is the only scan):
+    on the sample widest 0.2, pca 0.35, the scan 0.5; at n the widest tree takes 0.55 (its
+    extrapolation erred 2.75x), the scan 0.9. Unscaled, pca (0.35) would be taken (it was, before
+    the scaling); scaled (0.96), the timed widest tree."""
+    from hsrgeom import _auto
+
+    per_point = {"BruteForce": 0.5, "widest": 0.2, "pca": 0.35}
+    at_n = {"BruteForce": 0.9, "widest": 0.55}
+    n = 40_000
+
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25):
+        index.count(a, b)  # the stats auto reads
+        name = getattr(index, "split", None) or type(index).__name__
+        return 1e-9 * index.n * (at_n[name] if index.n == n else per_point[name])
+
+    monkeypatch.setattr(_auto, "_PROBE_N", 1000)
+    monkeypatch.setattr(_auto, "_time_queries", fake_time)
+    x = np.random.default_rng(3).standard_normal((n, 4)).astype(np.float32)
+    idx = hsrgeom.build_index(x, output_size=50)
+    assert "close call at n=40000: partition_tree(split=widest)" in idx.reason
+    assert idx.kind == "partition_tree" and idx.split == "widest", idx.reason
 
 
 @pytest.mark.parametrize("bad, err", [(-1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),
@@ -153,7 +180,28 @@ def test_auto_peels_only_the_table_layers_above_its_full_peel_limit(monkeypatch,
     assert "convex_layers3" not in hsrgeom.build_index(rng.random((20000, 3))).reason
 
 
-def test_auto_takes_quantized_scan_for_few_queries_over_large_data(rng):
+def test_auto_probes_quantized_scan_from_d_8(rng):
+    """QuantizedScan is a timed candidate from d = 8 on (not below), like the scan (time linear
+    in n, exempt from the tested-share rule); whatever is chosen answers exactly."""
+    from hsrgeom import _auto
+
+    for d in (7, 8, 16):
+        x = rng.random((20_000, d)).astype(np.float32)
+        idx = hsrgeom.build_index(x, output_size=2000)
+        assert ("quantized_scan " in idx.reason) == (d >= _auto._QUANTIZED_PROBE_MIN_D)
+        a = rng.standard_normal((8, d)).astype(np.float32)
+        b = np.quantile(x @ a.T, 0.9, axis=0).astype(np.float32)
+        assert idx.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
+    # a structure parameter excludes the scans' alternatives (the params are a tree's)
+    assert "quantized_scan" not in hsrgeom.build_index(x, leaf_size=32).reason
+
+
+def test_auto_takes_quantized_scan_for_few_queries_over_large_data(rng, monkeypatch):
+    """The memory-bound rule: a scan chosen for <= 4 queries over >= 64 MiB in d >= 32 becomes a
+    QuantizedScan (tested with QuantizedScan not probed, so the rule alone decides)."""
+    from hsrgeom import _auto
+
+    monkeypatch.setattr(_auto, "_QUANTIZED_PROBE_MIN_D", 10**9)
     pts = rng.standard_normal((33_000, 256))  # float64: 64.4 MiB
     one = hsrgeom.build_index(pts, batch_size=1)
     assert one.kind == "quantized_scan" and "memory-bound" in one.reason

@@ -24,7 +24,8 @@ from ._structures import (
 )
 
 # ---- tuning of "auto" (every constant of the choice) ---------------------------------------------
-# Which candidates: the scan always; partition trees (split widest, and pca for
+# Which candidates: the scan always, QuantizedScan (the scan over 8-bit codes) for d >=
+# _QUANTIZED_PROBE_MIN_D; partition trees (split widest, and pca for
 # 4 <= d <= _PCA_MAX_D); for d = 2 convex layers (a partial peel above _LAYERS_MAX_N); for d = 3
 # ShallowCutting3 (outputs <= _CUTTING_MAX_OUTPUT) and convex layers (n <= _LAYERS_MAX_N).
 # How they are timed: a sample of _PROBE_N points and a quarter of it, probe queries reporting
@@ -50,6 +51,9 @@ _MEASURED_MARGIN = 0.9  # ... or this much, when both were timed on all n points
 _QUANTIZED_MAX_BATCH = 4  # QuantizedScan instead of the scan for batches up to this size ...
 _QUANTIZED_MIN_BYTES = 64 << 20  # ... over at least this many bytes of points ...
 _QUANTIZED_MIN_D = 32  # ... in at least this many dimensions
+# QuantizedScan is probed from this d on: below it the float32 scan's few coordinates per point
+# leave the codes' bound and exact checks no room (and trees win there anyway)
+_QUANTIZED_PROBE_MIN_D = 8
 # The pca split is a candidate for 4 <= d <= this only: its build forms the d x d covariance and
 # its eigenvectors and rotates the points, O(n d^2 + d^3) (probing it took 278 s at d = 4096,
 # n = 5000); the widest split stays a candidate at every d.
@@ -74,7 +78,10 @@ _ABSOLUTE_MAX_SHARE = 0.125
 _PARALLEL_WORK = 4e6
 # Build cost classes of the candidates (within a class builds are < 2x apart): the scan, then
 # trees and ShallowCutting3 (1, the default), then convex layers
-_BUILD_CLASS = {BruteForce: 0, ConvexLayers: 2, ConvexLayers3: 2}
+_BUILD_CLASS = {BruteForce: 0, QuantizedScan: 0, ConvexLayers: 2, ConvexLayers3: 2}
+# The scans: every point is read by every query (time exactly linear in n, split over threads by
+# points; they test all points by design, so the _MAX_TESTED rule does not apply to them)
+_SCANS = (BruteForce, QuantizedScan)
 
 
 def _probe_normals(sample, m, rng):
@@ -139,7 +146,7 @@ def _speedup(cls, n, d, m):
     from ._core import get_num_threads
 
     t = get_num_threads()
-    if cls is BruteForce:
+    if cls in _SCANS:
         return t if n * m * d >= _PARALLEL_WORK else 1
     return min(t, m) if m * (64 * d + 4 * d * np.sqrt(n)) >= _PARALLEL_WORK else 1
 
@@ -173,6 +180,8 @@ def _choose(pts, batch_size, output_size, params):
     absolute = d <= _ABSOLUTE_MAX_D and k_s < k_abs <= _ABSOLUTE_MAX_SHARE * s
     b_abs = _probe_offsets(sample, a, k_abs) if absolute else None
     candidates = [("brute_force", BruteForce, {})]
+    if d >= _QUANTIZED_PROBE_MIN_D and not params:
+        candidates.append(("quantized_scan", QuantizedScan, {}))
     splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 or d > _PCA_MAX_D else ["widest", "pca"])
     for split in splits:
         candidates.append((f"partition_tree(split={split})", PartitionTree, {**params, "split": split}))
@@ -213,7 +222,7 @@ def _choose(pts, batch_size, output_size, params):
         work, work_small = max(t - ovh, 1e-9), max(t_small - ovh, 1e-9)
         # a scan's work is exactly linear in n; on a small sample its fixed costs make it look
         # sublinear, which would favour it wrongly when extrapolated
-        growth = 1.0 if cls is BruteForce else float(np.clip(np.log(work / work_small) / np.log(4), _GROWTH_MIN, 1.0))
+        growth = 1.0 if cls in _SCANS else float(np.clip(np.log(work / work_small) / np.log(4), _GROWTH_MIN, 1.0))
         predicted[name] = overhead + work * (n / s) ** growth / _speedup(cls, n, d, batch_size or m)
         if absolute and cls is not ShallowCutting3:  # the same output from fewer points: no faster at n
             # (not the cutting: its levels are set by n, so the same output is a deeper query on
@@ -232,24 +241,35 @@ def _choose(pts, batch_size, output_size, params):
     # cost grows ~linearly up to 10^6 points and then bends (uniform: 1.8x the scan at 10^6, 0.66x
     # at 10^7), and a scan streaming n points from memory runs slower per point than one over a
     # cached sample (docs/performance.md). The tree is built on all n points (kept if chosen) and
-    # timed against the scan on the same queries.
+    # timed against the scans on the same queries.
     trees = [k for k, c, _ in candidates if c is PartitionTree]
+    scans = [(k, c) for k, c, _ in candidates if c in _SCANS]
     if n > _FULL_PROBE_ABOVE * s and trees:
         tree = min(trees, key=predicted.get)
-        ratio = predicted[tree] / predicted["brute_force"]
+        ratio = predicted[tree] / min(predicted[k] for k, _ in scans)
         if 1 / _FULL_PROBE_RATIO < ratio < _FULL_PROBE_RATIO:
             big = pts[np.sort(rng.choice(n, size=4 * s, replace=False))]
             b_n = _probe_offsets(big, a, int(np.clip(round(k_user / n * len(big)), 2, len(big) // 2)))
-            # one copy of the points at a time: the scan's is freed before the tree is built
-            predicted["brute_force"] = _time_queries(BruteForce._from_valid(pts), a, b_n, repeat=2, n_threads=None)
+            # one index over all the points at a time: each scan's is freed before the next build
+            for k, c in scans:
+                predicted[k] = _time_queries(c._from_valid(pts), a, b_n, repeat=2, n_threads=None)
             cls, prm = next((c, p) for nm, c, p in candidates if nm == tree)
             built, built_name, margin = cls._from_valid(pts, **prm), tree, _MEASURED_MARGIN
-            predicted[tree] = _time_queries(built, a, b_n, repeat=2, n_threads=None)
+            # one thread, then the threads the caller's batches would use: a tree splits the
+            # queries, and the probe's batch (<= 64 queries) may be too small to split where the
+            # caller's is not
+            measured = _time_queries(built, a, b_n, repeat=2) / _speedup(cls, n, d, batch_size or m)
+            # the other trees' extrapolations err as this one's did (same sample, same growth
+            # model): scaled by its measured / predicted, they stay comparable with the times at n
+            factor = measured / predicted[tree]
+            for k in trees:
+                predicted[k] *= factor
             tested[tree] = built.stats.points_tested.mean() / n
-            reason += (f"; close call at n={n}: {tree} built on all points and timed against the scan "
-                       f"({predicted[tree] * 1e3:.3g} vs {predicted['brute_force'] * 1e3:.3g} ms per query)")
+            timed = ", ".join(f"{k} {predicted[k] * 1e3:.3g}" for k, _ in scans)
+            reason += (f"; close call at n={n}: {tree} built on all points and timed against the scans "
+                       f"({tree} {predicted[tree] * 1e3:.3g}, {timed} ms per query)")
     # a timing spike must not pick a tree that prunes nothing: it must also skip half the points
-    usable = [k for k, _, _ in candidates if tested[k] < _MAX_TESTED or k == "brute_force"]
+    usable = [k for k, c, _ in candidates if tested[k] < _MAX_TESTED or c in _SCANS]
     best = min(predicted[k] for k in usable)
     # candidates are listed by build cost: take the cheapest to build that is within the margin
     # of the fastest (the scan unless a structure is clearly faster); among those whose builds
@@ -299,8 +319,8 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         "simplicial" builds a :class:`SimplicialPartitionTree` (never chosen by "auto": measured
         slower than a partition tree everywhere), "convex_layers3" a :class:`ConvexLayers3` and
         "shallow_cutting3" a :class:`ShallowCutting3`.
-        "auto": for n < 4096 a scan; otherwise each candidate structure (the scan, partition
-        trees, and, when no params are given, convex layers for d = 2 -- above n = 2 000 000
+        "auto": for n < 4096 a scan; otherwise each candidate structure (the scan, for d >= 8
+        :class:`QuantizedScan` (the scan over 8-bit codes), partition trees, and, when no params are given, convex layers for d = 2 -- above n = 2 000 000
         with ``max_layers=65``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
         cutting when queries report <= 1024 points, and convex layers up to
         n = 2 000 000) is built on a sample of
@@ -309,12 +329,12 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         cost) reporting the share ``output_size / n`` of each; the growth
         between the two extrapolates each candidate's time to n points. Above 16x the sample size
         (n > 800 000), when the best partition tree is predicted within 4x of the scan, that tree
-        is built on all n points and timed against the scan on the same queries (extrapolation
+        is built on all n points and timed against the scans on the same queries (extrapolation
         from a sample misjudges both at d ~ 16), and kept if chosen. A tree is chosen only if it is
-        clearly faster than the scan, so "auto" is never much slower than ``BruteForce``; among
+        clearly faster than the scans, so "auto" is never much slower than ``BruteForce``; among
         candidates within 1.18x (1 / 0.85) of the fastest, the cheapest to build is taken (convex layers
         build ~10-30x slower than a partition tree), or the fastest of those that build about as
-        cheaply (partition trees and ShallowCutting3). When that is the scan, ``batch_size <= 4``,
+        cheaply (the two scans; partition trees and ShallowCutting3). When that is ``BruteForce``, ``batch_size <= 4``,
         d >= 32 and the points take >= 64 MiB, a :class:`QuantizedScan` is built instead (the
         probe's cached sample cannot show that such scans are memory-bound). The choice and its
         measured reason are in ``index.kind`` and ``index.reason``.
