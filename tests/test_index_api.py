@@ -149,6 +149,46 @@ def test_auto_close_call_rescales_the_other_trees(monkeypatch):
     assert idx.kind == "partition_tree" and idx.split == "widest", idx.reason
 
 
+def test_auto_probes_large_outputs_on_a_larger_sample(monkeypatch, rng):
+    """In d <= 3, outputs above 1/8 of the probe's sample are timed on a larger sample where they
+    are 1/8 of the points (convex layers looked fast on 50-point probes and were 2.4x a tree at
+    10^7 points and 10,000 outputs); the index answers exactly."""
+    from hsrgeom import _auto
+
+    monkeypatch.setattr(_auto, "_PROBE_N", 2000)
+    x = rng.random((40_000, 2))
+    idx = hsrgeom.build_index(x, output_size=1000)
+    assert "and 1000 points on a 8000-point sample" in idx.reason
+    assert "1000 points on" not in hsrgeom.build_index(x, output_size=200).reason  # 200 <= 2000 / 8: the sample
+    a = rng.standard_normal((10, 2))
+    b = np.quantile(x @ a.T, 0.97, axis=0)
+    assert idx.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
+
+
+def test_auto_replaces_a_cutting_whose_levels_stop_below_the_output(monkeypatch):
+    """A ShallowCutting3 whose levels (built on all n) stop below the declared output would answer
+    with its embedded tree; auto takes the next choice instead and says why. Forced with faked
+    timings (the cutting fastest) and the output cap lifted."""
+    from hsrgeom import _auto
+
+    per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ShallowCutting3": 1e-7, "ConvexLayers3": 1e-4}
+
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25):
+        index.count(a, b)
+        return per_query[type(index).__name__] * (index.n / 1000) ** 0.5
+
+    monkeypatch.setattr(_auto, "_time_queries", fake_time)
+    monkeypatch.setattr(_auto, "_CUTTING_MAX_OUTPUT", 10**9)
+    x = np.random.default_rng(2).standard_normal((20_000, 3))
+    depth = hsrgeom.ShallowCutting3(x)._impl.max_depth
+    deep = hsrgeom.build_index(x, output_size=2 * depth)
+    assert deep.kind == "partition_tree" and f"whose levels reach depth {depth} < {2 * depth} points" in deep.reason
+    assert hsrgeom.build_index(x, output_size=depth // 2).kind == "shallow_cutting3"
+    a = np.random.default_rng(3).standard_normal((10, 3))
+    b = np.quantile(x @ a.T, 0.9, axis=0)
+    assert deep.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
+
+
 @pytest.mark.parametrize("bad, err", [(-1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),
                                       (True, TypeError), ("10", TypeError)])
 def test_auto_output_size_errors(bad, err):

@@ -40,10 +40,11 @@ _DEFAULT_OUTPUT = (1e-3, 100, 1000)  # no output_size: 0.1 % of n, clipped to [1
 # d = 2 / 3), so "auto" peels them completely only up to this n; above it, d = 2 peels the
 # layers its shallow table uses (12 s at 10^7) and d = 3 is not a candidate.
 _LAYERS_MAX_N = 2_000_000
-# ShallowCutting3 is a d = 3 candidate for outputs up to this many points (its default levels
-# reach ~400-900 points, its embedded tree answers deeper queries: at 1000 points it is as fast
-# as a PartitionTree, at 300 2.5x faster, at n = 10^6)
-_CUTTING_MAX_OUTPUT = 1024
+# ShallowCutting3 is a d = 3 candidate for outputs up to this many points: its default levels
+# reach depth 444 at every n measured from 3*10^4 to 10^7 (284 at 5000, 867 from 3*10^6), and
+# deeper queries go to its embedded tree (at 10^7 points and 1000 outputs 2.2x slower than a
+# PartitionTree); a built cutting whose levels stop below the caller's output is replaced
+_CUTTING_MAX_OUTPUT = 444
 _TABLE_PEEL = 65  # layers a partial d = 2 peel takes: what the shallow table (64 layers) uses, + 1
 _FULL_PROBE_RATIO = 4  # above _FULL_PROBE_ABOVE x the sample size, a tree predicted within this factor of the scan is timed at n
 _PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the scan to be chosen
@@ -67,13 +68,15 @@ _FULL_PROBE_ABOVE = 16  # close calls are timed on all n points only for n > thi
 _MAX_TESTED = 0.5  # a structure is usable only if its probe queries tested less than this share of the points
 # In d <= this, a query's cost depends on how many points it reports more than on n (a cap of k
 # points is crossed by about as many leaves, hull layers or cutting cells at any n), so each
-# candidate is also timed on the sample with queries reporting the caller's number of points
-# (when that is at most _ABSOLUTE_MAX_SHARE of the sample), and predicted no faster than that
-# (except ShallowCutting3, whose levels scale with n):
+# candidate is also timed with queries reporting the caller's number of points, on the sample or
+# (when that is more than _ABSOLUTE_MAX_SHARE of it) on a larger sample of which it is that share
+# (at most n points), and predicted no faster than that (except ShallowCutting3, whose levels
+# scale with n):
 # probes at the caller's share report ~50 points at n = 10^6, where convex layers beat a tree
 # that is 1.5x faster at 1000 points.
 _ABSOLUTE_MAX_D = 3
 _ABSOLUTE_MAX_SHARE = 0.125
+_ABSOLUTE_MAX_N = 800_000  # the largest such sample (outputs up to 100,000 points)
 # Threads a call uses (as the C++ side decides, parallel.hpp kParallelWork): work units above this
 _PARALLEL_WORK = 4e6
 # Build cost classes of the candidates (within a class builds are < 2x apart): the scan, then
@@ -177,8 +180,13 @@ def _choose(pts, batch_size, output_size, params):
     k_q = int(np.clip(round(k_user / n * s / 4), min(k_s, _PROBE_MIN_OUTPUT), len(small) // 2))
     b, b_small = _probe_offsets(sample, a, k_s), _probe_offsets(small, a, k_q)
     k_abs = int(round(k_user))
-    absolute = d <= _ABSOLUTE_MAX_D and k_s < k_abs <= _ABSOLUTE_MAX_SHARE * s
-    b_abs = _probe_offsets(sample, a, k_abs) if absolute else None
+    absolute = d <= _ABSOLUTE_MAX_D and k_s < k_abs <= _ABSOLUTE_MAX_SHARE * min(n, _ABSOLUTE_MAX_N)
+    # the sample on which queries report k_abs points: the probe's, or a larger one where k_abs
+    # is _ABSOLUTE_MAX_SHARE of the points (at n = 10^7, convex layers predicted from 50-point
+    # probes at 0.2 us took 77 us at 10,000 outputs, 2.4x a PartitionTree)
+    s_abs = max(s, int(np.ceil(k_abs / _ABSOLUTE_MAX_SHARE))) if absolute else s
+    abs_pts = sample if s_abs == s else pts[np.sort(rng.choice(n, size=s_abs, replace=False))]
+    b_abs = _probe_offsets(abs_pts, a, k_abs) if absolute else None
     candidates = [("brute_force", BruteForce, {})]
     if d >= _QUANTIZED_PROBE_MIN_D and not params:
         candidates.append(("quantized_scan", QuantizedScan, {}))
@@ -227,12 +235,14 @@ def _choose(pts, batch_size, output_size, params):
         if absolute and cls is not ShallowCutting3:  # the same output from fewer points: no faster at n
             # (not the cutting: its levels are set by n, so the same output is a deeper query on
             # the sample than at n)
-            t_abs = overhead + (_time_queries(idx, a, b_abs) - overhead) / _speedup(cls, n, d, batch_size or m)
+            idx_abs = idx if s_abs == s else cls._from_valid(abs_pts, **prm)
+            t_abs = overhead + (_time_queries(idx_abs, a, b_abs) - overhead) / _speedup(cls, n, d, batch_size or m)
             predicted[name] = max(predicted[name], t_abs)
         shown.append(f"{name} {predicted[name] * 1e3:.3g} ms (~n^{growth:.2f})")
     reason = (
         f"probe on {s} sampled points (and a quarter of them), batches of {m} queries reporting {k_s} "
-        f"({k_q}) points" + (f", and {k_abs} points on the sample" if absolute else "")
+        f"({k_q}) points" + (f", and {k_abs} points on {'the' if s_abs == s else f'a {s_abs}-point'} sample"
+                             if absolute else "")
         + f"; predicted per query at n={n} reporting {k_user:.0f} points ({said} output_size): "
         f"{', '.join(shown)}"
     )
@@ -270,18 +280,30 @@ def _choose(pts, batch_size, output_size, params):
                        f"({tree} {predicted[tree] * 1e3:.3g}, {timed} ms per query)")
     # a timing spike must not pick a tree that prunes nothing: it must also skip half the points
     usable = [k for k, c, _ in candidates if tested[k] < _MAX_TESTED or c in _SCANS]
-    best = min(predicted[k] for k in usable)
-    # candidates are listed by build cost: take the cheapest to build that is within the margin
-    # of the fastest (the scan unless a structure is clearly faster); among those whose builds
-    # cost about the same (trees and ShallowCutting3: < 2x apart, convex layers 10-30x), the
-    # fastest (with "cheapest first" alone, auto lost up to 1.9x to the cutting at d = 3, n ~ 3*10^4)
-    within = [k for k in usable if predicted[k] <= best / margin]
     build = {nm: _BUILD_CLASS.get(c, 1) for nm, c, _ in candidates}
-    name = min((k for k in within if build[k] == build[within[0]]), key=predicted.get)
-    cls, prm = next((c, p) for nm, c, p in candidates if nm == name)
+
+    def pick(names):
+        # candidates are listed by build cost: take the cheapest to build that is within the
+        # margin of the fastest (the scan unless a structure is clearly faster); among those whose
+        # builds cost about the same (trees and ShallowCutting3: < 2x apart, convex layers 10-30x),
+        # the fastest (with "cheapest first" alone, auto lost up to 1.9x to the cutting at d = 3,
+        # n ~ 3*10^4)
+        best = min(predicted[k] for k in names)
+        within = [k for k in names if predicted[k] <= best / margin]
+        return min((k for k in within if build[k] == build[within[0]]), key=predicted.get)
+
+    name = pick(usable)
     reason += f" -> {name}"
-    if cls is ShallowCutting3:
-        prm = {}  # the grid for n points, not the probe's
+    if name == "shallow_cutting3":  # built here, with the grid for n (not the probe's)
+        cutting = ShallowCutting3._from_valid(pts)
+        if cutting._impl.max_depth >= k_user:
+            built, built_name = cutting, name
+        else:  # its tree would answer these queries: the next choice instead
+            name = pick([k for k in usable if k != name])
+            reason += (f", whose levels reach depth {cutting._impl.max_depth} < {k_user:.0f} points at n={n}: "
+                       f"{name} instead")
+        del cutting
+    cls, prm = next((c, p) for nm, c, p in candidates if nm == name)
     if name != built_name:
         built = None
     # The probe's sample sits in cache, where a scan is not bound by memory; over points far
@@ -322,11 +344,13 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         "auto": for n < 4096 a scan; otherwise each candidate structure (the scan, for d >= 8
         :class:`QuantizedScan` (the scan over 8-bit codes), partition trees, and, when no params are given, convex layers for d = 2 -- above n = 2 000 000
         with ``max_layers=65``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
-        cutting when queries report <= 1024 points, and convex layers up to
-        n = 2 000 000) is built on a sample of
+        cutting when queries report <= 444 points (the depth its levels reach; a cutting built
+        whose levels stop below the output is replaced by the next choice), and convex layers up
+        to n = 2 000 000) is built on a sample of
         the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and
         data-derived directions; repeated 8x per call for structures faster than a call's fixed
-        cost) reporting the share ``output_size / n`` of each; the growth
+        cost) reporting the share ``output_size / n`` of each (for d <= 3 also ``output_size`` points,
+        on a sample where they are at most 1/8 of the points); the growth
         between the two extrapolates each candidate's time to n points. Above 16x the sample size
         (n > 800 000), when the best partition tree is predicted within 4x of the scan, that tree
         is built on all n points and timed against the scans on the same queries (extrapolation
