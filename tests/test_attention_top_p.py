@@ -291,3 +291,29 @@ def test_top_p_fused_top_key_first(dtype, monkeypatch):
     for p in (0.5, 0.9, 0.99):
         _, st = _fused(q, k, v, p, monkeypatch=monkeypatch)
         assert st["entries"][0, 0, 0] > 50
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_top_p_fused_same_answer_for_any_thread_count(dtype, monkeypatch):
+    """The one scan splits over key chunks when threads are given (each chunk with its own running
+    maximum): the kept set, the bound and the output do not depend on the thread count."""
+    import hsrgeom
+    rng = np.random.default_rng(11)
+    n, d = 20000, 64  # enough work for the scan to split
+    q = rng.standard_normal((1, 4, 1, d)).astype(dtype)
+    k = rng.standard_normal((1, 1, n, d))
+    k[0, 0, rng.choice(n, 20, replace=False)] += 0.6 * q[0, :, 0].mean(0)
+    k = k.astype(dtype)
+    v = rng.standard_normal((1, 1, n, 8)).astype(dtype)
+    got = []
+    old = hsrgeom.get_num_threads()
+    try:
+        for threads in (1, 2):
+            hsrgeom.set_num_threads(threads)
+            got.append(_fused(q, k, v, 0.99, monkeypatch=monkeypatch))
+    finally:
+        hsrgeom.set_num_threads(old)
+    (o1, s1), (o2, s2) = got
+    np.testing.assert_array_equal(s1["entries"], s2["entries"])
+    np.testing.assert_array_equal(s1["dropped_mass_bound"], s2["dropped_mass_bound"])
+    np.testing.assert_array_equal(o1, o2)

@@ -25,6 +25,8 @@
 //    scan each chunk keeps the r largest lb it has seen (a heap whose minimum only rises and is
 //    <= L): a key with ub below it is dropped at once.
 //  * threshold t: candidates ub >= t, kept where fl >= t.
+//  * certified top-p: one scan for the top-1 and the candidates of the report under it, then the
+//    prefix of the report by weight buckets (HeadCodes::softmax_top_p, docs/attention.md §6).
 // The scan reads n d bytes of codes once for all rows (cache-resident per key) instead of the
 // n d floats of a GEMV; the full rows are read for the candidates only.
 #pragma once
