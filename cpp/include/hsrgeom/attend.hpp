@@ -57,6 +57,7 @@ namespace attend {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kU = Rounding<double>::u;
 constexpr index_t kChunk = 4096;  // keys per scan chunk (a unit of parallel work)
+constexpr size_t kPart = 2048;    // keys per part of the top-p scoring and value passes
 
 // A query row as integers, in the channel-scaled space of the codes: a' = a * cs (exact: cs are
 // powers of two, see HeadCodes), q = round(a' / s_a), |q_k| <= qmax so that a d-term sum of
@@ -475,30 +476,45 @@ class HeadCodes {
       // R per row: (score, id), ids ascending
       std::fill(A.begin(), A.end(), 0.0);
       for (int r = 0; r < g; ++r) std::copy(rows[j0 + r].ad.begin(), rows[j0 + r].ad.end(), A.begin() + r * d);
+      // in parts of kPart keys (a partition by size alone: the same answer for any thread count)
+      const size_t nu = uni.size(), parts = std::max<size_t>(1, (nu + kPart - 1) / kPart);
+      std::vector<std::vector<double>> ps(parts * g);
+      std::vector<std::vector<index_t>> pi(parts * g);
+      parallel_for(static_cast<index_t>(parts), threads_for_work(threads, 4.0 * nu * d), [&](index_t b, int) {
+        interrupt::check();
+        const size_t e1 = std::min(nu, (b + 1) * kPart);
+        for (size_t e = b * kPart; e < e1; ++e) {
+          double s4[4];
+          dots4(A.data(), K + static_cast<size_t>(uni[e]) * d, d, s4,
+                K + static_cast<size_t>(uni[std::min(e + 2, e1 - 1)]) * d);
+          for (int r = 0; r < g; ++r)  // ub < t implies fl < t: the candidates' filter is implied
+            if (s4[r] >= t[j0 + r]) ps[b * g + r].push_back(s4[r]), pi[b * g + r].push_back(uni[e]);
+        }
+      });
       std::vector<std::vector<double>> rs(g);
       std::vector<std::vector<index_t>> rid(g);
-      const size_t nu = uni.size();
-      for (size_t e = 0; e < nu; ++e) {
-        if ((e & 1023) == 0) interrupt::check();
-        double s4[4];
-        dots4(A.data(), K + static_cast<size_t>(uni[e]) * d, d, s4, K + static_cast<size_t>(uni[std::min(e + 2, nu - 1)]) * d);
-        for (int r = 0; r < g; ++r)  // ub < t implies fl < t: the candidates' filter is implied
-          if (s4[r] >= t[j0 + r]) rs[r].push_back(s4[r]), rid[r].push_back(uni[e]);
-      }
+      for (int r = 0; r < g; ++r)
+        for (size_t b = 0; b < parts; ++b) {
+          rs[r].insert(rs[r].end(), ps[b * g + r].begin(), ps[b * g + r].end());
+          rid[r].insert(rid[r].end(), pi[b * g + r].begin(), pi[b * g + r].end());
+        }
       // the kept prefix of each row (ids ascending) and its weights
       std::vector<std::vector<index_t>> pid(g);
       std::vector<std::vector<double>> pw(g);
       std::vector<double> zp(g, 0.0);
-      for (int r = 0; r < g; ++r) {
-        const index_t j = j0 + r;
+      for (int r = 0; r < g; ++r)
         if (rs[r].empty()) return false;  // cannot happen (s*'s key is in R); no certificate without it
+      parallel_for(g, threads_for_work(threads, 64.0 * nu), [&](index_t r, int) {
+        const index_t j = j0 + r;
         double zk = 0, zpr = 0, u = 0;
         const index_t take = cut_prefix(rs[r], rid[r], n, scale, t[j] + slack[j], p, &pid[r], &pw[r], &zk, &zpr, &u);
         zp[r] = zpr;
         entries[j] = take;
         bound[j] = take == n ? 0.0 : (std::max(zk - zpr, 0.0) + u) / (zk + u);
+      });
+      for (int r = 0; r < g; ++r) {
         kept->ids.insert(kept->ids.end(), pid[r].begin(), pid[r].end());
-        kept->lims[j + 1] = static_cast<std::int64_t>(kept->ids.size());
+        kept->lims[j0 + r + 1] = static_cast<std::int64_t>(kept->ids.size());
       }
       // one pass over the union of the kept keys' value rows for the group: the union's ids
       // (ascending) and per row its weights (0 where the row does not keep the key)
@@ -519,13 +535,22 @@ class HeadCodes {
           W[r * nk + e] = pw[r][x];
         }
       }
+      // in parts of kPart keys, each with its own sums, added in part order
       constexpr size_t kB = 8;
-      for (size_t b0 = 0; b0 < nk; b0 += kB) {
-        if ((b0 & 1023) == 0) interrupt::check();
-        const size_t nb = std::min(kB, nk - b0), npf = b0 + kB < nk ? std::min(kB, nk - b0 - kB) : 0;
-        gather4(V, dv, uni.data() + b0, W.data() + b0, static_cast<index_t>(nk), static_cast<index_t>(nb), acc.data(),
-                uni.data() + b0 + kB, static_cast<index_t>(npf));
-      }
+      const size_t gparts = std::max<size_t>(1, (nk + kPart - 1) / kPart);
+      std::vector<double> pacc(gparts * 4 * static_cast<size_t>(dv), 0.0);
+      parallel_for(static_cast<index_t>(gparts), threads_for_work(threads, 4.0 * nk * dv), [&](index_t b, int) {
+        interrupt::check();
+        const size_t e1 = std::min(nk, (b + 1) * kPart);
+        double* pa = pacc.data() + b * 4 * static_cast<size_t>(dv);
+        for (size_t b0 = b * kPart; b0 < e1; b0 += kB) {
+          const size_t nb = std::min(kB, e1 - b0), npf = b0 + kB < e1 ? std::min(kB, e1 - b0 - kB) : 0;
+          gather4(V, dv, uni.data() + b0, W.data() + b0, static_cast<index_t>(nk), static_cast<index_t>(nb), pa,
+                  uni.data() + b0 + kB, static_cast<index_t>(npf));
+        }
+      });
+      for (size_t b = 0; b < gparts; ++b)
+        for (size_t x = 0; x < acc.size(); ++x) acc[x] += pacc[b * acc.size() + x];
       for (int r = 0; r < g; ++r) {
         double* o = out + static_cast<size_t>(j0 + r) * dv;
         for (int k = 0; k < dv; ++k) {
