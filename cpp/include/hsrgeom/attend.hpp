@@ -413,10 +413,11 @@ class HeadCodes {
   // scores) into *kept (kept->tested: candidate rows, summed over the rows). Returns false when
   // the general path must run (a threshold or an output not finite).
   //
-  // Cost, per group of 4 rows: the codes are scanned twice (top-1, then the candidates of R);
-  // each candidate key row is read once for the 4 rows (dots4, float64); R is cut by weight
-  // buckets instead of sorted (only the bucket holding the cut is sorted, for the tie rule); the
-  // kept keys' value rows are read once for the 4 rows (gather4).
+  // Cost: one scan of the codes finds the top-1 and R's candidates together (scan's `below`);
+  // then per group of 4 rows each candidate key row is read once for the 4 rows (dots4, float64),
+  // R is cut by weight buckets instead of sorted (only the bucket holding the cut is sorted, for
+  // the tie rule), and the kept keys' value rows are read once for the 4 rows (gather4); the two
+  // passes run in parts of kPart keys over the threads.
   bool softmax_top_p(const T* Q, index_t m, const T* K, const T* V, double p, double scale, int threads, double* out,
                      double* bound, std::int64_t* entries, Selection* kept) const {
     const index_t n = n_;
