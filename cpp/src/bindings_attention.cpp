@@ -104,9 +104,10 @@ void bind_one(py::module_& m, const std::string& suffix) {
                                    to_numpy(std::move(sel.ids)), tested);
            },
            py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("r"), py::arg("scale"), py::arg("threads") = 0)
-      // Certified top-p (0 < p < 1) of each row of Q in one call (two scans of the codes, the
-      // prefix, the softmax and V gather): None where the general path must run; else as
-      // softmax_top_r (entries, dropped_mass_bound: the certificate).
+      // Certified top-p (0 < p < 1) of each row of Q in one call (HeadCodes::softmax_top_p: one
+      // scan of the codes, the report's float64 scores, the prefix, the softmax and V gather): None
+      // where the general path must run; else as softmax_top_r (entries, dropped_mass_bound: the
+      // certificate).
       .def("softmax_top_p",
            [](const H& self, const CArray<T>& Q, const CArray<T>& K, const CArray<T>& V, double p, double scale,
               int threads) -> py::object {
