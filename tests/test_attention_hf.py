@@ -302,11 +302,13 @@ def test_import_needs_llm_extra():
 
 
 def test_dense_fallback_threshold_follows_the_knob():
-    """top_r alone runs the fused step (MIN_KEYS); top_p, thresholds and no knob fall back to
-    sdpa up to MIN_KEYS_SCAN; an explicit min_keys wins."""
-    assert hf.MIN_KEYS < hf.MIN_KEYS_SCAN
+    """top_r alone runs the fused step (MIN_KEYS), top_p < 1 the fused top-p step
+    (MIN_KEYS_TOP_P); top_p = 1, thresholds and no knob fall back to sdpa up to MIN_KEYS_SCAN;
+    an explicit min_keys wins."""
+    assert hf.MIN_KEYS < hf.MIN_KEYS_SCAN and hf.MIN_KEYS_TOP_P < hf.MIN_KEYS_SCAN
     assert hf.Settings(top_r=64).min_keys == hf.MIN_KEYS
-    assert hf.Settings(top_p=0.99).min_keys == hf.MIN_KEYS_SCAN
+    assert hf.Settings(top_p=0.99).min_keys == hf.MIN_KEYS_TOP_P
+    assert hf.Settings(top_p=1.0).min_keys == hf.MIN_KEYS_SCAN
     assert hf.Settings(threshold=1.0, top_r=5).min_keys == hf.MIN_KEYS_SCAN
     assert hf.Settings().min_keys == hf.MIN_KEYS_SCAN
     assert hf.Settings(top_r=64, min_keys=7).min_keys == 7

@@ -446,7 +446,7 @@ def add_arguments(parser, name):
     parser.add_argument("--min-keys", type=int, default=0,
                         help="hf.enable's dense fallback: decoding steps over fewer keys run sdpa (default 0: "
                              "hsrgeom acts at every length; the library's default falls back below 4096 keys "
-                             "for top_r and 131072 for the others)")
+                             "for top_r and top_p < 1 and 131072 for the others)")
     parser.add_argument("--prefill-chunk", type=int, default=4096,
                         help="prefill the prompt in chunks of this many tokens (bounds sdpa's memory at 16K-32K; "
                              "default 4096)")

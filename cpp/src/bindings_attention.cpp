@@ -104,9 +104,10 @@ void bind_one(py::module_& m, const std::string& suffix) {
                                    to_numpy(std::move(sel.ids)), tested);
            },
            py::arg("q"), py::arg("keys"), py::arg("values"), py::arg("r"), py::arg("scale"), py::arg("threads") = 0)
-      // Certified top-p (0 < p < 1) of each row of Q in one call (two scans of the codes, the
-      // prefix, the softmax and V gather): None where the general path must run; else as
-      // softmax_top_r (entries, dropped_mass_bound: the certificate).
+      // Certified top-p (0 < p < 1) of each row of Q in one call (HeadCodes::softmax_top_p: one
+      // scan of the codes, the report's float64 scores, the prefix, the softmax and V gather): None
+      // where the general path must run; else as softmax_top_r (entries, dropped_mass_bound: the
+      // certificate).
       .def("softmax_top_p",
            [](const H& self, const CArray<T>& Q, const CArray<T>& K, const CArray<T>& V, double p, double scale,
               int threads) -> py::object {
@@ -117,30 +118,17 @@ void bind_one(py::module_& m, const std::string& suffix) {
              if (!(p > 0 && p < 1)) throw py::value_error("p must be in (0, 1)");
              if (!(scale > 0) || !std::isfinite(scale)) throw py::value_error("scale must be finite and > 0");
              const index_t mq = Q.shape(0), n = self.size();
-             const int d = self.dim(), dv = self.value_dim();
+             const int dv = self.value_dim();
              if (!self.plain(Q.data(), mq) || n == 0) return py::none();
-             std::vector<double> out(static_cast<size_t>(mq) * dv), bound(mq), t(mq), slack(mq);
+             std::vector<double> out(static_cast<size_t>(mq) * dv), bound(mq);
              std::vector<std::int64_t> entries(mq);
-             const double gam = (d + 4) * attend::kU / (1 - (d + 4) * attend::kU);
-             const double gap = std::max(std::log(p * static_cast<double>(n) / (1.0 - p)), 0.0);
              bool ok = true;
              attend::Selection kept;
-             std::int64_t tested = 0;
              interruptible([&] {
-               const auto top = self.select(Q.data(), mq, K.data(), 1, nullptr, threads);
-               for (index_t j = 0; j < mq; ++j) {
-                 const double smax = top.scores[top.lims[j]];
-                 const double qk = norm_up(Q.data() + j * d, d) * self.key_norm_max();
-                 slack[j] = 2 * gam * (qk + std::fabs(smax)) + 1e-300;
-                 t[j] = smax - gap / scale - slack[j];
-                 ok &= std::isfinite(t[j]);
-               }
-               if (!ok) return;
-               const auto rep = self.select(Q.data(), mq, K.data(), 0, t.data(), threads);
-               tested = top.tested + rep.tested;
-               ok = attend::softmax_top_p_rows(rep, mq, n, V.data(), dv, scale, t.data(), slack.data(), p, out.data(),
-                                               bound.data(), entries.data(), &kept);
+               ok = self.softmax_top_p(Q.data(), mq, K.data(), V.data(), p, scale, threads, out.data(), bound.data(),
+                                       entries.data(), &kept);
              });
+             const std::int64_t tested = kept.tested;
              if (!ok) return py::none();
              return py::make_tuple(to_numpy(std::move(out), {static_cast<py::ssize_t>(mq), dv}),
                                    to_numpy(std::move(entries)), to_numpy(std::move(bound)),

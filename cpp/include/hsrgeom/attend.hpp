@@ -25,6 +25,8 @@
 //    scan each chunk keeps the r largest lb it has seen (a heap whose minimum only rises and is
 //    <= L): a key with ub below it is dropped at once.
 //  * threshold t: candidates ub >= t, kept where fl >= t.
+//  * certified top-p: one scan for the top-1 and the candidates of the report under it, then the
+//    prefix of the report by weight buckets (HeadCodes::softmax_top_p, docs/attention.md §6).
 // The scan reads n d bytes of codes once for all rows (cache-resident per key) instead of the
 // n d floats of a GEMV; the full rows are read for the candidates only.
 #pragma once
@@ -55,6 +57,7 @@ namespace attend {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kU = Rounding<double>::u;
 constexpr index_t kChunk = 4096;  // keys per scan chunk (a unit of parallel work)
+constexpr size_t kPart = 2048;    // keys per part of the top-p scoring and value passes
 
 // A query row as integers, in the channel-scaled space of the codes: a' = a * cs (exact: cs are
 // powers of two, see HeadCodes), q = round(a' / s_a), |q_k| <= qmax so that a d-term sum of
@@ -120,13 +123,8 @@ inline void int_dots(const std::int8_t* c, const std::int16_t* q, index_t h, int
 #endif
     }
     const __m512i acc[4] = {a0, a1, a2, a3};
-    for (int t = 0; t < 4; ++t) {
-      alignas(64) std::int32_t lane[16];
-      _mm512_store_si512(lane, acc[t]);
-      std::int32_t s = 0;
-      for (int x = 0; x < 16; ++x) s += lane[x];
-      out[(j + t) * stride] = s + int_dot_tail(c, q + (j + t) * d, k, d);
-    }
+    for (int t = 0; t < 4; ++t)  // int32 sums: exact in any order
+      out[(j + t) * stride] = _mm512_reduce_add_epi32(acc[t]) + int_dot_tail(c, q + (j + t) * d, k, d);
   }
 #elif defined(__AVX2__)
   constexpr int W = 16;
@@ -150,6 +148,152 @@ inline void int_dots(const std::int8_t* c, const std::int16_t* q, index_t h, int
   }
 #endif
   for (; j < h; ++j) out[j * stride] = int_dot_tail(c, q + j * d, 0, d);
+}
+
+// s[r] = fl(<A_r, x>) for the 4 rows of A (4 x d, float64, row-major) and one key x: the key is
+// read once for the 4 rows, and the row `next` (the key after the following one) is prefetched
+// one line per line read, which keeps misses in flight without queueing them. Every term is
+// summed in float64 (a float32 key coordinate times a float32 query coordinate is exact in
+// float64; float64 products are fused), in an order of its own: one of the summation orders the
+// float64 score fl(<a, x>) of the header comment allows (|fl - <a, x>| <= gamma_d sum |a_k x_k|
+// for every order, fused or not).
+template <class T>
+inline void dots4(const double* A, const T* x, int d, double* s, const T* next) {
+  int k = 0;
+  double acc[4] = {0, 0, 0, 0};
+#if defined(__AVX512F__)
+  __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+  const double *A0 = A, *A1 = A + d, *A2 = A1 + d, *A3 = A2 + d;
+  for (; k + 16 <= d; k += 16) {
+    __m512d xl, xh;
+    __builtin_prefetch(next + k);
+    if constexpr (std::is_same_v<T, float>) {
+      xl = _mm512_cvtps_pd(_mm256_loadu_ps(x + k));
+      xh = _mm512_cvtps_pd(_mm256_loadu_ps(x + k + 8));
+    } else {
+      __builtin_prefetch(next + k + 8);
+      xl = _mm512_loadu_pd(x + k);
+      xh = _mm512_loadu_pd(x + k + 8);
+    }
+    a0 = _mm512_fmadd_pd(xl, _mm512_loadu_pd(A0 + k), a0);
+    b0 = _mm512_fmadd_pd(xh, _mm512_loadu_pd(A0 + k + 8), b0);
+    a1 = _mm512_fmadd_pd(xl, _mm512_loadu_pd(A1 + k), a1);
+    b1 = _mm512_fmadd_pd(xh, _mm512_loadu_pd(A1 + k + 8), b1);
+    a2 = _mm512_fmadd_pd(xl, _mm512_loadu_pd(A2 + k), a2);
+    b2 = _mm512_fmadd_pd(xh, _mm512_loadu_pd(A2 + k + 8), b2);
+    a3 = _mm512_fmadd_pd(xl, _mm512_loadu_pd(A3 + k), a3);
+    b3 = _mm512_fmadd_pd(xh, _mm512_loadu_pd(A3 + k + 8), b3);
+  }
+  acc[0] = _mm512_reduce_add_pd(_mm512_add_pd(a0, b0));
+  acc[1] = _mm512_reduce_add_pd(_mm512_add_pd(a1, b1));
+  acc[2] = _mm512_reduce_add_pd(_mm512_add_pd(a2, b2));
+  acc[3] = _mm512_reduce_add_pd(_mm512_add_pd(a3, b3));
+#elif defined(__AVX2__) && defined(__FMA__)
+  __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+  const double *A0 = A, *A1 = A + d, *A2 = A1 + d, *A3 = A2 + d;
+  for (; k + 4 <= d; k += 4) {
+    __m256d xv;
+    if constexpr (std::is_same_v<T, float>)
+      xv = _mm256_cvtps_pd(_mm_loadu_ps(x + k));
+    else
+      xv = _mm256_loadu_pd(x + k);
+    a0 = _mm256_fmadd_pd(xv, _mm256_loadu_pd(A0 + k), a0);
+    a1 = _mm256_fmadd_pd(xv, _mm256_loadu_pd(A1 + k), a1);
+    a2 = _mm256_fmadd_pd(xv, _mm256_loadu_pd(A2 + k), a2);
+    a3 = _mm256_fmadd_pd(xv, _mm256_loadu_pd(A3 + k), a3);
+  }
+  const __m256d av[4] = {a0, a1, a2, a3};
+  for (int r = 0; r < 4; ++r) {
+    alignas(32) double lane[4];
+    _mm256_store_pd(lane, av[r]);
+    acc[r] = (lane[0] + lane[1]) + (lane[2] + lane[3]);
+  }
+#endif
+  for (; k < d; ++k) {
+    const double xk = static_cast<double>(x[k]);
+    for (int r = 0; r < 4; ++r) acc[r] += A[r * d + k] * xk;
+  }
+  for (int r = 0; r < 4; ++r) s[r] = acc[r];
+}
+
+// w[i] = exp(-x[i]) for x[i] >= 0. AVX-512: within 2 ulp of the exact value: x is capped at 1000
+// (exp(-1000) = 0 in float64), k = round(-x log2 e), r = -x - k ln 2 with fdlibm's two-part ln 2
+// (|r| <= ln 2 / 2 + tiny), exp(r) by its degree-13 Taylor polynomial (truncation < 4e-18
+// relative) in Horner form with fused multiply-adds, times 2^k by vscalefpd (exact, into the
+// subnormals and 0). Elsewhere, and for the tail: std::exp.
+inline void exp_neg(const double* x, double* w, size_t n) {
+  size_t i = 0;
+#if defined(__AVX512F__)
+  static constexpr double c[14] = {1.0,
+                                   1.0,
+                                   1.0 / 2,
+                                   1.0 / 6,
+                                   1.0 / 24,
+                                   1.0 / 120,
+                                   1.0 / 720,
+                                   1.0 / 5040,
+                                   1.0 / 40320,
+                                   1.0 / 362880,
+                                   1.0 / 3628800,
+                                   1.0 / 39916800,
+                                   1.0 / 479001600,
+                                   1.0 / 6227020800.0};
+  const __m512d log2e = _mm512_set1_pd(1.4426950408889634), ln2hi = _mm512_set1_pd(6.93147180369123816490e-01),
+                ln2lo = _mm512_set1_pd(1.90821492927058770002e-10), cap = _mm512_set1_pd(1000.0);
+  for (; i + 8 <= n; i += 8) {
+    const __m512d y = _mm512_sub_pd(_mm512_setzero_pd(), _mm512_min_pd(_mm512_loadu_pd(x + i), cap));
+    const __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(y, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512d r = _mm512_fnmadd_pd(k, ln2lo, _mm512_fnmadd_pd(k, ln2hi, y));
+    __m512d p = _mm512_set1_pd(c[13]);
+    for (int j = 12; j >= 0; --j) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(c[j]));
+    _mm512_storeu_pd(w + i, _mm512_scalef_pd(p, k));
+  }
+#endif
+  for (; i < n; ++i) w[i] = std::exp(-x[i]);
+}
+
+// acc (4 x dv, float64) += sum_i W[r * ws + i] v_{ids[i]} for a block of nb keys (V: n x dv):
+// each value row is read once for the 4 rows (a weight 0 where a row does not keep the key).
+// Tiled by 16 value coordinates so that the 4 rows' sums stay in registers over the block (a
+// few keys: as many streams as the hardware prefetcher follows); the rows of the next block
+// (pf, npf keys) are prefetched one line per tile.
+template <class T>
+inline void gather4(const T* V, int dv, const index_t* ids, const double* W, index_t ws, index_t nb, double* acc,
+                    const index_t* pf, index_t npf) {
+  int k = 0;
+#if defined(__AVX512F__)
+  for (; k + 16 <= dv; k += 16) {
+    for (index_t i = 0; i < npf; ++i) {
+      const T* v = V + static_cast<size_t>(pf[i]) * dv + k;
+      __builtin_prefetch(v);
+      if constexpr (sizeof(T) == 8) __builtin_prefetch(v + 8);
+    }
+    __m512d l[4], h[4];
+    for (int r = 0; r < 4; ++r) l[r] = _mm512_loadu_pd(acc + r * dv + k), h[r] = _mm512_loadu_pd(acc + r * dv + k + 8);
+    for (index_t i = 0; i < nb; ++i) {
+      const T* v = V + static_cast<size_t>(ids[i]) * dv + k;
+      __m512d vl, vh;
+      if constexpr (std::is_same_v<T, float>) {
+        vl = _mm512_cvtps_pd(_mm256_loadu_ps(v));
+        vh = _mm512_cvtps_pd(_mm256_loadu_ps(v + 8));
+      } else {
+        vl = _mm512_loadu_pd(v);
+        vh = _mm512_loadu_pd(v + 8);
+      }
+      for (int r = 0; r < 4; ++r) {
+        const __m512d w = _mm512_set1_pd(W[r * ws + i]);
+        l[r] = _mm512_fmadd_pd(w, vl, l[r]);
+        h[r] = _mm512_fmadd_pd(w, vh, h[r]);
+      }
+    }
+    for (int r = 0; r < 4; ++r) _mm512_storeu_pd(acc + r * dv + k, l[r]), _mm512_storeu_pd(acc + r * dv + k + 8, h[r]);
+  }
+#endif
+  for (; k < dv; ++k)
+    for (index_t i = 0; i < nb; ++i) {
+      const double vk = static_cast<double>(V[static_cast<size_t>(ids[i]) * dv + k]);
+      for (int r = 0; r < 4; ++r) acc[r * dv + k] += W[r * ws + i] * vk;
+    }
 }
 
 // Per query row: the CSR of selected keys (ids ascending) with their float64 scores.
@@ -197,69 +341,14 @@ class HeadCodes {
   // Exact top-r (r >= 1) by float64 score of the rows of Q among the keys K (n x d, the keys
   // coded here, same order), or with thresholds t (m values) every key with score >= t_j.
   Selection select(const T* Q, index_t m, const T* K, index_t r, const double* t, int threads) const {
-    std::vector<IntRow> rows(m);
-    std::vector<std::int16_t> qall(static_cast<size_t>(m) * d_);
-    for (index_t j = 0; j < m; ++j) {
-      rows[j] = int_row(Q + j * d_, cs_.data(), d_);
-      std::copy(rows[j].q.begin(), rows[j].q.end(), qall.begin() + j * d_);
-    }
-    const double gam = gamma_k(d_ + 4, kU);
-    const int nt = threads_for_work(threads, static_cast<double>(n_) * m * d_);
-    const index_t chunks = std::max<index_t>(1, std::min<index_t>((n_ + kChunk - 1) / kChunk, nt > 1 ? 8 * nt : 1));
-    const index_t per = (n_ + chunks - 1) / chunks;
+    std::vector<IntRow> rows;
+    std::vector<std::int16_t> qall;
+    prepare(Q, m, &rows, &qall);
     const bool topk = t == nullptr;
-    // per (chunk, row): candidates (id, ub) in id order and, for top-r, a min-heap of the r largest lb
-    std::vector<std::vector<std::pair<index_t, double>>> cand(chunks * m);
-    std::vector<std::vector<double>> heap(topk ? chunks * m : 0);
-    constexpr index_t kBlock = 256;  // keys whose int dots are taken before their bounds
-    parallel_for(chunks, nt, [&](index_t ch, int) {
-      std::vector<std::int32_t> dots(static_cast<size_t>(m) * kBlock);
-      std::vector<double> lb(kBlock), ub(kBlock);
-      const index_t end = std::min(n_, (ch + 1) * per);
-      for (index_t b0 = ch * per; b0 < end; b0 += kBlock) {
-        interrupt::check();
-        const index_t nb = std::min(kBlock, end - b0);
-        for (index_t i = 0; i < nb; ++i)
-          int_dots(&codes_[static_cast<size_t>(b0 + i) * d_], qall.data(), m, d_, dots.data() + i, kBlock);
-        const double *sc = &scale_[b0], *cf = &cfac_[b0], *rs = &resid_[b0], *xn = &xnorm_[b0];
-        for (index_t j = 0; j < m; ++j) {
-          const double sa = rows[j].sa, ra = rows[j].ra, na = rows[j].na, gna = gam * rows[j].na0;
-          const std::int32_t* dj = dots.data() + j * kBlock;
-          double* lo = lb.data();
-          double* hi = ub.data();
-#pragma omp simd
-          for (index_t i = 0; i < nb; ++i) {
-            const double main = sc[i] * (sa * dj[i]);
-            const double w = ra * cf[i] + na * rs[i] + gna * xn[i];
-            const double sl = w + 4 * kU * (std::fabs(main) + w) + 1e-300;
-            lo[i] = main - sl;  // NaN (inf - inf): a candidate below
-            hi[i] = main + sl;
-          }
-          auto& c = cand[ch * m + j];
-          if (!topk) {
-            for (index_t i = 0; i < nb; ++i)
-              if (!(hi[i] < t[j])) c.emplace_back(b0 + i, hi[i]);
-            continue;
-          }
-          auto& hp = heap[ch * m + j];
-          for (index_t i = 0; i < nb; ++i) {
-            if (static_cast<index_t>(hp.size()) < r) {
-              hp.push_back(lo[i]);
-              std::push_heap(hp.begin(), hp.end(), std::greater<double>());
-              c.emplace_back(b0 + i, hi[i]);
-              continue;
-            }
-            if (hi[i] < hp.front()) continue;  // lb <= ub: neither a candidate nor a heap entry
-            if (lo[i] > hp.front()) {
-              std::pop_heap(hp.begin(), hp.end(), std::greater<double>());
-              hp.back() = lo[i];
-              std::push_heap(hp.begin(), hp.end(), std::greater<double>());
-            }
-            if (!(hi[i] < hp.front())) c.emplace_back(b0 + i, hi[i]);
-          }
-        }
-      }
-    });
+    Scan sc = scan(rows, qall, m, r, t, threads);
+    const index_t chunks = sc.chunks;
+    const auto& cand = sc.cand;
+    const auto& heap = sc.heap;
     Selection out;
     out.lims.assign(m + 1, 0);
     std::vector<std::vector<std::pair<double, index_t>>> kept(m);
@@ -309,6 +398,349 @@ class HeadCodes {
         out.ids.push_back(id);
         out.scores.push_back(s);
       }
+    return out;
+  }
+
+  // Certified top-p (0 < p < 1) of each row of Q (m x d) over all n keys, the softmax over the
+  // kept prefix and its V gather (V: n x dv), as softmax_attention(top_p=p) (docs/attention.md,
+  // "Top-p with a certificate"). Per row: s* = the largest float64 score (exact top-1), R = the
+  // keys with score >= t = s* - g / scale - slack (g = log(p n / (1 - p)), slack: the float64
+  // rounding of a score), w = exp(scale (s - s_R)) with s_R = max over R; every key outside R has
+  // w <= exp(scale (t + slack - s_R)), so with U = (n - |R|) that bound the total mass Z lies in
+  // [Z_R, Z_R + U]; the kept prefix P (R by score descending, ties to the smaller id) is the
+  // shortest with Z_P >= p (Z_R + U), its dropped share is at most (Z_R - Z_P + U) / (Z_R + U)
+  // (bound). Writes out (m x dv), bound, entries = |P| and the CSR of P (ids ascending, no
+  // scores) into *kept (kept->tested: candidate rows, summed over the rows). Returns false when
+  // the general path must run (a threshold or an output not finite).
+  //
+  // Cost: one scan of the codes finds the top-1 and R's candidates together (scan's `below`);
+  // then per group of 4 rows each candidate key row is read once for the 4 rows (dots4, float64),
+  // R is cut by weight buckets instead of sorted (only the bucket holding the cut is sorted, for
+  // the tie rule), and the kept keys' value rows are read once for the 4 rows (gather4); the two
+  // passes run in parts of kPart keys over the threads.
+  bool softmax_top_p(const T* Q, index_t m, const T* K, const T* V, double p, double scale, int threads, double* out,
+                     double* bound, std::int64_t* entries, Selection* kept) const {
+    const index_t n = n_;
+    const int d = d_, dv = dv_;
+    const double gam = (d + 4) * kU / (1 - (d + 4) * kU);
+    const double gap = std::max(std::log(p * static_cast<double>(n) / (1.0 - p)), 0.0);
+    std::vector<IntRow> rows;
+    std::vector<std::int16_t> qall;
+    prepare(Q, m, &rows, &qall);
+    // One scan for the top-1 and the candidates of R: |s*| <= (1 + gamma) ||q|| max ||k|| bounds
+    // the slack below, so a margin of twice gap / scale + that bound keeps every key with ub >= t.
+    std::vector<double> t(m), slack(m), qk(m), below(m);
+    for (index_t j = 0; j < m; ++j) {
+      qk[j] = norm_up(Q + j * d, d) * kmax_;
+      below[j] = 2 * (gap / scale + 2 * gam * (2.01 * qk[j]) + 1e-300);
+      if (!std::isfinite(below[j])) return false;
+    }
+    const Scan sc = scan(rows, qall, m, 0, nullptr, threads, below.data());
+    std::int64_t tested = 0;
+    for (index_t j = 0; j < m; ++j) {  // s*: the exact top-1 among the keys with ub >= max lb
+      double mlb = -kInf, smax = -kInf;
+      for (index_t ch = 0; ch < sc.chunks; ++ch) mlb = std::max(mlb, sc.heap[ch * m + j][0]);
+      for (index_t ch = 0; ch < sc.chunks; ++ch)
+        for (const auto& c : sc.cand[ch * m + j])
+          if (!(c.second < mlb)) {
+            ++tested;
+            smax = std::max(smax, dot_f64(rows[j].ad.data(), K + static_cast<size_t>(c.first) * d, d));
+          }
+      slack[j] = 2 * gam * (qk[j] + std::fabs(smax)) + 1e-300;
+      t[j] = smax - gap / scale - slack[j];
+      if (!std::isfinite(t[j])) return false;
+    }
+    kept->lims.assign(m + 1, 0);
+    kept->ids.clear();
+    kept->scores.clear();
+    kept->tested = tested;
+    std::vector<std::uint8_t> mask(n, 0);
+    std::vector<double> A(4 * static_cast<size_t>(d));
+    std::vector<index_t> uni;
+    std::vector<double> acc(4 * static_cast<size_t>(dv));
+    bool ok = true;
+    for (index_t j0 = 0; j0 < m; j0 += 4) {
+      const int g = static_cast<int>(std::min<index_t>(4, m - j0));
+      // the union of the group's candidates, ids ascending
+      uni.clear();
+      for (int r = 0; r < g; ++r)
+        for (index_t ch = 0; ch < sc.chunks; ++ch) {
+          const auto& c = sc.cand[ch * m + j0 + r];
+          for (const auto& e : c) {
+            if (e.second < t[j0 + r]) continue;
+            ++kept->tested;
+            if (!mask[e.first]) uni.push_back(e.first);
+            mask[e.first] |= static_cast<std::uint8_t>(1u << r);
+          }
+        }
+      ascending(&uni, &mask);
+      // R per row: (score, id), ids ascending
+      std::fill(A.begin(), A.end(), 0.0);
+      for (int r = 0; r < g; ++r) std::copy(rows[j0 + r].ad.begin(), rows[j0 + r].ad.end(), A.begin() + r * d);
+      // in parts of kPart keys (a partition by size alone: the same answer for any thread count)
+      const size_t nu = uni.size(), parts = std::max<size_t>(1, (nu + kPart - 1) / kPart);
+      std::vector<std::vector<double>> ps(parts * g);
+      std::vector<std::vector<index_t>> pi(parts * g);
+      parallel_for(static_cast<index_t>(parts), threads_for_work(threads, 4.0 * nu * d), [&](index_t b, int) {
+        interrupt::check();
+        const size_t e1 = std::min(nu, (b + 1) * kPart);
+        for (size_t e = b * kPart; e < e1; ++e) {
+          double s4[4];
+          dots4(A.data(), K + static_cast<size_t>(uni[e]) * d, d, s4,
+                K + static_cast<size_t>(uni[std::min(e + 2, e1 - 1)]) * d);
+          for (int r = 0; r < g; ++r)  // ub < t implies fl < t: the candidates' filter is implied
+            if (s4[r] >= t[j0 + r]) ps[b * g + r].push_back(s4[r]), pi[b * g + r].push_back(uni[e]);
+        }
+      });
+      std::vector<std::vector<double>> rs(g);
+      std::vector<std::vector<index_t>> rid(g);
+      for (int r = 0; r < g; ++r)
+        for (size_t b = 0; b < parts; ++b) {
+          rs[r].insert(rs[r].end(), ps[b * g + r].begin(), ps[b * g + r].end());
+          rid[r].insert(rid[r].end(), pi[b * g + r].begin(), pi[b * g + r].end());
+        }
+      // the kept prefix of each row (ids ascending) and its weights
+      std::vector<std::vector<index_t>> pid(g);
+      std::vector<std::vector<double>> pw(g);
+      std::vector<double> zp(g, 0.0);
+      for (int r = 0; r < g; ++r)
+        if (rs[r].empty()) return false;  // cannot happen (s*'s key is in R); no certificate without it
+      parallel_for(g, threads_for_work(threads, 64.0 * nu), [&](index_t r, int) {
+        const index_t j = j0 + r;
+        double zk = 0, zpr = 0, u = 0;
+        const index_t take = cut_prefix(rs[r], rid[r], n, scale, t[j] + slack[j], p, &pid[r], &pw[r], &zk, &zpr, &u);
+        zp[r] = zpr;
+        entries[j] = take;
+        bound[j] = take == n ? 0.0 : (std::max(zk - zpr, 0.0) + u) / (zk + u);
+      });
+      for (int r = 0; r < g; ++r) {
+        kept->ids.insert(kept->ids.end(), pid[r].begin(), pid[r].end());
+        kept->lims[j0 + r + 1] = static_cast<std::int64_t>(kept->ids.size());
+      }
+      // one pass over the union of the kept keys' value rows for the group: the union's ids
+      // (ascending) and per row its weights (0 where the row does not keep the key)
+      std::fill(acc.begin(), acc.end(), 0.0);
+      uni.clear();
+      for (int r = 0; r < g; ++r)
+        for (index_t id : pid[r]) {
+          if (!mask[id]) uni.push_back(id);
+          mask[id] = 1;
+        }
+      ascending(&uni, &mask);
+      const size_t nk = uni.size();
+      std::vector<double> W(4 * nk, 0.0);
+      for (int r = 0; r < g; ++r) {
+        size_t e = 0;
+        for (size_t x = 0; x < pid[r].size(); ++x) {
+          while (uni[e] != pid[r][x]) ++e;
+          W[r * nk + e] = pw[r][x];
+        }
+      }
+      // in parts of kPart keys, each with its own sums, added in part order
+      constexpr size_t kB = 8;
+      const size_t gparts = std::max<size_t>(1, (nk + kPart - 1) / kPart);
+      std::vector<double> pacc(gparts * 4 * static_cast<size_t>(dv), 0.0);
+      parallel_for(static_cast<index_t>(gparts), threads_for_work(threads, 4.0 * nk * dv), [&](index_t b, int) {
+        interrupt::check();
+        const size_t e1 = std::min(nk, (b + 1) * kPart);
+        double* pa = pacc.data() + b * 4 * static_cast<size_t>(dv);
+        for (size_t b0 = b * kPart; b0 < e1; b0 += kB) {
+          const size_t nb = std::min(kB, e1 - b0), npf = b0 + kB < e1 ? std::min(kB, e1 - b0 - kB) : 0;
+          gather4(V, dv, uni.data() + b0, W.data() + b0, static_cast<index_t>(nk), static_cast<index_t>(nb), pa,
+                  uni.data() + b0 + kB, static_cast<index_t>(npf));
+        }
+      });
+      for (size_t b = 0; b < gparts; ++b)
+        for (size_t x = 0; x < acc.size(); ++x) acc[x] += pacc[b * acc.size() + x];
+      for (int r = 0; r < g; ++r) {
+        double* o = out + static_cast<size_t>(j0 + r) * dv;
+        for (int k = 0; k < dv; ++k) {
+          o[k] = acc[r * dv + k] / zp[r];
+          ok &= std::isfinite(o[k]);
+        }
+      }
+    }
+    return ok;
+  }
+
+  // Sorts the distinct ids *uni (those marked in *mask) ascending and clears their marks: a scan
+  // of the marks when they are dense, else a sort.
+  static void ascending(std::vector<index_t>* uni, std::vector<std::uint8_t>* mask) {
+    const size_t n = mask->size();
+    if (uni->size() * 16 >= n) {
+      uni->clear();
+      for (size_t i = 0; i < n; ++i)
+        if ((*mask)[i]) uni->push_back(static_cast<index_t>(i)), (*mask)[i] = 0;
+      return;
+    }
+    std::sort(uni->begin(), uni->end());
+    for (index_t id : *uni) (*mask)[id] = 0;
+  }
+
+  // The kept prefix of one row's report R (scores s, ids ascending): w = exp(scale (s - s_R)),
+  // Z_R (*zr), U = (n - |R|) exp(scale (cut - s_R)) (cut = t + slack), and the shortest prefix P
+  // of R by score descending (ties to the smaller id) with Z_P >= p (Z_R + U): its ids ascending
+  // (*ids), weights (*w), Z_P (*zp), U (*uu); returns |P|. Selection without a sort of R: x = scale (s_R -
+  // s) >= 0 is non-decreasing as s decreases (subtraction and scaling round monotonically), so
+  // the buckets floor(x B / x_max) order the keys as their scores do, and equal scores share a
+  // bucket. Whole buckets are taken while the mass before them plus theirs stays below the
+  // target; only the bucket where the target is reached is sorted (score descending, id
+  // ascending) and taken key by key. Keys of one bucket all precede (in score order) those of
+  // the next, so P is a prefix of R in the order of the definition.
+  static index_t cut_prefix(const std::vector<double>& s, const std::vector<index_t>& id, index_t n, double scale,
+                            double cut, double p, std::vector<index_t>* ids, std::vector<double>* w, double* zr,
+                            double* zp, double* uu) {
+    const size_t nr = s.size();
+    const double top = *std::max_element(s.begin(), s.end());
+    std::vector<double> x(nr), wt(nr);
+    double z = 0, xmax = 0;
+    for (size_t e = 0; e < nr; ++e) {
+      x[e] = (top - s[e]) * scale;
+      xmax = std::max(xmax, x[e]);
+    }
+    exp_neg(x.data(), wt.data(), nr);
+    for (size_t e = 0; e < nr; ++e) z += wt[e];
+    const double u = static_cast<index_t>(nr) == n
+                         ? 0.0
+                         : static_cast<double>(n - static_cast<index_t>(nr)) * std::exp(std::min(scale * (cut - top), 700.0));
+    const double need = p * (z + u);
+    *zr = z;
+    *uu = u;
+    size_t nb = 1;
+    while (nb < 65536 && nb * 8 < nr) nb <<= 1;
+    const double inv = xmax > 0 ? static_cast<double>(nb) / xmax : 0.0;
+    std::vector<std::uint32_t> b(nr);
+    std::vector<double> bsum(nb, 0.0);
+    for (size_t e = 0; e < nr; ++e) {
+      b[e] = static_cast<std::uint32_t>(std::min<double>(static_cast<double>(nb - 1), x[e] * inv));
+      bsum[b[e]] += wt[e];
+    }
+    std::vector<std::uint8_t> keep(nr, 0);
+    double prior = 0;
+    size_t cb = 0;
+    for (; cb < nb && prior + bsum[cb] < need; ++cb) prior += bsum[cb];
+    for (size_t e = 0; e < nr; ++e) keep[e] = b[e] < cb;
+    // key by key from the bucket holding the cut (and, should rounding leave the target unmet,
+    // the next ones)
+    std::vector<size_t> in;
+    for (; cb < nb && prior < need; ++cb) {
+      in.clear();
+      for (size_t e = 0; e < nr; ++e)
+        if (b[e] == cb) in.push_back(e);
+      std::sort(in.begin(), in.end(), [&](size_t a, size_t c) { return s[a] > s[c] || (s[a] == s[c] && a < c); });
+      for (size_t k = 0; k < in.size() && prior < need; ++k) {
+        keep[in[k]] = 1;
+        prior += wt[in[k]];
+      }
+    }
+    ids->clear();
+    w->clear();
+    double zk = 0;
+    for (size_t e = 0; e < nr; ++e)
+      if (keep[e]) {
+        ids->push_back(id[e]);
+        w->push_back(wt[e]);
+        zk += wt[e];
+      }
+    *zp = zk;
+    return static_cast<index_t>(ids->size());
+  }
+
+  // The query rows of Q (m x d) as IntRows and their integer codes side by side (m x d).
+  void prepare(const T* Q, index_t m, std::vector<IntRow>* rows, std::vector<std::int16_t>* qall) const {
+    rows->resize(m);
+    qall->assign(static_cast<size_t>(m) * d_, 0);
+    for (index_t j = 0; j < m; ++j) {
+      (*rows)[j] = int_row(Q + j * d_, cs_.data(), d_);
+      std::copy((*rows)[j].q.begin(), (*rows)[j].q.end(), qall->begin() + j * d_);
+    }
+  }
+
+  // One scan of the codes: per (chunk, row) the candidates (id, ub) in id order and, for top-r
+  // (t == nullptr), a min-heap of the r largest lb seen (see the header comment). With `below`
+  // (m margins >= 0, r and t unused): the top-1 and a report under it in one scan, keeping every
+  // key with ub >= M - below_j, M the largest lb the chunk has seen so far (heap: {M}); M only
+  // rises and stays <= the exact maximum score, so every key whose score is >= (maximum score -
+  // below_j) is kept.
+  struct Scan {
+    index_t chunks = 0;
+    std::vector<std::vector<std::pair<index_t, double>>> cand;
+    std::vector<std::vector<double>> heap;
+  };
+
+  Scan scan(const std::vector<IntRow>& rows, const std::vector<std::int16_t>& qall, index_t m, index_t r,
+            const double* t, int threads, const double* below = nullptr) const {
+    const double gam = gamma_k(d_ + 4, kU);
+    const int nt = threads_for_work(threads, static_cast<double>(n_) * m * d_);
+    const index_t chunks = std::max<index_t>(1, std::min<index_t>((n_ + kChunk - 1) / kChunk, nt > 1 ? 8 * nt : 1));
+    const index_t per = (n_ + chunks - 1) / chunks;
+    const bool topk = t == nullptr;
+    Scan out;
+    out.chunks = chunks;
+    auto& cand = out.cand;
+    auto& heap = out.heap;
+    cand.resize(chunks * m);
+    heap.resize(topk || below ? chunks * m : 0);
+    constexpr index_t kBlock = 256;  // keys whose int dots are taken before their bounds
+    parallel_for(chunks, nt, [&](index_t ch, int) {
+      std::vector<std::int32_t> dots(static_cast<size_t>(m) * kBlock);
+      std::vector<double> lb(kBlock), ub(kBlock);
+      const index_t end = std::min(n_, (ch + 1) * per);
+      for (index_t b0 = ch * per; b0 < end; b0 += kBlock) {
+        interrupt::check();
+        const index_t nb = std::min(kBlock, end - b0);
+        for (index_t i = 0; i < nb; ++i)
+          int_dots(&codes_[static_cast<size_t>(b0 + i) * d_], qall.data(), m, d_, dots.data() + i, kBlock);
+        const double *sc = &scale_[b0], *cf = &cfac_[b0], *rs = &resid_[b0], *xn = &xnorm_[b0];
+        for (index_t j = 0; j < m; ++j) {
+          const double sa = rows[j].sa, ra = rows[j].ra, na = rows[j].na, gna = gam * rows[j].na0;
+          const std::int32_t* dj = dots.data() + j * kBlock;
+          double* lo = lb.data();
+          double* hi = ub.data();
+#pragma omp simd
+          for (index_t i = 0; i < nb; ++i) {
+            const double main = sc[i] * (sa * dj[i]);
+            const double w = ra * cf[i] + na * rs[i] + gna * xn[i];
+            const double sl = w + 4 * kU * (std::fabs(main) + w) + 1e-300;
+            lo[i] = main - sl;  // NaN (inf - inf): a candidate below
+            hi[i] = main + sl;
+          }
+          auto& c = cand[ch * m + j];
+          if (below) {
+            auto& hp = heap[ch * m + j];
+            if (hp.empty()) hp.push_back(-kInf);
+            double mx = hp[0];
+            for (index_t i = 0; i < nb; ++i) {
+              mx = std::max(mx, lo[i]);  // NaN lo (an uncodable key): mx unchanged, the key kept
+              if (!(hi[i] < mx - below[j])) c.emplace_back(b0 + i, hi[i]);
+            }
+            hp[0] = mx;
+            continue;
+          }
+          if (!topk) {
+            for (index_t i = 0; i < nb; ++i)
+              if (!(hi[i] < t[j])) c.emplace_back(b0 + i, hi[i]);
+            continue;
+          }
+          auto& hp = heap[ch * m + j];
+          for (index_t i = 0; i < nb; ++i) {
+            if (static_cast<index_t>(hp.size()) < r) {
+              hp.push_back(lo[i]);
+              std::push_heap(hp.begin(), hp.end(), std::greater<double>());
+              c.emplace_back(b0 + i, hi[i]);
+              continue;
+            }
+            if (hi[i] < hp.front()) continue;  // lb <= ub: neither a candidate nor a heap entry
+            if (lo[i] > hp.front()) {
+              std::pop_heap(hp.begin(), hp.end(), std::greater<double>());
+              hp.back() = lo[i];
+              std::push_heap(hp.begin(), hp.end(), std::greater<double>());
+            }
+            if (!(hi[i] < hp.front())) c.emplace_back(b0 + i, hi[i]);
+          }
+        }
+      }
+    });
     return out;
   }
 
@@ -401,73 +833,6 @@ bool softmax_rows(const Selection& sel, index_t m, const T* V, int dv, index_t v
     const double slack = 2 * gam * (qk[j] + std::fabs(c)) + 1e-300;
     const double dropped = static_cast<double>(visible - (e - b)) * std::exp(std::min(scale * (c + slack - smax), 700.0));
     bound[j] = visible == e - b ? 0.0 : dropped / (den + dropped);
-  }
-  return ok;
-}
-
-// Certified top-p over each row's keys (all n visible), as softmax_attention(top_p=p) with
-// 0 < p < 1 (docs/attention.md, "Top-p with a certificate"): s* = the row's largest float64
-// score (exact top-1, `top1`), R = the keys with score >= t = s* - g / scale - slack
-// (`report`, g = log(p n / (1 - p)), slack: the float64 rounding of a score), taken by score
-// descending (ties to the smaller id) with w = exp(scale (s - s*)); every key outside R has
-// w <= exp(scale (t + slack - s*)), so with U = (n - |R|) that bound the total mass Z lies in
-// [Z_R, Z_R + U]; the kept prefix P is the shortest with Z_P >= p (Z_R + U), and its dropped
-// share is at most (Z_R - Z_P + U) / (Z_R + U) (bound). Writes out (m x dv: the softmax over P),
-// bound, entries = |P|, and the CSR of P (ids ascending) into *kept. Returns false when an
-// output is not finite (the caller takes the general path).
-template <class T>
-bool softmax_top_p_rows(const Selection& report, index_t m, index_t n, const T* V, int dv, double scale,
-                        const double* t, const double* slack, double p, double* out, double* bound,
-                        std::int64_t* entries, Selection* kept) {
-  bool ok = true;
-  kept->lims.assign(m + 1, 0);
-  kept->ids.clear();
-  kept->scores.clear();
-  std::vector<std::pair<double, index_t>> row;
-  for (index_t j = 0; j < m; ++j) {
-    double* o = out + static_cast<size_t>(j) * dv;
-    std::fill(o, o + dv, 0.0);
-    row.clear();
-    for (std::int64_t x = report.lims[j]; x < report.lims[j + 1]; ++x) row.emplace_back(report.scores[x], report.ids[x]);
-    std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) {
-      return a.first > b.first || (a.first == b.first && a.second < b.second);
-    });
-    const index_t r = static_cast<index_t>(row.size());
-    if (r == 0) {  // cannot happen (s*'s key is in R); no certificate without it
-      entries[j] = 0;
-      bound[j] = 1.0;
-      kept->lims[j + 1] = kept->lims[j];
-      ok = false;
-      continue;
-    }
-    const double top = row[0].first;
-    std::vector<double> w(r);
-    double zk = 0;
-    for (index_t e = 0; e < r; ++e) zk += (w[e] = std::exp(scale * (row[e].first - top)));
-    const double u = r == n ? 0.0 : static_cast<double>(n - r) * std::exp(std::min(scale * (t[j] + slack[j] - top), 700.0));
-    const double need = p * (zk + u);
-    double zp = 0, prior = 0;
-    index_t take = 0;
-    for (; take < r && prior < need; ++take) prior += w[take];
-    for (index_t e = 0; e < take; ++e) {
-      zp += w[e];
-      const T* v = V + static_cast<size_t>(row[e].second) * dv;
-      for (int k = 0; k < dv; ++k) o[k] += w[e] * static_cast<double>(v[k]);
-    }
-    for (int k = 0; k < dv; ++k) {
-      o[k] /= zp;
-      ok &= std::isfinite(o[k]);
-    }
-    entries[j] = take;
-    bound[j] = take == n ? 0.0 : (std::max(zk - zp, 0.0) + u) / (zk + u);
-    std::vector<std::pair<index_t, double>> ids(take);
-    for (index_t e = 0; e < take; ++e) ids[e] = {row[e].second, row[e].first};
-    std::sort(ids.begin(), ids.end());
-    for (const auto& [id, sc] : ids) {
-      kept->ids.push_back(id);
-      kept->scores.push_back(sc);
-    }
-    kept->lims[j + 1] = static_cast<std::int64_t>(kept->ids.size());
   }
   return ok;
 }

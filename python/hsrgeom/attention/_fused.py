@@ -7,8 +7,9 @@ rows, exactly the keys a scan of the float64 scores would (top-r, ties to the sm
 or a threshold), reading one byte per coordinate for every key and the full rows of the few
 candidates only. ``softmax_top_r`` also takes the softmax over the kept keys, the V gather and
 the certified dropped-mass bound in the same call, so a decoding step with ``top_r`` costs one
-compiled call per kv head and a few array operations; so does top-p (``softmax_top_p``: two
-scans of the codes, the certified prefix, softmax and gather). Thresholds use
+compiled call per kv head and a few array operations; so does top-p (``softmax_top_p``: one
+scan of the codes for the top-1 and the report's candidates, each candidate key row and kept
+value row read once for all the rows, the certified prefix by weight buckets). Thresholds use
 :class:`CodedKeys`, which gives ``_api._head_softmax`` the same ``topk`` / ``report`` a
 ``HeadKeys`` index gives (the selection then costs two scans of the codes).
 

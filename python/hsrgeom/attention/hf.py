@@ -16,7 +16,8 @@ What runs where (every other case is plain sdpa, so outputs are sdpa's):
   (one half-space index per (batch, kv head), grown by one key per token; all query heads of a
   kv head are one batch of queries), in softmax mode with the knobs given (``top_r``,
   ``threshold`` or ``top_p``; none of them: every key, i.e. dense softmax to rounding).
-* Prompt prefill (several query rows), contexts below ``min_keys`` (:data:`MIN_KEYS` / :data:`MIN_KEYS_SCAN`, the dense
+* Prompt prefill (several query rows), contexts below ``min_keys`` (:data:`MIN_KEYS` /
+  :data:`MIN_KEYS_TOP_P` / :data:`MIN_KEYS_SCAN`, the dense
   fallback: there sdpa is faster than any index), layers not selected (by default the
   sliding-window layers, whose few keys never pay for an index), padded batches (an explicit
   attention mask), dropout, logit soft-capping and attention sinks: sdpa.
@@ -51,9 +52,11 @@ from ._cache import DecodeCache
 # machine (Gemma 3 270M shapes: 4 query heads over 1 kv head, d = 256, float32, one token):
 # torch sdpa against DecodeCache.attend; see docs/attention.md, "transformers integration".
 # MIN_KEYS: top_r alone (the fused step over the key codes: one compiled call per kv head);
-# MIN_KEYS_SCAN: every other setting (top_p, threshold, none), which keep a large share of the
-# keys on real layers and were not measured to beat sdpa below it.
+# MIN_KEYS_TOP_P: top_p < 1 alone (the fused certified top-p step); MIN_KEYS_SCAN: every other
+# setting (threshold, top_p = 1, none), which keep a large share of the keys on real layers and
+# were not measured to beat sdpa below it.
 MIN_KEYS = 1 << 12
+MIN_KEYS_TOP_P = 1 << 12
 MIN_KEYS_SCAN = 1 << 17
 
 _ATTR = "_hsrgeom_settings"     # on attention modules: their Settings, or None (not selected)
@@ -90,7 +93,12 @@ class Settings:
             if top_r is not None or threshold is not None:
                 raise ValueError("top_p cannot be combined with top_r or threshold (it chooses its own cut-off)")
         if min_keys is None:
-            min_keys = MIN_KEYS if top_r is not None and threshold is None else MIN_KEYS_SCAN
+            if top_r is not None and threshold is None:
+                min_keys = MIN_KEYS
+            elif top_p is not None and top_p < 1:
+                min_keys = MIN_KEYS_TOP_P
+            else:
+                min_keys = MIN_KEYS_SCAN
         if isinstance(min_keys, (bool, np.bool_)) or not isinstance(min_keys, numbers.Integral) or min_keys < 0:
             raise ValueError(f"min_keys must be an integer >= 0, got {min_keys!r}")
         if not isinstance(index, str):
@@ -301,7 +309,8 @@ def enable(model, mode="softmax", *, top_r=None, threshold=None, top_p=None, lay
         "full": the full-attention layers (sliding-window layers keep sdpa). A selected
         sliding-window layer still runs sdpa: its cache holds only the window (transformers'
         window layer), over which no index is kept.
-    min_keys : int, default :data:`MIN_KEYS` (``top_r`` alone) or :data:`MIN_KEYS_SCAN` (others)
+    min_keys : int, default :data:`MIN_KEYS` (``top_r`` alone), :data:`MIN_KEYS_TOP_P` (``top_p`` < 1)
+        or :data:`MIN_KEYS_SCAN` (others)
         The dense fallback: decoding steps over fewer keys run sdpa.
     index : str
         The ``kind`` of each head's index (:func:`hsrgeom.build_index`; "auto" chooses).
@@ -356,5 +365,5 @@ def settings(model):
     return {i: _module_settings(mod) for i, mod in sorted(_attention_modules(model), key=lambda t: t[0])}
 
 
-__all__ = ["MIN_KEYS", "MIN_KEYS_SCAN", "Settings", "HsrgeomCache", "HsrgeomLayer", "attention", "register",
-           "enable", "disable", "settings"]
+__all__ = ["MIN_KEYS", "MIN_KEYS_SCAN", "MIN_KEYS_TOP_P", "Settings", "HsrgeomCache", "HsrgeomLayer", "attention",
+           "register", "enable", "disable", "settings"]

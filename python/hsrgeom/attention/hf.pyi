@@ -9,6 +9,7 @@ from ._cache import DecodeCache
 
 MIN_KEYS: int
 MIN_KEYS_SCAN: int
+MIN_KEYS_TOP_P: int
 
 class Settings:
     mode: str
