@@ -342,7 +342,8 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         slower than a partition tree everywhere), "convex_layers3" a :class:`ConvexLayers3` and
         "shallow_cutting3" a :class:`ShallowCutting3`.
         "auto": for n < 4096 a scan; otherwise each candidate structure (the scan, for d >= 8
-        :class:`QuantizedScan` (the scan over 8-bit codes), partition trees, and, when no params are given, convex layers for d = 2 -- above n = 2 000 000
+        :class:`QuantizedScan` (the scan over 8-bit codes), partition trees, and, when no params
+        are given, convex layers for d = 2 -- above n = 2 000 000
         with ``max_layers=65``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
         cutting when queries report <= 444 points (the depth its levels reach; a cutting built
         whose levels stop below the output is replaced by the next choice), and convex layers up
@@ -358,8 +359,8 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         clearly faster than the scans, so "auto" is never much slower than ``BruteForce``; among
         candidates within 1.18x (1 / 0.85) of the fastest, the cheapest to build is taken (convex layers
         build ~10-30x slower than a partition tree), or the fastest of those that build about as
-        cheaply (the two scans; partition trees and ShallowCutting3). When that is ``BruteForce``, ``batch_size <= 4``,
-        d >= 32 and the points take >= 64 MiB, a :class:`QuantizedScan` is built instead (the
+        cheaply (the two scans; partition trees and ShallowCutting3). When that is
+        ``BruteForce``, ``batch_size <= 4``, d >= 32 and the points take >= 64 MiB, a :class:`QuantizedScan` is built instead (the
         probe's cached sample cannot show that such scans are memory-bound). The choice and its
         measured reason are in ``index.kind`` and ``index.reason``.
     batch_size : int, optional
