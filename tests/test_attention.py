@@ -337,3 +337,37 @@ def test_relu_reports_entries_rounding_can_make_positive():
     out, st = A.relu_attention(q, k, v, bias=-0.5, scale=1.0, return_stats=True)
     assert st["entries"][0, 0, 0] == 1  # the first key, not the clearly negative second one
     assert np.array_equal(out[0, 0, 0], v[0, 0, 0]) or not out.any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_decode_cache_builds_its_index_only_when_a_step_needs_it(dtype):
+    """With codes (d >= 16), softmax decoding steps select from the codes, so appends do not
+    insert keys into the index; a ReLU step (or prompt rows) inserts every key so far first.
+    Every answer matches the dense reference, and a copy made in between answers the same."""
+    import copy
+    rng = np.random.default_rng(21)
+    q, k, v = qkv(rng, b=1, h=4, hkv=1, m=1, n=700, d=32, dv=8, dtype=dtype)
+    k[:, :, 650:] *= 4.0  # later keys with larger norms: the scale bound must follow them
+    cache = A.DecodeCache().append(k[:, :, :500], v[:, :, :500])
+    for n in (501, 520):
+        cache.append(k[:, :, len(cache) : n], v[:, :, len(cache) : n])
+        out, st = cache.attend(q, mode="softmax", top_r=7)
+        assert_close(out, R.topr_softmax_attention(q, k[:, :, :n], v[:, :, :n], top_r=7), dtype)
+        assert st["index"] == ["no index + codes"] and "not built yet" in repr(cache)
+    out = cache.attend(q, mode="softmax", threshold=0.5, return_stats=False)
+    ref = A.softmax_attention(q, k[:, :, :520], v[:, :, :520], threshold=0.5, return_stats=False)  # the index path
+    assert_close(out, ref.astype(np.float64), dtype)
+    early = copy.deepcopy(cache)
+    qm = rng.standard_normal((1, 4, 3, 32)).astype(dtype)  # prompt rows: the index path
+    for c in (cache, early):
+        out, st = c.attend(qm, mode="relu", bias=0.5)
+        assert_close(out, R.relu_attention(qm, k[:, :, :520], v[:, :, :520], bias=0.5, causal=True), dtype)
+        assert "not built yet" not in repr(c) and "codes" not in st["index"][0]
+    cache.append(k[:, :, 520:], v[:, :, 520:])
+    out = cache.attend(q, mode="softmax", top_r=9, return_stats=False)
+    assert_close(out, R.topr_softmax_attention(q, k, v, top_r=9), dtype)
+    out = cache.attend(q, mode="softmax", top_p=0.9, return_stats=False)
+    assert_close(out, A.softmax_attention(q, k, v, top_p=0.9, return_stats=False).astype(np.float64), dtype)
+    out = cache.attend(q, mode="relu", bias=0.5, return_stats=False)  # the index catches up
+    assert_close(out, R.relu_attention(q, k, v, bias=0.5), dtype)
+    assert cache._heads[0][0].n == 700

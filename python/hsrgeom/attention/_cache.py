@@ -7,7 +7,7 @@ import numpy as np
 from . import _inputs as I
 from ._api import _run
 from ._fused import MIN_DIM, CodedKeys, new_codes
-from ._sparse import HeadKeys
+from ._sparse import HeadKeys, log2_max_norm
 
 
 class _Grow:
@@ -18,8 +18,8 @@ class _Grow:
         self.n = 0
 
     def append(self, x):
-        if self.n + len(x) > len(self.buf):
-            new = np.empty((max(2 * len(self.buf), self.n + len(x)), self.buf.shape[1]), dtype=self.buf.dtype)
+        if self.n + len(x) > len(self.buf):  # (room for as many again: a prompt, then tokens)
+            new = np.empty((max(2 * len(self.buf), 2 * (self.n + len(x))), self.buf.shape[1]), dtype=self.buf.dtype)
             new[: self.n] = self.buf[: self.n]
             self.buf = new
         self.buf[self.n : self.n + len(x)] = x
@@ -55,7 +55,8 @@ class DecodeCache:
 
     ``append`` copies the keys and values (the caller's arrays are never kept or changed) and
     inserts the keys into each head's index (the logarithmic method of the structures:
-    amortised O(log n) rebuild work per key). A tree index also gets the values attached
+    amortised O(log n) rebuild work per key). With codes (below), the insertion waits until a
+    step needs the index (ReLU, prompt rows): softmax decoding steps never build one. A tree index also gets the values attached
     (:meth:`hsrgeom.PartitionTree.attach_values`: per-node sums, so a ReLU step with
     ``alpha = 1`` adds whole subtrees of keys inside the half-space; two more copies of V). With ``kind="auto"`` the index of a head is
     re-chosen by :func:`hsrgeom.build_index` whenever the cache has doubled since the last
@@ -87,6 +88,8 @@ class DecodeCache:
         self.codes = bool(codes)
         self.params = params
         self._k = self._v = self._heads = self._codes = None
+        self._lkmax = None   # per head: log2 max ||k|| over every appended key
+        self._indexed = 0    # keys inserted into the heads' indexes (all of them without codes)
         self.dtype = None
 
     def __len__(self):
@@ -103,8 +106,10 @@ class DecodeCache:
         if self._k is None:
             return f"DecodeCache(kind={self.kind!r}, empty)"
         b, h, n, d, dv = self.shape
+        index = self._heads[0][0].description if self._indexed else "not built yet"
+        codes = ", codes" if self._codes is not None else ""
         return (f"DecodeCache(kind={self.kind!r}, batch={b}, kv_heads={h}, n={n}, d={d}, d_v={dv}, "
-                f"dtype={self.dtype.name}, index=[{self._heads[0][0].description}])")
+                f"dtype={self.dtype.name}, index=[{index}]{codes})")
 
     def append(self, k, v):
         """Append keys (batch, kv_heads, t, d) and values (batch, kv_heads, t, d_v); t >= 0."""
@@ -126,6 +131,7 @@ class DecodeCache:
             self._heads = [[HeadKeys(np.zeros((0, k.shape[3]), k.dtype), kind=self.kind, batch_size=1,
                                      output_size=self.output_size, **self.params)
                             for _ in range(H)] for _ in range(B)]
+            self._lkmax = [[-np.inf] * H for _ in range(B)]
             if self.codes and k.shape[3] >= MIN_DIM:
                 self._codes = [[new_codes(k.shape[3], v.shape[3], k.dtype) for _ in range(H)] for _ in range(B)]
         else:
@@ -135,14 +141,27 @@ class DecodeCache:
             if k.dtype != self.dtype:
                 raise TypeError(f"k has dtype {k.dtype} but the cache holds {self.dtype}")
         for b, row in enumerate(self._heads):
-            for h, hk in enumerate(row):
+            for h in range(len(row)):
                 self._k[b][h].append(k[b, h])
                 self._v[b][h].append(v[b, h])
-                hk.append(np.ascontiguousarray(k[b, h]), rebuild_from=self._k[b][h].data,
-                          values=v[b, h], values_from=self._v[b][h].data)
+                if k.shape[2]:
+                    self._lkmax[b][h] = max(self._lkmax[b][h], log2_max_norm(k[b, h]))
                 if self._codes is not None and k.shape[2]:
                     self._codes[b][h].append(np.ascontiguousarray(k[b, h]), np.ascontiguousarray(v[b, h]))
+        if self._codes is None:
+            self._index_all()
         return self
+
+    def _index_all(self):
+        """Insert the keys appended since the last call into each head's index."""
+        n, have = len(self), self._indexed
+        if have == n:
+            return
+        for b, row in enumerate(self._heads):
+            for h, hk in enumerate(row):
+                K, V = self._k[b][h].data, self._v[b][h].data
+                hk.append(np.ascontiguousarray(K[have:]), rebuild_from=K, values=V[have:], values_from=V)
+        self._indexed = n
 
     def __getstate__(self):
         # the compiled codes are not pickled: they are rebuilt from the keys (deepcopy, pickle)
@@ -151,6 +170,10 @@ class DecodeCache:
         return state
 
     def __setstate__(self, state):
+        if "_indexed" not in state:  # pickled before the index waited for its first use
+            heads = state.get("_heads")
+            state["_indexed"] = 0 if state.get("_k") is None else state["_k"][0][0].n
+            state["_lkmax"] = None if heads is None else [[hk.lkmax for hk in row] for row in heads]
         self.__dict__.update(state)
         if self.codes and self._k is not None and self.shape[3] >= MIN_DIM:
             self._codes = [[_coded(k.data, v.data) for k, v in zip(krow, vrow)] for krow, vrow in zip(self._k, self._v)]
@@ -193,10 +216,12 @@ class DecodeCache:
         # a decoding step (one row per head: every key visible) in softmax mode selects from the
         # codes of the keys (one compiled call per kv head for top_r, see _fused)
         coded = self._codes is not None and mode == "softmax" and q.shape[2] == 1
+        if not coded:
+            self._index_all()
 
         def head(b, kh):
             K, V, hk = self._k[b][kh].data, self._v[b][kh].data, self._heads[b][kh]
-            return K, V, (CodedKeys(hk, self._codes[b][kh], K) if coded else hk)
+            return K, V, (CodedKeys(hk, self._codes[b][kh], K, self._lkmax[b][kh]) if coded else hk)
 
         return _run(mode, q, head, self.shape[:2] + (n, dv), scale=scale, causal=True,
                     return_stats=return_stats, **kw)

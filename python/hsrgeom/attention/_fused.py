@@ -37,18 +37,19 @@ def new_codes(d, dv, dtype):
 class CodedKeys:
     """The selections of a :class:`~hsrgeom.attention._sparse.HeadKeys` (``topk``, ``report``)
     answered from the codes of its keys, for query rows that see every key (a decoding step).
-    ``lkmax`` and ``description`` are the index's; ``vmax`` is max ||v|| (kept by the codes)."""
+    ``lkmax``: log2 max ||k|| of the keys (the index's when not given: a DecodeCache inserts its
+    keys into the index only when a step needs it); ``vmax`` is max ||v|| (kept by the codes)."""
 
-    def __init__(self, hk, codes, K):
+    def __init__(self, hk, codes, K, lkmax=None):
         self.hk, self.codes, self.K = hk, codes, K
-        self.lkmax = hk.lkmax
+        self.lkmax = hk.lkmax if lkmax is None else lkmax
         self.vmax = codes.value_norm_max
         self.points_tested = hk.points_tested
         self.nodes_visited = hk.nodes_visited
 
     @property
     def description(self):
-        return self.hk.description + " + codes"
+        return (self.hk.description or "no index") + " + codes"
 
     def topk(self, Q, r, K, limit=None):
         Q = np.ascontiguousarray(Q)
