@@ -312,3 +312,49 @@ def test_dense_fallback_threshold_follows_the_knob():
     assert hf.Settings(threshold=1.0, top_r=5).min_keys == hf.MIN_KEYS_SCAN
     assert hf.Settings().min_keys == hf.MIN_KEYS_SCAN
     assert hf.Settings(top_r=64, min_keys=7).min_keys == 7
+
+
+def test_layer_grows_in_place_and_equals_dynamic_layer():
+    """HsrgeomLayer keeps its keys and values as views of buffers that double (a token appends
+    in place, no copy of the cache), with the same tensors as transformers' DynamicLayer after
+    every update, crop, batch selection, reorder and deepcopy."""
+    import copy
+
+    from transformers.cache_utils import DynamicLayer
+    g = torch.Generator().manual_seed(5)
+    mine, ref = hf.HsrgeomLayer(), DynamicLayer()
+
+    def step(t, batch=2):
+        k, v = torch.randn(batch, 1, t, 8, generator=g), torch.randn(batch, 1, t, 6, generator=g)
+        a, b = mine.update(k, v)
+        c, d = ref.update(k, v)
+        assert torch.equal(a, c) and torch.equal(b, d) and a.shape == c.shape
+        assert getattr(a, hf._LAYER) is mine
+        return a
+
+    step(20)
+    ptrs = {step(1).data_ptr() for _ in range(10)}  # 20 -> 30 keys: within the first capacity (40)
+    assert len(ptrs) == 1
+    for layer in (mine, ref):
+        layer.crop(-4)
+    step(1)
+    step(3)
+    for layer in (mine, ref):
+        layer.batch_select_indices(torch.tensor([1]))
+    step(1, batch=1)
+    for layer in (mine, ref):
+        layer.batch_repeat_interleave(3)
+    step(2, batch=3)
+    for layer in (mine, ref):
+        layer.reorder_cache(torch.tensor([2, 0, 1]))
+    step(1, batch=3)
+    mine, ref = copy.deepcopy(mine), copy.deepcopy(ref)
+    for _ in range(40):  # past the capacity: the buffers double
+        step(1, batch=3)
+    assert mine.keys.shape == ref.keys.shape == (3, 1, 74, 8)
+    with torch.enable_grad():  # autograd: plain concatenation, no in-place buffers
+        k = torch.randn(3, 1, 1, 8, requires_grad=True)
+        a, _ = mine.update(k, torch.randn(3, 1, 1, 6))
+        assert a.requires_grad and a.shape[-2] == 75
+    mine.reset()
+    assert mine.get_seq_length() == 0

@@ -188,11 +188,48 @@ class HsrgeomLayer(DynamicLayer):
         super().__init__(**kwargs)
         self.decode = None
         self.last_stats = None
+        self._buf = None  # (keys, values) with room to grow; self.keys / self.values are views of them
 
     def update(self, key_states, value_states, *args, **kwargs):
-        keys, values = super().update(key_states, value_states, *args, **kwargs)
+        if key_states.requires_grad or value_states.requires_grad:  # autograd: no in-place buffers
+            self._buf = None
+            keys, values = super().update(key_states, value_states, *args, **kwargs)
+        else:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            keys, values = self.keys, self.values = self._grown(key_states, value_states)
         setattr(keys, _LAYER, self)  # how the attention function finds this layer
         return keys, values
+
+    def _views_of_buffers(self):
+        """Whether self.keys / self.values are the leading positions of the buffers."""
+        buf = self._buf
+        if buf is None or self.keys is None or self.keys.dim() != 4 or self.values.dim() != 4:
+            return False
+        n = self.keys.shape[-2]
+        return all(x.data_ptr() == b.data_ptr() and x.shape == b[:, :, :n].shape and x.stride() == b.stride()
+                   and x.dtype == b.dtype and x.device == b.device for x, b in zip((self.keys, self.values), buf))
+
+    def _grown(self, k, v):
+        """self.keys / self.values with k, v appended, as views of buffers whose capacity doubles
+        (DynamicLayer concatenates: a copy of the whole cache per token). The buffers are made
+        anew from self.keys / self.values whenever these are not their views any more (a batch
+        selection, or any code that set them; a crop leaves views, and the next token
+        overwrites the positions it dropped)."""
+        n, t = self.get_seq_length(), k.shape[-2]
+        buf = self._buf
+        if (not self._views_of_buffers() or buf[0].shape[:2] != k.shape[:2] or buf[0].shape[-1] != k.shape[-1]
+                or buf[1].shape[-1] != v.shape[-1] or buf[0].dtype != k.dtype or buf[1].dtype != v.dtype
+                or n + t > buf[0].shape[-2]):
+            cap = max(2 * n, n + t, 16)
+            new = (k.new_empty(k.shape[:2] + (cap, k.shape[-1])), v.new_empty(v.shape[:2] + (cap, v.shape[-1])))
+            if n:
+                new[0][:, :, :n] = self.keys
+                new[1][:, :, :n] = self.values
+            self._buf = buf = new
+        buf[0][:, :, n:n + t] = k
+        buf[1][:, :, n:n + t] = v
+        return buf[0][:, :, :n + t], buf[1][:, :, :n + t]
 
     def decode_cache(self, index="auto"):
         """The layer's DecodeCache holding all of its keys and values (appending the new ones)."""
