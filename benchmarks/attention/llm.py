@@ -22,6 +22,7 @@ import numpy as np
 from _common import log
 
 CACHE_DIR = Path.home() / ".cache" / "hsrgeom-llm"
+CAPTURE_CHUNK = 4096  # query rows per call of the capturing forward pass (and kept in the capture)
 
 
 def add_arguments(parser, name):
@@ -77,13 +78,22 @@ def _capture(args):
         data = {l: {f: z[f"{l}_{f}"] for f in ("q", "k", "v", "out")} | {"scale": float(z[f"{l}_scale"])}
                 for l in meta["layers"]}
         return data, meta, 0.0
-    M.State.reset("capture")
+    # Long texts: a dense prefill in chunks, then the last chunk in one captured call (its query
+    # rows and all keys and values): one call over every token would need sdpa's n^2 scores.
+    head = max(len(ids) - CAPTURE_CHUNK, 0)
     t = time.perf_counter()
-    M.forward(model, ids)
+    M.State.reset("dense")
+    cache = None
+    for i in range(0, head, CAPTURE_CHUNK):
+        _, cache = M.forward(model, ids[i:min(i + CAPTURE_CHUNK, head)], cache)
+    M.State.reset("capture")
+    M.forward(model, ids[head:], cache)
     secs = time.perf_counter() - t
     data = M.State.captured
     M.State.reset("dense")
-    log(f"captured layers {sorted(data)} of a {len(ids)}-token forward pass in {secs:.1f} s")
+    del cache
+    log(f"captured layers {sorted(data)} of a {len(ids)}-token forward pass in {secs:.1f} s"
+        + (f" (the last {len(ids) - head} query rows)" if head else ""))
     if not args.quick:
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         flat = {}
@@ -104,6 +114,8 @@ def softmax_llm(args, name, argv):
     from hsrgeom.attention import reference as R
 
     t_all = time.perf_counter()
+    if not 1 <= args.rows <= CAPTURE_CHUNK:
+        raise SystemExit(f"error: --rows must be in [1, {CAPTURE_CHUNK}] (the captured query rows), got {args.rows}")
     data, meta, t_capture = _capture(args)
     rows_m = args.rows
     rs = sorted(set(args.r))

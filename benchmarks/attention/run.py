@@ -35,6 +35,8 @@ EXPERIMENTS = {
                          "hsrgeom (needs the [llm] extra)"),
     "eval-fidelity": ("eval", "evaluation kit: per full-attention layer, kept keys, softmax mass and output error of "
                               "the hsrgeom settings on captured Q/K/V (needs the [llm] extra)"),
+    "eval-speed": ("eval", "evaluation kit: decode tokens/s through generate() after long prompts, dense vs hsrgeom, "
+                           "with the attention share of a step (needs the [llm] extra)"),
 }
 
 
