@@ -56,7 +56,8 @@ class DecodeCache:
     ``append`` copies the keys and values (the caller's arrays are never kept or changed) and
     inserts the keys into each head's index (the logarithmic method of the structures:
     amortised O(log n) rebuild work per key). With codes (below), the insertion waits until a
-    step needs the index (ReLU, prompt rows): softmax decoding steps never build one. A tree index also gets the values attached
+    step needs the index (ReLU, prompt rows): softmax decoding steps never build one. A tree
+    index also gets the values attached
     (:meth:`hsrgeom.PartitionTree.attach_values`: per-node sums, so a ReLU step with
     ``alpha = 1`` adds whole subtrees of keys inside the half-space; two more copies of V). With ``kind="auto"`` the index of a head is
     re-chosen by :func:`hsrgeom.build_index` whenever the cache has doubled since the last
@@ -88,7 +89,7 @@ class DecodeCache:
         self.codes = bool(codes)
         self.params = params
         self._k = self._v = self._heads = self._codes = None
-        self._lkmax = None   # per head: log2 max ||k|| over every appended key
+        self._lkmax = None   # with codes, per head: log2 max ||k|| over every appended key
         self._indexed = 0    # keys inserted into the heads' indexes (all of them without codes)
         self.dtype = None
 
@@ -144,10 +145,9 @@ class DecodeCache:
             for h in range(len(row)):
                 self._k[b][h].append(k[b, h])
                 self._v[b][h].append(v[b, h])
-                if k.shape[2]:
-                    self._lkmax[b][h] = max(self._lkmax[b][h], log2_max_norm(k[b, h]))
                 if self._codes is not None and k.shape[2]:
                     self._codes[b][h].append(np.ascontiguousarray(k[b, h]), np.ascontiguousarray(v[b, h]))
+                    self._lkmax[b][h] = max(self._lkmax[b][h], log2_max_norm(k[b, h]))
         if self._codes is None:
             self._index_all()
         return self

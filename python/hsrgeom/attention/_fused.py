@@ -37,12 +37,12 @@ def new_codes(d, dv, dtype):
 class CodedKeys:
     """The selections of a :class:`~hsrgeom.attention._sparse.HeadKeys` (``topk``, ``report``)
     answered from the codes of its keys, for query rows that see every key (a decoding step).
-    ``lkmax``: log2 max ||k|| of the keys (the index's when not given: a DecodeCache inserts its
-    keys into the index only when a step needs it); ``vmax`` is max ||v|| (kept by the codes)."""
+    ``lkmax``: log2 max ||k|| of the keys (kept beside the codes: the index may not hold every
+    key yet); ``vmax`` is max ||v|| (kept by the codes)."""
 
-    def __init__(self, hk, codes, K, lkmax=None):
+    def __init__(self, hk, codes, K, lkmax):
         self.hk, self.codes, self.K = hk, codes, K
-        self.lkmax = hk.lkmax if lkmax is None else lkmax
+        self.lkmax = lkmax
         self.vmax = codes.value_norm_max
         self.points_tested = hk.points_tested
         self.nodes_visited = hk.nodes_visited
