@@ -154,3 +154,119 @@ def test_massive_ties_keep_the_build_linear(rng):
         normals = np.r_[rng.standard_normal((20, 3)), grid_directions(8)[::11]]
         offsets = quantile_offsets(pts, normals, rng.random(len(normals)))
         assert index.report(normals, offsets) == hsrgeom.BruteForce(pts).report(normals, offsets)
+
+
+# ---- tiers: levels deeper than fine_depth on coarser grids ----------------------------------------
+def tiered(pts, **kw):
+    """grid 8 up to depth 24, grid 4 up to 96, grid 2 up to 384, grid 1 up to max_depth."""
+    return hsrgeom.ShallowCutting3(pts, **{"grid": 8, "fine_depth": 24, "max_depth": 1500,
+                                           "max_candidates": 60 * len(pts), **kw})
+
+
+def tier_cases(rng, n):
+    yield "uniform", rng.random((n, 3))
+    yield "gaussian", rng.standard_normal((n, 3))
+    centers = rng.standard_normal((5, 3)) * 10
+    yield "clustered", centers[rng.integers(0, 5, n)] + 0.01 * rng.standard_normal((n, 3))
+    yield "duplicates", rng.standard_normal((n // 10, 3))[rng.integers(0, n // 10, n)]
+    basis = np.linalg.qr(rng.standard_normal((3, 2)))[0]
+    yield "coplanar", rng.standard_normal((n, 2)) @ basis.T + 1.0
+    yield "integer_ties", rng.integers(-6, 7, (n, 3)).astype(float)
+
+
+def test_tiers_layout():
+    pts = np.random.default_rng(0).random((4000, 3))
+    index = tiered(pts)
+    depths, grids = index.depths(), index.level_grids()
+    assert list(depths) == sorted(set(depths)) and len(grids) == len(depths) == index.levels
+    assert sorted(set(grids), reverse=True) == [8, 4, 2, 1] and list(grids) == sorted(grids, reverse=True)
+    for g, top in ((8, 24), (4, 96), (2, 384), (1, 1500)):
+        assert depths[grids == g].max() <= top < (depths[grids == g // 2].min() if g > 1 else 1501)
+    # the point of the tiers: under the same budget one grid stops far shallower
+    plain = hsrgeom.ShallowCutting3(pts, grid=8, max_depth=1500, max_candidates=60 * len(pts))
+    assert set(plain.level_grids()) == {8} and plain.fine_depth == 1500
+    assert depths[-1] == 1355 and plain.depths()[-1] < 300
+    np.testing.assert_array_equal(plain.depths(), depths[: plain.levels])
+    # the budget counts all tiers; the deepest levels go first
+    small = tiered(pts, max_candidates=index.candidates // 2)
+    assert 0 < small.candidates <= index.candidates // 2 and small.depths()[-1] < depths[-1]
+    np.testing.assert_array_equal(small.depths(), depths[: small.levels])
+
+
+@pytest.mark.parametrize("n", [3000, 20_000])
+def test_tiers_exact(dtype, rng, n):
+    for name, pts in tier_cases(rng, n):
+        pts = pts.astype(dtype)
+        index = tiered(pts)
+        # outputs in every tier and beyond the last (tree): 10 .. 3000 points, and the grid
+        # directions of each tier's grid at its levels' values (ties and one ulp either side)
+        fracs = np.geomspace(10 / n, min(3000 / n, 0.5), 40)
+        normals = rng.standard_normal((40, 3))
+        offsets = quantile_offsets(pts, normals, fracs)
+        for g in (4, 2, 1):
+            at = grid_directions(g)[:: max(1, g // 2)]
+            depths = index.depths()[index.level_grids() == g]
+            if len(depths):
+                normals = np.r_[normals, at]
+                offsets = np.r_[offsets, level_offsets(pts, at, depths)]
+        against_bruteforce(index, pts, normals, offsets)
+        check(index, pts, normals[::9], offsets[::9])
+        tested, reported = index.stats.points_tested, index.stats.points_reported
+        if name in ("uniform", "gaussian"):  # the tiers answer deep queries: lists, not the tree
+            deep = (reported > 100) & (reported < 1000)
+            assert deep.sum() >= 5 and (tested[deep] < 6 * reported[deep] + 200).all(), name
+
+
+def test_tiers_against_a_single_grid(rng):
+    # same answers as a plain cutting and as the tree alone, on queries of every depth
+    pts = rng.standard_normal((30_000, 3)).astype(np.float32)
+    normals = rng.standard_normal((300, 3))
+    offsets = quantile_offsets(pts, normals, np.geomspace(1e-4, 0.3, 300))
+    ref = hsrgeom.ShallowCutting3(pts, grid=8, max_candidates=0).report(normals, offsets)
+    deep = tiered(pts, max_depth=5000)
+    assert deep.report(normals, offsets) == ref
+    assert deep.report(normals, offsets, return_sorted=False).lims.tolist() == ref.lims.tolist()
+    many = np.tile(normals, (10, 1))  # enough work for two threads
+    assert deep.report(many, np.tile(offsets, 10), n_threads=2) == deep.report(many, np.tile(offsets, 10), n_threads=1)
+
+
+def test_fine_depth_parameter(tmp_path):
+    x = np.random.default_rng(0).random((2000, 3))
+    for bad in (-1, 0, 7):
+        with pytest.raises(ValueError, match="fine_depth"):
+            hsrgeom.ShallowCutting3(x, fine_depth=bad)
+    for bad in (2.5, "8", True):
+        with pytest.raises(TypeError, match="fine_depth"):
+            hsrgeom.ShallowCutting3(x, fine_depth=bad)
+    with pytest.raises(ValueError, match="fine_depth"):
+        hsrgeom.build_index(x, kind="shallow_cutting3", fine_depth=3)
+    assert hsrgeom.ShallowCutting3(x, max_depth=7).fine_depth == 8
+    index = hsrgeom.ShallowCutting3(x, grid=4, max_depth=800, fine_depth=50)
+    assert "fine_depth=50" in repr(index) and index.fine_depth == 50
+    index.save(tmp_path / "t.hsr")
+    clone = hsrgeom.load(tmp_path / "t.hsr")
+    assert clone.fine_depth == 50 and list(clone.level_grids()) == list(index.level_grids())
+    # a file written before fine_depth existed: one grid, as that version built it
+    from test_files import crafted
+    (tmp_path / "old.hsr").write_bytes(crafted(
+        "ShallowCutting3", points=x, params={"grid": 4, "max_depth": 800, "max_candidates": 4000}))
+    old = hsrgeom.load(tmp_path / "old.hsr")
+    assert old.fine_depth == 800 and set(old.level_grids()) == {4}
+    (tmp_path / "bad.hsr").write_bytes(crafted("ShallowCutting3", points=x, params={"grid": 4, "max_depth": 800}))
+    with pytest.raises(ValueError, match="params"):  # other missing parameters are still refused
+        hsrgeom.load(tmp_path / "bad.hsr")
+
+
+def test_tiers_dynamic(rng):
+    pts = rng.random((3000, 3))
+    index = tiered(pts, max_depth=2000)
+    bf = hsrgeom.BruteForce(pts)
+    for step in range(3):
+        new = rng.standard_normal((1500, 3)) * 0.3 + 0.5
+        index.insert(new), bf.insert(new)
+        gone = rng.choice(index.ids(), 400, replace=False)
+        index.remove(gone), bf.remove(gone)
+        normals = rng.standard_normal((60, 3))
+        offsets = quantile_offsets(bf.points(), normals, np.geomspace(1e-3, 0.3, 60))
+        assert index.report(normals, offsets) == bf.report(normals, offsets)
+    assert index.fine_depth == 24 and pickle.loads(pickle.dumps(index)).report(normals, offsets) == bf.report(normals, offsets)

@@ -189,19 +189,24 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
 
   using SC3 = ShallowCutting3<T>;
   py::class_<SC3> sc3(m, ("ShallowCutting3" + suffix).c_str());
-  sc3.def(py::init([](const CArray<T>& pts, int grid, index_t max_depth, index_t max_candidates, int threads) {
+  sc3.def(py::init([](const CArray<T>& pts, int grid, index_t max_depth, index_t fine_depth, index_t max_candidates,
+                       int threads) {
            auto v = points_view<T>(pts);
-           return interruptible([&] { return std::make_unique<SC3>(v, grid, max_depth, max_candidates, threads); });
-         }), py::arg("points"), py::arg("grid"), py::arg("max_depth"), py::arg("max_candidates"), py::arg("threads") = 0)
+           return interruptible(
+               [&] { return std::make_unique<SC3>(v, grid, max_depth, fine_depth, max_candidates, threads); });
+         }), py::arg("points"), py::arg("grid"), py::arg("max_depth"), py::arg("fine_depth"), py::arg("max_candidates"),
+         py::arg("threads") = 0)
       .def("points", [](const SC3& self) {
         return to_numpy(self.original_points(), {static_cast<py::ssize_t>(self.size()), 3});
       })
       .def("depths", [](const SC3& self) { return to_numpy(self.depths()); })
+      .def("level_grids", [](const SC3& self) { return to_numpy(self.level_grids()); })
       .def_property_readonly("grid", &SC3::grid)
       .def_property_readonly("levels", &SC3::levels)
       .def_property_readonly("max_depth", &SC3::max_depth)
       .def_property_readonly("triangles", &SC3::triangles)
       .def_property_readonly("candidates", &SC3::candidates);
+  sc3.attr("first_depth") = py::int_(SC3::kFirstDepth);
   bind_queries<SC3, T>(sc3);
 }
 

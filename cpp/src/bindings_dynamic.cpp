@@ -90,9 +90,9 @@ std::pair<typename Dyn<T>::Builder, typename Dyn<T>::PartPtr> kind_of(const std:
          [=](PointsView<T> v, int t) { return std::make_unique<ConvexLayers3<T>>(v, layers, t); });
   } else if (kind == "shallow_cutting3") {
     const int grid = py::cast<int>(arg(0));
-    const auto depth = py::cast<index_t>(arg(1)), cands = py::cast<index_t>(arg(2));
+    const auto depth = py::cast<index_t>(arg(1)), fine = py::cast<index_t>(arg(2)), cands = py::cast<index_t>(arg(3));
     pick(static_cast<ShallowCutting3<T>*>(nullptr), [=](PointsView<T> v, int t) {
-      return std::make_unique<ShallowCutting3<T>>(v, grid, depth, cands, t);
+      return std::make_unique<ShallowCutting3<T>>(v, grid, depth, fine, cands, t);
     });
   } else {
     throw py::value_error("unknown kind " + kind);

@@ -33,7 +33,7 @@ _BUILD_ARGS = {
     "simplicial": lambda p: (p["r"], p["leaf_size"], p["seed"]),
     "convex_layers": lambda p: (p["table_layers"], -1 if p["max_layers"] is None else p["max_layers"]),
     "convex_layers3": lambda p: (p["max_layers"],),
-    "shallow_cutting3": lambda p: (p["grid"], p["max_depth"], p["max_candidates"]),
+    "shallow_cutting3": lambda p: (p["grid"], p["max_depth"], p["fine_depth"], p["max_candidates"]),
 }
 
 

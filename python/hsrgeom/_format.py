@@ -19,7 +19,8 @@ a file is trusted before it is checked, and every failure is a ValueError naming
 2. the header: JSON of nesting depth at most ``MAX_DEPTH``, an object with exactly the keys the
    writer writes, a known class, dtype float32 or float64, integers n >= 0, d >= 1, next_id >= n,
    a values entry (version 2) of a float dtype with dv >= 0, params with exactly the class's
-   parameter names;
+   parameter names (a parameter the class added later, listed in its ``_added_params``, may be
+   missing: it takes the value listed there, which rebuilds what the older writer built);
 3. sizes: the payload the header implies must be exactly the rest of the file before the
    checksum (checked before the payload is read, so nothing larger than the file is ever
    read or allocated; streams of unknown size are read in bounded chunks and must end there);
@@ -194,6 +195,8 @@ def _parse_header(raw, version, reader, structures):
     if type(h["reason"]) is not str:
         reader.fail(f"header field 'reason' must be a string, got {type(h['reason']).__name__}")
     params = h["params"]
+    if type(params) is dict:  # files written before a parameter was added: the value that rebuilds them
+        params = {**{k: v for k, v in getattr(cls, "_added_params", {}).items() if k not in params}, **params}
     if type(params) is not dict or set(params) != _param_names(cls):
         got = sorted(params)[:20] if type(params) is dict else type(params).__name__
         reader.fail(f"header field 'params' of {cls.__name__} must have exactly the keys "

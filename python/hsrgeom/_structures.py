@@ -397,10 +397,17 @@ class ShallowCutting3(Index):
     holds in the worst case; the certificate only fails over to the tree, it never loses points.
     ``topk`` is the tree's.
 
-    Build: the tree, the top ``max_depth`` points of each grid direction (6 (grid + 1)^2 of
-    them; a threshold query on the tree, ties in any order; a direction whose k-th value more
-    than 8 k points share keeps no list), and the lists (their total capped at
-    ``max_candidates``; the deepest levels go first when over it).
+    Deep levels on coarser grids ("tiers"): a triangle's lists hold ~k_j points times a
+    factor set by its size, so the levels deeper than ``fine_depth`` are kept on grids halved
+    per tier (tier t: ``grid / 2^t`` up to depth ``fine_depth * 4^t``; the grid-1 tier up to
+    ``max_depth``), each storing about as many candidates as the fine grid. A query tries the
+    tiers from the finest. This is what makes outputs of 10^3-10^4 points cheap per point
+    (docs/cuttings.md, "Tiers").
+
+    Build: the tree, the top k points of each grid direction for its tier's deepest k (6 (g +
+    1)^2 directions on grid g; a threshold query on the tree, ties in any order; a direction
+    whose k-th value more than 8 k points share keeps no list), and the lists (their total,
+    all tiers, capped at ``max_candidates``; the deepest levels go first when over it).
 
     Parameters
     ----------
@@ -410,6 +417,9 @@ class ShallowCutting3(Index):
         points: 16 at 10^6, 32 at 10^7).
     max_depth : int, default 1024
         The deepest level's k (queries reporting up to about this many points use the cutting).
+    fine_depth : int, optional
+        The deepest level's k on the fine grid, at least 8; deeper levels go to the coarser
+        tiers. Default: ``max_depth`` (one grid, no tiers).
     max_candidates : int, optional
         Cap on the stored list entries of all triangles together; default 2 n.
     n_threads : int, optional
@@ -417,10 +427,12 @@ class ShallowCutting3(Index):
     """
 
     kind = "shallow_cutting3"
+    # parameters added after the format's first files: the value that rebuilds those files' index
+    _added_params = {"fine_depth": None}
 
-    def __init__(self, points, grid=None, max_depth=1024, max_candidates=None, *, n_threads=None):
+    def __init__(self, points, grid=None, max_depth=1024, max_candidates=None, fine_depth=None, *, n_threads=None):
         self._build(V.points(points), grid=grid, max_depth=max_depth, max_candidates=max_candidates,
-                    n_threads=n_threads)
+                    fine_depth=fine_depth, n_threads=n_threads)
 
     @staticmethod
     def default_grid(n):
@@ -431,7 +443,7 @@ class ShallowCutting3(Index):
             g *= 2
         return g
 
-    def _build(self, points, grid=None, max_depth=1024, max_candidates=None, n_threads=None):
+    def _build(self, points, grid=None, max_depth=1024, max_candidates=None, fine_depth=None, n_threads=None):
         if points.shape[1] != 3:
             raise ValueError(f"ShallowCutting3 needs points of shape (n, 3), got d={points.shape[1]}")
         n = len(points)
@@ -441,9 +453,12 @@ class ShallowCutting3(Index):
         max_depth = V.positive_int(max_depth, "max_depth", minimum=0, maximum=V.INDEX_MAX)
         max_candidates = 2 * n if max_candidates is None else V.positive_int(
             max_candidates, "max_candidates", minimum=0, maximum=V.INDEX_MAX)
+        first = _core.ShallowCutting3F64.first_depth
+        fine_depth = max(max_depth, first) if fine_depth is None else V.positive_int(
+            fine_depth, "fine_depth", minimum=first, maximum=V.INDEX_MAX)
         cls = _compiled("ShallowCutting3", points)
-        self._impl = cls(points, grid, max_depth, max_candidates, V.threads(n_threads))
-        self.max_depth, self.max_candidates = max_depth, max_candidates
+        self._impl = cls(points, grid, max_depth, fine_depth, max_candidates, V.threads(n_threads))
+        self.max_depth, self.max_candidates, self.fine_depth = max_depth, max_candidates, fine_depth
         self._init_common(points)
 
     @property
@@ -465,13 +480,18 @@ class ShallowCutting3(Index):
         """k_j of each kept level (int64 array)."""
         return self._impl.depths()
 
+    def level_grids(self):
+        """The grid of each kept level's tier, aligned with :meth:`depths` (int64 array)."""
+        return self._impl.level_grids()
+
     def _params(self):
-        return {"grid": self.grid, "max_depth": self.max_depth, "max_candidates": self.max_candidates}
+        return {"grid": self.grid, "max_depth": self.max_depth, "max_candidates": self.max_candidates,
+                "fine_depth": self.fine_depth}
 
     @_reader
     def __repr__(self):
         return (
-            f"ShallowCutting3(n={self.n}, grid={self.grid}, levels={self.levels}, "
+            f"ShallowCutting3(n={self.n}, grid={self.grid}, fine_depth={self.fine_depth}, levels={self.levels}, "
             f"depth<={self._impl.max_depth}, candidates={self.candidates}, dtype={self.dtype.name}, "
             f"memory={_fmt_bytes(self.memory_bytes)})"
         )

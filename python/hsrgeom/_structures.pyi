@@ -54,8 +54,10 @@ class ConvexLayers3(Index):
 class ShallowCutting3(Index):
     max_depth: int
     max_candidates: int
+    fine_depth: int
     def __init__(self, points: ArrayLike, grid: int | None = ..., max_depth: int = ...,
-                 max_candidates: int | None = ..., *, n_threads: int | None = ...) -> None: ...
+                 max_candidates: int | None = ..., fine_depth: int | None = ..., *,
+                 n_threads: int | None = ...) -> None: ...
     @staticmethod
     def default_grid(n: int) -> int: ...
     @property
@@ -65,6 +67,7 @@ class ShallowCutting3(Index):
     @property
     def candidates(self) -> int: ...
     def depths(self) -> NDArray[np.int64]: ...
+    def level_grids(self) -> NDArray[np.int64]: ...
 
 _AnyIndex = (BruteForce | QuantizedScan | PartitionTree | SimplicialPartitionTree | ConvexLayers | ConvexLayers3
              | ShallowCutting3)
