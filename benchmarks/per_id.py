@@ -3,9 +3,14 @@ report with unsorted ids, report with sorted ids; one thread, batches of 200 que
 
     python benchmarks/per_id.py                                  # n = 10^6, d = 2, PartitionTree, ConvexLayers
     python benchmarks/per_id.py --n 1e7 --d 3 --kinds PartitionTree,ShallowCutting3 --k 100,1000
+    python benchmarks/per_id.py --d 3 --dists uniform,clustered,gaussian --k 100,1000,3000,10000 \\
+        --kinds PartitionTree,ConvexLayers3,ShallowCutting3:fine_depth=444:max_depth=12000:max_candidates=4n
 
-Points uniform in [0, 1]^d (float32, seed 0), random unit normals, offsets at the k-th largest
-projection of each normal (float64), so each query reports ~k points. Time: best of 5 calls.
+Points (float32, seed 0): uniform in [0, 1]^d, clustered (5 Gaussian clusters of width 0.01 around
+centres spread by 10) or standard Gaussian; random unit normals, offsets at the k-th largest
+projection of each normal (float64), so each query reports ~k points. A kind may carry
+parameters, ``Name:key=value:...`` (a value ``<c>n`` is c times the number of points). Per kind
+also its build time and memory. Time: best of 5 calls.
 For an A/B of two builds run it with each one's interpreter, alternating (docs/performance.md).
 """
 import argparse
@@ -25,31 +30,59 @@ def best(f, repeat=5):
     return t
 
 
+def data(dist, n, d, rng):
+    if dist == "uniform":
+        return rng.random((n, d), dtype=np.float32)
+    if dist == "gaussian":
+        return rng.standard_normal((n, d)).astype(np.float32)
+    centers = rng.standard_normal((5, d)) * 10
+    return (centers[rng.integers(0, 5, n)] + 0.01 * rng.standard_normal((n, d))).astype(np.float32)
+
+
+def kind_spec(spec, n):
+    """("Name", params) of ``Name:key=value:...``."""
+    name, *kv = spec.split(":")
+    params = {}
+    for item in kv:
+        key, value = item.split("=")
+        params[key] = int(float(value[:-1]) * n) if value.endswith("n") else int(value)
+    return name, params
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=float, default=1e6)
     p.add_argument("--d", type=int, default=2)
+    p.add_argument("--dists", default="uniform", help="uniform, clustered, gaussian")
     p.add_argument("--kinds", default="PartitionTree,ConvexLayers")
     p.add_argument("--k", default="100,1000,10000,100000", help="ids per query")
     p.add_argument("--m", type=int, default=200, help="queries per call")
     args = p.parse_args()
     n, d, m = int(args.n), args.d, args.m
-    rng = np.random.default_rng(0)
-    x = rng.random((n, d), dtype=np.float32)
-    a = rng.standard_normal((m, d))
-    a = (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
-    proj = a.astype(np.float64) @ x.T.astype(np.float64)
-    for kind in args.kinds.split(","):
-        idx = getattr(hsrgeom, kind)(x)
-        for k in (int(float(v)) for v in args.k.split(",")):
-            b = -np.partition(-proj, k - 1, axis=1)[:, k - 1]
-            total = int(idx.count(a, b, n_threads=1).sum())
-            tc = best(lambda: idx.count(a, b, n_threads=1))
-            tu = best(lambda: idx.report(a, b, n_threads=1, return_sorted=False))
-            ts = best(lambda: idx.report(a, b, n_threads=1))
-            print(f"{kind:16s} d={d} n={n:.0e} k={k:6d}  ns per id: count {tc / total * 1e9:6.2f} "
-                  f"unsorted {tu / total * 1e9:6.2f} sorted {ts / total * 1e9:6.2f}   us per query: "
-                  f"{tc / m * 1e6:8.1f} {tu / m * 1e6:8.1f} {ts / m * 1e6:8.1f}", flush=True)
+    for dist in args.dists.split(","):
+        rng = np.random.default_rng(0)
+        x = data(dist, n, d, rng)
+        a = rng.standard_normal((m, d))
+        a = (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+        proj = a.astype(np.float64) @ x.T.astype(np.float64)
+        for spec in args.kinds.split(","):
+            kind, params = kind_spec(spec, n)
+            t0 = time.perf_counter()
+            idx = getattr(hsrgeom, kind)(x, **params)
+            tb = time.perf_counter() - t0
+            print(f"{dist} {spec}: build {tb:.2f} s, {idx.memory_bytes / 2**20:.0f} MiB", flush=True)
+            for k in (int(float(v)) for v in args.k.split(",")):
+                b = -np.partition(-proj, k - 1, axis=1)[:, k - 1]
+                total = int(idx.count(a, b, n_threads=1).sum())
+                tc = best(lambda: idx.count(a, b, n_threads=1))
+                tu = best(lambda: idx.report(a, b, n_threads=1, return_sorted=False))
+                ts = best(lambda: idx.report(a, b, n_threads=1))
+                tested = idx.stats.points_tested.sum() / total
+                print(f"{dist:9s} {kind:16s} d={d} n={n:.0e} k={k:6d}  ns per id: count {tc / total * 1e9:6.2f} "
+                      f"unsorted {tu / total * 1e9:6.2f} sorted {ts / total * 1e9:6.2f}   us per query: "
+                      f"{tc / m * 1e6:8.1f} {tu / m * 1e6:8.1f} {ts / m * 1e6:8.1f}  tested/reported {tested:.2f}",
+                      flush=True)
+            del idx
 
 
 if __name__ == "__main__":

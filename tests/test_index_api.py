@@ -189,6 +189,33 @@ def test_auto_replaces_a_cutting_whose_levels_stop_below_the_output(monkeypatch)
     assert deep.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
 
 
+def test_auto_builds_a_tiered_cutting_for_outputs_above_the_plain_levels(monkeypatch):
+    """Outputs above the plain cutting's depth (444) and up to 3000: when the cutting is the
+    fastest, auto builds it with tiers (fine_depth 444, coarser grids below) within its candidate
+    budget and says so; above 3000 it is no candidate. Forced with faked timings."""
+    from hsrgeom import _auto
+
+    per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ShallowCutting3": 1e-7, "ConvexLayers3": 1e-4}
+
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25):
+        index.count(a, b)
+        return per_query[type(index).__name__] * (index.n / 1000) ** 0.5
+
+    monkeypatch.setattr(_auto, "_time_queries", fake_time)
+    x = np.random.default_rng(2).random((200_000, 3))
+    idx = hsrgeom.build_index(x, output_size=1000)
+    assert idx.kind == "shallow_cutting3" and idx.fine_depth == 444 and idx.max_depth == 4000
+    assert idx.max_candidates == 6 * len(x) and idx.candidates <= 6 * len(x)
+    assert len(set(idx.level_grids())) > 1 and idx._impl.max_depth >= 1000
+    assert "fine_depth=444" in idx.reason and "MiB" in idx.reason
+    plain = hsrgeom.build_index(x, output_size=300)
+    assert plain.kind == "shallow_cutting3" and plain.fine_depth == plain.max_depth == 1024
+    assert "shallow_cutting3" not in hsrgeom.build_index(x, output_size=5000).reason
+    a = np.random.default_rng(3).standard_normal((50, 3))
+    b = np.quantile(x @ a.T, 1 - np.geomspace(1e-4, 0.05, 50), axis=0).diagonal()
+    assert idx.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
+
+
 @pytest.mark.parametrize("bad, err", [(-1, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),
                                       (True, TypeError), ("10", TypeError)])
 def test_auto_output_size_errors(bad, err):

@@ -27,7 +27,7 @@ from ._structures import (
 # Which candidates: the scan always, QuantizedScan (the scan over 8-bit codes) for d >=
 # _QUANTIZED_PROBE_MIN_D; partition trees (split widest, and pca for
 # 4 <= d <= _PCA_MAX_D); for d = 2 convex layers (a partial peel above _LAYERS_MAX_N); for d = 3
-# ShallowCutting3 (outputs <= _CUTTING_MAX_OUTPUT) and convex layers (n <= _LAYERS_MAX_N).
+# ShallowCutting3 (outputs <= _DEEP_CUTTING_MAX_OUTPUT) and convex layers (n <= _LAYERS_MAX_N).
 # How they are timed: a sample of _PROBE_N points and a quarter of it, probe queries reporting
 # the caller's share of the points (at least _PROBE_MIN_OUTPUT). How one is chosen: within
 # _PROBE_MARGIN (or _MEASURED_MARGIN when timed on all n) of the fastest, the cheapest to build
@@ -45,6 +45,14 @@ _LAYERS_MAX_N = 2_000_000
 # deeper queries go to its embedded tree (at 10^7 points and 1000 outputs 2.2x slower than a
 # PartitionTree); a built cutting whose levels stop below the caller's output is replaced
 _CUTTING_MAX_OUTPUT = 444
+# Above that and up to _DEEP_CUTTING_MAX_OUTPUT, the cutting built at n has tiers: its default
+# levels (fine_depth = _CUTTING_MAX_OUTPUT) on the default grid, deeper ones on coarser grids, at
+# most _CUTTING_BUDGET n stored candidates (20 bytes each for float32 points, 32 for float64;
+# ~135 MiB in all at n = 10^6) and levels to _DEEP_DEPTH_FACTOR x the output (a query is
+# answered from a list when a level ~2x its output exists; docs/cuttings.md, "Tiers")
+_DEEP_CUTTING_MAX_OUTPUT = 3000
+_CUTTING_BUDGET = 6
+_DEEP_DEPTH_FACTOR = 4
 _TABLE_PEEL = 65  # layers a partial d = 2 peel takes: what the shallow table (64 layers) uses, + 1
 _FULL_PROBE_RATIO = 4  # above _FULL_PROBE_ABOVE x the sample size, a tree predicted within this factor of the scan is timed at n
 _PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the scan to be chosen
@@ -196,7 +204,7 @@ def _choose(pts, batch_size, output_size, params):
     if d == 2 and not params:  # above _LAYERS_MAX_N only the table's layers are peeled
         prm = {} if n <= _LAYERS_MAX_N else {"max_layers": _TABLE_PEEL}
         candidates.append((f"convex_layers(max_layers={_TABLE_PEEL})" if prm else "convex_layers", ConvexLayers, prm))
-    if d == 3 and not params and k_user <= _CUTTING_MAX_OUTPUT:
+    if d == 3 and not params and k_user <= _DEEP_CUTTING_MAX_OUTPUT:
         # probed with the grid n points would get (the sample's default grid is coarser: its
         # lists would be longer than at n), capped so that a triangle keeps ~60 sample points
         grid = min(ShallowCutting3.default_grid(n), ShallowCutting3.default_grid(5 * s))
@@ -294,8 +302,14 @@ def _choose(pts, batch_size, output_size, params):
 
     name = pick(usable)
     reason += f" -> {name}"
-    if name == "shallow_cutting3":  # built here, with the grid for n (not the probe's)
-        cutting = ShallowCutting3._from_valid(pts)
+    if name == "shallow_cutting3":  # built here, with the grid for n (not the probe's), deep when asked
+        deep = _deep_cutting_params(n, k_user)
+        cutting = ShallowCutting3._from_valid(pts, **deep)
+        if deep:
+            reason += (f" (fine_depth={deep['fine_depth']}, max_depth={deep['max_depth']}, "
+                       f"max_candidates={_CUTTING_BUDGET} n: {cutting.levels} levels on grids "
+                       f"{sorted({int(g) for g in cutting.level_grids()}, reverse=True)}, "
+                       f"{cutting.memory_bytes / 2**20:.0f} MiB)")
         if cutting._impl.max_depth >= k_user:
             built, built_name = cutting, name
         else:  # its tree would answer these queries: the next choice instead
@@ -317,6 +331,15 @@ def _choose(pts, batch_size, output_size, params):
                    f"over {pts.nbytes / 2**20:.0f} MiB of points (>= {_QUANTIZED_MIN_BYTES >> 20} MiB) are "
                    "memory-bound, and its 8-bit codes read 4-8x fewer bytes")
     return cls, prm, reason, built
+
+
+def _deep_cutting_params(n, k_user):
+    """The ShallowCutting3 parameters auto builds at n for outputs of k_user points: none (the
+    defaults) up to _CUTTING_MAX_OUTPUT, else tiers under _CUTTING_BUDGET n candidates."""
+    if k_user <= _CUTTING_MAX_OUTPUT:
+        return {}
+    return {"fine_depth": _CUTTING_MAX_OUTPUT, "max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user)),
+            "max_candidates": _CUTTING_BUDGET * n}
 
 
 def _check_params(cls, params, pts):
