@@ -3,14 +3,15 @@ report with unsorted ids, report with sorted ids; one thread, batches of 200 que
 
     python benchmarks/per_id.py                                  # n = 10^6, d = 2, PartitionTree, ConvexLayers
     python benchmarks/per_id.py --n 1e7 --d 3 --kinds PartitionTree,ShallowCutting3 --k 100,1000
-    python benchmarks/per_id.py --d 3 --dists uniform,clustered,gaussian --k 100,1000,3000,10000 \\
-        --kinds PartitionTree,ConvexLayers3,ShallowCutting3:fine_depth=444:max_depth=12000:max_candidates=4n
+    python benchmarks/per_id.py --d 3 --dists uniform,clustered,gaussian --k 100,1000,3000,10000 --auto \\
+        --kinds PartitionTree,ShallowCutting3,ShallowCutting3:fine_depth=444:max_depth=12000:max_candidates=6n
 
 Points (float32, seed 0): uniform in [0, 1]^d, clustered (5 Gaussian clusters of width 0.01 around
 centres spread by 10) or standard Gaussian; random unit normals, offsets at the k-th largest
 projection of each normal (float64), so each query reports ~k points. A kind may carry
 parameters, ``Name:key=value:...`` (a value ``<c>n`` is c times the number of points). Per kind
-also its build time and memory. Time: best of 5 calls.
+also its build time and memory. Time: best of 5 calls. --auto: also build_index(kind="auto",
+output_size=k, batch_size=m) per output size, timed the same way, and its ratio to the fastest kind.
 For an A/B of two builds run it with each one's interpreter, alternating (docs/performance.md).
 """
 import argparse
@@ -57,6 +58,7 @@ def main():
     p.add_argument("--kinds", default="PartitionTree,ConvexLayers")
     p.add_argument("--k", default="100,1000,10000,100000", help="ids per query")
     p.add_argument("--m", type=int, default=200, help="queries per call")
+    p.add_argument("--auto", action="store_true", help="also auto per output size, against the fastest kind")
     args = p.parse_args()
     n, d, m = int(args.n), args.d, args.m
     for dist in args.dists.split(","):
@@ -65,19 +67,33 @@ def main():
         a = rng.standard_normal((m, d))
         a = (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
         proj = a.astype(np.float64) @ x.T.astype(np.float64)
-        for spec in args.kinds.split(","):
-            kind, params = kind_spec(spec, n)
+        ks = [int(float(v)) for v in args.k.split(",")]
+        offsets = {k: -np.partition(-proj, k - 1, axis=1)[:, k - 1] for k in ks}
+        fastest = {}  # k -> (unsorted, sorted) seconds of the fastest kind
+        builds = [(spec, lambda spec=spec: getattr(hsrgeom, kind_spec(spec, n)[0])(x, **kind_spec(spec, n)[1]), ks)
+                  for spec in args.kinds.split(",")]
+        if args.auto:
+            builds += [(f"auto(output_size={k})", lambda k=k: hsrgeom.build_index(x, output_size=k, batch_size=m), [k])
+                       for k in ks]
+        for spec, make, sizes in builds:
+            kind = spec.split(":")[0]
             t0 = time.perf_counter()
-            idx = getattr(hsrgeom, kind)(x, **params)
+            idx = make()
             tb = time.perf_counter() - t0
-            print(f"{dist} {spec}: build {tb:.2f} s, {idx.memory_bytes / 2**20:.0f} MiB", flush=True)
-            for k in (int(float(v)) for v in args.k.split(",")):
-                b = -np.partition(-proj, k - 1, axis=1)[:, k - 1]
+            print(f"{dist} {spec}: build {tb:.2f} s, {idx.memory_bytes / 2**20:.0f} MiB"
+                  + (f", chose {idx!r}" if spec.startswith("auto") else ""), flush=True)
+            for k in sizes:
+                b = offsets[k]
                 total = int(idx.count(a, b, n_threads=1).sum())
                 tc = best(lambda: idx.count(a, b, n_threads=1))
                 tu = best(lambda: idx.report(a, b, n_threads=1, return_sorted=False))
                 ts = best(lambda: idx.report(a, b, n_threads=1))
                 tested = idx.stats.points_tested.sum() / total
+                if spec.startswith("auto"):
+                    fu, fs = fastest[k]
+                    kind = f"auto/fastest {tu / fu:.2f} / {ts / fs:.2f}"
+                else:
+                    fastest[k] = tuple(min(v) for v in zip(fastest.get(k, (tu, ts)), (tu, ts)))
                 print(f"{dist:9s} {kind:16s} d={d} n={n:.0e} k={k:6d}  ns per id: count {tc / total * 1e9:6.2f} "
                       f"unsorted {tu / total * 1e9:6.2f} sorted {ts / total * 1e9:6.2f}   us per query: "
                       f"{tc / m * 1e6:8.1f} {tu / m * 1e6:8.1f} {ts / m * 1e6:8.1f}  tested/reported {tested:.2f}",

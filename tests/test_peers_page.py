@@ -187,7 +187,7 @@ def test_run_case_every_method_exact(tmp_path, monkeypatch):
                                                           for nm, c in real(d)])
     logs = []
     rows = run.run_case("gaussian", 3, 4000, [20, 200], np.random.default_rng(1), None, str(tmp_path), logs.append)
-    assert built == ["BruteForce", "PartitionTree", "ConvexLayers3", "ShallowCutting3"]
+    assert built == ["BruteForce", "PartitionTree", "ConvexLayers3", "ShallowCutting3", "ShallowCutting3(tiers)"]
     assert [r["target"] for r in rows] == sorted(r["target"] for r in rows)
     for target in (20, 200):
         rs = [r for r in rows if r["target"] == target]

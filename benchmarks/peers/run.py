@@ -271,7 +271,10 @@ def structures_for(d):
     if d == 2:
         out.append(("ConvexLayers", hsrgeom.ConvexLayers))
     if d == 3:
-        out += [("ConvexLayers3", hsrgeom.ConvexLayers3), ("ShallowCutting3", hsrgeom.ShallowCutting3)]
+        out += [("ConvexLayers3", hsrgeom.ConvexLayers3), ("ShallowCutting3", hsrgeom.ShallowCutting3),
+                # tiers (docs/cuttings.md): what auto builds for outputs of 445-3000 points
+                ("ShallowCutting3(tiers)", lambda x: hsrgeom.ShallowCutting3(
+                    x, fine_depth=444, max_depth=12000, max_candidates=6 * len(x)))]
     return out
 
 
