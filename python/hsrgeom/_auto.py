@@ -208,7 +208,11 @@ def _choose(pts, batch_size, output_size, params):
         # probed with the grid n points would get (the sample's default grid is coarser: its
         # lists would be longer than at n), capped so that a triangle keeps ~60 sample points
         grid = min(ShallowCutting3.default_grid(n), ShallowCutting3.default_grid(5 * s))
-        candidates.append(("shallow_cutting3", ShallowCutting3, {"grid": grid}))
+        # deep outputs: with the budget the cutting gets at n, so that the sample's levels reach
+        # the probe's outputs (with the default 2 s, grid 8 stopped at depth ~90 < 150, the
+        # probe timed its tree, and auto took a tree 3-5x slower at 3000 gaussian outputs)
+        deep = {"max_candidates": _CUTTING_BUDGET * s} if k_user > _CUTTING_MAX_OUTPUT else {}
+        candidates.append(("shallow_cutting3", ShallowCutting3, {"grid": grid, **deep}))
     if d == 3 and not params and n <= _LAYERS_MAX_N:
         candidates.append(("convex_layers3", ConvexLayers3, {}))
     # SimplicialPartitionTree is not a candidate: on every case measured (docs/simplicial.md) it
@@ -368,8 +372,9 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         :class:`QuantizedScan` (the scan over 8-bit codes), partition trees, and, when no params
         are given, convex layers for d = 2 -- above n = 2 000 000
         with ``max_layers=65``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
-        cutting when queries report <= 444 points (the depth its levels reach; a cutting built
-        whose levels stop below the output is replaced by the next choice), and convex layers up
+        cutting when queries report <= 3000 points (above 444, the depth its default levels
+        reach, built with tiers: ``fine_depth=444``, at most 6 n stored candidates; a cutting
+        built whose levels stop below the output is replaced by the next choice), and convex layers up
         to n = 2 000 000) is built on a sample of
         the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and
         data-derived directions; repeated 8x per call for structures faster than a call's fixed
