@@ -528,8 +528,10 @@ def load(path):
       file are checked before the header is read;
     - the header is JSON of nesting depth at most 8 with exactly the writer's keys: a known
       class, dtype float32 or float64, integers n >= 0, d >= 1, next_id >= n, params with
-      exactly the class's parameter names, whose values the build checks as the constructor
-      does (build-time options such as ``n_threads`` are never stored);
+      exactly the class's parameter names (one the class added later may be missing in an
+      older file: it then takes the value that rebuilds what that version built), whose values
+      the build checks as the constructor does (build-time options such as ``n_threads`` are
+      never stored);
     - the sizes the header implies must match the file exactly before the payload is read; a
       stream of unknown size (a pipe) is read in bounded chunks and must end right after the
       checksum (trailing data is an error); the sha256 checksum must match;

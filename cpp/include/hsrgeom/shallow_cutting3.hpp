@@ -113,7 +113,7 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
     index_t cands = 0;
     for (const Tier& t : tiers_) cands += t.candidates();
     progress.done("done: %lld levels (depth up to %lld) in %lld tiers, %lld candidates",
-                  static_cast<long long>(levels()), static_cast<long long>(max_depth_()),
+                  static_cast<long long>(levels()), static_cast<long long>(this->max_depth()),
                   static_cast<long long>(tiers_.size()), static_cast<long long>(cands));
   }
 
@@ -125,8 +125,8 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
     for (const Tier& t : tiers_) s += t.levels;
     return s;
   }
-  index_t max_depth() const { return max_depth_(); }
-  index_t triangles() const {
+  index_t max_depth() const { return tiers_.empty() ? 0 : tiers_.back().depth.back(); }
+  index_t triangles() const {  // of all tiers
     index_t s = 0;
     for (const Tier& t : tiers_) s += t.bucket_count();
     return s;
@@ -201,8 +201,6 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
       return s;
     }
   };
-
-  index_t max_depth_() const { return tiers_.empty() ? 0 : tiers_.back().depth.back(); }
 
   // Builds tier's levels for the given depths on tier.grid, dropping the deepest while the
   // candidates exceed budget (no level when no list is usable).
