@@ -204,7 +204,7 @@ def test_auto_builds_a_tiered_cutting_for_outputs_above_the_plain_levels(monkeyp
     monkeypatch.setattr(_auto, "_time_queries", fake_time)
     x = np.random.default_rng(2).random((200_000, 3))
     idx = hsrgeom.build_index(x, output_size=1000)
-    assert idx.kind == "shallow_cutting3" and idx.fine_depth == 444 and idx.max_depth == 4000
+    assert idx.kind == "shallow_cutting3" and idx.fine_depth == 444 and idx.max_depth == 12000
     assert idx.max_candidates == 6 * len(x) and idx.candidates <= 6 * len(x)
     assert len(set(idx.level_grids())) > 1 and idx._impl.max_depth >= 1000
     assert "fine_depth=444" in idx.reason and "MiB" in idx.reason
