@@ -167,30 +167,31 @@ inline double sum16(const double* p) {
 }
 
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-// NR (1 or 2) rows of dots: the 16 partial sums of each row as 4 x 4 lanes (8 accumulators and
-// the 4 key vectors fit the 16 ymm registers for NR = 2).
-template <int NR, class T>
-inline void dots_avx2(const double* A, const T* x, int d, int d16, double (*p)[16], const T* next) {
-  __m256d a[NR][4];
+// For NR rows, the partial sums [l0, l0 + 4 NV) of each, as NV ymm lanes per row (NR NV
+// accumulators and NV key vectors must fit the 16 ymm registers).
+template <int NR, int NV, class T>
+inline void dots_avx2(const double* A, const T* x, int d, int d16, int l0, double (*p)[16], const T* next) {
+  __m256d a[NR][NV];
   for (int r = 0; r < NR; ++r)
-    for (int t = 0; t < 4; ++t) a[r][t] = _mm256_setzero_pd();
+    for (int t = 0; t < NV; ++t) a[r][t] = _mm256_setzero_pd();
   for (int k = 0; k < d16; k += 16) {
     if (next) {
       __builtin_prefetch(next + k);
       if constexpr (sizeof(T) == 8) __builtin_prefetch(next + k + 8);
     }
-    __m256d xv[4];
-    for (int t = 0; t < 4; ++t) {
+    __m256d xv[NV];
+    for (int t = 0; t < NV; ++t) {
       if constexpr (std::is_same_v<T, float>)
-        xv[t] = _mm256_cvtps_pd(_mm_loadu_ps(x + k + 4 * t));
+        xv[t] = _mm256_cvtps_pd(_mm_loadu_ps(x + k + l0 + 4 * t));
       else
-        xv[t] = _mm256_loadu_pd(x + k + 4 * t);
+        xv[t] = _mm256_loadu_pd(x + k + l0 + 4 * t);
     }
     for (int r = 0; r < NR; ++r)
-      for (int t = 0; t < 4; ++t) a[r][t] = _mm256_fmadd_pd(xv[t], _mm256_loadu_pd(A + r * d + k + 4 * t), a[r][t]);
+      for (int t = 0; t < NV; ++t)
+        a[r][t] = _mm256_fmadd_pd(xv[t], _mm256_loadu_pd(A + r * d + k + l0 + 4 * t), a[r][t]);
   }
   for (int r = 0; r < NR; ++r)
-    for (int t = 0; t < 4; ++t) _mm256_storeu_pd(p[r] + 4 * t, a[r][t]);
+    for (int t = 0; t < NV; ++t) _mm256_storeu_pd(p[r] + l0 + 4 * t, a[r][t]);
 }
 #endif
 
@@ -202,6 +203,7 @@ template <int R, class T>
 inline void dots(const double* A, const T* x, int d, double* s, const T* next = nullptr) {
   const int d16 = d - d % 16;
   alignas(64) double p[R][16];
+  (void)next;  // the scalar code prefetches nothing
 #if defined(__AVX512F__)
   __m512d lo[R], hi[R];
   for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm512_setzero_pd();
@@ -226,10 +228,10 @@ inline void dots(const double* A, const T* x, int d, double* s, const T* next = 
   for (int r = 0; r < R; ++r) _mm512_store_pd(p[r], lo[r]), _mm512_store_pd(p[r] + 8, hi[r]);
 #elif defined(__AVX2__) && defined(__FMA__)
   if constexpr (R == 1) {
-    dots_avx2<1>(A, x, d, d16, p, next);
-  } else {
-    static_assert(R % 2 == 0);
-    for (int r = 0; r < R; r += 2) dots_avx2<2>(A + r * d, x, d, d16, p + r, r == 0 ? next : nullptr);
+    dots_avx2<1, 4>(A, x, d, d16, 0, p, next);
+  } else {  // partial sums 0-7 of the R rows, then 8-15: each key vector converted once
+    dots_avx2<R, 2>(A, x, d, d16, 0, p, next);
+    dots_avx2<R, 2>(A, x, d, d16, 8, p, static_cast<const T*>(nullptr));
   }
 #else
   for (int r = 0; r < R; ++r) {
@@ -318,6 +320,7 @@ template <class T>
 inline void gather4(const T* V, int dv, const index_t* ids, const double* W, index_t ws, index_t nb, double* acc,
                     const index_t* pf, index_t npf) {
   int k = 0;
+  (void)pf, (void)npf;
 #if defined(__AVX512F__)
   for (; k + 16 <= dv; k += 16) {
     for (index_t i = 0; i < npf; ++i) {
