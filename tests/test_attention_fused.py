@@ -98,6 +98,9 @@ def test_codes_reject_bad_arguments():
     h = _codes(K)
     with pytest.raises(ValueError, match="r must be >= 1"):
         h.select(K[:2], K, r=0)
+    for bad in (0.0, -1.0, np.inf, np.nan):
+        with pytest.raises(ValueError, match="scale must be finite and > 0"):
+            h.softmax_top_r(K[:2], K, K[:, :1], 3, bad)
     with pytest.raises(ValueError, match=r"keys must have shape \(10, 16\)"):
         h.select(K[:2], K[:5], r=1)  # not the coded keys
     with pytest.raises(ValueError, match=r"q must have shape \(n, 16\)"):

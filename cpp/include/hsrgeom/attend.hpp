@@ -7,7 +7,8 @@
 // structure's internals): a key x is stored as c in [-127, 127]^d with a per-key scale s
 // (x ~ s c, s = max|x_k| / 127), a query row a as 16-bit integers q with a scale s_a. With the
 // per-key g >= s ||c||, r >= ||x - s c||, ||x|| <= xn and the per-row ra >= ||a - s_a q||,
-// na >= ||a||, the float64 score fl(<a, x>) (any summation order; dots: the one used here) satisfies
+// na >= ||a||, the float64 score fl(<a, x>) (any summation order; `dots` has the one used here)
+// satisfies
 //
 //   |fl(<a, x>) - s s_a <q, c>| <= ra g + na r + gamma_{d+4} ||a|| xn       (= w)
 //
@@ -575,7 +576,7 @@ class HeadCodes {
         for (size_t e = b * kPart; e < e1; ++e) {
           double s4[4];
           dots<4>(A.data(), K + static_cast<size_t>(uni[e]) * d, d, s4,
-                K + static_cast<size_t>(uni[std::min(e + 2, e1 - 1)]) * d);
+                  K + static_cast<size_t>(uni[std::min(e + 2, e1 - 1)]) * d);
           for (int r = 0; r < g; ++r)  // ub < t implies fl < t: the candidates' filter is implied
             if (s4[r] >= t[j0 + r]) ps[b * g + r].push_back(s4[r]), pi[b * g + r].push_back(uni[e]);
         }
@@ -879,7 +880,8 @@ class HeadCodes {
 };
 
 // Softmax over each row's selected keys: out_j = sum_e w_e v_e / sum_e w_e with
-// w_e = exp(scale (s_e - s_max)) in float64 (s_max: the row's largest kept score, w <= 1), and
+// w_e = exp(scale (s_e - s_max)) in float64 (exp_neg(scale (s_max - s_e)), scale > 0; s_max: the
+// row's largest kept score, w <= 1), and
 // the certified bound of the dropped share of the mass: every key not kept has a float64 score
 // <= cut (the smallest kept one for top-r, the threshold otherwise) plus the float64 slack of a
 // score, so dropped <= (visible - kept) exp(scale (cut + slack - s_max)) and the share is
