@@ -69,7 +69,9 @@ def main():
         }
         cache = DecodeCache().append(k[None, None], v[None, None])
         qn = q[None, :, None]
-        for key, kw in (("top_r", {"top_r": 64}), ("top_p", {"top_p": 0.99}), ("threshold", {"threshold": t[None, :, None] * scale})):
+        knobs = (("top_r", {"top_r": 64}), ("top_p", {"top_p": 0.99}),
+                 ("threshold", {"threshold": t[None, :, None] * scale}))
+        for key, kw in knobs:
             out, st = cache.attend(qn, mode="softmax", scale=scale, return_stats=True, **kw)
             parts[f"attend {key}"] = (out, st["entries"], st["dropped_mass_bound"])
         for key, arrays in parts.items():
