@@ -167,6 +167,15 @@ inline double sum16(const double* p) {
   return (r[0] + r[2]) + (r[1] + r[3]);
 }
 
+#if defined(__AVX2__) || defined(__AVX512F__)
+// sum16 in registers from its first level q[l] = p[l] + p[l + 8] (qlo: l = 0-3, qhi: l = 4-7)
+inline double sum16_from(__m256d qlo, __m256d qhi) {
+  const __m256d r = _mm256_add_pd(qlo, qhi);
+  const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(r), _mm256_extractf128_pd(r, 1));
+  return _mm_cvtsd_f64(s) + _mm_cvtsd_f64(_mm_unpackhi_pd(s, s));
+}
+#endif
+
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
 // For NR rows, the partial sums [l0, l0 + 4 NV) of each, as NV ymm lanes per row (NR NV
 // accumulators and NV key vectors must fit the 16 ymm registers).
@@ -203,7 +212,7 @@ inline void dots_avx2(const double* A, const T* x, int d, int d16, int l0, doubl
 template <int R, class T>
 inline void dots(const double* A, const T* x, int d, double* s, const T* next = nullptr) {
   const int d16 = d - d % 16;
-  alignas(64) double p[R][16];
+  double acc[R];
   (void)next;  // the scalar code prefetches nothing
 #if defined(__AVX512F__)
   __m512d lo[R], hi[R];
@@ -226,24 +235,31 @@ inline void dots(const double* A, const T* x, int d, double* s, const T* next = 
       hi[r] = _mm512_fmadd_pd(xh, _mm512_loadu_pd(A + r * d + k + 8), hi[r]);
     }
   }
-  for (int r = 0; r < R; ++r) _mm512_store_pd(p[r], lo[r]), _mm512_store_pd(p[r] + 8, hi[r]);
+  for (int r = 0; r < R; ++r) {
+    const __m512d q = _mm512_add_pd(lo[r], hi[r]);
+    acc[r] = sum16_from(_mm512_castpd512_pd256(q), _mm512_extractf64x4_pd(q, 1));
+  }
 #elif defined(__AVX2__) && defined(__FMA__)
+  alignas(32) double p[R][16];
   if constexpr (R == 1) {
     dots_avx2<1, 4>(A, x, d, d16, 0, p, next);
   } else {  // partial sums 0-7 of the R rows, then 8-15: each key vector converted once
     dots_avx2<R, 2>(A, x, d, d16, 0, p, next);
     dots_avx2<R, 2>(A, x, d, d16, 8, p, static_cast<const T*>(nullptr));
   }
+  for (int r = 0; r < R; ++r)
+    acc[r] = sum16_from(_mm256_add_pd(_mm256_load_pd(p[r]), _mm256_load_pd(p[r] + 8)),
+                        _mm256_add_pd(_mm256_load_pd(p[r] + 4), _mm256_load_pd(p[r] + 12)));
 #else
   for (int r = 0; r < R; ++r) {
-    std::fill(p[r], p[r] + 16, 0.0);
-    for (int k = 0; k < d16; ++k) p[r][k % 16] = std::fma(A[r * d + k], static_cast<double>(x[k]), p[r][k % 16]);
+    double p[16] = {};
+    for (int k = 0; k < d16; ++k) p[k % 16] = std::fma(A[r * d + k], static_cast<double>(x[k]), p[k % 16]);
+    acc[r] = sum16(p);
   }
 #endif
   for (int r = 0; r < R; ++r) {
-    double acc = sum16(p[r]);
-    for (int k = d16; k < d; ++k) acc = std::fma(A[r * d + k], static_cast<double>(x[k]), acc);
-    s[r] = acc;
+    for (int k = d16; k < d; ++k) acc[r] = std::fma(A[r * d + k], static_cast<double>(x[k]), acc[r]);
+    s[r] = acc[r];
   }
 }
 
