@@ -98,6 +98,9 @@ def test_codes_reject_bad_arguments():
     h = _codes(K)
     with pytest.raises(ValueError, match="r must be >= 1"):
         h.select(K[:2], K, r=0)
+    for bad in (0.0, -1.0, np.inf, np.nan):
+        with pytest.raises(ValueError, match="scale must be finite and > 0"):
+            h.softmax_top_r(K[:2], K, K[:, :1], 3, bad)
     with pytest.raises(ValueError, match=r"keys must have shape \(10, 16\)"):
         h.select(K[:2], K[:5], r=1)  # not the coded keys
     with pytest.raises(ValueError, match=r"q must have shape \(n, 16\)"):
@@ -304,3 +307,183 @@ def test_decode_top_p_fused_keeps_its_certificate(dtype, monkeypatch):
                 assert st["kept_mass"][0, h, 0] == pytest.approx(np.exp(S[h, top] - S[h].max()).sum()
                                                                   / np.exp(S[h] - S[h].max()).sum(), rel=1e-9)
     assert len(calls) == 6
+
+
+# --- One float64 order on every build (attend.hpp: dots, exp_neg, gather4) ----------------------
+# The fused step's float64 arithmetic, written again in Python with exact fused multiply-adds
+# (integer arithmetic, one rounding): the scores, weights and outputs must equal it to the bit,
+# so an AVX-512, an AVX2 and a scalar build pass only if they return the same bits.
+
+def _fma(a, b, c):
+    (na, da), (nb, db), (nc, dc) = a.as_integer_ratio(), b.as_integer_ratio(), c.as_integer_ratio()
+    return (na * nb * dc + nc * da * db) / (da * db * dc)  # int / int: correctly rounded
+
+
+def _dot(a, x):
+    """fl(<a, x>) in attend.hpp's order: 16 fused partial sums, a fixed tree, the tail fused."""
+    a, x = [float(v) for v in a], [float(v) for v in x]
+    d16 = len(a) - len(a) % 16
+    p = [0.0] * 16
+    for k in range(d16):
+        p[k % 16] = _fma(a[k], x[k], p[k % 16])
+    q = [p[i] + p[i + 8] for i in range(8)]
+    r = [q[i] + q[i + 4] for i in range(4)]
+    s = (r[0] + r[2]) + (r[1] + r[3])
+    for k in range(d16, len(a)):
+        s = _fma(a[k], x[k], s)
+    return s
+
+
+_EXP_C = [1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880,
+          1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0]
+
+
+def _exp_neg(x):
+    """attend.hpp's exp(-x): k = round(-x log2 e), r = -x - k ln 2 (two parts), the degree-13
+    Taylor polynomial by fma, times 2^k rounded once."""
+    y = 0.0 - (x if x < 1000.0 else 1000.0)
+    k = round(y * 1.4426950408889634)  # ties to even, as the hardware
+    r = _fma(float(-k), 1.90821492927058770002e-10, _fma(float(-k), 6.93147180369123816490e-01, y))
+    p = _EXP_C[13]
+    for c in reversed(_EXP_C[:13]):
+        p = _fma(p, r, c)
+    n, d = p.as_integer_ratio()
+    return n * 2**k / d if k >= 0 else n / (d << -k)
+
+
+def _bits(x):
+    return np.asarray(x, dtype=np.float64).view(np.int64)
+
+
+def _order_sets(dtype, seed=20):
+    """(name, K, Q, V): d = 40 and d_v = 20 (tails after the 16- and 8-wide blocks), Gaussian keys,
+    integer keys (exact ties at every cut), keys of norms 2^+-20."""
+    rng = np.random.default_rng(seed)
+    n, d, dv = 300, 40, 20
+    K = rng.standard_normal((n, d))
+    Ki = rng.integers(-2, 3, (n, d)).astype(float)
+    Ki[150:] = Ki[:150]
+    Ks = K * np.exp2(rng.integers(-20, 20, (n, 1)))
+    V = rng.standard_normal((n, dv))
+    out = []
+    for name, k, m in (("gaussian", K, 4), ("integers", Ki, 3), ("norms 2^+-20", Ks, 4)):
+        q = rng.integers(-2, 3, (m, d)).astype(float) if name == "integers" else rng.standard_normal((m, d))
+        out.append((name, *(np.ascontiguousarray(a, dtype=dtype) for a in (k, q, V))))
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_scores_in_the_fixed_order(dtype):
+    """select (top-r and threshold): the scores are attend.hpp's order to the bit, and the kept
+    ids are exactly the top-r (ties to the smaller id) / the keys >= t by those scores."""
+    for name, K, Q, _ in _order_sets(dtype):
+        h = _codes(K)
+        S = np.array([[_dot(q, x) for x in K] for q in Q])
+        for r in (1, 7, 64):
+            lims, ids, scores, _ = h.select(Q, K, r=r)
+            for j in range(len(Q)):
+                want = np.sort(np.lexsort((np.arange(len(K)), -S[j]))[:r])
+                np.testing.assert_array_equal(ids[lims[j] : lims[j + 1]], want, err_msg=f"{name} r={r}")
+                np.testing.assert_array_equal(_bits(scores[lims[j] : lims[j + 1]]), _bits(S[j, want]))
+        t = np.array([np.sort(S[j])[-40] for j in range(len(Q))])  # at a score: ties at the cut
+        lims, ids, scores, _ = h.select(Q, K, t=t)
+        for j in range(len(Q)):
+            want = np.flatnonzero(S[j] >= t[j])
+            np.testing.assert_array_equal(ids[lims[j] : lims[j + 1]], want, err_msg=name)
+            np.testing.assert_array_equal(_bits(scores[lims[j] : lims[j + 1]]), _bits(S[j, want]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_top_r_output_in_the_fixed_order(dtype):
+    """softmax_top_r: weights exp_neg(scale (s_max - s)), summed and gathered key by key (ids
+    ascending), to the bit; the scale spreads the logits so that weights underflow to subnormals
+    and 0 (r = n keeps them all)."""
+    subnormal = 0
+    for name, K, Q, V in _order_sets(dtype):
+        h = _codes(K, V)
+        S = np.array([[_dot(q, x) for x in K] for q in Q])
+        spread = float((S.max(axis=1) - S.min(axis=1)).min())
+        for r, scale in ((16, 0.2), (len(K), 900.0 / spread)):
+            out, entries, _, lims, ids, _ = h.softmax_top_r(Q, K, V, r, scale)
+            for j in range(len(Q)):
+                kept = ids[lims[j] : lims[j + 1]]
+                np.testing.assert_array_equal(kept, np.sort(np.lexsort((np.arange(len(K)), -S[j]))[:r]))
+                s = S[j, kept]
+                w = [_exp_neg(scale * (s.max() - v)) for v in s]
+                den, o = 0.0, np.zeros(V.shape[1])
+                for e, i in enumerate(kept):
+                    den += w[e]
+                    o = o + w[e] * V[i].astype(np.float64)
+                np.testing.assert_array_equal(_bits(out[j]), _bits(o / den), err_msg=f"{name} r={r} row {j}")
+                if r == len(K):  # the weights underflow to 0 (and into the subnormals)
+                    assert min(w) == 0.0, name
+                    subnormal += sum(0 < v < 2.0**-1022 for v in w)
+    assert subnormal > 0
+
+
+def test_exp_neg_emulation_is_within_2_ulp():
+    """The Python copy of exp_neg (which the builds must equal) against libm: 2 ulp for normal
+    results, 1 subnormal ulp below 2^-1022, 0 from exp(-745.2) on."""
+    import math
+    for x in np.concatenate([np.linspace(0, 1, 101), np.linspace(1, 760, 2001), [1e-300, 745.13, 999.9, 1e300]]):
+        w, ref = _exp_neg(float(x)), math.exp(-x)
+        if ref >= 2.0**-1022:
+            assert abs(w - ref) <= 2 * math.ulp(ref), x
+        else:
+            assert abs(w - ref) <= 5e-324, x
+    assert _exp_neg(745.2) == 0.0 and _exp_neg(float("inf")) == 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_exp_neg_into_the_subnormals(dtype):
+    """The weights themselves: logits 0 and -x on one coordinate (exact scores) and one-hot
+    values, so output k is w_k / sum w: attend.hpp's exp_neg to the bit (vector lanes and the
+    scalar tail), positive subnormals up to x = 740, 0 beyond 745.2."""
+    x = np.concatenate([[0.0, 1e-3, 1.0, 20.0, 708.0, 708.4], np.linspace(709.0, 745.0, 37),
+                        [745.1, 745.2, 800.0, 999.0, 1000.0, 1100.0, 3000.0]])
+    if dtype == np.float32:
+        x = x.astype(np.float32).astype(np.float64)
+    d, n = 17, len(x)
+    K = np.zeros((n, d), dtype=dtype)
+    K[:, 16] = -x
+    Q = np.zeros((1, d), dtype=dtype)
+    Q[0, 16] = 1.0
+    V = np.eye(n, dtype=dtype)
+    out = _codes(K, V).softmax_top_r(Q, K, V, n, 1.0)[0][0]
+    w = [_exp_neg(float(v)) for v in x]
+    den = 0.0
+    for v in w:
+        den += v
+    np.testing.assert_array_equal(_bits(out), _bits(np.array(w) / den))
+    assert (out[x > 745.2] == 0).all() and (out[(x > 709) & (x < 740)] > 0).all()
+    assert (out[(x > 709) & (x < 740)] < 2.0**-1022).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_top_p_output_in_the_fixed_order(dtype):
+    """softmax_top_p: the kept keys are a prefix of the fixed-order scores (descending, ties to
+    the smaller id) holding >= p of the mass, and the output is sum_e w_e v_e / sum_e w_e with
+    w_e = exp_neg((s_max - s_e) scale), one fma per key and coordinate (ids ascending over the
+    union of the group's kept keys), to the bit."""
+    for name, K, Q, V in _order_sets(dtype):
+        h = _codes(K, V)
+        S = np.array([[_dot(q, x) for x in K] for q in Q])
+        for p, scale in ((0.5, 0.3), (0.9, 1.0), (0.99, 0.15)):
+            out, entries, _, lims, ids, _ = h.softmax_top_p(Q, K, V, p, scale)
+            union = np.unique(ids)
+            acc = np.zeros((len(Q), V.shape[1]))
+            for j in range(len(Q)):
+                kept = ids[lims[j] : lims[j + 1]]
+                order = np.lexsort((np.arange(len(K)), -S[j]))
+                np.testing.assert_array_equal(kept, np.sort(order[: len(kept)]), err_msg=f"{name} p={p}")
+                wall = np.array([_exp_neg((S[j].max() - v) * scale) for v in S[j]])
+                assert wall[kept].sum() >= p * wall.sum() * (1 - 1e-12)
+                zp, keep = 0.0, set(kept)
+                for i in kept:
+                    zp += wall[i]
+                a = [0.0] * V.shape[1]
+                for i in union:
+                    wi = float(wall[i]) if i in keep else 0.0
+                    a = [_fma(wi, float(V[i, c]), a[c]) for c in range(V.shape[1])]
+                acc[j] = np.array(a) / zp
+            np.testing.assert_array_equal(_bits(out), _bits(acc), err_msg=f"{name} p={p}")

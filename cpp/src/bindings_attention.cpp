@@ -83,6 +83,7 @@ void bind_one(py::module_& m, const std::string& suffix) {
              check_rows(V, "values", self.size(), self.value_dim());
              check_finite(Q, "q");
              if (r < 1) throw py::value_error("r must be >= 1");
+             if (!(scale > 0) || !std::isfinite(scale)) throw py::value_error("scale must be finite and > 0");
              const index_t mq = Q.shape(0);
              const int dv = self.value_dim();
              if (!self.plain(Q.data(), mq)) return py::none();

@@ -7,7 +7,8 @@
 // structure's internals): a key x is stored as c in [-127, 127]^d with a per-key scale s
 // (x ~ s c, s = max|x_k| / 127), a query row a as 16-bit integers q with a scale s_a. With the
 // per-key g >= s ||c||, r >= ||x - s c||, ||x|| <= xn and the per-row ra >= ||a - s_a q||,
-// na >= ||a||, the float64 score fl(<a, x>) (dot_f64, any summation order) satisfies
+// na >= ||a||, the float64 score fl(<a, x>) (any summation order; `dots` has the one used here)
+// satisfies
 //
 //   |fl(<a, x>) - s s_a <q, c>| <= ra g + na r + gamma_{d+4} ||a|| xn       (= w)
 //
@@ -34,6 +35,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <type_traits>
@@ -150,117 +152,192 @@ inline void int_dots(const std::int8_t* c, const std::int16_t* q, index_t h, int
   for (; j < h; ++j) out[j * stride] = int_dot_tail(c, q + j * d, 0, d);
 }
 
-// s[r] = fl(<A_r, x>) for the 4 rows of A (4 x d, float64, row-major) and one key x: the key is
-// read once for the 4 rows, and the row `next` (the key after the following one) is prefetched
-// one line per line read, which keeps misses in flight without queueing them. Every term is
-// summed in float64 (a float32 key coordinate times a float32 query coordinate is exact in
-// float64; float64 products are fused), in an order of its own: one of the summation orders the
-// float64 score fl(<a, x>) of the header comment allows (|fl - <a, x>| <= gamma_d sum |a_k x_k|
-// for every order, fused or not).
-template <class T>
-inline void dots4(const double* A, const T* x, int d, double* s, const T* next) {
-  int k = 0;
-  double acc[4] = {0, 0, 0, 0};
+// The float64 dot products of attend.hpp, in ONE order on every build (AVX-512, AVX2 + FMA,
+// scalar), so that a build for either instruction set returns the same bits: coordinate k of
+// the first d16 = d - d % 16 goes, k ascending, into partial sum k mod 16 by a fused
+// multiply-add; the 16 partials are added by the fixed tree sum16; the tail coordinates are then
+// fused in one by one, k ascending. A float32 key coordinate times a float64 query coordinate is
+// rounded once either way. This is one of the orders the header comment allows (every order,
+// fused or not, has |fl - <a, x>| <= gamma_d sum |a_k x_k|: a term passes through at most
+// d / 16 + 4 + d % 16 <= d roundings).
+inline double sum16(const double* p) {
+  double q[8], r[4];
+  for (int l = 0; l < 8; ++l) q[l] = p[l] + p[l + 8];
+  for (int l = 0; l < 4; ++l) r[l] = q[l] + q[l + 4];
+  return (r[0] + r[2]) + (r[1] + r[3]);
+}
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+// sum16 in registers from its first level q[l] = p[l] + p[l + 8] (qlo: l = 0-3, qhi: l = 4-7)
+inline double sum16_from(__m256d qlo, __m256d qhi) {
+  const __m256d r = _mm256_add_pd(qlo, qhi);
+  const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(r), _mm256_extractf128_pd(r, 1));
+  return _mm_cvtsd_f64(s) + _mm_cvtsd_f64(_mm_unpackhi_pd(s, s));
+}
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+// For NR rows, the partial sums [l0, l0 + 4 NV) of each, as NV ymm lanes per row (NR NV
+// accumulators and NV key vectors must fit the 16 ymm registers).
+template <int NR, int NV, class T>
+inline void dots_avx2(const double* A, const T* x, int d, int d16, int l0, double (*p)[16], const T* next) {
+  __m256d a[NR][NV];
+  for (int r = 0; r < NR; ++r)
+    for (int t = 0; t < NV; ++t) a[r][t] = _mm256_setzero_pd();
+  for (int k = 0; k < d16; k += 16) {
+    if (next) {
+      __builtin_prefetch(next + k);
+      if constexpr (sizeof(T) == 8) __builtin_prefetch(next + k + 8);
+    }
+    __m256d xv[NV];
+    for (int t = 0; t < NV; ++t) {
+      if constexpr (std::is_same_v<T, float>)
+        xv[t] = _mm256_cvtps_pd(_mm_loadu_ps(x + k + l0 + 4 * t));
+      else
+        xv[t] = _mm256_loadu_pd(x + k + l0 + 4 * t);
+    }
+    for (int r = 0; r < NR; ++r)
+      for (int t = 0; t < NV; ++t)
+        a[r][t] = _mm256_fmadd_pd(xv[t], _mm256_loadu_pd(A + r * d + k + l0 + 4 * t), a[r][t]);
+  }
+  for (int r = 0; r < NR; ++r)
+    for (int t = 0; t < NV; ++t) _mm256_storeu_pd(p[r] + l0 + 4 * t, a[r][t]);
+}
+#endif
+
+// s[r] = fl(<A_r, x>) in the order above for the R rows of A (R x d, float64, row-major) and one
+// key x: the key is read once for the R rows, and the row `next` (the key after the following
+// one; may be null) is prefetched one line per line read, which keeps misses in flight without
+// queueing them.
+template <int R, class T>
+inline void dots(const double* A, const T* x, int d, double* s, const T* next = nullptr) {
+  const int d16 = d - d % 16;
+  double acc[R];
+  (void)next;  // the scalar code prefetches nothing
 #if defined(__AVX512F__)
-  __m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-  const double *A0 = A, *A1 = A + d, *A2 = A1 + d, *A3 = A2 + d;
-  for (; k + 16 <= d; k += 16) {
+  __m512d lo[R], hi[R];
+  for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm512_setzero_pd();
+  for (int k = 0; k < d16; k += 16) {
     __m512d xl, xh;
-    __builtin_prefetch(next + k);
+    if (next) {
+      __builtin_prefetch(next + k);
+      if constexpr (sizeof(T) == 8) __builtin_prefetch(next + k + 8);
+    }
     if constexpr (std::is_same_v<T, float>) {
       xl = _mm512_cvtps_pd(_mm256_loadu_ps(x + k));
       xh = _mm512_cvtps_pd(_mm256_loadu_ps(x + k + 8));
     } else {
-      __builtin_prefetch(next + k + 8);
       xl = _mm512_loadu_pd(x + k);
       xh = _mm512_loadu_pd(x + k + 8);
     }
-    a0 = _mm512_fmadd_pd(xl, _mm512_loadu_pd(A0 + k), a0);
-    b0 = _mm512_fmadd_pd(xh, _mm512_loadu_pd(A0 + k + 8), b0);
-    a1 = _mm512_fmadd_pd(xl, _mm512_loadu_pd(A1 + k), a1);
-    b1 = _mm512_fmadd_pd(xh, _mm512_loadu_pd(A1 + k + 8), b1);
-    a2 = _mm512_fmadd_pd(xl, _mm512_loadu_pd(A2 + k), a2);
-    b2 = _mm512_fmadd_pd(xh, _mm512_loadu_pd(A2 + k + 8), b2);
-    a3 = _mm512_fmadd_pd(xl, _mm512_loadu_pd(A3 + k), a3);
-    b3 = _mm512_fmadd_pd(xh, _mm512_loadu_pd(A3 + k + 8), b3);
+    for (int r = 0; r < R; ++r) {
+      lo[r] = _mm512_fmadd_pd(xl, _mm512_loadu_pd(A + r * d + k), lo[r]);
+      hi[r] = _mm512_fmadd_pd(xh, _mm512_loadu_pd(A + r * d + k + 8), hi[r]);
+    }
   }
-  acc[0] = _mm512_reduce_add_pd(_mm512_add_pd(a0, b0));
-  acc[1] = _mm512_reduce_add_pd(_mm512_add_pd(a1, b1));
-  acc[2] = _mm512_reduce_add_pd(_mm512_add_pd(a2, b2));
-  acc[3] = _mm512_reduce_add_pd(_mm512_add_pd(a3, b3));
+  for (int r = 0; r < R; ++r) {
+    const __m512d q = _mm512_add_pd(lo[r], hi[r]);
+    acc[r] = sum16_from(_mm512_castpd512_pd256(q), _mm512_extractf64x4_pd(q, 1));
+  }
 #elif defined(__AVX2__) && defined(__FMA__)
-  __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
-  const double *A0 = A, *A1 = A + d, *A2 = A1 + d, *A3 = A2 + d;
-  for (; k + 4 <= d; k += 4) {
-    __m256d xv;
-    if constexpr (std::is_same_v<T, float>)
-      xv = _mm256_cvtps_pd(_mm_loadu_ps(x + k));
-    else
-      xv = _mm256_loadu_pd(x + k);
-    a0 = _mm256_fmadd_pd(xv, _mm256_loadu_pd(A0 + k), a0);
-    a1 = _mm256_fmadd_pd(xv, _mm256_loadu_pd(A1 + k), a1);
-    a2 = _mm256_fmadd_pd(xv, _mm256_loadu_pd(A2 + k), a2);
-    a3 = _mm256_fmadd_pd(xv, _mm256_loadu_pd(A3 + k), a3);
+  alignas(32) double p[R][16];
+  if constexpr (R == 1) {
+    dots_avx2<1, 4>(A, x, d, d16, 0, p, next);
+  } else {  // partial sums 0-7 of the R rows, then 8-15: each key vector converted once
+    dots_avx2<R, 2>(A, x, d, d16, 0, p, next);
+    dots_avx2<R, 2>(A, x, d, d16, 8, p, static_cast<const T*>(nullptr));
   }
-  const __m256d av[4] = {a0, a1, a2, a3};
-  for (int r = 0; r < 4; ++r) {
-    alignas(32) double lane[4];
-    _mm256_store_pd(lane, av[r]);
-    acc[r] = (lane[0] + lane[1]) + (lane[2] + lane[3]);
+  for (int r = 0; r < R; ++r)
+    acc[r] = sum16_from(_mm256_add_pd(_mm256_load_pd(p[r]), _mm256_load_pd(p[r] + 8)),
+                        _mm256_add_pd(_mm256_load_pd(p[r] + 4), _mm256_load_pd(p[r] + 12)));
+#else
+  for (int r = 0; r < R; ++r) {
+    double p[16] = {};
+    for (int k = 0; k < d16; ++k) p[k % 16] = std::fma(A[r * d + k], static_cast<double>(x[k]), p[k % 16]);
+    acc[r] = sum16(p);
   }
 #endif
-  for (; k < d; ++k) {
-    const double xk = static_cast<double>(x[k]);
-    for (int r = 0; r < 4; ++r) acc[r] += A[r * d + k] * xk;
+  for (int r = 0; r < R; ++r) {
+    for (int k = d16; k < d; ++k) acc[r] = std::fma(A[r * d + k], static_cast<double>(x[k]), acc[r]);
+    s[r] = acc[r];
   }
-  for (int r = 0; r < 4; ++r) s[r] = acc[r];
 }
 
-// w[i] = exp(-x[i]) for x[i] >= 0. AVX-512: within 2 ulp of the exact value: x is capped at 1000
-// (exp(-1000) = 0 in float64), k = round(-x log2 e), r = -x - k ln 2 with fdlibm's two-part ln 2
-// (|r| <= ln 2 / 2 + tiny), exp(r) by its degree-13 Taylor polynomial (truncation < 4e-18
-// relative) in Horner form with fused multiply-adds, times 2^k by vscalefpd (exact, into the
-// subnormals and 0). Elsewhere, and for the tail: std::exp.
+// w[i] = exp(-x[i]) for x[i] >= 0 (NaN: 0), within 2 ulp of the exact value, the same bits on
+// every build: x is capped at 1000 (exp(-1000) = 0 in float64), k = round(-x log2 e) (to nearest
+// even), r = -x - k ln 2 with fdlibm's two-part ln 2 (|r| <= ln 2 / 2 + tiny), exp(r) by its
+// degree-13 Taylor polynomial (truncation < 4e-18 relative) in Horner form with fused
+// multiply-adds, times 2^k rounded once: vscalefpd on AVX-512; elsewhere (p 2^k1) 2^k2 with
+// k1 = max(k, -1021), k2 = k - k1 >= -422, both powers of two built from the exponent bits: p
+// 2^k1 is a normal number (p > 0.7), exact, so only the second product rounds, into the
+// subnormals and 0 as vscalefpd does.
+namespace expc {
+constexpr double c[14] = {1.0,           1.0,            1.0 / 2,          1.0 / 6,           1.0 / 24,
+                          1.0 / 120,     1.0 / 720,      1.0 / 5040,       1.0 / 40320,       1.0 / 362880,
+                          1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0};
+constexpr double log2e = 1.4426950408889634, ln2hi = 6.93147180369123816490e-01, ln2lo = 1.90821492927058770002e-10,
+                 cap = 1000.0, kmin = -1021.0;
+// 2^j for an integral j in [-1022, 1023]
+inline double pow2(double j) {
+  const std::uint64_t b = static_cast<std::uint64_t>(static_cast<std::int64_t>(j) + 1023) << 52;
+  double v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
+}
+}  // namespace expc
+
 inline void exp_neg(const double* x, double* w, size_t n) {
+  using namespace expc;
   size_t i = 0;
 #if defined(__AVX512F__)
-  static constexpr double c[14] = {1.0,
-                                   1.0,
-                                   1.0 / 2,
-                                   1.0 / 6,
-                                   1.0 / 24,
-                                   1.0 / 120,
-                                   1.0 / 720,
-                                   1.0 / 5040,
-                                   1.0 / 40320,
-                                   1.0 / 362880,
-                                   1.0 / 3628800,
-                                   1.0 / 39916800,
-                                   1.0 / 479001600,
-                                   1.0 / 6227020800.0};
-  const __m512d log2e = _mm512_set1_pd(1.4426950408889634), ln2hi = _mm512_set1_pd(6.93147180369123816490e-01),
-                ln2lo = _mm512_set1_pd(1.90821492927058770002e-10), cap = _mm512_set1_pd(1000.0);
   for (; i + 8 <= n; i += 8) {
-    const __m512d y = _mm512_sub_pd(_mm512_setzero_pd(), _mm512_min_pd(_mm512_loadu_pd(x + i), cap));
-    const __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(y, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512d r = _mm512_fnmadd_pd(k, ln2lo, _mm512_fnmadd_pd(k, ln2hi, y));
+    const __m512d y = _mm512_sub_pd(_mm512_setzero_pd(), _mm512_min_pd(_mm512_loadu_pd(x + i), _mm512_set1_pd(cap)));
+    const __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(y, _mm512_set1_pd(log2e)),
+                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512d r = _mm512_fnmadd_pd(k, _mm512_set1_pd(ln2lo), _mm512_fnmadd_pd(k, _mm512_set1_pd(ln2hi), y));
     __m512d p = _mm512_set1_pd(c[13]);
     for (int j = 12; j >= 0; --j) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(c[j]));
     _mm512_storeu_pd(w + i, _mm512_scalef_pd(p, k));
   }
+#elif defined(__AVX2__) && defined(__FMA__)
+  // 2^j from the exponent bits: j + 1.5 2^52 holds j (two's complement) in its low bits
+  const auto pow2v = [](__m256d j) {
+    const __m256i b = _mm256_castpd_si256(_mm256_add_pd(j, _mm256_set1_pd(0x1.8p52)));
+    return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(b, _mm256_set1_epi64x(1023)), 52));
+  };
+  for (; i + 4 <= n; i += 4) {
+    const __m256d y = _mm256_sub_pd(_mm256_setzero_pd(), _mm256_min_pd(_mm256_loadu_pd(x + i), _mm256_set1_pd(cap)));
+    const __m256d k = _mm256_round_pd(_mm256_mul_pd(y, _mm256_set1_pd(log2e)),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256d r = _mm256_fnmadd_pd(k, _mm256_set1_pd(ln2lo), _mm256_fnmadd_pd(k, _mm256_set1_pd(ln2hi), y));
+    __m256d p = _mm256_set1_pd(c[13]);
+    for (int j = 12; j >= 0; --j) p = _mm256_fmadd_pd(p, r, _mm256_set1_pd(c[j]));
+    const __m256d k1 = _mm256_max_pd(k, _mm256_set1_pd(kmin));
+    _mm256_storeu_pd(w + i, _mm256_mul_pd(_mm256_mul_pd(p, pow2v(k1)), pow2v(_mm256_sub_pd(k, k1))));
+  }
 #endif
-  for (; i < n; ++i) w[i] = std::exp(-x[i]);
+  for (; i < n; ++i) {
+    const double y = 0.0 - (x[i] < cap ? x[i] : cap);  // as vminpd: NaN gives the cap
+    const double k = std::nearbyint(y * log2e);
+    const double r = std::fma(-k, ln2lo, std::fma(-k, ln2hi, y));
+    double p = c[13];
+    for (int j = 12; j >= 0; --j) p = std::fma(p, r, c[j]);
+    const double k1 = std::max(k, kmin);
+    w[i] = (p * pow2(k1)) * pow2(k - k1);
+  }
 }
 
 // acc (4 x dv, float64) += sum_i W[r * ws + i] v_{ids[i]} for a block of nb keys (V: n x dv):
 // each value row is read once for the 4 rows (a weight 0 where a row does not keep the key).
-// Tiled by 16 value coordinates so that the 4 rows' sums stay in registers over the block (a
-// few keys: as many streams as the hardware prefetcher follows); the rows of the next block
-// (pf, npf keys) are prefetched one line per tile.
+// Every coordinate takes the keys in order, one fused multiply-add each, on every build (the
+// same bits). Tiled by 16 (AVX-512) or 8 (AVX2) value coordinates so that the 4 rows' sums stay
+// in registers over the block (a few keys: as many streams as the hardware prefetcher
+// follows); the rows of the next block (pf, npf keys) are prefetched one line per 64 bytes.
 template <class T>
 inline void gather4(const T* V, int dv, const index_t* ids, const double* W, index_t ws, index_t nb, double* acc,
                     const index_t* pf, index_t npf) {
   int k = 0;
+  (void)pf, (void)npf;
 #if defined(__AVX512F__)
   for (; k + 16 <= dv; k += 16) {
     for (index_t i = 0; i < npf; ++i) {
@@ -288,11 +365,36 @@ inline void gather4(const T* V, int dv, const index_t* ids, const double* W, ind
     }
     for (int r = 0; r < 4; ++r) _mm512_storeu_pd(acc + r * dv + k, l[r]), _mm512_storeu_pd(acc + r * dv + k + 8, h[r]);
   }
+#elif defined(__AVX2__) && defined(__FMA__)
+  for (; k + 8 <= dv; k += 8) {
+    if (sizeof(T) == 8 || k % 16 == 0)
+      for (index_t i = 0; i < npf; ++i) __builtin_prefetch(V + static_cast<size_t>(pf[i]) * dv + k);
+    __m256d l[4], h[4];
+    for (int r = 0; r < 4; ++r) l[r] = _mm256_loadu_pd(acc + r * dv + k), h[r] = _mm256_loadu_pd(acc + r * dv + k + 4);
+    for (index_t i = 0; i < nb; ++i) {
+      const T* v = V + static_cast<size_t>(ids[i]) * dv + k;
+      __m256d vl, vh;
+      if constexpr (std::is_same_v<T, float>) {
+        const __m256 vf = _mm256_loadu_ps(v);
+        vl = _mm256_cvtps_pd(_mm256_castps256_ps128(vf));
+        vh = _mm256_cvtps_pd(_mm256_extractf128_ps(vf, 1));
+      } else {
+        vl = _mm256_loadu_pd(v);
+        vh = _mm256_loadu_pd(v + 4);
+      }
+      for (int r = 0; r < 4; ++r) {
+        const __m256d w = _mm256_broadcast_sd(W + r * ws + i);
+        l[r] = _mm256_fmadd_pd(w, vl, l[r]);
+        h[r] = _mm256_fmadd_pd(w, vh, h[r]);
+      }
+    }
+    for (int r = 0; r < 4; ++r) _mm256_storeu_pd(acc + r * dv + k, l[r]), _mm256_storeu_pd(acc + r * dv + k + 4, h[r]);
+  }
 #endif
   for (; k < dv; ++k)
     for (index_t i = 0; i < nb; ++i) {
       const double vk = static_cast<double>(V[static_cast<size_t>(ids[i]) * dv + k]);
-      for (int r = 0; r < 4; ++r) acc[r * dv + k] += W[r * ws + i] * vk;
+      for (int r = 0; r < 4; ++r) acc[r * dv + k] = std::fma(W[r * ws + i], vk, acc[r * dv + k]);
     }
 }
 
@@ -374,7 +476,8 @@ class HeadCodes {
             for (size_t off = 0; off < sizeof(T) * static_cast<size_t>(d_); off += 64) __builtin_prefetch(p + off);
           }
           ++tested[j];
-          const double s = dot_f64(a, K + static_cast<size_t>(c[e].first) * d_, d_);
+          double s;
+          dots<1>(a, K + static_cast<size_t>(c[e].first) * d_, d_, &s);
           if (topk || s >= t[j]) kj.emplace_back(s, c[e].first);
         }
       }
@@ -414,7 +517,7 @@ class HeadCodes {
   // the general path must run (a threshold or an output not finite).
   //
   // Cost: one scan of the codes finds the top-1 and R's candidates together (scan's `below`);
-  // then per group of 4 rows each candidate key row is read once for the 4 rows (dots4, float64),
+  // then per group of 4 rows each candidate key row is read once for the 4 rows (dots<4>, float64),
   // R is cut by weight buckets instead of sorted (only the bucket holding the cut is sorted, for
   // the tie rule), and the kept keys' value rows are read once for the 4 rows (gather4); the two
   // passes run in parts of kPart keys over the threads.
@@ -444,7 +547,9 @@ class HeadCodes {
         for (const auto& c : sc.cand[ch * m + j])
           if (!(c.second < mlb)) {
             ++tested;
-            smax = std::max(smax, dot_f64(rows[j].ad.data(), K + static_cast<size_t>(c.first) * d, d));
+            double s;
+            dots<1>(rows[j].ad.data(), K + static_cast<size_t>(c.first) * d, d, &s);
+            smax = std::max(smax, s);
           }
       slack[j] = 2 * gam * (qk[j] + std::fabs(smax)) + 1e-300;
       t[j] = smax - gap / scale - slack[j];
@@ -486,8 +591,8 @@ class HeadCodes {
         const size_t e1 = std::min(nu, (b + 1) * kPart);
         for (size_t e = b * kPart; e < e1; ++e) {
           double s4[4];
-          dots4(A.data(), K + static_cast<size_t>(uni[e]) * d, d, s4,
-                K + static_cast<size_t>(uni[std::min(e + 2, e1 - 1)]) * d);
+          dots<4>(A.data(), K + static_cast<size_t>(uni[e]) * d, d, s4,
+                  K + static_cast<size_t>(uni[std::min(e + 2, e1 - 1)]) * d);
           for (int r = 0; r < g; ++r)  // ub < t implies fl < t: the candidates' filter is implied
             if (s4[r] >= t[j0 + r]) ps[b * g + r].push_back(s4[r]), pi[b * g + r].push_back(uni[e]);
         }
@@ -791,7 +896,8 @@ class HeadCodes {
 };
 
 // Softmax over each row's selected keys: out_j = sum_e w_e v_e / sum_e w_e with
-// w_e = exp(scale (s_e - s_max)) in float64 (s_max: the row's largest kept score, w <= 1), and
+// w_e = exp(scale (s_e - s_max)) in float64 (exp_neg(scale (s_max - s_e)), scale > 0; s_max: the
+// row's largest kept score, w <= 1), and
 // the certified bound of the dropped share of the mass: every key not kept has a float64 score
 // <= cut (the smallest kept one for top-r, the threshold otherwise) plus the float64 slack of a
 // score, so dropped <= (visible - kept) exp(scale (cut + slack - s_max)) and the share is
@@ -814,13 +920,16 @@ bool softmax_rows(const Selection& sel, index_t m, const T* V, int dv, index_t v
     }
     double smax = -kInf, smin = kInf;
     for (std::int64_t x = b; x < e; ++x) smax = std::max(smax, sel.scores[x]), smin = std::min(smin, sel.scores[x]);
+    std::vector<double> xs(e - b), ws(e - b);
+    for (std::int64_t x = b; x < e; ++x) xs[x - b] = scale * (smax - sel.scores[x]);
+    exp_neg(xs.data(), ws.data(), xs.size());
     double den = 0;
     for (std::int64_t x = b; x < e; ++x) {
       if (x + 8 < e) {
         const char* p = reinterpret_cast<const char*>(V + static_cast<size_t>(sel.ids[x + 8]) * dv);
         for (size_t off = 0; off < sizeof(T) * static_cast<size_t>(dv); off += 64) __builtin_prefetch(p + off);
       }
-      const double w = std::exp(scale * (sel.scores[x] - smax));
+      const double w = ws[x - b];
       den += w;
       const T* v = V + static_cast<size_t>(sel.ids[x]) * dv;
       for (int k = 0; k < dv; ++k) o[k] += w * static_cast<double>(v[k]);
