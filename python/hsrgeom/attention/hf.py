@@ -53,9 +53,9 @@ from ._cache import DecodeCache
 # torch sdpa against DecodeCache.attend; see docs/attention.md, "transformers integration".
 # MIN_KEYS: top_r alone (the fused step over the key codes: one compiled call per kv head);
 # MIN_KEYS_TOP_P: top_p < 1 alone (the fused certified top-p step; on the captured layers it
-# ties sdpa at 4K keys on one machine here and wins by 1.2-1.5x on another, 1.6x at 8K); MIN_KEYS_SCAN: every other
-# setting (threshold, top_p = 1, none), which keep a large share of the keys on real layers and
-# were not measured to beat sdpa below it.
+# ties sdpa at 4K keys on one machine here, wins by 1.2-1.5x on another, and by 1.6x at 8K);
+# MIN_KEYS_SCAN: every other setting (threshold, top_p = 1, none), which keep a large share of
+# the keys on real layers and were not measured to beat sdpa below it.
 MIN_KEYS = 1 << 12
 MIN_KEYS_TOP_P = 1 << 13
 MIN_KEYS_SCAN = 1 << 17
