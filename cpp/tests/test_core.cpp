@@ -3,7 +3,8 @@
 // collector (topk.hpp), the query concept's sinks and drivers (query.hpp, over a toy
 // structure; the block top-k driver over BruteForce) and the dynamic index's tombstone sink
 // (dynamic.hpp LiveSink/LiveView), QuantizedScan's block dot-product kernels (quantize.hpp, every
-// instruction set this CPU runs) and its scan with each of them. Every expected answer is known exactly, independently of the code
+// instruction set this CPU runs) and its scan with each of them, and the attention scan's int8 x
+// int16 dot products (attend.hpp int_dots, the build's instruction set). Every expected answer is known exactly, independently of the code
 // under test: small integers (whose products and sums are exact in int64 and in double) scaled
 // by powers of two (which scale the exact value without changing its sign), or sums whose exact
 // value is evident (1 + 2^-60 > 1).
@@ -22,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "hsrgeom/attend.hpp"
 #include "hsrgeom/brute_force.hpp"
 #include "hsrgeom/dynamic.hpp"
 #include "hsrgeom/hull2.hpp"
@@ -871,6 +873,36 @@ void test_block_dots() {
 
 }  // namespace
 
+// attend::int_dots (tiles of 2 keys x 4 rows, the vector width of the build) against an int64
+// sum, at the extremes its bound allows (|c| <= 127, |q| <= 32767 for d <= 516), for every
+// remainder of keys (odd nb), rows (h % 4) and coordinates (d % 16, d % 32).
+void test_int_dots() {
+  std::mt19937_64 g(7);
+  const index_t stride = 9;
+  for (int d : {1, 15, 16, 17, 31, 32, 33, 64, 100, 256, 259, 516})
+    for (index_t h : {1, 2, 3, 4, 5, 7, 8})
+      for (index_t nb : {1, 2, 3, 8, 9}) {
+        std::vector<std::int8_t> c(static_cast<size_t>(nb) * d);
+        std::vector<std::int16_t> q(static_cast<size_t>(h) * d);
+        const bool extreme = (d + h + nb) % 2 == 0;  // all at the bound, or random
+        for (auto& v : c) v = static_cast<std::int8_t>(extreme ? (g() % 2 ? 127 : -127) : static_cast<int>(g() % 255) - 127);
+        for (auto& v : q) v = static_cast<std::int16_t>(extreme ? 32767 : static_cast<int>(g() % 65535) - 32767);
+        std::vector<std::int32_t> out(static_cast<size_t>(h) * stride, -1);
+        hsrgeom::attend::int_dots(c.data(), nb, q.data(), h, d, out.data(), stride);
+        bool ok = true;
+        for (index_t j = 0; j < h; ++j)
+          for (index_t i = 0; i < stride; ++i) {
+            std::int64_t want = -1;  // slots past nb untouched
+            if (i < nb) {
+              want = 0;
+              for (int k = 0; k < d; ++k) want += std::int64_t{q[j * d + k]} * c[i * d + k];
+            }
+            ok &= out[j * stride + i] == want;
+          }
+        CHECK(ok);
+      }
+}
+
 int main() {
   test_exact_sign_known();
   test_exact_sign_random();
@@ -884,6 +916,7 @@ int main() {
   test_block_topk();
   test_live_sink();
   test_block_dots();
+  test_int_dots();
   std::printf("test_core: %ld passed, %ld failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
 }

@@ -93,63 +93,85 @@ IntRow int_row(const T* a, const double* cs, int d) {
   return r;
 }
 
-// out[j * stride] = <q_j, c> (exact) for the h rows of q (int16, h x d), 4 rows per pass over c.
-// The codes are widened to 16 bits and multiplied pairwise into int32 (pmaddwd): every partial sum
-// is bounded by d * 127 * qmax < 2^31 (int_row's qmax).
+// Exact int32 dot products <q_j, c_i> of int16 query rows and int8 key codes. The codes are
+// widened to 16 bits and multiplied pairwise into int32 (pmaddwd, or vpdpwssd with AVX-512
+// VNNI): every partial sum is bounded by d * 127 * qmax < 2^31 (int_row's qmax), so the sums are
+// exact in any order and every build returns the same values.
 inline std::int32_t int_dot_tail(const std::int8_t* c, const std::int16_t* q, int k, int d) {
   std::int32_t s = 0;
   for (; k < d; ++k) s += static_cast<std::int32_t>(q[k]) * c[k];
   return s;
 }
 
-inline void int_dots(const std::int8_t* c, const std::int16_t* q, index_t h, int d, std::int32_t* out, index_t stride) {
-  index_t j = 0;
+// A tile of K <= 2 keys (codes c: K x d) by R <= 4 rows (q: R x d): out[t * stride + u] =
+// <q_t, c_u>. One pass over the codes for the whole tile, so the keys share the loads of the
+// rows, and a key's R sums are reduced together (three hadds) rather than one by one: without
+// VNNI, the per-key reductions were as costly as the products.
+template <int R, int K>
+inline void int_dot_tile(const std::int8_t* c, const std::int16_t* q, int d, std::int32_t* out, index_t stride) {
+  int k = 0;
+  std::int32_t s[K][4] = {};
+#if defined(__AVX2__)
 #if defined(__AVX512BW__)
   constexpr int W = 32;
-  for (; j + 4 <= h; j += 4) {
-    const std::int16_t *q0 = q + j * d, *q1 = q0 + d, *q2 = q1 + d, *q3 = q2 + d;
-    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-    int k = 0;
-    for (; k + W <= d; k += W) {
-      const __m512i cw = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + k)));
-#if defined(__AVX512VNNI__)  // multiply-add of int16 pairs into int32 in one instruction
-      a0 = _mm512_dpwssd_epi32(a0, cw, _mm512_loadu_si512(q0 + k));
-      a1 = _mm512_dpwssd_epi32(a1, cw, _mm512_loadu_si512(q1 + k));
-      a2 = _mm512_dpwssd_epi32(a2, cw, _mm512_loadu_si512(q2 + k));
-      a3 = _mm512_dpwssd_epi32(a3, cw, _mm512_loadu_si512(q3 + k));
+  using V = __m512i;
+  auto widen = [](const std::int8_t* p) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); };
+  auto fold = [](__m512i a) { return _mm256_add_epi32(_mm512_castsi512_si256(a), _mm512_extracti64x4_epi64(a, 1)); };
+#if defined(__AVX512VNNI__)
+  auto madd = [](__m512i acc, __m512i w, const std::int16_t* p) { return _mm512_dpwssd_epi32(acc, w, _mm512_loadu_si512(p)); };
 #else
-      a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(cw, _mm512_loadu_si512(q0 + k)));
-      a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(cw, _mm512_loadu_si512(q1 + k)));
-      a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(cw, _mm512_loadu_si512(q2 + k)));
-      a3 = _mm512_add_epi32(a3, _mm512_madd_epi16(cw, _mm512_loadu_si512(q3 + k)));
+  auto madd = [](__m512i acc, __m512i w, const std::int16_t* p) {
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(w, _mm512_loadu_si512(p)));
+  };
 #endif
-    }
-    const __m512i acc[4] = {a0, a1, a2, a3};
-    for (int t = 0; t < 4; ++t)  // int32 sums: exact in any order
-      out[(j + t) * stride] = _mm512_reduce_add_epi32(acc[t]) + int_dot_tail(c, q + (j + t) * d, k, d);
-  }
-#elif defined(__AVX2__)
+#else
   constexpr int W = 16;
-  for (; j + 4 <= h; j += 4) {
-    const std::int16_t* qj = q + j * d;
-    __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-    int k = 0;
-    for (; k + W <= d; k += W) {
-      const __m256i cw = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + k)));
-      for (int t = 0; t < 4; ++t)
-        acc[t] = _mm256_add_epi32(
-            acc[t], _mm256_madd_epi16(cw, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qj + t * d + k))));
-    }
-    for (int t = 0; t < 4; ++t) {
-      alignas(32) std::int32_t lane[8];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(lane), acc[t]);
-      std::int32_t s = 0;
-      for (int x = 0; x < 8; ++x) s += lane[x];
-      out[(j + t) * stride] = s + int_dot_tail(c, qj + t * d, k, d);
-    }
+  using V = __m256i;
+  auto widen = [](const std::int8_t* p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); };
+  auto fold = [](__m256i a) { return a; };
+  auto madd = [](__m256i acc, __m256i w, const std::int16_t* p) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(w, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+  };
+#endif
+  V acc[K][R];
+  for (int u = 0; u < K; ++u)
+    for (int t = 0; t < R; ++t) acc[u][t] = V{};
+  for (; k + W <= d; k += W) {
+    V w[K];
+    for (int u = 0; u < K; ++u) w[u] = widen(c + u * d + k);
+    for (int t = 0; t < R; ++t)
+      for (int u = 0; u < K; ++u) acc[u][t] = madd(acc[u][t], w[u], q + t * d + k);
+  }
+  for (int u = 0; u < K; ++u) {
+    __m256i f[4] = {};
+    for (int t = 0; t < R; ++t) f[t] = fold(acc[u][t]);
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(f[0], f[1]), _mm256_hadd_epi32(f[2], f[3]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(s[u]),
+                     _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
   }
 #endif
-  for (; j < h; ++j) out[j * stride] = int_dot_tail(c, q + j * d, 0, d);
+  for (int t = 0; t < R; ++t)
+    for (int u = 0; u < K; ++u) out[t * stride + u] = s[u][t] + int_dot_tail(c + u * d, q + t * d, k, d);
+}
+
+// out[j * stride + i] = <q_j, c_i> for the nb keys of a scan block (codes c: nb x d) and the h
+// rows of q (h x d): tiles of 2 keys by 4 rows.
+inline void int_dots(const std::int8_t* c, index_t nb, const std::int16_t* q, index_t h, int d, std::int32_t* out,
+                     index_t stride) {
+  auto rows = [&](auto keys, const std::int8_t* ci, std::int32_t* oi) {
+    constexpr int K = decltype(keys)::value;
+    index_t j = 0;
+    for (; j + 4 <= h; j += 4) int_dot_tile<4, K>(ci, q + j * d, d, oi + j * stride, stride);
+    switch (h - j) {
+      case 3: int_dot_tile<3, K>(ci, q + j * d, d, oi + j * stride, stride); break;
+      case 2: int_dot_tile<2, K>(ci, q + j * d, d, oi + j * stride, stride); break;
+      case 1: int_dot_tile<1, K>(ci, q + j * d, d, oi + j * stride, stride); break;
+      default: break;
+    }
+  };
+  index_t i = 0;
+  for (; i + 2 <= nb; i += 2) rows(std::integral_constant<int, 2>{}, c + i * d, out + i);
+  if (i < nb) rows(std::integral_constant<int, 1>{}, c + i * d, out + i);
 }
 
 // The float64 dot products of attend.hpp, in ONE order on every build (AVX-512, AVX2 + FMA,
@@ -794,8 +816,7 @@ class HeadCodes {
       for (index_t b0 = ch * per; b0 < end; b0 += kBlock) {
         interrupt::check();
         const index_t nb = std::min(kBlock, end - b0);
-        for (index_t i = 0; i < nb; ++i)
-          int_dots(&codes_[static_cast<size_t>(b0 + i) * d_], qall.data(), m, d_, dots.data() + i, kBlock);
+        int_dots(&codes_[static_cast<size_t>(b0) * d_], nb, qall.data(), m, d_, dots.data(), kBlock);
         const double *sc = &scale_[b0], *cf = &cfac_[b0], *rs = &resid_[b0], *xn = &xnorm_[b0];
         for (index_t j = 0; j < m; ++j) {
           const double sa = rows[j].sa, ra = rows[j].ra, na = rows[j].na, gna = gam * rows[j].na0;
