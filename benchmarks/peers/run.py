@@ -325,6 +325,7 @@ def run_case(kind, d, n, targets, rng, cgal_bin, tmp, log):
     for target in targets:
         a, b = queries[target][:2]
         tb, auto = build(lambda: hsrgeom.build_index(x, kind="auto", batch_size=m, output_size=target))
+        log(f"{kind:9s} d={d:<4d} k={target:<7d} auto: {auto.reason}")  # why it chose (its probe's times)
         ask(target, f"auto ({auto.kind})", auto, tb, False)
         del auto
     for target in targets:
