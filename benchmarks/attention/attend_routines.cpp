@@ -118,7 +118,8 @@ static void hashes() {
 #endif
 
 // exp_neg over 4096 values; dots4 and gather4 over 2048 float32 rows of d = 256 (the 2 MB the
-// rounds re-read, as top-p's candidate and kept rows), blocks of 8 keys as softmax_top_p.
+// rounds re-read, as top-p's candidate and kept rows), blocks of 8 keys as softmax_top_p; int_dots
+// over 32K keys' codes (-DBEFORE: the per-key int_dots of main 88adc55 and earlier).
 static void timings() {
   std::mt19937_64 g(1);
   std::normal_distribution<double> N;
@@ -151,8 +152,34 @@ static void timings() {
                       b0 + 8 < nk ? 8 : 0);
     sink += acc[3];
   }, 31);
-  std::printf("time: exp_neg %.2f ns / value | dots4 %.0f us / %d rows | gather4 %.0f us / %d rows   (%d)\n",
-              te / ne * 1e9, td * 1e6, static_cast<int>(nk), tg * 1e6, static_cast<int>(nk), sink != 0);
+  // the int8 code scan: 32K keys' codes (8 MB) against 4 and 1 int16 query rows, in scan blocks
+  // of 256 keys (HeadCodes::scan); best of 15, as the scan's time depends on what else runs
+  const index_t kb = 256;
+  std::vector<std::int8_t> codes(static_cast<size_t>(n) * d);
+  for (auto& c : codes) c = static_cast<std::int8_t>(static_cast<int>(g() % 255) - 127);
+  std::vector<std::int16_t> qi(4 * d);
+  for (auto& v : qi) v = static_cast<std::int16_t>(static_cast<int>(g() % 65535) - 32767);
+  std::vector<std::int32_t> dots(4 * kb);
+  double ti[2];
+  for (int h : {4, 1}) {
+    std::vector<double> t;
+    for (int r = 0; r < 15; ++r)
+      t.push_back(median_seconds([&] {
+        for (index_t b0 = 0; b0 < n; b0 += kb) {
+#ifdef BEFORE
+          for (index_t i = 0; i < kb; ++i) attend::int_dots(&codes[(b0 + i) * d], qi.data(), h, d, dots.data() + i, kb);
+#else
+          attend::int_dots(&codes[b0 * d], kb, qi.data(), h, d, dots.data(), kb);
+#endif
+          sink += dots[5];
+        }
+      }, 3));
+    ti[h == 4 ? 0 : 1] = *std::min_element(t.begin(), t.end());
+  }
+  std::printf("time: exp_neg %.2f ns / value | dots4 %.0f us / %d rows | gather4 %.0f us / %d rows | "
+              "int_dots %.0f / %.0f us / %d keys x 4 / 1 rows   (%d)\n",
+              te / ne * 1e9, td * 1e6, static_cast<int>(nk), tg * 1e6, static_cast<int>(nk), ti[0] * 1e6, ti[1] * 1e6,
+              static_cast<int>(n), sink != 0);
 }
 
 int main(int argc, char** argv) {
