@@ -857,21 +857,32 @@ class HeadCodes {
             continue;
           }
           auto& hp = heap[ch * m + j];
-          for (index_t i = 0; i < nb; ++i) {
-            if (static_cast<index_t>(hp.size()) < r) {
-              hp.push_back(lo[i]);
-              std::push_heap(hp.begin(), hp.end(), std::greater<double>());
-              c.emplace_back(b0 + i, hi[i]);
-              continue;
-            }
-            if (hi[i] < hp.front()) continue;  // lb <= ub: neither a candidate nor a heap entry
-            if (lo[i] > hp.front()) {
-              std::pop_heap(hp.begin(), hp.end(), std::greater<double>());
-              hp.back() = lo[i];
-              std::push_heap(hp.begin(), hp.end(), std::greater<double>());
-            }
-            if (!(hi[i] < hp.front())) c.emplace_back(b0 + i, hi[i]);
+          index_t i = 0;
+          for (; i < nb && static_cast<index_t>(hp.size()) < r; ++i) {
+            hp.push_back(lo[i]);
+            std::push_heap(hp.begin(), hp.end(), std::greater<double>());
+            c.emplace_back(b0 + i, hi[i]);
           }
+          if (i == nb) continue;
+          double cut = hp.front();  // the heap's smallest lb: only rises
+          auto one = [&](index_t l) {
+            if (hi[l] < cut) return;  // lb <= ub: neither a candidate nor a heap entry
+            if (lo[l] > cut) {
+              std::pop_heap(hp.begin(), hp.end(), std::greater<double>());
+              hp.back() = lo[l];
+              std::push_heap(hp.begin(), hp.end(), std::greater<double>());
+              cut = hp.front();
+            }
+            if (!(hi[l] < cut)) c.emplace_back(b0 + l, hi[l]);
+          };
+          // eight keys at a time: most of a long scan is below the cut (one vector compare)
+          for (; i + 8 <= nb; i += 8) {
+            bool any = false;
+            for (int l = 0; l < 8; ++l) any |= !(hi[i + l] < cut);
+            if (any)
+              for (int l = 0; l < 8; ++l) one(i + l);
+          }
+          for (; i < nb; ++i) one(i);
         }
       }
     });
