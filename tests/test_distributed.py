@@ -117,6 +117,29 @@ def test_equivalence_with_local_index(client, tmp_path, kind, d, shards, dtype, 
         _check(idx, loc, a, b)
 
 
+def test_shallow_cutting3_tiers_through_shards(client, tmp_path):
+    """ShallowCutting3's tiers (fine_depth: deeper levels on coarser grids) reach every shard,
+    survive inserts, a flush and a reopen, and answer as a local index does."""
+    x = _data(1500, 3, np.float32, seed=5)
+    a, b = _queries(x, 24, seed=5)
+    loc = hsrgeom.BruteForce(x)
+    prm = {"grid": 4, "fine_depth": 8, "max_depth": 400, "max_candidates": 200_000}
+    path = tmp_path / "ix"
+    with hd.ShardedIndex.build(x, path, client=client, kind="shallow_cutting3", partition="chunks", shards=3,
+                               **prm) as idx:
+        assert all(s["kind"] == "shallow_cutting3" and {k: s["params"][k] for k in prm} == prm for s in idx.shards)
+        _check(idx, loc, a, b)
+        new = idx.insert(x[:40] * np.float32(1.5))
+        assert np.array_equal(new, loc.insert(x[:40] * np.float32(1.5)))
+        idx.flush()
+        _check(idx, loc, a, b)
+        files = [path / s["file"] for s in idx.shards]
+    shard = hsrgeom.load(files[0])
+    assert shard.kind == "shallow_cutting3" and set(shard.level_grids()) == {4, 2, 1}  # three tiers
+    with hd.ShardedIndex.open(path, client=client) as idx:
+        _check(idx, loc, a, b)
+
+
 def test_empty_shards_and_tiny_data(client, tmp_path):
     x = _data(10, 2, np.float64, 3)  # 16 shards over 10 points: chunks leave empty shards
     a, b = _queries(x, 10, 3)
