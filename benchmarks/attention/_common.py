@@ -77,7 +77,13 @@ def table(header, rows):
 def machine() -> str:
     import hsrgeom
     blas = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "default"
-    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+    cpu = platform.machine()
+    try:  # the CPU's name: machines of one kind here differ (AVX-512 or not, Xeon or EPYC)
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"numpy {np.__version__} (BLAS threads: {blas}), hsrgeom {hsrgeom.__version__} "
             f"(threads: {hsrgeom.get_num_threads()})")
 
