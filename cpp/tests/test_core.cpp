@@ -298,6 +298,26 @@ void test_sort_ids() {
   check_sort(distinct_ids(rng, 1000, 0, 2000), 2000, true);  // 2 passes (ids < 2^11)
   check_sort(distinct_ids(rng, 200, 0, 256), 256, true);     // 1 pass: the result is copied back
   check_sort(distinct_ids(rng, 5000, 0, std::int64_t{1} << 40), std::int64_t{1} << 40, true);  // 5 passes
+  // radix on 32-bit words (no scores, n <= 2^32): passes by the cost model, digits that are the
+  // same for every id skipped (one live pass writes dst straight from the input)
+  check_sort(distinct_ids(rng, 100, 0, 1000000), 1000000, false);     // 3 passes of 7 bits
+  check_sort(distinct_ids(rng, 3000, 0, 1000000), 1000000, false);    // 2 passes of 10 bits
+  check_sort(distinct_ids(rng, 100, 0, 128), 1000000, false);         // 1 live pass of 3 (7 bits)
+  check_sort(distinct_ids(rng, 1000, 0, 2048), 1 << 22, false);       // 2 live passes of 3 (8 bits)
+  {  // a digit that all ids but a few share still moves them
+    auto ids = distinct_ids(rng, 190, 0, 256);
+    for (auto id : distinct_ids(rng, 10, 256, 1000000)) ids.push_back(id);
+    check_sort(ids, 1000000, false);
+  }
+  const std::int64_t two32 = std::int64_t{1} << 32;
+  check_sort(distinct_ids(rng, 1000, 0, two32), two32, false);        // 4 passes of 8 bits
+  {
+    auto ids = distinct_ids(rng, 5000, 1, two32 - 1);                   // 3 passes of 11 bits
+    ids.push_back(0);
+    ids.push_back(two32 - 1);
+    check_sort(ids, two32, false);
+  }
+  check_sort(distinct_ids(rng, 5000, two32 - 10000, two32 + 1), two32 + 1, false);  // 33 bits: 64-bit words
   check_sort(distinct_ids(rng, 5000, 0, std::int64_t{1} << 40), std::int64_t{1} << 40, false);
   // passes whose digit is the same for every id are skipped (here bytes 1 and 2 of the ids)
   check_sort(distinct_ids(rng, 200, std::int64_t{5} << 24, (std::int64_t{5} << 24) + 256), std::int64_t{1} << 30, true);

@@ -145,13 +145,72 @@ inline void radix_ids(std::int64_t* src, double* ssrc, size_t k, int bits, std::
   }
 }
 
+// LSD radix sort of k ids < 2^bits, bits <= 32, from src into dst, without scores: the ids move
+// as 32-bit words between the first pass (which reads src) and the last (which writes dst), half
+// the bytes of radix_ids, and the number of passes p minimises p (k + 2^(bits / p) / 3), the ids
+// moved and the histograms cleared and summed (fitted on random ids: ~1.2 ns per id and pass, 0.4
+// per bucket). Sorted PartitionTree reports (d = 2, 200 queries, one thread) went from 10.2-10.3
+// to 9.8-9.9 ns per id (10^6 points, 1,000 ids per query) and 7.2-7.5 to 6.7-6.8 (10^7, 10,000).
+inline void radix_ids32(const std::int64_t* src, size_t k, int bits, std::int64_t* dst) {
+  int passes = 1;
+  double best = -1;
+  for (int p = 1; p <= 4; ++p) {
+    const int r = (bits + p - 1) / p;
+    if (r > 16) continue;
+    const double cost = p * (static_cast<double>(k) + static_cast<double>(size_t{1} << r) / 3);
+    if (best < 0 || cost < best) best = cost, passes = p;
+  }
+  const int r = (bits + passes - 1) / passes;
+  const size_t buckets = size_t{1} << r;
+  const std::uint32_t mask = static_cast<std::uint32_t>(buckets - 1);
+  static thread_local std::vector<std::uint32_t> hist_store, a, b;
+  hist_store.assign(static_cast<size_t>(passes) * buckets, 0);
+  std::uint32_t* hist = hist_store.data();
+  for (size_t i = 0; i < k; ++i) {
+    const auto id = static_cast<std::uint32_t>(src[i]);
+    for (int p = 0; p < passes; ++p) ++hist[p * buckets + ((id >> (r * p)) & mask)];
+  }
+  int live[4], nlive = 0;  // the passes that move ids
+  for (int p = 0; p < passes; ++p)
+    if (hist[p * buckets + ((static_cast<std::uint32_t>(src[0]) >> (r * p)) & mask)] != k) live[nlive++] = p;
+  if (nlive == 0) {
+    std::copy(src, src + k, dst);
+    return;
+  }
+  for (int t = 0; t < nlive; ++t) {
+    std::uint32_t* h = hist + live[t] * buckets;
+    std::uint32_t sum = 0;
+    for (size_t j = 0; j < buckets; ++j) {
+      const std::uint32_t c = h[j];
+      h[j] = sum;
+      sum += c;
+    }
+  }
+  auto pass = [&](const auto* from, auto* to, int p) {
+    std::uint32_t* h = hist + p * buckets;
+    const int shift = r * p;
+    for (size_t i = 0; i < k; ++i) {
+      const auto id = static_cast<std::uint32_t>(from[i]);
+      to[h[(id >> shift) & mask]++] = id;
+    }
+  };
+  if (nlive == 1) return pass(src, dst, live[0]);
+  a.resize(k);
+  b.resize(k);
+  std::uint32_t *x = a.data(), *y = b.data();
+  pass(src, x, live[0]);
+  for (int t = 1; t + 1 < nlive; ++t, std::swap(x, y)) pass(x, y, live[t]);
+  pass(x, dst, live[nlive - 1]);
+}
+
 }  // namespace detail
 
 // Sorts the distinct ids of `in` (all in [0, n); scores alongside when in.scores is not empty)
 // ascending into dst (k = in.ids.size() ids, and k scores into dscores when given). `in` is
 // scratch afterwards. A comparison sort for a few ids; a pass over a bitmap of [0, n) when the
 // ids are dense (k >= n / 32, ids only: at most 32 bits scanned per id, the bitmap cleared as it
-// is read and kept per thread); else an LSD radix sort whose last pass writes dst.
+// is read and kept per thread); else an LSD radix sort whose last pass writes dst (on 32-bit
+// words when there are no scores and n <= 2^32).
 inline void sort_ids_into(IdList& in, index_t n, std::int64_t* dst, double* dscores) {
   auto& ids = in.ids;
   const size_t k = ids.size();
@@ -182,6 +241,7 @@ inline void sort_ids_into(IdList& in, index_t n, std::int64_t* dst, double* dsco
   }
   const std::uint64_t top = static_cast<std::uint64_t>(std::max<index_t>(n - 1, 1));
   const int bits = 64 - __builtin_clzll(top);
+  if (!sc && bits <= 32) return detail::radix_ids32(ids.data(), k, bits, dst);
   static thread_local IdList tmp;
   tmp.ids.resize(k);
   if (sc) tmp.scores.resize(k);
