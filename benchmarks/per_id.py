@@ -81,7 +81,7 @@ def main():
             idx = make()
             tb = time.perf_counter() - t0
             print(f"{dist} {spec}: build {tb:.2f} s, {idx.memory_bytes / 2**20:.0f} MiB"
-                  + (f", chose {idx!r}" if spec.startswith("auto") else ""), flush=True)
+                  + (f", chose {idx!r}\n  why: {idx.reason}" if spec.startswith("auto") else ""), flush=True)
             for k in sizes:
                 b = offsets[k]
                 total = int(idx.count(a, b, n_threads=1).sum())

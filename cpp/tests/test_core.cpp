@@ -243,6 +243,15 @@ void check_sort(std::vector<std::int64_t> ids, index_t n, bool with_scores) {
   }
 }
 
+// detail::radix_ids32 alone on ids < 2^bits (sort_ids_into sends few ids to the bucket sort).
+void check_radix32(std::vector<std::int64_t> ids, int bits) {
+  std::vector<std::int64_t> want = ids, dst(ids.size() + 1, -7);
+  std::sort(want.begin(), want.end());
+  hsrgeom::detail::radix_ids32(ids.data(), ids.size(), bits, dst.data());
+  CHECK(std::equal(want.begin(), want.end(), dst.begin()));
+  CHECK(dst.back() == -7);
+}
+
 std::vector<std::int64_t> distinct_ids(std::mt19937_64& rng, size_t k, std::int64_t lo, std::int64_t hi) {
   std::vector<std::int64_t> v;
   if (static_cast<std::int64_t>(k) * 2 > hi - lo) {  // dense: shuffle the whole range, take k
@@ -298,24 +307,53 @@ void test_sort_ids() {
   check_sort(distinct_ids(rng, 1000, 0, 2000), 2000, true);  // 2 passes (ids < 2^11)
   check_sort(distinct_ids(rng, 200, 0, 256), 256, true);     // 1 pass: the result is copied back
   check_sort(distinct_ids(rng, 5000, 0, std::int64_t{1} << 40), std::int64_t{1} << 40, true);  // 5 passes
-  // radix on 32-bit words (no scores, n <= 2^32): passes by the cost model, digits that are the
-  // same for every id skipped (one live pass writes dst straight from the input)
-  check_sort(distinct_ids(rng, 100, 0, 1000000), 1000000, false);     // 3 passes of 7 bits
-  check_sort(distinct_ids(rng, 3000, 0, 1000000), 1000000, false);    // 2 passes of 10 bits
-  check_sort(distinct_ids(rng, 100, 0, 128), 1000000, false);         // 1 live pass of 3 (7 bits)
-  check_sort(distinct_ids(rng, 1000, 0, 2048), 1 << 22, false);       // 2 live passes of 3 (8 bits)
+  // radix on 32-bit words (no scores, n <= 2^32, more than kBucketSortMaxIds ids or uneven
+  // buckets): passes by the cost model, digits that are the same for every id skipped (one live
+  // pass writes dst straight from the input). Checked through sort_ids_into and, for the pass
+  // structures only a few ids give, on radix_ids32 itself.
+  check_radix32(distinct_ids(rng, 100, 0, 1000000), 20);              // 3 passes of 7 bits
+  check_sort(distinct_ids(rng, 5000, 0, 1000000), 1000000, false);    // 2 passes of 10 bits
+  check_radix32(distinct_ids(rng, 100, 0, 128), 20);                  // 1 live pass of 3 (7 bits)
+  check_radix32(distinct_ids(rng, 1000, 0, 2048), 22);                // 2 live passes of 3 (8 bits)
   {  // a digit that all ids but a few share still moves them
     auto ids = distinct_ids(rng, 190, 0, 256);
     for (auto id : distinct_ids(rng, 10, 256, 1000000)) ids.push_back(id);
-    check_sort(ids, 1000000, false);
+    check_radix32(ids, 20);
+    check_sort(ids, 1000000, false);  // uneven buckets on [0, n) and on the range: the radix sort
   }
   const std::int64_t two32 = std::int64_t{1} << 32;
-  check_sort(distinct_ids(rng, 1000, 0, two32), two32, false);        // 4 passes of 8 bits
+  check_radix32(distinct_ids(rng, 1000, 0, two32), 32);               // 4 passes of 8 bits
   {
     auto ids = distinct_ids(rng, 5000, 1, two32 - 1);                   // 3 passes of 11 bits
     ids.push_back(0);
     ids.push_back(two32 - 1);
     check_sort(ids, two32, false);
+  }
+  // bucket pass + insertion sort (no scores, 32..kBucketSortMaxIds ids, even buckets)
+  static_assert(hsrgeom::kBucketSortMaxIds == 255, "the cases below are sized for 255");
+  check_sort(distinct_ids(rng, 32, 0, 1000000), 1000000, false);
+  check_sort(distinct_ids(rng, 100, 0, 10000000), 10000000, false);
+  check_sort(distinct_ids(rng, 255, 0, 10000000), 10000000, false);
+  check_sort(distinct_ids(rng, 256, 0, 10000000), 10000000, false);   // one more: radix
+  check_sort(distinct_ids(rng, 200, 0, std::int64_t{1} << 40), std::int64_t{1} << 40, false);
+  {
+    auto ids = distinct_ids(rng, 198, 1, two32 - 1);  // both ends of [0, n)
+    ids.push_back(0);
+    ids.push_back(two32 - 1);
+    check_sort(ids, two32, false);
+  }
+  {  // a contiguous run of ids (a sorted input's half-plane): uneven on [0, n), even on its range
+    std::vector<std::int64_t> ids(250);
+    std::iota(ids.begin(), ids.end(), 777777);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    check_sort(ids, 10000000, false);
+    std::sort(ids.begin(), ids.end(), std::greater<>());  // descending: the insertion sort's worst order
+    check_sort(ids, 10000000, false);
+  }
+  {  // crowded ids and one far away: uneven on both, so the radix sort
+    auto ids = distinct_ids(rng, 200, 0, 800);
+    ids.push_back(9999999);
+    check_sort(ids, 10000000, false);
   }
   check_sort(distinct_ids(rng, 5000, two32 - 10000, two32 + 1), two32 + 1, false);  // 33 bits: 64-bit words
   check_sort(distinct_ids(rng, 5000, 0, std::int64_t{1} << 40), std::int64_t{1} << 40, false);

@@ -203,14 +203,61 @@ inline void radix_ids32(const std::int64_t* src, size_t k, int bits, std::int64_
   pass(x, dst, live[nlive - 1]);
 }
 
+// Sorts k >= 1 distinct ids, all in [lo, lo + span), from src into dst: one pass into about k
+// buckets on the top bits of id - lo, then an insertion sort, which only moves ids within their
+// bucket. Returns false, with dst unused, when the buckets are so uneven that the insertion sort
+// would cost more than ~k moves (the sum of squared bucket sizes above 4 k: random ids give
+// ~1.5-2 k; ids crowded into a few buckets would cost up to k^2 / 4). Measured on random ids,
+// per id: 100 ids < 2^20 2.3 ns against 5.8 for radix_ids32's 3 passes.
+inline bool bucket_ids(const std::int64_t* src, size_t k, std::int64_t lo, std::uint64_t span, std::int64_t* dst) {
+  const int span_bits = span > 1 ? 64 - __builtin_clzll(span - 1) : 0;  // bits of the largest id - lo
+  const int r = std::min(span_bits, 64 - __builtin_clzll(static_cast<std::uint64_t>(k)));
+  const int shift = span_bits - r;
+  const size_t buckets = size_t{1} << r;
+  static thread_local std::vector<std::uint32_t> hist_store;
+  hist_store.assign(buckets, 0);
+  std::uint32_t* h = hist_store.data();
+  for (size_t i = 0; i < k; ++i) ++h[static_cast<std::uint64_t>(src[i] - lo) >> shift];
+  std::uint32_t sum = 0;
+  std::uint64_t squares = 0;
+  for (size_t j = 0; j < buckets; ++j) {
+    const std::uint32_t c = h[j];
+    h[j] = sum;
+    sum += c;
+    squares += std::uint64_t{c} * c;
+  }
+  if (squares > 4 * static_cast<std::uint64_t>(k)) return false;
+  // scattered and sorted in a per-thread buffer that stays in cache, then copied in order: dst
+  // is often fresh output memory, where scattered writes miss (in a PartitionTree report of
+  // 1,000 ids that made this sort slower than the radix sort)
+  static thread_local std::vector<std::int64_t> buf;
+  buf.resize(k);
+  std::int64_t* out = buf.data();
+  for (size_t i = 0; i < k; ++i) out[h[static_cast<std::uint64_t>(src[i] - lo) >> shift]++] = src[i];
+  for (size_t i = 1; i < k; ++i) {
+    const std::int64_t v = out[i];
+    size_t j = i;
+    for (; j > 0 && out[j - 1] > v; --j) out[j] = out[j - 1];
+    out[j] = v;
+  }
+  std::copy(out, out + k, dst);
+  return true;
+}
+
 }  // namespace detail
 
 // Sorts the distinct ids of `in` (all in [0, n); scores alongside when in.scores is not empty)
 // ascending into dst (k = in.ids.size() ids, and k scores into dscores when given). `in` is
 // scratch afterwards. A comparison sort for a few ids; a pass over a bitmap of [0, n) when the
 // ids are dense (k >= n / 32, ids only: at most 32 bits scanned per id, the bitmap cleared as it
-// is read and kept per thread); else an LSD radix sort whose last pass writes dst (on 32-bit
-// words when there are no scores and n <= 2^32).
+// is read and kept per thread); a bucket pass and an insertion sort for up to kBucketSortMaxIds
+// ids without scores whose buckets come out even (over [0, n), or over the ids' range: a
+// contiguous run of ids); else an LSD radix sort whose last pass writes dst (on 32-bit words
+// when there are no scores and n <= 2^32).
+// (On random ids alone the bucket sort is faster up to ~10,000 ids; inside reports, where it runs
+// between traversals, it was 1.5x faster at 100 ids and ~10 % slower at 500-1,000 ids, where its
+// insertion sort mispredicts more: it is kept below 256.)
+constexpr size_t kBucketSortMaxIds = 255;
 inline void sort_ids_into(IdList& in, index_t n, std::int64_t* dst, double* dscores) {
   auto& ids = in.ids;
   const size_t k = ids.size();
@@ -238,6 +285,11 @@ inline void sort_ids_into(IdList& in, index_t n, std::int64_t* dst, double* dsco
       } while (b);
     }
     return;
+  }
+  if (!sc && k <= kBucketSortMaxIds) {  // buckets over [0, n), else over the ids' own range
+    if (detail::bucket_ids(ids.data(), k, 0, static_cast<std::uint64_t>(n), dst)) return;
+    const auto [lo, hi] = std::minmax_element(ids.begin(), ids.end());
+    if (detail::bucket_ids(ids.data(), k, *lo, static_cast<std::uint64_t>(*hi - *lo) + 1, dst)) return;
   }
   const std::uint64_t top = static_cast<std::uint64_t>(std::max<index_t>(n - 1, 1));
   const int bits = 64 - __builtin_clzll(top);
