@@ -95,6 +95,26 @@ inline IdList& id_scratch() {
 
 namespace detail {
 
+// The radix sorts' histograms: per pass p of r-bit digits, how many of the k ids at src (read as
+// W words) have each digit, passes x 2^r counts in a per-thread buffer; live[0..nlive) gets the
+// passes whose digit is not the same for every id (the others would not move them).
+template <class W>
+std::uint32_t* digit_histograms(const std::int64_t* src, size_t k, int passes, int r, int* live, int& nlive) {
+  const size_t buckets = size_t{1} << r;
+  const W mask = static_cast<W>(buckets - 1);
+  static thread_local std::vector<std::uint32_t> store;
+  store.assign(static_cast<size_t>(passes) * buckets, 0);
+  std::uint32_t* hist = store.data();
+  for (size_t i = 0; i < k; ++i) {
+    const auto id = static_cast<W>(src[i]);
+    for (int p = 0; p < passes; ++p) ++hist[p * buckets + ((id >> (r * p)) & mask)];
+  }
+  nlive = 0;
+  for (int p = 0; p < passes; ++p)
+    if (hist[p * buckets + ((static_cast<W>(src[0]) >> (r * p)) & mask)] != k) live[nlive++] = p;
+  return hist;
+}
+
 // LSD radix sort of the k ids at src (all < 2^bits; scores at ssrc alongside when not null) into
 // dst (sdst), passing through tmp (tsc): digits of r bits, r = 8 for a few ids (the 256-entry
 // histograms stay cheap next to k) and up to 11 for many (fewer passes over the ids); a pass
@@ -105,16 +125,8 @@ inline void radix_ids(std::int64_t* src, double* ssrc, size_t k, int bits, std::
   const int r = (bits + passes - 1) / passes;
   const size_t buckets = size_t{1} << r;
   const std::uint64_t mask = buckets - 1;
-  static thread_local std::vector<std::uint32_t> hist_store;
-  hist_store.assign(static_cast<size_t>(passes) * buckets, 0);
-  std::uint32_t* hist = hist_store.data();
-  for (size_t i = 0; i < k; ++i) {
-    const auto id = static_cast<std::uint64_t>(src[i]);
-    for (int p = 0; p < passes; ++p) ++hist[p * buckets + ((id >> (r * p)) & mask)];
-  }
   int live[8], nlive = 0;  // the passes that move ids
-  for (int p = 0; p < passes; ++p)
-    if (hist[p * buckets + ((static_cast<std::uint64_t>(src[0]) >> (r * p)) & mask)] != k) live[nlive++] = p;
+  std::uint32_t* hist = digit_histograms<std::uint64_t>(src, k, passes, r, live, nlive);
   if (nlive == 0) {
     std::copy(src, src + k, dst);
     if (ssrc) std::copy(ssrc, ssrc + k, sdst);
@@ -163,16 +175,9 @@ inline void radix_ids32(const std::int64_t* src, size_t k, int bits, std::int64_
   const int r = (bits + passes - 1) / passes;
   const size_t buckets = size_t{1} << r;
   const std::uint32_t mask = static_cast<std::uint32_t>(buckets - 1);
-  static thread_local std::vector<std::uint32_t> hist_store, a, b;
-  hist_store.assign(static_cast<size_t>(passes) * buckets, 0);
-  std::uint32_t* hist = hist_store.data();
-  for (size_t i = 0; i < k; ++i) {
-    const auto id = static_cast<std::uint32_t>(src[i]);
-    for (int p = 0; p < passes; ++p) ++hist[p * buckets + ((id >> (r * p)) & mask)];
-  }
+  static thread_local std::vector<std::uint32_t> a, b;
   int live[4], nlive = 0;  // the passes that move ids
-  for (int p = 0; p < passes; ++p)
-    if (hist[p * buckets + ((static_cast<std::uint32_t>(src[0]) >> (r * p)) & mask)] != k) live[nlive++] = p;
+  std::uint32_t* hist = digit_histograms<std::uint32_t>(src, k, passes, r, live, nlive);
   if (nlive == 0) {
     std::copy(src, src + k, dst);
     return;
