@@ -232,20 +232,13 @@ inline bool bucket_ids(const std::int64_t* src, size_t k, std::int64_t lo, std::
     squares += std::uint64_t{c} * c;
   }
   if (squares > 4 * static_cast<std::uint64_t>(k)) return false;
-  // scattered and sorted in a per-thread buffer that stays in cache, then copied in order: dst
-  // is often fresh output memory, where scattered writes miss (in a PartitionTree report of
-  // 1,000 ids that made this sort slower than the radix sort)
-  static thread_local std::vector<std::int64_t> buf;
-  buf.resize(k);
-  std::int64_t* out = buf.data();
-  for (size_t i = 0; i < k; ++i) out[h[static_cast<std::uint64_t>(src[i] - lo) >> shift]++] = src[i];
+  for (size_t i = 0; i < k; ++i) dst[h[static_cast<std::uint64_t>(src[i] - lo) >> shift]++] = src[i];
   for (size_t i = 1; i < k; ++i) {
-    const std::int64_t v = out[i];
+    const std::int64_t v = dst[i];
     size_t j = i;
-    for (; j > 0 && out[j - 1] > v; --j) out[j] = out[j - 1];
-    out[j] = v;
+    for (; j > 0 && dst[j - 1] > v; --j) dst[j] = dst[j - 1];
+    dst[j] = v;
   }
-  std::copy(out, out + k, dst);
   return true;
 }
 
