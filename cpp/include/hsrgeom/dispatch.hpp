@@ -21,10 +21,18 @@ HSRGEOM_INLINE double dot_f64(const double* a, const P* x, int d) {
     for (int i = 0; i < D; ++i) s += a[i] * static_cast<double>(x[i]);
     return s;
   }
-  double s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int i = 0; i < d; ++i) s += a[i] * static_cast<double>(x[i]);
-  return s;
+  // four partial sums: an `omp simd` reduction paid its vector prologue and remainder on every
+  // call and made the d = 5-8 trees' leaf tests 1.6-1.8x slower (docs/performance.md)
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int i = 0;
+  for (; i + 4 <= d; i += 4) {
+    s0 += a[i] * static_cast<double>(x[i]);
+    s1 += a[i + 1] * static_cast<double>(x[i + 1]);
+    s2 += a[i + 2] * static_cast<double>(x[i + 2]);
+    s3 += a[i + 3] * static_cast<double>(x[i + 3]);
+  }
+  for (; i < d; ++i) s0 += a[i] * static_cast<double>(x[i]);
+  return (s0 + s1) + (s2 + s3);
 }
 
 // Calls f(std::integral_constant<int, D>{}) with D = d when Lo <= d <= Hi, D = 0 (d known at run
