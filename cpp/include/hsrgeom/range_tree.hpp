@@ -43,6 +43,20 @@
 
 namespace hsrgeom {
 
+namespace detail {
+// A leaf chunk's inside points for a point callback that takes them at once: bit t of `in` is
+// stored position k0 + t (test_leaf).
+struct LeafBits {
+  std::uint64_t in;
+};
+template <class... F>
+struct Overload : F... {
+  using F::operator()...;
+};
+template <class... F>
+Overload(F...) -> Overload<F...>;
+}  // namespace detail
+
 template <class Derived, class T>
 class RangeTree : public QueryMethods<Derived, T> {
  public:
@@ -74,12 +88,28 @@ class RangeTree : public QueryMethods<Derived, T> {
   // subtree visited (a part of a sum, sum_split).
   template <class Sink>
   void visit(const Query& qq, Counters& c, Sink& sink, std::int32_t root = 0) const {
-    traverse(qq, c, [&](index_t b0, index_t b1, std::int32_t v) {
+    auto range = [&](index_t b0, index_t b1, std::int32_t v) {
       if constexpr (detail::takes_nodes<Sink>::value)
         return sink.node(NodeRef{*this, v, qq, perm_.data() + b0, row(b0), b1 - b0});
       else
         return sink.range(perm_.data() + b0, Sink::kNeeds >= kNeedRows ? row(b0) : nullptr, b1 - b0);
-    }, [&](index_t k, double s) { return sink.point(perm_[k], row(k), s); }, root);
+    };
+    auto point = [&](index_t k, double s) { return sink.point(perm_[k], row(k), s); };
+    if constexpr (Sink::kNeeds <= kNeedIds && !Sink::kStopsEarly) {
+      // a leaf's inside points (bits of `in` from stored position k0) in one sink.range call
+      auto points = [&](index_t k0, detail::LeafBits bits) {
+        std::uint64_t in = bits.in;
+        const T* none = nullptr;
+        if constexpr (Sink::kNeeds == kNeedCount) return sink.range(perm_.data(), none, __builtin_popcountll(in));
+        std::int64_t ids[64];
+        int got = 0;
+        for (; in; in &= in - 1) ids[got++] = perm_[k0 + __builtin_ctzll(in)];
+        return sink.range(ids, none, got);
+      };
+      traverse(qq, c, range, detail::Overload{point, points}, root);
+    } else {
+      traverse(qq, c, range, point, root);
+    }
   }
 
   // Top-k traversal: best first by the nodes' upper bounds, stopping when the best bound left is
@@ -343,6 +373,10 @@ class RangeTree : public QueryMethods<Derived, T> {
         const int t = __builtin_ctzll(unsure);
         ++c.exact;
         if (exact_sign(a, x0 + t * dd, q.b, d_) >= 0) in |= std::uint64_t{1} << t;
+      }
+      if constexpr (std::is_invocable_v<Point&, index_t, detail::LeafBits>) {  // all at once (visit)
+        if (in && !point(k0, detail::LeafBits{in})) return false;
+        continue;
       }
       for (; in; in &= in - 1) {
         const int t = __builtin_ctzll(in);
