@@ -176,6 +176,17 @@ void test_compare_and_filter() {
   CHECK_EQ(hsrgeom::filter_decide(2.0, 0.0, 1.0), 1);
   CHECK_EQ(hsrgeom::filter_decide(-2.0, 0.0, 1.0), -1);
   CHECK_EQ(hsrgeom::filter_decide(0.5, 0.0, 1.0), 0);
+  // filter_flags (the trees' branch-free leaves) gives filter_decide's cases on every pair
+  const double big = std::numeric_limits<double>::max();
+  const double vals[] = {-inf, -big, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, big, inf, std::nan("")};
+  for (double sv : vals)
+    for (double bv : {-big, -1.0, 0.0, 1.0, big})
+      for (double mv : {0.0, 1.0, inf}) {
+        bool in = false, undecided = false;
+        hsrgeom::filter_flags(sv, bv, mv, in, undecided);
+        const int f = hsrgeom::filter_decide(sv, bv, mv);
+        CHECK(in == (f > 0) && undecided == (f == 0));
+      }
   // in_halfspace: an undecided filter goes to exact arithmetic and counts it
   std::int64_t exact = 0;
   CHECK(hsrgeom::in_halfspace(1.0, 1e-12, q, x, 1.0, 2, &exact));  // 1 + 2^-60 >= 1

@@ -227,6 +227,15 @@ HSRGEOM_INLINE int filter_decide(double s, double b, double margin) {
   return 0;
 }
 
+// filter_decide's cases as flags, without a branch (for bit masks over many points): `in` for
+// +1, `undecided` for 0.
+HSRGEOM_INLINE void filter_flags(double s, double b, double margin, bool& in, bool& undecided) {
+  const bool finite = std::fabs(s) <= std::numeric_limits<double>::max();
+  const double v = s - b;
+  in = finite & (v > margin);
+  undecided = !(in | (finite & (v < -margin)));
+}
+
 // The predicate itself: filter first, exact only when the filter can't decide.
 // `s` is a rounded evaluation of <a,x> whose error is covered by `margin`.
 template <class T>

@@ -100,7 +100,8 @@ class RangeTree : public QueryMethods<Derived, T> {
       auto points = [&](index_t k0, detail::LeafBits bits) {
         std::uint64_t in = bits.in;
         const T* none = nullptr;
-        if constexpr (Sink::kNeeds == kNeedCount) return sink.range(perm_.data(), none, __builtin_popcountll(in));
+        if constexpr (Sink::kNeeds == kNeedCount)
+          return sink.range(static_cast<const std::int64_t*>(nullptr), none, __builtin_popcountll(in));
         std::int64_t ids[64];
         int got = 0;
         for (; in; in &= in - 1) ids[got++] = perm_[k0 + __builtin_ctzll(in)];
@@ -350,8 +351,8 @@ class RangeTree : public QueryMethods<Derived, T> {
     const double margin = margin_(q.na, xnorm_[v], q.b);
     c.tested += b1 - b0;
     // In chunks of 64 points: the scores and, branch-free, bit masks of the points the filter
-    // puts surely inside and of those it cannot decide (filter_decide's three cases), then the
-    // inside points in order. A boundary leaf mixes inside and outside points, and a branch per
+    // puts surely inside and of those it cannot decide (filter_flags), then the inside points in
+    // order. A boundary leaf mixes inside and outside points, and a branch per
     // point mispredicted: this halved the d = 2-3 counts at 1,000 outputs (docs/performance.md).
     constexpr index_t W = 64;
     double sc[W];
@@ -362,12 +363,12 @@ class RangeTree : public QueryMethods<Derived, T> {
       const T* x0 = pts_.data() + k0 * dd;
       std::uint64_t in = 0, unsure = 0;
       for (index_t t = 0; t < w; ++t) {
-        const double s = dot_f64<D>(a, x0 + t * dd, d_), v = s - q.b;
-        const bool finite = std::fabs(s) <= std::numeric_limits<double>::max();
-        const bool yes = finite & (v > margin), no = finite & (v < -margin);
+        const double s = dot_f64<D>(a, x0 + t * dd, d_);
+        bool yes, undecided;
+        filter_flags(s, q.b, margin, yes, undecided);
         sc[t] = s;
         in |= static_cast<std::uint64_t>(yes) << t;
-        unsure |= static_cast<std::uint64_t>(!(yes | no)) << t;
+        unsure |= static_cast<std::uint64_t>(undecided) << t;
       }
       for (; unsure; unsure &= unsure - 1) {  // decided exactly
         const int t = __builtin_ctzll(unsure);
