@@ -59,6 +59,12 @@ constexpr int kNeedCount = 0;  // only how many
 constexpr int kNeedIds = 1;    // their ids
 constexpr int kNeedRows = 2;   // their ids and rows (scores)
 
+// Whether a structure should gather ids into blocks for the sink (a leaf's inside points, a
+// filtered candidate list) and hand each over in one sink.range call: the sink reads no rows and
+// never stops early, so gathering first loses nothing.
+template <class Sink>
+constexpr bool kTakesIdBlocks = Sink::kNeeds <= kNeedIds && !Sink::kStopsEarly;
+
 // "No score computed" (point()'s score argument).
 constexpr double kNoScore = std::numeric_limits<double>::quiet_NaN();
 

@@ -95,7 +95,7 @@ class RangeTree : public QueryMethods<Derived, T> {
         return sink.range(perm_.data() + b0, Sink::kNeeds >= kNeedRows ? row(b0) : nullptr, b1 - b0);
     };
     auto point = [&](index_t k, double s) { return sink.point(perm_[k], row(k), s); };
-    if constexpr (Sink::kNeeds <= kNeedIds && !Sink::kStopsEarly) {
+    if constexpr (kTakesIdBlocks<Sink>) {
       // a leaf's inside points (bits of `in` from stored position k0) in one sink.range call
       auto points = [&](index_t k0, detail::LeafBits bits) {
         std::uint64_t in = bits.in;
