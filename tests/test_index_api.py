@@ -36,6 +36,38 @@ def test_stats_measure_cost(rng):
     assert tree.empty(normals, [2.0])[0] and tree.stats.points_tested[0] == 0
 
 
+def test_stats_rows_belong_to_their_queries(rng):
+    # the compiled call returns the counters as one (4, m) array: each row must stay its counter
+    pts = rng.random((20_000, 3))
+    tree = hsrgeom.PartitionTree(pts)
+    normals = rng.standard_normal((5, 3))
+    offsets = np.quantile(pts @ normals.T, [0.5, 0.9, 0.99, 0.999, 1.0], axis=0).diagonal()
+    res = tree.report(normals, offsets)
+    st = tree.stats
+    assert len(st) == 5
+    np.testing.assert_array_equal(st.points_reported, np.diff(res.lims))
+    assert (st.nodes_visited > 0).all() and (st.exact_checks >= 0).all()
+    assert (st.points_tested < 20_000).all() and not np.array_equal(st.points_tested, st.points_reported)
+    assert set(st.mean()) == {"nodes_visited", "points_tested", "points_reported", "exact_checks"}
+
+
+@pytest.mark.parametrize("offsets_dtype", [np.float32, np.float16])
+def test_float_offsets_of_other_dtypes(offsets_dtype, rng):
+    # offsets of another float dtype are widened to float64 exactly (a fast path), and a NaN
+    # among them is still an error naming the argument
+    pts = rng.random((2_000, 2)).astype(np.float32)
+    tree = hsrgeom.PartitionTree(pts)
+    normals = rng.standard_normal((4, 2)).astype(np.float32)
+    offsets = (pts[:4] * normals).sum(axis=1).astype(offsets_dtype)  # ties with stored points
+    got = tree.report(normals, offsets)
+    ref = hsrgeom.BruteForce(pts).report(normals, offsets.astype(np.float64))
+    np.testing.assert_array_equal(got.lims, ref.lims)
+    np.testing.assert_array_equal(got.ids, ref.ids)
+    offsets[2] = np.nan
+    with pytest.raises(ValueError, match="offsets"):
+        tree.report(normals, offsets)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_repr_and_properties(dtype, rng):
     pts = rng.standard_normal((100, 4)).astype(dtype)

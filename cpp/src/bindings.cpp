@@ -29,13 +29,13 @@ using namespace hsrgeom;
 
 namespace {
 
-using namespace hsrgeom::bind;  // CArray, interruptible, to_numpy, halfspaces, stats_dict (bind_util.hpp)
+using namespace hsrgeom::bind;  // CArray, interruptible, to_numpy, halfspaces, stats_array (bind_util.hpp)
 
 template <class S, class T, class PyClass>
 void bind_sum(PyClass& cls);
 
 // Binds the query interface every structure has (query.hpp: one traversal, the shared drivers):
-// report, count, empty, topk, sum. Each returns (result..., stats dict).
+// report, count, empty, topk, sum. Each returns (result..., stats array (4, m)).
 template <class S, class T, class PyClass>
 void bind_queries(PyClass& cls) {
   bind_sum<S, T>(cls);

@@ -289,7 +289,7 @@ class Index:
         """
         a, b = self._halfspaces(normals, offsets)
         lims, ids, scores, st = self._report(a, b, V.threads(n_threads), bool(return_scores), bool(return_sorted))
-        self._stats = QueryStats._from_dict(st)
+        self._stats = QueryStats._from_rows(st)
         return HalfspaceResult(lims, ids, scores)
 
     def _report(self, a, b, n_threads, scores=False, sort=True):
@@ -303,7 +303,7 @@ class Index:
         av = V.vector(a, self.d, self.dtype, "a")
         bv = V.scalar_offset(b, "b")
         lims, ids, _, st = self._report(av, bv, V.threads(n_threads))
-        self._stats = QueryStats._from_dict(st)
+        self._stats = QueryStats._from_rows(st)
         return ids
 
     @_reader
@@ -311,7 +311,7 @@ class Index:
         """Number of points in each half-space, int64 array of shape (m,)."""
         a, b = self._halfspaces(normals, offsets)
         c, st = (self._dyn or self._impl).count(a, b, V.threads(n_threads))
-        self._stats = QueryStats._from_dict(st)
+        self._stats = QueryStats._from_rows(st)
         return c
 
     @_reader
@@ -319,7 +319,7 @@ class Index:
         """True where the half-space contains no point (stops at the first point found)."""
         a, b = self._halfspaces(normals, offsets)
         e, st = (self._dyn or self._impl).empty(a, b, V.threads(n_threads))
-        self._stats = QueryStats._from_dict(st)
+        self._stats = QueryStats._from_rows(st)
         return e.astype(bool)
 
     @_reader
@@ -372,7 +372,7 @@ class Index:
         else:
             vals, flat = (None, False) if values is None else V.values(values, self._id_bound(), "values")
         counts, weights, sums, st = self._sum(a, b, vals, power, sh, V.threads(n_threads), attached)
-        self._stats = QueryStats._from_dict(st)
+        self._stats = QueryStats._from_rows(st)
         if vals is None:
             sums = None
         elif flat:
@@ -404,7 +404,7 @@ class Index:
             raise ValueError(f"k={k} is larger than the number of points n={self.n}")
         run = self._dyn.topk if self._dyn else self._impl.topk
         scores, ids, st = run(q, k, V.threads(n_threads))
-        self._stats = QueryStats._from_dict(st)
+        self._stats = QueryStats._from_rows(st)
         return scores, ids
 
     # -- python protocol ---------------------------------------------------------------------

@@ -44,7 +44,7 @@ class DynamicState:
     (ascending, all < ``next_id``); it becomes the first block without a copy of its structure
     (the dynamic index keeps a copy of the points, for merges and exact top-k ranking). The
     query methods take validated, C-contiguous arguments and return what the static
-    structures' compiled methods return (results and a stats dict).
+    structures' compiled methods return (results and a (4, m) stats array).
     """
 
     def __init__(self, first, ids, next_id, value_sums=False):

@@ -156,17 +156,24 @@ class QueryStats:
         Evaluations that fell back to exact arithmetic (near-boundary points).
     """
 
-    __slots__ = ("nodes_visited", "points_tested", "points_reported", "exact_checks")
+    _FIELDS = ("nodes_visited", "points_tested", "points_reported", "exact_checks")
+    __slots__ = ("_rows",)
 
     def __init__(self, nodes_visited, points_tested, points_reported, exact_checks):
-        self.nodes_visited = nodes_visited
-        self.points_tested = points_tested
-        self.points_reported = points_reported
-        self.exact_checks = exact_checks
+        self._rows = (nodes_visited, points_tested, points_reported, exact_checks)
 
     @classmethod
-    def _from_dict(cls, d):
-        return cls(d["nodes_visited"], d["points_tested"], d["points_reported"], d["exact_checks"])
+    def _from_rows(cls, rows):
+        """From the compiled query's (4, m) int64 array (rows in ``_FIELDS`` order): kept as it
+        is, each attribute a view of its row, made when read."""
+        s = cls.__new__(cls)
+        s._rows = rows
+        return s
+
+    nodes_visited = property(lambda self: self._rows[0])
+    points_tested = property(lambda self: self._rows[1])
+    points_reported = property(lambda self: self._rows[2])
+    exact_checks = property(lambda self: self._rows[3])
 
     @classmethod
     def _empty(cls):
@@ -175,7 +182,7 @@ class QueryStats:
 
     def mean(self):
         """Mean of every counter over the queries, as a dict."""
-        return {k: float(getattr(self, k).mean()) if len(getattr(self, k)) else 0.0 for k in self.__slots__}
+        return {k: float(getattr(self, k).mean()) if len(getattr(self, k)) else 0.0 for k in self._FIELDS}
 
     def __len__(self):
         return len(self.nodes_visited)
