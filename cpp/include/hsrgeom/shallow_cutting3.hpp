@@ -168,8 +168,9 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
   // points, and the tree's, one by one.
   template <class Sink>
   void visit(const Query& q, Counters& c, Sink& sink) const {
-    visit<kTakesIdBlocks<Sink>>(q.normal_t, q.a, q.b, c, [&](std::int64_t id, const T* x, double s) { return sink.point(id, x, s); },
-                [&](const std::int64_t* id, index_t w) { sink.range(id, static_cast<const T*>(nullptr), w); });
+    visit<kTakesIdBlocks<Sink>>(
+        q.normal_t, q.a, q.b, c, [&](std::int64_t id, const T* x, double s) { return sink.point(id, x, s); },
+        [&](const std::int64_t* id, index_t w) { sink.range(id, static_cast<const T*>(nullptr), w); });
   }
 
   double query_work(index_t m) const { return static_cast<double>(m) * 256 * std::log2(2.0 + n_); }
