@@ -100,12 +100,10 @@ def vector(x, d, dtype, name="a"):
 def offsets(x, m, name="offsets", check_finite=True):
     """Validate offsets b: a scalar (broadcast) or an (m,) array; kept as float64.
     ``check_finite=False``: as in :func:`queries`."""
-    if (type(x) is np.ndarray and x.dtype == np.float64 and x.ndim == 1 and x.shape[0] == m
-            and x.flags.c_contiguous and not check_finite):
-        return x
-    if (type(x) is np.ndarray and x.dtype.kind == "f" and x.ndim == 1 and x.shape[0] == m
-            and not check_finite):
-        return x.astype(np.float64)  # e.g. float32 offsets: one copy, not the general path's ~1 us
+    if type(x) is np.ndarray and x.dtype.kind == "f" and x.ndim == 1 and x.shape[0] == m and not check_finite:
+        # already float64 and contiguous: as it is; other floats (float32): one copy, not the
+        # general path's ~1 us
+        return x if x.dtype == np.float64 and x.flags.c_contiguous else x.astype(np.float64)
     arr = _as_array(x, name)
     _check_real(arr, name)
     if arr.ndim == 0:
