@@ -161,6 +161,38 @@ void test_exact_sign_random() {
   CHECK_EQ(mismatches, 0);
 }
 
+// exact_sign's two paths (expansions for d <= 4 away from overflow, the wide accumulator
+// otherwise) against each other on full 53-bit mantissas, where rounded sums are wrong: b is the
+// rounded <a, x>, a neighbour of it, or an exact cancellation's 0, and the magnitudes sweep the
+// fast path's limits (products near 2^-900 and 2^1000) so that both sides of them are checked.
+void test_exact_sign_paths() {
+  std::mt19937_64 rng(23);
+  std::uniform_real_distribution<double> mant(1.0, 2.0);
+  std::uniform_int_distribution<int> dim(1, 4), ex(-470, 510), pick(0, 4), flip(0, 1);
+  int mismatches = 0, ties = 0;
+  for (int it = 0; it < 200000; ++it) {
+    const int d = dim(rng);
+    double a[4], x[4];
+    for (int i = 0; i < d; ++i) {
+      a[i] = std::ldexp(mant(rng), ex(rng)) * (flip(rng) ? -1 : 1);
+      x[i] = std::ldexp(mant(rng), ex(rng)) * (flip(rng) ? -1 : 1);
+      if (pick(rng) == 0) x[i] = 0;
+    }
+    if (d >= 2 && pick(rng) == 0) x[1] = -x[0], a[1] = a[0];  // two products cancel exactly
+    double s = 0;
+    for (int i = 0; i < d; ++i) s += a[i] * x[i];
+    double b = std::isfinite(s) ? s : 0.0;
+    const int p = pick(rng);
+    if (p == 1) b = std::nextafter(b, 1e308);
+    if (p == 2) b = std::nextafter(b, -1e308);
+    const int fast = hsrgeom::exact_sign(a, x, b, d), wide = hsrgeom::detail::exact_sign_wide(a, x, b, d);
+    mismatches += fast != wide;
+    ties += wide == 0;
+  }
+  CHECK_EQ(mismatches, 0);
+  CHECK(ties > 1000);  // the cancellations and the exact sums of few terms give true ties
+}
+
 void test_compare_and_filter() {
   const double q[] = {1, 1}, x[] = {1, p2(-60)}, y[] = {1, 0};
   CHECK_EQ(hsrgeom::exact_compare(q, x, y, 2), 1);
@@ -975,6 +1007,7 @@ void test_int_dots() {
 int main() {
   test_exact_sign_known();
   test_exact_sign_random();
+  test_exact_sign_paths();
   test_compare_and_filter();
   test_orient2d();
   test_sort_ids();

@@ -298,13 +298,11 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
             if (exact_sign(a, &xy_[2 * k], b, 2) >= 0) in_k[w] = k, in_id[w++] = cand[i / 8].id[i % 8];
           }
         } else {
-          bool unsure = false;
-          w = filter_blocks<Want, 2>(a, b, margin, cand, cnt, in_k, in_id, unsure);
-          if (unsure)  // the few within rounding of the boundary: decided exactly
-            for_each_unsure<2>(a, b, margin, cand, cnt, [&](const Cand8& q, int l) {
-              ++c.exact;
-              if (exact_sign(a, &xy_[2 * q.k[l]], b, 2) >= 0) in_k[w] = q.k[l], in_id[w++] = q.id[l];
-            });
+          // the few within rounding of the boundary are decided exactly
+          w = filter_blocks<Want, 2>(a, b, margin, cand, cnt, in_k, in_id, [&](const Cand8& q, int l) {
+            ++c.exact;
+            return exact_sign(a, &xy_[2 * q.k[l]], b, 2) >= 0;
+          });
         }
         c.tested += cnt;
         block(in_k, in_id, w);

@@ -37,8 +37,8 @@ inline __m512d load8_pd(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps
 #endif
 
 // The rounded value <a, x> - b of the eight candidates of block q (AVX-512) or of lane l: an fma
-// chain from -b, the only arithmetic filter_blocks and for_each_unsure use, so that both classify
-// every candidate alike (fma is correctly rounded: the vector and scalar chains agree).
+// chain from -b, the only arithmetic filter_blocks uses, so that the vector and scalar paths
+// classify every candidate alike (fma is correctly rounded: the two chains agree).
 #if defined(__AVX512F__)
 template <int D, class Block>
 inline __m512d block_values(const __m512d* av, __m512d nb, const Block& q) {
@@ -54,72 +54,55 @@ inline double lane_value(const double* a, double b, const Block& q, int l) {
   return v;
 }
 
-// Counts the candidates i < cnt (in blocks c) whose rounded <a, x_i> - b exceeds margin and, as
-// Want asks (1: ids, 2: ids and stored indices), writes them to in_id[] and in_k[] (cnt + 8
-// slots each); sets unsure when some rounded value is within margin of b (the exact test must
-// decide). The caller makes sure no product can overflow. AVX-512 does a block at a time; the
-// tail, and CPUs without it, take the scalar loop, branch-free like the vector one. The margin
-// covers the rounding of the values (block_values, lane_value).
-template <int Want, int D, class Block>
-inline index_t filter_blocks(const double* a, double b, double margin, const Block* c, index_t cnt, index_t* in_k,
-                             std::int64_t* in_id, bool& unsure) {
+// Counts the candidates i < cnt (in blocks c) inside the half-space and, as Want asks (1: ids,
+// 2: ids and stored indices), writes them to in_id[] and in_k[] (cnt + 8 slots each). A
+// candidate whose rounded <a, x_i> - b exceeds margin is inside; one within margin of b is
+// unsure, and decide(block, lane) says exactly whether it is inside (called once per unsure
+// candidate, in the same pass, so that ties with b cost no second pass over the list). The
+// caller makes sure no product can overflow. AVX-512 does a block at a time; the tail, and CPUs
+// without it, take the scalar loop, branch-free like the vector one but for unsure candidates.
+// The margin covers the rounding of the values (block_values, lane_value).
+template <int Want, int D, class Block, class Decide>
+HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, const Block* c, index_t cnt, index_t* in_k,
+                             std::int64_t* in_id, Decide&& decide) {
   index_t i = 0, w = 0;
+  auto keep = [&](const Block& q, int l) {  // an unsure candidate found inside
+    if constexpr (Want >= 1) in_id[w] = q.id[l];
+    if constexpr (Want >= 2) in_k[w] = q.k[l];
+    ++w;
+  };
 #if defined(__AVX512F__)
   __m512d av[D];
   for (int t = 0; t < D; ++t) av[t] = _mm512_set1_pd(a[t]);
   const __m512d nb = _mm512_set1_pd(-b), hi = _mm512_set1_pd(margin), lo = _mm512_set1_pd(-margin);
-  __mmask8 differ = 0;
   for (const index_t blocks = cnt / 8; i < blocks; ++i) {
     const Block& q = c[i];
     const __m512d v = block_values<D>(av, nb, q);
     const __mmask8 yes = _mm512_cmp_pd_mask(v, hi, _CMP_GT_OQ), maybe = _mm512_cmp_pd_mask(v, lo, _CMP_GT_OQ);
-    differ |= yes ^ maybe;
     // compress in a register, then a full store (the outputs have 8 spare slots): a
     // compressing store to memory is microcoded and slow on some CPUs (AMD Zen 4)
     if constexpr (Want >= 1) _mm512_storeu_si512(in_id + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.id)));
     if constexpr (Want >= 2) _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.k)));
     w += __builtin_popcount(yes);
+    if (__builtin_expect(yes != maybe, 0))
+      for (unsigned m = yes ^ maybe; m; m &= m - 1)
+        if (decide(q, __builtin_ctz(m))) keep(q, __builtin_ctz(m));
   }
-  unsure |= differ != 0;
   i *= 8;
 #endif
   for (; i < cnt; ++i) {
     const Block& q = c[i / 8];
     const int l = static_cast<int>(i % 8);
     const double v = lane_value<D>(a, b, q, l);
+    if (__builtin_expect((v > margin) != (v > -margin), 0)) {
+      if (decide(q, l)) keep(q, l);
+      continue;
+    }
     if constexpr (Want >= 1) in_id[w] = q.id[l];
     if constexpr (Want >= 2) in_k[w] = q.k[l];
     w += v > margin;
-    unsure |= (v > margin) != (v > -margin);
   }
   return w;
-}
-
-// Calls f(q, l) for each candidate (block q, lane l) that filter_blocks found unsure: rounded
-// value within margin of b. Same values as filter_blocks, so every candidate is either counted
-// there or passed here, never both: the caller decides these few exactly instead of re-testing
-// the whole list.
-template <int D, class Block, class F>
-inline void for_each_unsure(const double* a, double b, double margin, const Block* c, index_t cnt, F&& f) {
-  index_t i = 0;
-#if defined(__AVX512F__)
-  __m512d av[D];
-  for (int t = 0; t < D; ++t) av[t] = _mm512_set1_pd(a[t]);
-  const __m512d nb = _mm512_set1_pd(-b), hi = _mm512_set1_pd(margin), lo = _mm512_set1_pd(-margin);
-  for (const index_t blocks = cnt / 8; i < blocks; ++i) {
-    const Block& q = c[i];
-    const __m512d v = block_values<D>(av, nb, q);
-    for (unsigned m = _mm512_cmp_pd_mask(v, hi, _CMP_GT_OQ) ^ _mm512_cmp_pd_mask(v, lo, _CMP_GT_OQ); m; m &= m - 1)
-      f(q, __builtin_ctz(m));
-  }
-  i *= 8;
-#endif
-  for (; i < cnt; ++i) {
-    const Block& q = c[i / 8];
-    const int l = static_cast<int>(i % 8);
-    const double v = lane_value<D>(a, b, q, l);
-    if ((v > margin) != (v > -margin)) f(q, l);
-  }
 }
 
 }  // namespace hsrgeom

@@ -145,14 +145,67 @@ class BasicExactAccumulator {
 using ExactAccumulator = BasicExactAccumulator<2148, 68>;   // 4352 bits
 using ExactAccumulator3 = BasicExactAccumulator<3222, 102>;  // 6528 bits: 2^-3222 .. 2^3072 + headroom
 
-// Exact sign of <a, x> - b (b = +-inf allowed: every finite <a, x> is below +inf, above -inf).
+namespace detail {
+
+// Sign of the exact sum of the n doubles t[] (n <= 9), none of them overflowing when added:
+// Shewchuk's grow-expansion with zero elimination ("Adaptive Precision Floating-Point
+// Arithmetic", 1997). Each term is added to a nonoverlapping expansion, smallest component
+// first, by Knuth's two-sum (exact barring overflow, also for subnormals), so the expansion
+// always equals the exact sum and its largest component carries the sign.
+inline int sign_of_sum(const double* t, int n) {
+  double e[9];
+  int m = 0;
+  for (int i = 0; i < n; ++i) {
+    double q = t[i];
+    int k = 0;
+    for (int j = 0; j < m; ++j) {
+      const double s = q + e[j], bv = s - q, err = (q - (s - bv)) + (e[j] - bv);
+      if (err != 0) e[k++] = err;
+      q = s;
+    }
+    if (q != 0) e[k++] = q;
+    m = k;
+  }
+  return m == 0 ? 0 : (e[m - 1] > 0 ? 1 : -1);
+}
+
+// Exact sign of <a, x> - b with the wide fixed-point accumulator: any finite values, any d.
 template <class T>
-inline int exact_sign(const double* a, const T* x, double b, int d) {
-  if (std::isinf(b)) return b > 0 ? -1 : 1;
+int exact_sign_wide(const double* a, const T* x, double b, int d) {
   ExactAccumulator acc;
   for (int i = 0; i < d; ++i) acc.add_product(a[i], static_cast<double>(x[i]));
   acc.add(-b);
   return acc.sign();
+}
+
+}  // namespace detail
+
+// Exact sign of <a, x> - b (b = +-inf allowed: every finite <a, x> is below +inf, above -inf).
+// For d <= 4 and magnitudes far from overflow and underflow, each product is split exactly
+// into p + e with an fma (e = fma(a_i, x_i, -p): exact when |p| >= 2^-900, as the rounding error
+// of a product is then a normal double) and the sign of the sum of those 2 d + 1 doubles is
+// found by expansion arithmetic: ~10x cheaper than the wide accumulator (a tie at d = 2 cost
+// ~60 ns with it), which takes every other case.
+template <class T>
+inline int exact_sign(const double* a, const T* x, double b, int d) {
+  if (std::isinf(b)) return b > 0 ? -1 : 1;
+  if (d <= 4 && std::fabs(b) <= 0x1p1000) {
+    double t[9];
+    int n = 0;
+    bool ok = true;
+    for (int i = 0; i < d; ++i) {
+      const double xi = static_cast<double>(x[i]), p = a[i] * xi, ap = std::fabs(p);
+      if (a[i] == 0 || xi == 0) continue;
+      ok &= ap >= 0x1p-900 && ap <= 0x1p1000;
+      t[n++] = p;
+      t[n++] = std::fma(a[i], xi, -p);
+    }
+    if (ok) {
+      t[n++] = -b;
+      return detail::sign_of_sum(t, n);
+    }
+  }
+  return detail::exact_sign_wide(a, x, b, d);
 }
 
 // Exact sign of <q, x> - <q, y>.

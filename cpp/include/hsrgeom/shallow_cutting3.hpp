@@ -468,18 +468,15 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
       const Block* cand = tier.cand.data() + tier.off[w.bucket];
       c.tested += cnt;
       // no product can overflow when ||a|| ||x|| and |b| are far from the largest double
-      bool unsure = !(na * xnorm_ <= 1e300 && std::fabs(b) <= 1e300);
-      if (Ids && !unsure) {
+      if (Ids && na * xnorm_ <= 1e300 && std::fabs(b) <= 1e300) {
         std::vector<std::int64_t>& ids = id_scratch_();
         ids.resize(cnt + 8);
-        index_t got = filter_blocks<1, 3>(a, b, margin, cand, cnt, nullptr, ids.data(), unsure);
-        if (unsure) {  // the few within rounding of the boundary: decided exactly
-          for_each_unsure<3>(a, b, margin, cand, cnt, [&](const Block& q, int l) {
-            const T x[3] = {q.x[0][l], q.x[1][l], q.x[2][l]};
-            ++c.exact;
-            if (exact_sign(a, x, b, 3) >= 0) ids[got++] = q.id[l];
-          });
-        }
+        // the few within rounding of the boundary are decided exactly
+        const index_t got = filter_blocks<1, 3>(a, b, margin, cand, cnt, nullptr, ids.data(), [&](const Block& q, int l) {
+          const T x[3] = {q.x[0][l], q.x[1][l], q.x[2][l]};
+          ++c.exact;
+          return exact_sign(a, x, b, 3) >= 0;
+        });
         block(ids.data(), got);
         return;
       }
