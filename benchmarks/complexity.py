@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 import hsrgeom
+from hsrgeom._auto import _TABLE_PEEL as PEEL  # the partial peel auto builds above 2*10^6 points
 
 K = 100
 STRUCTURES = {
@@ -34,7 +35,7 @@ STRUCTURES = {
     "PartitionTree(pca)": (lambda x: hsrgeom.PartitionTree(x, split="pca"), None),
     "SimplicialPartitionTree": (lambda x: hsrgeom.SimplicialPartitionTree(x), None),
     "ConvexLayers": (lambda x: hsrgeom.ConvexLayers(x), 2),
-    "ConvexLayers(max_layers=65)": (lambda x: hsrgeom.ConvexLayers(x, max_layers=65), 2),
+    f"ConvexLayers(max_layers={PEEL})": (lambda x: hsrgeom.ConvexLayers(x, max_layers=PEEL), 2),
     "ConvexLayers3": (lambda x: hsrgeom.ConvexLayers3(x), 3),
     "ShallowCutting3": (lambda x: hsrgeom.ShallowCutting3(x), 3),
     "auto": (lambda x: hsrgeom.build_index(x, batch_size=200, output_size=K), None),
@@ -52,7 +53,7 @@ structures stay flat (exponent ~0), as O(log n + k)-type structures should. The 
 exponents are those of *deep* queries, hyperplanes through the middle of the data: the next
 table measures them. auto is built with `output_size=100` (this benchmark's output size), so
 its probes report the same share of its samples. Above n = 2*10^6 its d = 2 candidate is
-ConvexLayers(max_layers=65) (a full peel takes minutes at 10^7), and d = 3 convex layers are
+ConvexLayers(max_layers=129) (a full peel takes minutes at 10^7), and d = 3 convex layers are
 not among its candidates. ShallowCutting3's theory column is the shallow-cutting bound
 (O(log n + k)); its grid is fixed, so that bound is not guaranteed (docs/cuttings.md)."""
 
@@ -103,7 +104,7 @@ def measure(index, x, m, rng, share=None):
 # auto's choice (from its reason) -> the structure of this benchmark that is the same build
 CHOICE = {"brute_force": "BruteForce", "partition_tree(split=widest)": "PartitionTree(widest)",
           "partition_tree(split=pca)": "PartitionTree(pca)", "convex_layers": "ConvexLayers",
-          "convex_layers(max_layers=65)": "ConvexLayers(max_layers=65)", "convex_layers3": "ConvexLayers3",
+          f"convex_layers(max_layers={PEEL})": f"ConvexLayers(max_layers={PEEL})", "convex_layers3": "ConvexLayers3",
           "shallow_cutting3": "ShallowCutting3"}
 
 

@@ -125,8 +125,8 @@ def test_build_index_checks_params_whatever_auto_builds(n):
 def test_build_index_unknown_params_of_a_kind():
     with pytest.raises(TypeError, match=r"BruteForce\(\) got an unexpected keyword argument 'leaf_size'"):
         hsrgeom.build_index(P2, kind="brute_force", leaf_size=8)
-    with pytest.raises(ValueError, match="table_layers must be <= 64"):
-        hsrgeom.build_index(P2, kind="convex_layers", table_layers=65)
+    with pytest.raises(ValueError, match="table_layers must be <= 512"):
+        hsrgeom.build_index(P2, kind="convex_layers", table_layers=513)
     assert hsrgeom.build_index(P2, kind="partition_tree", leaf_size=3).leaf_size == 3
 
 

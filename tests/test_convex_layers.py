@@ -179,7 +179,7 @@ def test_shallow_table_is_exact(case, dtype, rng):
     offsets[::3] = np.nextafter(offsets[::3], np.inf)  # just above a data value
     index = hsrgeom.ConvexLayers(pts)
     walk = hsrgeom.ConvexLayers(pts, table_layers=0)
-    assert index.table_layers == 64 and walk.table_layers == 0
+    assert index.table_layers == 128 and walk.table_layers == 0
     expected = check(index, pts, normals, offsets)
     table_nodes = index.stats.nodes_visited.copy()
     assert walk.report(normals, offsets) == index.report(normals, offsets)
@@ -191,6 +191,27 @@ def test_shallow_table_is_exact(case, dtype, rng):
     assert sum(len(e) for e in expected) > 0
 
 
+@pytest.mark.parametrize("case, dtype", [("uniform", np.float32), ("gaussian", np.float64)])
+def test_shallow_table_past_64_levels(case, dtype, rng):
+    # A table deeper than 64 levels (200,000 points: the budget of 4 candidates per point
+    # allows ~85) has more than one group of eight in its coarse guide; queries reaching layers
+    # 65 and deeper are answered by the table (a level or two, not the walk's ~70 layers) and
+    # exactly, offsets on data values (ties) and one ulp above them.
+    pts = (rng.random((200_000, 2)) if case == "uniform" else rng.standard_normal((200_000, 2))).astype(dtype)
+    index, walk = hsrgeom.ConvexLayers(pts), hsrgeom.ConvexLayers(pts, table_layers=0)
+    assert index._impl.table_layers > 64
+    normals = rng.standard_normal((40, 2))
+    vals = pts.astype(np.float64) @ normals.astype(dtype).astype(np.float64).T
+    offsets = -np.sort(-vals, axis=0)[rng.integers(450, 800, len(normals)), np.arange(len(normals))]  # ~60-90 layers
+    offsets[::2] = np.nextafter(offsets[::2], np.inf)
+    got = index.report(normals, offsets)
+    table_nodes = index.stats.nodes_visited
+    assert got == walk.report(normals, offsets) == hsrgeom.BruteForce(pts).report(normals, offsets)
+    walked = walk.stats.nodes_visited
+    deep = (walked - 1 > 64) & (walked - 1 <= index._impl.table_layers)
+    assert deep.sum() >= 3 and (table_nodes[deep] <= 3).all(), (table_nodes, walked)
+
+
 def test_shallow_table_falls_back_past_its_layers(rng):
     pts = rng.standard_normal((3000, 2))
     normals = rng.standard_normal((30, 2))
@@ -198,7 +219,7 @@ def test_shallow_table_falls_back_past_its_layers(rng):
     for layers in (1, 2, 5):
         index = hsrgeom.ConvexLayers(pts, table_layers=layers)
         check(index, pts, normals, offsets)
-    for bad in (-1, 65):
+    for bad in (-1, 513):
         with pytest.raises(ValueError, match="table_layers"):
             hsrgeom.ConvexLayers(pts, table_layers=bad)
 
@@ -245,7 +266,7 @@ def test_partial_peel_is_exact(case, dtype, rng):
     for max_layers in (0, 1, 5, 65):
         index = hsrgeom.ConvexLayers(pts, max_layers=max_layers)
         assert index.layers <= max_layers and index.peeled == index.layer_sizes().sum()
-        assert index.table_layers == 64 and index._impl.table_layers <= max(max_layers - 1, 0)
+        assert index.table_layers == 128 and index._impl.table_layers <= max(max_layers - 1, 0)
         check(index, pts, normals, offsets)
         check_topk(index, pts, normals, 9)
         check_topk(index, pts, normals, 500)  # more than the peeled layers hold (max_layers <= 5)

@@ -223,8 +223,9 @@ def test_auto_replaces_a_cutting_whose_levels_stop_below_the_output(monkeypatch)
 
 def test_auto_builds_a_tiered_cutting_for_outputs_above_the_plain_levels(monkeypatch):
     """Outputs above the plain cutting's depth (444) and up to 3000: when the cutting is the
-    fastest, auto builds it with tiers (fine_depth 444, coarser grids below) within its candidate
-    budget and says so; above 3000 it is no candidate. Forced with faked timings."""
+    fastest, auto builds it with tiers (fine_depth 1800 up to n = 2*10^6, else 444; coarser grids
+    below) within its candidate budget and says so; above 3000 it is no candidate. Forced with
+    faked timings."""
     from hsrgeom import _auto
 
     per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ShallowCutting3": 1e-7, "ConvexLayers3": 1e-4}
@@ -236,10 +237,13 @@ def test_auto_builds_a_tiered_cutting_for_outputs_above_the_plain_levels(monkeyp
     monkeypatch.setattr(_auto, "_time_queries", fake_time)
     x = np.random.default_rng(2).random((200_000, 3))
     idx = hsrgeom.build_index(x, output_size=1000)
-    assert idx.kind == "shallow_cutting3" and idx.fine_depth == 444 and idx.max_depth == 12000
-    assert idx.max_candidates == 6 * len(x) and idx.candidates <= 6 * len(x)
+    assert idx.kind == "shallow_cutting3" and idx.fine_depth == 1800 and idx.max_depth == 12000
+    assert idx.max_candidates == 12 * len(x) and idx.candidates <= 12 * len(x)
     assert len(set(idx.level_grids())) > 1 and idx._impl.max_depth >= 1000
-    assert "fine_depth=444" in idx.reason and "MiB" in idx.reason
+    assert "fine_depth=1800" in idx.reason and "max_candidates=12 n" in idx.reason and "MiB" in idx.reason
+    monkeypatch.setattr(_auto, "_DEEP_FINE_MAX_N", len(x) - 1)  # above it: 444 deep in 6 n
+    big = hsrgeom.build_index(x, output_size=1000)
+    assert big.fine_depth == 444 and big.max_candidates == 6 * len(x) and "max_candidates=6 n" in big.reason
     plain = hsrgeom.build_index(x, output_size=300)
     assert plain.kind == "shallow_cutting3" and plain.fine_depth == plain.max_depth == 1024
     assert "shallow_cutting3" not in hsrgeom.build_index(x, output_size=5000).reason
@@ -267,12 +271,12 @@ def test_auto_considers_convex_layers_only_in_the_plane_and_space():
 
 def test_auto_peels_only_the_table_layers_above_its_full_peel_limit(monkeypatch, rng):
     # Above _LAYERS_MAX_N (2 * 10^6; lowered here) a full peel takes minutes: "auto" probes and
-    # builds ConvexLayers(max_layers=65), and never ConvexLayers3.
+    # builds ConvexLayers(max_layers=129), and never ConvexLayers3.
     monkeypatch.setattr(hsrgeom._auto, "_LAYERS_MAX_N", 5000)
     pts = rng.random((20000, 2))
     index = hsrgeom.build_index(pts, batch_size=200, output_size=20)
-    assert "convex_layers(max_layers=65)" in index.reason
-    assert index.kind == "convex_layers" and index.max_layers == 65 and index.peeled < len(pts)
+    assert "convex_layers(max_layers=129)" in index.reason
+    assert index.kind == "convex_layers" and index.max_layers == 129 and index.peeled < len(pts)
     a = rng.standard_normal((50, 2))
     b = np.quantile(pts @ a.T, 0.999, axis=0)
     assert index.report(a, b) == hsrgeom.BruteForce(pts).report(a, b)

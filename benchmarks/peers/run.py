@@ -272,9 +272,10 @@ def structures_for(d):
         out.append(("ConvexLayers", hsrgeom.ConvexLayers))
     if d == 3:
         out += [("ConvexLayers3", hsrgeom.ConvexLayers3), ("ShallowCutting3", hsrgeom.ShallowCutting3),
-                # tiers (docs/cuttings.md): what auto builds for outputs of 445-3000 points
+                # tiers (docs/cuttings.md): what auto builds for outputs of 445-3000 points (here
+                # for 1,000: max_depth 12,000)
                 ("ShallowCutting3(tiers)", lambda x: hsrgeom.ShallowCutting3(
-                    x, fine_depth=444, max_depth=12000, max_candidates=6 * len(x)))]
+                    x, **hsrgeom._auto._deep_cutting_params(len(x), 1000)))]
     return out
 
 

@@ -45,16 +45,22 @@ _LAYERS_MAX_N = 2_000_000
 # deeper queries go to its embedded tree (at 10^7 points and 1000 outputs 2.2x slower than a
 # PartitionTree); a built cutting whose levels stop below the caller's output is replaced
 _CUTTING_MAX_OUTPUT = 444
-# Above that and up to _DEEP_CUTTING_MAX_OUTPUT, the cutting built at n has tiers: its default
-# levels (fine_depth = _CUTTING_MAX_OUTPUT) on the default grid, deeper ones on coarser grids, at
-# most _CUTTING_BUDGET n stored candidates (20 bytes each for float32 points, 32 for float64;
-# ~135 MiB in all at n = 10^6) and levels to _DEEP_DEPTH_FACTOR x the output (the budget stops
-# them first at 10^6; with 4x, 23 of 200 uniform 1,000-point queries found no certified level
-# and went to the tree, 10x slower per point: 1.8x the time of the whole batch at gaussian)
+# Above that and up to _DEEP_CUTTING_MAX_OUTPUT, the cutting built at n has tiers: levels to
+# _DEEP_FINE_DEPTH on the default grid (tier 0), deeper ones on coarser grids, at most
+# _CUTTING_BUDGET n stored candidates (20 bytes each for float32 points, 32 for float64) and
+# levels to _DEEP_DEPTH_FACTOR x the output (the budget stops them first at 10^6; with 4x, 23 of
+# 200 uniform 1,000-point queries found no certified level and went to the tree, 10x slower per
+# point: 1.8x the time of the whole batch at gaussian). A query reporting k points reads the
+# list of a level ~1.3-2 k deep, ~2-3 k candidates on the coarser grid of tier 1 and ~1.3-2 k on
+# the default grid: up to n = _DEEP_FINE_MAX_N the fine tier reaches 1800 in a budget of 12 n
+# (~250 MiB at 10^6: uniform 1,000-point queries 2.63 -> 1.54 ns per id, clustered 5.66 -> 2.34,
+# gaussian 1.41 -> 1.17, session 25), above it 444 in 6 n (1.2 GB at 10^7 already).
 _DEEP_CUTTING_MAX_OUTPUT = 3000
-_CUTTING_BUDGET = 6
+_DEEP_FINE_MAX_N = 2_000_000
+_DEEP_FINE_DEPTH, _CUTTING_BUDGET = {True: 1800, False: _CUTTING_MAX_OUTPUT}, {True: 12, False: 6}
 _DEEP_DEPTH_FACTOR = 12
-_TABLE_PEEL = 65  # layers a partial d = 2 peel takes: what the shallow table (64 layers) uses, + 1
+_TABLE_PEEL = 129  # layers a partial d = 2 peel takes: what the default 128-level table uses, + 1 (13.9 s at 10^7;
+# 65 layers took 12.5 s, and 1,000-point queries then cost 2.77 ns per id in the tree instead of 0.74 in the table)
 _FULL_PROBE_RATIO = 4  # above _FULL_PROBE_ABOVE x the sample size, a tree predicted within this factor of the scan is timed at n
 _PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the scan to be chosen
 _MEASURED_MARGIN = 0.9  # ... or this much, when both were timed on all n points
@@ -212,7 +218,7 @@ def _choose(pts, batch_size, output_size, params):
         # deep outputs: with the budget the cutting gets at n, so that the sample's levels reach
         # the probe's outputs (with the default 2 s, grid 8 stopped at depth ~90 < 150, the
         # probe timed its tree, and auto took a tree 3-5x slower at 3000 gaussian outputs)
-        deep = {"max_candidates": _CUTTING_BUDGET * s} if k_user > _CUTTING_MAX_OUTPUT else {}
+        deep = {"max_candidates": _CUTTING_BUDGET[n <= _DEEP_FINE_MAX_N] * s} if k_user > _CUTTING_MAX_OUTPUT else {}
         candidates.append(("shallow_cutting3", ShallowCutting3, {"grid": grid, **deep}))
     if d == 3 and not params and n <= _LAYERS_MAX_N:
         candidates.append(("convex_layers3", ConvexLayers3, {}))
@@ -312,7 +318,7 @@ def _choose(pts, batch_size, output_size, params):
         cutting = ShallowCutting3._from_valid(pts, **deep)
         if deep:
             reason += (f" (fine_depth={deep['fine_depth']}, max_depth={deep['max_depth']}, "
-                       f"max_candidates={_CUTTING_BUDGET} n: {cutting.levels} levels on grids "
+                       f"max_candidates={deep['max_candidates'] // n} n: {cutting.levels} levels on grids "
                        f"{sorted({int(g) for g in cutting.level_grids()}, reverse=True)}, "
                        f"{cutting.memory_bytes / 2**20:.0f} MiB)")
         if cutting._impl.max_depth >= k_user:
@@ -340,11 +346,13 @@ def _choose(pts, batch_size, output_size, params):
 
 def _deep_cutting_params(n, k_user):
     """The ShallowCutting3 parameters auto builds at n for outputs of k_user points: none (the
-    defaults) up to _CUTTING_MAX_OUTPUT, else tiers under _CUTTING_BUDGET n candidates."""
+    defaults) up to _CUTTING_MAX_OUTPUT, else tiers (_DEEP_FINE_DEPTH, _CUTTING_BUDGET n
+    candidates: the larger pair up to n = _DEEP_FINE_MAX_N)."""
     if k_user <= _CUTTING_MAX_OUTPUT:
         return {}
-    return {"fine_depth": _CUTTING_MAX_OUTPUT, "max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user)),
-            "max_candidates": _CUTTING_BUDGET * n}
+    small = n <= _DEEP_FINE_MAX_N
+    return {"fine_depth": _DEEP_FINE_DEPTH[small], "max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user)),
+            "max_candidates": _CUTTING_BUDGET[small] * n}
 
 
 def _check_params(cls, params, pts):
@@ -372,9 +380,10 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         "auto": for n < 4096 a scan; otherwise each candidate structure (the scan, for d >= 8
         :class:`QuantizedScan` (the scan over 8-bit codes), partition trees, and, when no params
         are given, convex layers for d = 2 -- above n = 2 000 000
-        with ``max_layers=65``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
+        with ``max_layers=129``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
         cutting when queries report <= 3000 points (above 444, the depth its default levels
-        reach, built with tiers: ``fine_depth=444``, at most 6 n stored candidates; a cutting
+        reach, built with tiers: ``fine_depth=1800``, at most 12 n stored candidates, or above
+        n = 2 000 000 ``fine_depth=444`` and 6 n; a cutting
         built whose levels stop below the output is replaced by the next choice), and convex layers up
         to n = 2 000 000) is built on a sample of
         the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and

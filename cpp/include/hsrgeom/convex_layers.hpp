@@ -20,7 +20,7 @@
 // Partial peel (max_layers): peeling stops after max_layers layers, and a PartitionTree over
 // all the points answers every query the shallow table (below) does not; the walk is not used.
 // Peeling all of 10^7 uniform points takes ~80 s (tens of thousands of layers); the table needs
-// only the first 65 layers, which a partial peel builds in seconds.
+// only the first table_layers + 1 layers, which a partial peel builds in seconds.
 #pragma once
 
 #include <algorithm>
@@ -71,7 +71,7 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
       : n_(p.n) {
     if (p.d != 2) throw std::invalid_argument("ConvexLayers needs d = 2");
     if (table_layers < 0 || table_layers > kMaxTableLayers)
-      throw std::invalid_argument("table_layers must be in [0, 64]");
+      throw std::invalid_argument("table_layers must be in [0, 512]");
     if (max_layers < 0) max_layers = std::numeric_limits<index_t>::max();
     std::vector<index_t> order(n_);
     std::iota(order.begin(), order.end(), index_t{0});
@@ -132,7 +132,7 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
     build_table(table_layers);
   }
 
-  static constexpr index_t kDefaultTableLayers = 64, kMaxTableLayers = 64;
+  static constexpr index_t kDefaultTableLayers = 128, kMaxTableLayers = 512;
 
   index_t size() const { return n_; }
   int dim() const { return 2; }
@@ -151,7 +151,7 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
   size_t memory_bytes() const {
     return ids_.size() * sizeof(index_t) + xy_.size() * sizeof(double) + angle_.size() * sizeof(double) +
            layer_start_.size() * sizeof(index_t) + xnorm_.size() * sizeof(double) +
-           tab_.size() * sizeof(TableEntry) + coarse_.size() * sizeof(GuideCoarse) +
+           tab_.size() * sizeof(TableEntry) + coarse_.size() * sizeof(double) +
            groups_.size() * sizeof(GuideGroup) + tab_off_.size() * sizeof(index_t) + cand_.size() * sizeof(Cand8) +
            tree_.memory_bytes();
   }
@@ -278,7 +278,8 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
       // then among the eight after the last of those. The values decrease with j (nested hulls),
       // so the next level is the one to try; only the exact test lets a level be used, and a
       // level deeper than needed only costs more candidates.
-      const index_t group = count_at_least_2d(a, b, coarse_[bkt].x, coarse_[bkt].y, 8);
+      const double* co = &coarse_[static_cast<size_t>(bkt) * 2 * tab_coarse_];
+      const index_t group = count_at_least_2d(a, b, co, co + tab_coarse_, tab_coarse_);
       const index_t first = group >= G ? J + 1 : 8 * group + 1 + count_at_least_2d(a, b, gg[group].x, gg[group].y, 8);
       for (index_t j = first; j <= J; ++j) {
         if (!certified(j)) continue;
@@ -361,14 +362,13 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
     const double a[2] = {static_cast<double>(q.normals[2 * j]), static_cast<double>(q.normals[2 * j + 1])};
     if (a[0] == 0 && a[1] == 0) return;
     const index_t bkt = bucket(a);
-    const GuideCoarse& co = coarse_[bkt];
+    const double* co = &coarse_[static_cast<size_t>(bkt) * 2 * tab_coarse_];
     if (stage == 0) {
-      __builtin_prefetch(co.x);
-      __builtin_prefetch(co.y);
+      for (index_t l = 0; l < 2 * tab_coarse_; l += 8) __builtin_prefetch(co + l);
       __builtin_prefetch(&tab_off_[bkt]);
       return;
     }
-    const index_t group = count_at_least_2d(a, q.offsets[j], co.x, co.y, 8);
+    const index_t group = count_at_least_2d(a, q.offsets[j], co, co + tab_coarse_, tab_coarse_);
     if (group < tab_groups_) {
       const char* g = reinterpret_cast<const char*>(&groups_[static_cast<size_t>(bkt) * tab_groups_ + group]);
       for (size_t l = 0; l < sizeof(GuideGroup); l += 64) __builtin_prefetch(g + l);
@@ -423,16 +423,13 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
   // Candidates are stored per bucket in order of the first level that needs them, so the
   // candidates of (B, j) are a prefix. A query at the level it needs tests ~k + a few points
   // (measured: 106 candidates for 100 reported at n = 10^6). Queries that reach deeper than J
-  // layers take the layer-by-layer walk. J <= 64 (the guide's layout), and the candidates are
+  // layers take the layer-by-layer walk. J <= 512, and the candidates are
   // at most 4 per point (4096 for few points): levels past that budget are dropped.
   using Cand8 = CandBlock<T, 2>;  // eight table candidates (filter.hpp)
   struct TableEntry {     // level j of a bucket, for chains of more than one vertex
     double xnorm;         // of layer j
     index_t start, end;   // stored vertices of layer j
     index_t first;        // stored index of vertex s
-  };
-  struct GuideCoarse {    // per bucket: vertex s of levels 8, 16, .., 64
-    double x[8], y[8];
   };
   struct alignas(64) GuideGroup {  // per bucket, eight levels 8g + 1 .. 8g + 8
     double x[8], y[8];             // vertex s
@@ -553,12 +550,11 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
     // the levels' entries and the guide (NaN / 0 past J: never counted as inside)
     const index_t G = (J + 7) / 8;
     std::vector<TableEntry> tab(static_cast<size_t>(M) * J);
-    coarse_.assign(M, GuideCoarse{});
+    const index_t C = (G + 7) / 8 * 8;  // coarse entries per bucket, a multiple of 8 (NaN past G)
+    coarse_.assign(static_cast<size_t>(M) * 2 * C, std::numeric_limits<double>::quiet_NaN());
     groups_.assign(static_cast<size_t>(M) * G, GuideGroup{});
     const double nan = std::numeric_limits<double>::quiet_NaN();
     for (index_t bk = 0; bk < M; ++bk) {
-      std::fill_n(coarse_[bk].x, 8, nan);
-      std::fill_n(coarse_[bk].y, 8, nan);
       for (index_t g = 0; g < G; ++g) std::fill_n(groups_[bk * G + g].x, 8, nan), std::fill_n(groups_[bk * G + g].y, 8, nan);
       for (index_t j = 1; j <= J; ++j) {
         const index_t s = layer_start_[j], h = layer_size(j), vs = ends_of[j][bk][0], ve = ends_of[j][bk][1];
@@ -569,7 +565,11 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
         gg.x[l] = xy_[2 * (s + vs)];
         gg.y[l] = xy_[2 * (s + vs) + 1];
         gg.count[l] = static_cast<std::int32_t>(cnt);
-        if (l == 7) coarse_[bk].x[(j - 1) / 8] = gg.x[l], coarse_[bk].y[(j - 1) / 8] = gg.y[l];
+        if (l == 7) {
+          double* co = &coarse_[static_cast<size_t>(bk) * 2 * C];
+          co[(j - 1) / 8] = gg.x[l];
+          co[C + (j - 1) / 8] = gg.y[l];
+        }
       }
     }
     std::vector<Cand8> cand;
@@ -595,6 +595,7 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
     cand_ = std::move(cand);
     tab_ = std::move(tab);
     tab_groups_ = G;
+    tab_coarse_ = C;
     tab_levels_ = J;
     tab_buckets_ = M;
   }
@@ -634,7 +635,8 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
   std::vector<double> xnorm_;         // per layer: upper bound of the norms of its vertices
   index_t tab_levels_ = 0, tab_buckets_ = 0;  // shallow table (build_table): J levels, M buckets
   std::vector<TableEntry> tab_;               // entry (bucket B, level j) at B * J + j - 1
-  std::vector<GuideCoarse> coarse_;           // per bucket
+  index_t tab_coarse_ = 0;                    // coarse guide entries per bucket (a multiple of 8)
+  std::vector<double> coarse_;                // per bucket: x then y of vertex s of levels 8, 16, ..
   std::vector<GuideGroup> groups_;            // per bucket, tab_groups_ of them
   index_t tab_groups_ = 0;
   std::vector<index_t> tab_off_;              // candidate blocks of bucket B: cand_[tab_off_[B] .. tab_off_[B + 1])
