@@ -241,6 +241,49 @@ def test_shallow_table_at_its_arc_ends(rng):
         assert index.stats.nodes_visited.mean() < 1.5  # answered by the table (the walk: ~10 layers)
 
 
+def test_table_budget(rng, tmp_path):
+    # max_candidates caps the table's stored candidates (the levels past it are dropped, and
+    # their queries walk); any budget gives the exact sets; it is saved with the index; it must
+    # be a non-negative integer.
+    pts = rng.random((20_000, 2))
+    normals = rng.standard_normal((30, 2))
+    offsets = quantile_offsets(pts, normals, np.geomspace(1e-4, 0.05, 30))  # 2-1,000 points
+    expected = hsrgeom.BruteForce(pts).report(normals, offsets)
+    levels = []
+    for budget in (0, 5000, None, 10**6):
+        index = hsrgeom.ConvexLayers(pts, max_candidates=budget)
+        assert index.report(normals, offsets) == expected
+        levels.append(index._impl.table_layers)
+    assert levels[0] == 0 and 0 < levels[1] < levels[2] < levels[3], levels
+    index.save(tmp_path / "cl.hsr")
+    clone = hsrgeom.load(tmp_path / "cl.hsr")
+    assert clone.max_candidates == 10**6 and clone._impl.table_layers == levels[3] and "max_candidates=1000000" in repr(clone)
+    for bad, err in ((-1, ValueError), (1.5, TypeError), ("10", TypeError)):
+        with pytest.raises(err, match="max_candidates"):
+            hsrgeom.ConvexLayers(pts, max_candidates=bad)
+
+
+def test_auto_probes_convex_layers_with_the_budget_at_n(monkeypatch, rng):
+    # auto's sample of ConvexLayers gets the table budget of all n points (so that its levels
+    # reach the outputs the table at n will hold); the index it builds keeps the default.
+    from hsrgeom import _auto
+
+    budgets = []
+    per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ConvexLayers": 1e-7}
+
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25):
+        if isinstance(index, hsrgeom.ConvexLayers):
+            budgets.append((index.n, index.max_candidates))
+        index.count(a, b)
+        return per_query[type(index).__name__] * (index.n / 1000) ** 0.5
+
+    monkeypatch.setattr(_auto, "_time_queries", fake_time)
+    pts = rng.random((60_000, 2))  # more than the probe's sample (50,000)
+    index = hsrgeom.build_index(pts, output_size=500)
+    assert index.kind == "convex_layers" and index.max_candidates is None
+    assert budgets and all(b == 4 * len(pts) and n < len(pts) for n, b in budgets), budgets
+
+
 def test_shallow_table_persists(rng, tmp_path):
     pts = rng.random((2000, 2))
     index = hsrgeom.ConvexLayers(pts, table_layers=7)

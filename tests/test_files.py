@@ -159,6 +159,7 @@ def test_files_written_by_main_still_load():
     assert t.insert(np.zeros((1, 2)))[0] == 15
     c = hsrgeom.load(DATA / "main_v2_convex_layers.hsr")
     assert type(c) is hsrgeom.ConvexLayers and c.dtype == np.float32
+    assert c.max_candidates is None  # written before the parameter: the default rebuilds it
     np.testing.assert_array_equal(c.ids(), [0, 1, 3, 4, 5, 6, 7, 8, 9, 10])
     np.testing.assert_array_equal(c.values(), np.arange(11.0))
     for index in (t, c):

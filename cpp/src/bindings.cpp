@@ -156,11 +156,13 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
 
   using CL = ConvexLayers<T>;
   py::class_<CL> cl(m, ("ConvexLayers" + suffix).c_str());
-  cl.def(py::init([](const CArray<T>& pts, index_t table_layers, index_t max_layers, int threads) {
+  cl.def(py::init([](const CArray<T>& pts, index_t table_layers, index_t max_layers, index_t max_candidates,
+                     int threads) {
            auto v = points_view<T>(pts);
-           return interruptible([&] { return std::make_unique<CL>(v, table_layers, max_layers, threads); });
+           return interruptible(
+               [&] { return std::make_unique<CL>(v, table_layers, max_layers, threads, max_candidates); });
          }), py::arg("points"), py::arg("table_layers") = CL::kDefaultTableLayers, py::arg("max_layers") = -1,
-         py::arg("threads") = 0)
+         py::arg("max_candidates") = -1, py::arg("threads") = 0)
       .def("points", [](const CL& self) {
         return to_numpy(self.original_points(), {static_cast<py::ssize_t>(self.size()), 2});
       })

@@ -81,9 +81,9 @@ std::pair<typename Dyn<T>::Builder, typename Dyn<T>::PartPtr> kind_of(const std:
       return std::make_unique<SimplicialPartitionTree<T>>(v, r, leaf, seed, t);
     });
   } else if (kind == "convex_layers") {
-    const auto table = py::cast<index_t>(arg(0)), layers = py::cast<index_t>(arg(1));
+    const auto table = py::cast<index_t>(arg(0)), layers = py::cast<index_t>(arg(1)), cands = py::cast<index_t>(arg(2));
     pick(static_cast<ConvexLayers<T>*>(nullptr),
-         [=](PointsView<T> v, int t) { return std::make_unique<ConvexLayers<T>>(v, table, layers, t); });
+         [=](PointsView<T> v, int t) { return std::make_unique<ConvexLayers<T>>(v, table, layers, t, cands); });
   } else if (kind == "convex_layers3") {
     const auto layers = py::cast<index_t>(arg(0));
     pick(static_cast<ConvexLayers3<T>*>(nullptr),

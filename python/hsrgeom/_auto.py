@@ -59,8 +59,9 @@ _DEEP_CUTTING_MAX_OUTPUT = 3000
 _DEEP_FINE_MAX_N = 2_000_000
 _DEEP_FINE_DEPTH, _CUTTING_BUDGET = {True: 1800, False: _CUTTING_MAX_OUTPUT}, {True: 12, False: 6}
 _DEEP_DEPTH_FACTOR = 12
-_TABLE_PEEL = 129  # layers a partial d = 2 peel takes: what the default 128-level table uses, + 1 (13.9 s at 10^7;
-# 65 layers took 12.5 s, and 1,000-point queries then cost 2.77 ns per id in the tree instead of 0.74 in the table)
+# Layers a partial d = 2 peel takes: what the default 128-level table uses, + 1 (13.9 s at 10^7; 65
+# layers took 12.5 s, and 1,000-point queries then cost 2.77 ns per id in the tree, 0.74 in the table)
+_TABLE_PEEL = 129
 _FULL_PROBE_RATIO = 4  # above _FULL_PROBE_ABOVE x the sample size, a tree predicted within this factor of the scan is timed at n
 _PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the scan to be chosen
 _MEASURED_MARGIN = 0.9  # ... or this much, when both were timed on all n points
@@ -94,6 +95,7 @@ _ABSOLUTE_MAX_SHARE = 0.125
 _ABSOLUTE_MAX_N = 800_000  # the largest such sample (outputs up to 100,000 points)
 # Threads a call uses (as the C++ side decides, parallel.hpp kParallelWork): work units above this
 _PARALLEL_WORK = 4e6
+_WORK_PER_ID = 32  # report.hpp kWorkPerId
 # Build cost classes of the candidates (within a class builds are < 2x apart): the scan, then
 # trees and ShallowCutting3 (1, the default), then convex layers
 _BUILD_CLASS = {BruteForce: 0, QuantizedScan: 0, ConvexLayers: 2, ConvexLayers3: 2}
@@ -158,15 +160,16 @@ def _time_queries(index, a, b, repeat=5, n_threads=1, budget=0.25):
     return best / len(a)
 
 
-def _speedup(cls, n, d, m):
-    """Threads a call of m queries over n points will use (roughly as the C++ side decides,
-    parallel.hpp kParallelWork): a scan splits the points, the other structures the queries."""
+def _speedup(cls, n, d, m, k=0):
+    """Threads a call of m queries over n points reporting k each will use (roughly as the C++
+    side decides, parallel.hpp kParallelWork, report.hpp kWorkPerId): a scan splits the points,
+    the other structures the queries."""
     from ._core import get_num_threads
 
     t = get_num_threads()
     if cls in _SCANS:
         return t if n * m * d >= _PARALLEL_WORK else 1
-    return min(t, m) if m * (64 * d + 4 * d * np.sqrt(n)) >= _PARALLEL_WORK else 1
+    return min(t, m) if m * (64 * d + 4 * d * np.sqrt(n) + _WORK_PER_ID * k) >= _PARALLEL_WORK else 1
 
 
 def _choose(pts, batch_size, output_size, params):
@@ -236,6 +239,11 @@ def _choose(pts, batch_size, output_size, params):
     overhead8 = None
     predicted, tested, shown = {}, {}, []
     for name, cls, prm in candidates:
+        if cls is ConvexLayers:  # the table's budget at n: its levels on the sample then hold
+            # outputs as deep as the table at n will (with the sample's own 4 candidates per
+            # point, 1,000-point probes walked the layers past ~32 levels, and auto took a tree
+            # 1.3-1.8x slower than the 128-level table at 10^6 points)
+            prm = {**prm, "max_candidates": max(4096, 4 * n)}
         idx, idx_small = cls._from_valid(sample, **prm), cls._from_valid(small, **prm)
         t, ovh = _time_queries(idx, a, b), overhead
         tested[name] = idx.stats.points_tested.mean() / s
@@ -250,12 +258,13 @@ def _choose(pts, batch_size, output_size, params):
         # a scan's work is exactly linear in n; on a small sample its fixed costs make it look
         # sublinear, which would favour it wrongly when extrapolated
         growth = 1.0 if cls in _SCANS else float(np.clip(np.log(work / work_small) / np.log(4), _GROWTH_MIN, 1.0))
-        predicted[name] = overhead + work * (n / s) ** growth / _speedup(cls, n, d, batch_size or m)
+        predicted[name] = overhead + work * (n / s) ** growth / _speedup(cls, n, d, batch_size or m, k_user)
         if absolute and cls is not ShallowCutting3:  # the same output from fewer points: no faster at n
             # (not the cutting: its levels are set by n, so the same output is a deeper query on
             # the sample than at n)
             idx_abs = idx if s_abs == s else cls._from_valid(abs_pts, **prm)
-            t_abs = overhead + (_time_queries(idx_abs, a, b_abs) - overhead) / _speedup(cls, n, d, batch_size or m)
+            threads = _speedup(cls, n, d, batch_size or m, k_user)
+            t_abs = overhead + (_time_queries(idx_abs, a, b_abs) - overhead) / threads
             predicted[name] = max(predicted[name], t_abs)
         shown.append(f"{name} {predicted[name] * 1e3:.3g} ms (~n^{growth:.2f})")
     reason = (
@@ -287,7 +296,7 @@ def _choose(pts, batch_size, output_size, params):
             # one thread, then the threads the caller's batches would use: a tree splits the
             # queries, and the probe's batch (<= 64 queries) may be too small to split where the
             # caller's is not
-            measured = _time_queries(built, a, b_n, repeat=2) / _speedup(cls, n, d, batch_size or m)
+            measured = _time_queries(built, a, b_n, repeat=2) / _speedup(cls, n, d, batch_size or m, k_user)
             # the other trees' extrapolations err as this one's did (same sample, same growth
             # model): scaled by its measured / predicted, they stay comparable with the times at n
             factor = measured / predicted[tree]
@@ -328,7 +337,7 @@ def _choose(pts, batch_size, output_size, params):
             reason += (f", whose levels reach depth {cutting._impl.max_depth} < {k_user:.0f} points at n={n}: "
                        f"{name} instead")
         del cutting
-    cls, prm = next((c, p) for nm, c, p in candidates if nm == name)
+    cls, prm = next((c, p) for nm, c, p in candidates if nm == name)  # (without the probe's budget)
     if name != built_name:
         built = None
     # The probe's sample sits in cache, where a scan is not bound by memory; over points far

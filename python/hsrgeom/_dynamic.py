@@ -31,7 +31,8 @@ _BUILD_ARGS = {
     "quantized_scan": lambda p: (),
     "partition_tree": lambda p: (p["leaf_size"], {"widest": 0, "pca": 1}[p["split"]]),
     "simplicial": lambda p: (p["r"], p["leaf_size"], p["seed"]),
-    "convex_layers": lambda p: (p["table_layers"], -1 if p["max_layers"] is None else p["max_layers"]),
+    "convex_layers": lambda p: (p["table_layers"], -1 if p["max_layers"] is None else p["max_layers"],
+                                -1 if p["max_candidates"] is None else p["max_candidates"]),
     "convex_layers3": lambda p: (p["max_layers"],),
     "shallow_cutting3": lambda p: (p["grid"], p["max_depth"], p["fine_depth"], p["max_candidates"]),
 }

@@ -249,7 +249,7 @@ class ConvexLayers(Index):
     points : array_like, shape (n, 2), float32 or float64
     table_layers : int, default 128
         Layers the shallow table covers, at most 512 (0: no table, every query walks the
-        layers). Fewer when the table would hold more than 4 candidates per point, or when
+        layers). Fewer when the table would hold more than ``max_candidates``, or when
         fewer than ``table_layers + 1`` layers are peeled.
     max_layers : int, optional
         Most layers peeled (default: all). When the peel stops early, the tree answers what
@@ -259,25 +259,36 @@ class ConvexLayers(Index):
         the peel stops once its work exceeds ~256 per peeled point plus 32 per point (sets of
         up to 4096 points are always peeled completely). ``peeled`` and ``layers`` say where it
         stopped.
+    max_candidates : int, optional
+        The table's budget of stored candidates, all levels together (default: 4 per point,
+        at least 4096); the levels past it are dropped. A query reporting k points reads ~k of
+        them from a level that holds them; ``auto`` probes a sample with the budget of all n
+        points, so that the sample's table reaches the depth the full one will.
     n_threads : int, optional
         Threads used to build that tree (peeling is sequential).
     """
 
     kind = "convex_layers"
+    _added_params = {"max_candidates": None}  # files written before it: the default rebuilds them
 
-    def __init__(self, points, table_layers=128, max_layers=None, *, n_threads=None):
-        self._build(V.points(points), table_layers=table_layers, max_layers=max_layers, n_threads=n_threads)
+    def __init__(self, points, table_layers=128, max_layers=None, max_candidates=None, *, n_threads=None):
+        self._build(V.points(points), table_layers=table_layers, max_layers=max_layers,
+                    max_candidates=max_candidates, n_threads=n_threads)
 
-    def _build(self, points, table_layers=128, max_layers=None, n_threads=None):
+    def _build(self, points, table_layers=128, max_layers=None, max_candidates=None, n_threads=None):
         if points.shape[1] != 2:
             raise ValueError(f"ConvexLayers needs points of shape (n, 2), got d={points.shape[1]}")
         table_layers = V.positive_int(table_layers, "table_layers", minimum=0, maximum=512)
         if max_layers is not None:
             max_layers = V.positive_int(max_layers, "max_layers", minimum=0, maximum=V.INDEX_MAX)
+        if max_candidates is not None:
+            max_candidates = V.positive_int(max_candidates, "max_candidates", minimum=0, maximum=V.INDEX_MAX)
         cls = _compiled("ConvexLayers", points)
-        self._impl = cls(points, table_layers, -1 if max_layers is None else max_layers, V.threads(n_threads))
+        self._impl = cls(points, table_layers, -1 if max_layers is None else max_layers,
+                         -1 if max_candidates is None else max_candidates, V.threads(n_threads))
         self.table_layers = table_layers
         self.max_layers = max_layers
+        self.max_candidates = max_candidates
         self._init_common(points)
 
     @property
@@ -295,7 +306,7 @@ class ConvexLayers(Index):
         return self._impl.layer_sizes()
 
     def _params(self):
-        return {"table_layers": self.table_layers, "max_layers": self.max_layers}
+        return {"table_layers": self.table_layers, "max_layers": self.max_layers, "max_candidates": self.max_candidates}
 
 
 class ConvexLayers3(Index):

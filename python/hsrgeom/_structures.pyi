@@ -34,8 +34,9 @@ class SimplicialPartitionTree(Index):
 class ConvexLayers(Index):
     table_layers: int
     max_layers: int | None
-    def __init__(self, points: ArrayLike, table_layers: int = ..., max_layers: int | None = ..., *,
-                 n_threads: int | None = ...) -> None: ...
+    max_candidates: int | None
+    def __init__(self, points: ArrayLike, table_layers: int = ..., max_layers: int | None = ...,
+                 max_candidates: int | None = ..., *, n_threads: int | None = ...) -> None: ...
     @property
     def layers(self) -> int: ...
     @property

@@ -66,8 +66,10 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
   ConvexLayers() = default;
   // max_layers < 0: peel every point; otherwise at most max_layers layers, and if points are
   // left, a PartitionTree over all points (built with `threads`) answers what the table does not.
+  // max_candidates: the table's budget of stored candidates (< 0: max(4096, 4 n)); the levels
+  // past it are dropped.
   explicit ConvexLayers(PointsView<T> p, index_t table_layers = kDefaultTableLayers, index_t max_layers = -1,
-                        int threads = 0)
+                        int threads = 0, index_t max_candidates = -1)
       : n_(p.n) {
     if (p.d != 2) throw std::invalid_argument("ConvexLayers needs d = 2");
     if (table_layers < 0 || table_layers > kMaxTableLayers)
@@ -129,7 +131,7 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
         xy_.push_back(static_cast<double>(p.row(id)[0])), xy_.push_back(static_cast<double>(p.row(id)[1]));
       }
     }
-    build_table(table_layers);
+    build_table(table_layers, max_candidates < 0 ? std::max<index_t>(4096, 4 * n_) : max_candidates);
   }
 
   static constexpr index_t kDefaultTableLayers = 128, kMaxTableLayers = 512;
@@ -423,8 +425,8 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
   // Candidates are stored per bucket in order of the first level that needs them, so the
   // candidates of (B, j) are a prefix. A query at the level it needs tests ~k + a few points
   // (measured: 106 candidates for 100 reported at n = 10^6). Queries that reach deeper than J
-  // layers take the layer-by-layer walk. J <= 512, and the candidates are
-  // at most 4 per point (4096 for few points): levels past that budget are dropped.
+  // layers take the layer-by-layer walk. J <= 512, and the candidates are at most
+  // max_candidates (default 4 per point, 4096 for few points): levels past that budget are dropped.
   using Cand8 = CandBlock<T, 2>;  // eight table candidates (filter.hpp)
   struct TableEntry {     // level j of a bucket, for chains of more than one vertex
     double xnorm;         // of layer j
@@ -464,7 +466,7 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
 
   index_t layer_size(index_t l) const { return layer_start_[l + 1] - layer_start_[l]; }
 
-  void build_table(index_t want) {
+  void build_table(index_t want, index_t budget) {
     index_t J = 0;  // level j needs layer j to be a polygon (>= 3 vertices)
     while (J < want && J + 1 < layers() && layer_size(J + 1) >= 3) ++J;
     if (J == 0) return;
@@ -536,7 +538,7 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
     for (const Need& nd : needs) ++per_level[nd.level];
     size_t total = 0;
     for (index_t j = 1; j <= J; ++j) {
-      if (total + per_level[j] > std::min<size_t>(std::max<size_t>(4096, 4 * static_cast<size_t>(n_)), INT32_MAX)) {
+      if (total + per_level[j] > std::min<size_t>(static_cast<size_t>(budget), INT32_MAX)) {
         J = j - 1;
         break;
       }

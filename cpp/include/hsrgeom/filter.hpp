@@ -63,8 +63,8 @@ inline double lane_value(const double* a, double b, const Block& q, int l) {
 // without it, take the scalar loop, branch-free like the vector one but for unsure candidates.
 // The margin covers the rounding of the values (block_values, lane_value).
 template <int Want, int D, class Block, class Decide>
-HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, const Block* c, index_t cnt, index_t* in_k,
-                             std::int64_t* in_id, Decide&& decide) {
+HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, const Block* c, index_t cnt,
+                                     index_t* in_k, std::int64_t* in_id, Decide&& decide) {
   index_t i = 0, w = 0;
   auto keep = [&](const Block& q, int l) {  // an unsure candidate found inside
     if constexpr (Want >= 1) in_id[w] = q.id[l];
