@@ -47,7 +47,7 @@ _LAYERS_MAX_N = 2_000_000
 _CUTTING_MAX_OUTPUT = 444
 # Above that and up to _DEEP_CUTTING_MAX_OUTPUT, the cutting built at n has tiers: levels to
 # _DEEP_FINE_DEPTH on the default grid (tier 0), deeper ones on coarser grids, at most
-# _CUTTING_BUDGET n stored candidates (20 bytes each for float32 points, 32 for float64) and
+# _deep_budget(n) n stored candidates (20 bytes each for float32 points, 32 for float64) and
 # levels to _DEEP_DEPTH_FACTOR x the output (the budget stops them first at 10^6; with 4x, 23 of
 # 200 uniform 1,000-point queries found no certified level and went to the tree, 10x slower per
 # point: 1.8x the time of the whole batch at gaussian). A query reporting k points reads the
@@ -57,7 +57,8 @@ _CUTTING_MAX_OUTPUT = 444
 # gaussian 1.41 -> 1.17, session 25), above it 444 in 6 n (1.2 GB at 10^7 already).
 _DEEP_CUTTING_MAX_OUTPUT = 3000
 _DEEP_FINE_MAX_N = 2_000_000
-_DEEP_FINE_DEPTH, _CUTTING_BUDGET = {True: 1800, False: _CUTTING_MAX_OUTPUT}, {True: 12, False: 6}
+_DEEP_FINE_DEPTH, _DEEP_FINE_BUDGET = 1800, 12  # up to _DEEP_FINE_MAX_N points
+_CUTTING_BUDGET = 6  # above it (with fine_depth = _CUTTING_MAX_OUTPUT)
 _DEEP_DEPTH_FACTOR = 12
 # Layers a partial d = 2 peel takes: what the default 128-level table uses, + 1 (13.9 s at 10^7; 65
 # layers took 12.5 s, and 1,000-point queries then cost 2.77 ns per id in the tree, 0.74 in the table)
@@ -221,7 +222,7 @@ def _choose(pts, batch_size, output_size, params):
         # deep outputs: with the budget the cutting gets at n, so that the sample's levels reach
         # the probe's outputs (with the default 2 s, grid 8 stopped at depth ~90 < 150, the
         # probe timed its tree, and auto took a tree 3-5x slower at 3000 gaussian outputs)
-        deep = {"max_candidates": _CUTTING_BUDGET[n <= _DEEP_FINE_MAX_N] * s} if k_user > _CUTTING_MAX_OUTPUT else {}
+        deep = {"max_candidates": _deep_budget(n) * s} if k_user > _CUTTING_MAX_OUTPUT else {}
         candidates.append(("shallow_cutting3", ShallowCutting3, {"grid": grid, **deep}))
     if d == 3 and not params and n <= _LAYERS_MAX_N:
         candidates.append(("convex_layers3", ConvexLayers3, {}))
@@ -353,15 +354,20 @@ def _choose(pts, batch_size, output_size, params):
     return cls, prm, reason, built
 
 
+def _deep_budget(n):
+    """Stored candidates per point of the tiered cutting auto builds at n."""
+    return _DEEP_FINE_BUDGET if n <= _DEEP_FINE_MAX_N else _CUTTING_BUDGET
+
+
 def _deep_cutting_params(n, k_user):
     """The ShallowCutting3 parameters auto builds at n for outputs of k_user points: none (the
-    defaults) up to _CUTTING_MAX_OUTPUT, else tiers (_DEEP_FINE_DEPTH, _CUTTING_BUDGET n
-    candidates: the larger pair up to n = _DEEP_FINE_MAX_N)."""
+    defaults) up to _CUTTING_MAX_OUTPUT, else tiers: levels to _DEEP_FINE_DEPTH on the default
+    grid up to n = _DEEP_FINE_MAX_N (else to _CUTTING_MAX_OUTPUT), _deep_budget(n) n candidates."""
     if k_user <= _CUTTING_MAX_OUTPUT:
         return {}
-    small = n <= _DEEP_FINE_MAX_N
-    return {"fine_depth": _DEEP_FINE_DEPTH[small], "max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user)),
-            "max_candidates": _CUTTING_BUDGET[small] * n}
+    fine = _DEEP_FINE_DEPTH if n <= _DEEP_FINE_MAX_N else _CUTTING_MAX_OUTPUT
+    return {"fine_depth": fine, "max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user)),
+            "max_candidates": _deep_budget(n) * n}
 
 
 def _check_params(cls, params, pts):
