@@ -62,6 +62,13 @@ class ReportLarge:
         self.index.report_one(self.a[0], self.b[0])
 
 
+class ReportLargePlane(ReportLarge):
+    """n = 10^6 in d = 2: ConvexLayers' shallow table (128 levels: one level lookup up to ~1,000
+    ids per query, the layer walk past it) against the tree. The offsets are data values (ties)."""
+
+    params = (["partition_tree", "convex_layers"], [2], [10**6], OUTPUT_SIZES)
+
+
 class ReportHighD:
     """High d (float32, the attention keys' dtype): the scans against a tree that cannot prune."""
 
