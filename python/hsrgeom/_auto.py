@@ -133,7 +133,7 @@ def _probe_offsets(points, a, k):
     between the k-th and (k+1)-th largest projections, so that no point lies on the boundary
     (an offset equal to a point's projection makes every query decide a tie exactly, which
     real queries rarely do; it cost ShallowCutting3 13 % per probe query, 3x before
-    filter.hpp's for_each_unsure)."""
+    filter.hpp decided only the unsure candidates exactly)."""
     x, scale = _unit_scaled(points)  # projections of points near the float64 limit overflow
     proj = a.astype(np.float64) @ x.T  # (m, n): each query's projections contiguous for the partition
     top = -np.partition(-proj, [k - 1, k], axis=1)
