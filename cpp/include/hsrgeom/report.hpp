@@ -311,15 +311,15 @@ inline void sort_ids(IdList& out, index_t n) {
   if (!out.scores.empty()) std::swap(out.scores, sorted.scores);
 }
 
-// A whole report without an allocation per query: fill(j, counters, out) appends query j's ids
-// (and scores) to `out`; they go to the running thread's arena (sorted by id first when
-// `sorted`, through the per-thread scratch) and are gathered into one ReportResult at the end
-// (FAISS's RangeSearchPartialResult idea). Stores each query's counters in *st when given.
 // The thread policy's work units (parallel.hpp kParallelWork) per id a report writes: ~4 ns per
 // sorted id, where a traversal's unit is a fraction of a nanosecond (a 200-query batch of
 // 1,000-id ConvexLayers queries, ~1 ms sorted, ran on one thread by its traversal estimate alone).
 constexpr double kWorkPerId = 32;
 
+// A whole report without an allocation per query: fill(j, counters, out) appends query j's ids
+// (and scores) to `out`; they go to the running thread's arena (sorted by id first when
+// `sorted`, through the per-thread scratch) and are gathered into one ReportResult at the end
+// (FAISS's RangeSearchPartialResult idea). Stores each query's counters in *st when given.
 template <class Fill>
 ReportResult report_queries(index_t m, QueryStats* st, int threads, double work, index_t n, bool sorted,
                             bool scores, Fill&& fill) {
@@ -328,8 +328,9 @@ ReportResult report_queries(index_t m, QueryStats* st, int threads, double work,
   // size the last report in this process needed per query (a hint: trimmed below if it was
   // far too large). The same hint adds the ids' cost to the work that decides the threads.
   static std::atomic<double> ids_per_query{0};
-  const double per_query = std::min(ids_per_query.load() * 1.25, static_cast<double>(n));
-  work += static_cast<double>(m) * std::min(ids_per_query.load(), static_cast<double>(n)) * kWorkPerId;
+  const double hint = std::min(ids_per_query.load(), static_cast<double>(n));
+  const double per_query = std::min(hint * 1.25, static_cast<double>(n));
+  work += static_cast<double>(m) * hint * kWorkPerId;
   const int nt = static_cast<int>(std::min<index_t>(threads_for_work(threads, work), std::max<index_t>(m, 1)));
   const size_t guess = static_cast<size_t>(std::min(per_query * static_cast<double>(m) / nt, 16777216.0));
   std::vector<IdList> arena(nt);

@@ -472,11 +472,12 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
         std::vector<std::int64_t>& ids = id_scratch_();
         ids.resize(cnt + 8);
         // the few within rounding of the boundary are decided exactly
-        const index_t got = filter_blocks<1, 3>(a, b, margin, cand, cnt, nullptr, ids.data(), [&](const Block& q, int l) {
+        auto decide = [&](const Block& q, int l) {
           const T x[3] = {q.x[0][l], q.x[1][l], q.x[2][l]};
           ++c.exact;
           return exact_sign(a, x, b, 3) >= 0;
-        });
+        };
+        const index_t got = filter_blocks<1, 3>(a, b, margin, cand, cnt, nullptr, ids.data(), decide);
         block(ids.data(), got);
         return;
       }
