@@ -1,9 +1,12 @@
 """The C++ unit tests (cpp/tests/test_core.cpp): exact predicates, sort_ids, the top-k collector.
 
 Configures CMakeLists.txt with HSRGEOM_BUILD_TESTS=ON and without the Python module, builds the
-one target test_core into a temporary directory (a few seconds) and runs it. Eigen comes from
-the cmeel-eigen package, as for the wheel (the `test` extra installs it). Skipped only when cmake
-or a C++ compiler is missing.
+one target test_core into a temporary directory (a few seconds) and runs it, once per instruction
+set the code has a path for that this CPU runs: the baseline (scalar), x86-64-v3 (AVX2 + FMA) and
+-march=native (AVX-512 where the CPU has it), so that each vector path is checked against the
+same exact answers. Eigen comes from the cmeel-eigen package, as for the wheel (the `test` extra
+installs it). Skipped only when cmake or a C++ compiler is missing (a target only when the CPU
+lacks it).
 """
 
 import os
@@ -30,11 +33,24 @@ def _run(cmd, **kw):
     return proc
 
 
+def _cpu_flags():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed: cannot build the C++ unit tests")
 @pytest.mark.skipif(_compiler() is None, reason="no C++ compiler (CXX, c++, g++, clang++): cannot build C++ unit tests")
-def test_cpp_core_units(tmp_path):
+@pytest.mark.parametrize("march", ["", "x86-64-v3", "native"])
+def test_cpp_core_units(tmp_path, march):
     if not (ROOT / "cpp" / "tests" / "test_core.cpp").exists():
         pytest.skip("not a source checkout (cpp/tests is missing)")
+    if march == "x86-64-v3" and not {"avx2", "fma", "bmi2"} <= _cpu_flags():
+        pytest.skip("this CPU does not run x86-64-v3 (AVX2 + FMA) code")
     build = tmp_path / "build"
     _run(
         [
@@ -47,6 +63,7 @@ def test_cpp_core_units(tmp_path):
             "-DHSRGEOM_BUILD_MODULE=OFF",
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-DCMAKE_CXX_COMPILER={_compiler()}",
+            f"-DCMAKE_CXX_FLAGS={'-march=' + march if march else ''}",
         ]
     )
     _run(["cmake", "--build", str(build), "--target", "test_core"])

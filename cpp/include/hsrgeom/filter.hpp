@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
 #endif
 
@@ -34,16 +34,45 @@ struct CandIdBlock {
 #if defined(__AVX512F__)
 inline __m512d load8_pd(const double* p) { return _mm512_loadu_pd(p); }
 inline __m512d load8_pd(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
+#elif defined(__AVX2__) && defined(__FMA__)
+inline __m256d load4_pd(const double* p) { return _mm256_loadu_pd(p); }
+inline __m256d load4_pd(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
+// AVX2 has no compress: per 4-bit mask, the 32-bit lane indices that move the kept 64-bit
+// lanes to the front (_mm256_permutevar8x32_epi32)
+struct Compress4 {
+  alignas(32) std::int32_t idx[16][8] = {};
+  constexpr Compress4() {
+    for (int m = 0; m < 16; ++m) {
+      int o = 0;
+      for (int l = 0; l < 4; ++l)
+        if (m >> l & 1) idx[m][2 * o] = 2 * l, idx[m][2 * o + 1] = 2 * l + 1, ++o;
+      for (; o < 4; ++o) idx[m][2 * o] = 0, idx[m][2 * o + 1] = 1;
+    }
+  }
+};
+inline constexpr Compress4 kCompress4{};
+// Stores the lanes of v kept by mask (4 bits) at out, in order (4 slots written).
+inline void store_kept4(std::int64_t* out, __m256i v, unsigned mask) {
+  const __m256i perm = _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress4.idx[mask]));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permutevar8x32_epi32(v, perm));
+}
 #endif
 
-// The rounded value <a, x> - b of the eight candidates of block q (AVX-512) or of lane l: an fma
-// chain from -b, the only arithmetic filter_blocks uses, so that the vector and scalar paths
-// classify every candidate alike (fma is correctly rounded: the two chains agree).
+// The rounded value <a, x> - b of the eight candidates of block q (AVX-512; AVX2: four, from
+// lane h) or of lane l: an fma chain from -b, the only arithmetic filter_blocks uses, so that the
+// vector and scalar paths classify every candidate alike (fma is correctly rounded: the chains agree).
 #if defined(__AVX512F__)
 template <int D, class Block>
 inline __m512d block_values(const __m512d* av, __m512d nb, const Block& q) {
   __m512d v = nb;
   for (int t = 0; t < D; ++t) v = _mm512_fmadd_pd(av[t], load8_pd(q.x[t]), v);
+  return v;
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+template <int D, class Block>
+inline __m256d block_values4(const __m256d* av, __m256d nb, const Block& q, int h) {
+  __m256d v = nb;
+  for (int t = 0; t < D; ++t) v = _mm256_fmadd_pd(av[t], load4_pd(q.x[t] + h), v);
   return v;
 }
 #endif
@@ -59,8 +88,9 @@ inline double lane_value(const double* a, double b, const Block& q, int l) {
 // candidate whose rounded <a, x_i> - b exceeds margin is inside; one within margin of b is
 // unsure, and decide(block, lane) says exactly whether it is inside (called once per unsure
 // candidate, in the same pass, so that ties with b cost no second pass over the list). The
-// caller makes sure no product can overflow. AVX-512 does a block at a time; the tail, and CPUs
-// without it, take the scalar loop, branch-free like the vector one but for unsure candidates.
+// caller makes sure no product can overflow. AVX-512 does a block at a time, AVX2 (with FMA) a
+// half block; the tail, and CPUs without them, take the scalar loop, branch-free like the vector
+// ones but for unsure candidates.
 // The margin covers the rounding of the values (block_values, lane_value).
 template <int Want, int D, class Block, class Decide>
 HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, const Block* c, index_t cnt,
@@ -84,6 +114,28 @@ HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, c
     if constexpr (Want >= 1) _mm512_storeu_si512(in_id + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.id)));
     if constexpr (Want >= 2) _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.k)));
     w += __builtin_popcount(yes);
+    if (__builtin_expect(yes != maybe, 0))
+      for (unsigned m = yes ^ maybe; m; m &= m - 1)
+        if (decide(q, __builtin_ctz(m))) keep(q, __builtin_ctz(m));
+  }
+  i *= 8;
+#elif defined(__AVX2__) && defined(__FMA__)
+  __m256d av[D];
+  for (int t = 0; t < D; ++t) av[t] = _mm256_set1_pd(a[t]);
+  const __m256d nb = _mm256_set1_pd(-b), hi = _mm256_set1_pd(margin), lo = _mm256_set1_pd(-margin);
+  for (const index_t blocks = cnt / 8; i < blocks; ++i) {
+    const Block& q = c[i];
+    unsigned yes = 0, maybe = 0;
+    for (int h = 0; h < 8; h += 4) {
+      const __m256d v = block_values4<D>(av, nb, q, h);
+      const unsigned y = static_cast<unsigned>(_mm256_movemask_pd(_mm256_cmp_pd(v, hi, _CMP_GT_OQ)));
+      maybe |= static_cast<unsigned>(_mm256_movemask_pd(_mm256_cmp_pd(v, lo, _CMP_GT_OQ))) << h;
+      yes |= y << h;
+      // the kept lanes to the front, a full store (the outputs have 8 spare slots)
+      if constexpr (Want >= 1) store_kept4(in_id + w, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.id + h)), y);
+      if constexpr (Want >= 2) store_kept4(in_k + w, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.k + h)), y);
+      w += __builtin_popcount(y);
+    }
     if (__builtin_expect(yes != maybe, 0))
       for (unsigned m = yes ^ maybe; m; m &= m - 1)
         if (decide(q, __builtin_ctz(m))) keep(q, __builtin_ctz(m));
