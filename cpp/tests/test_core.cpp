@@ -2,7 +2,7 @@
 // (predicate.hpp, hull2.hpp), the id sort of reports (report.hpp: sort_ids), the exact top-k
 // collector (topk.hpp), the query concept's sinks and drivers (query.hpp, over a toy
 // structure; the block top-k driver over BruteForce) and the dynamic index's tombstone sink
-// (dynamic.hpp LiveSink/LiveView), QuantizedScan's block dot-product kernels (quantize.hpp, every
+// (dynamic.hpp LiveSink/LiveView), the candidate lists' filter and id order (filter.hpp), QuantizedScan's block dot-product kernels (quantize.hpp, every
 // instruction set this CPU runs) and its scan with each of them, and the attention scan's int8 x
 // int16 dot products (attend.hpp int_dots, the build's instruction set). Every expected answer is known exactly, independently of the code
 // under test: small integers (whose products and sums are exact in int64 and in double) scaled
@@ -26,6 +26,7 @@
 #include "hsrgeom/attend.hpp"
 #include "hsrgeom/brute_force.hpp"
 #include "hsrgeom/dynamic.hpp"
+#include "hsrgeom/filter.hpp"
 #include "hsrgeom/hull2.hpp"
 #include "hsrgeom/predicate.hpp"
 #include "hsrgeom/quantize.hpp"
@@ -453,6 +454,70 @@ Cands run_topk(const std::vector<double>& q, const std::vector<double>& pts, int
   }
   return c.finish();
 }
+
+// filter.hpp: filter_blocks' slots (kWantSlots) name the same candidates as its ids, on the
+// vector path and the scalar tail, ties decided exactly; IdOrder gives the ids of any subset of
+// a list's first cnt slots ascending, and ranks no list it cannot (too long, ids >= 2^32).
+void test_id_order() {
+  using Block = hsrgeom::CandIdBlock<double, 2>;
+  std::mt19937_64 rng(11);
+  hsrgeom::IdOrder order;
+  std::vector<std::vector<Block>> lists;
+  const std::int64_t lens[] = {0, 1, 7, 8, 9, 100, 1000, 5000, 65535, 65536, 300};
+  for (std::int64_t len : lens) {
+    std::vector<Block> blocks((len + 7) / 8);
+    std::vector<std::int64_t> ids = distinct_ids(rng, static_cast<int>(len), 0, 4 * len + 10);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    for (std::int64_t i = 0; i < len; ++i) {
+      blocks[i / 8].id[i % 8] = len == 300 && i == 17 ? (std::int64_t{1} << 32) : ids[i];  // the last: one id >= 2^32
+      blocks[i / 8].x[0][i % 8] = static_cast<double>(rng() % 5);  // small integers: ties with b
+      blocks[i / 8].x[1][i % 8] = static_cast<double>(rng() % 5);
+    }
+    order.add_list(blocks.data(), len);
+    lists.push_back(std::move(blocks));
+  }
+  order.done();
+  const double a[2] = {1, -1};
+  for (size_t l = 0; l < lists.size(); ++l) {
+    const std::int64_t len = lens[l];
+    const Block* c = lists[l].data();
+    for (std::int64_t cnt : {std::int64_t{1}, len / 16, len / 5, len / 4 + 1, len / 2, len}) {
+      if (cnt <= 0 || cnt > len) continue;
+      const std::int64_t band = order.band(static_cast<std::int64_t>(l), cnt);
+      if (len > hsrgeom::IdOrder::kMaxList || len == 300) {
+        CHECK_EQ(band, -1);
+        continue;
+      }
+      CHECK(band >= 0 || len > 64 * (cnt + 16));
+      if (band < 0) continue;
+      for (double b : {-1.0, 0.0, 2.0}) {
+        std::vector<std::int64_t> ids(cnt + 8), want;
+        std::vector<index_t> slots(cnt + 8);
+        auto decide = [&](const Block& q, int i) { return q.x[0][i] - q.x[1][i] >= b; };  // exact: small integers
+        const index_t w = hsrgeom::filter_blocks<1, 2>(a, b, 0.5, c, cnt, nullptr, ids.data(), decide);
+        const index_t ws = hsrgeom::filter_blocks<hsrgeom::kWantSlots, 2>(a, b, 0.5, c, cnt, slots.data(), nullptr, decide);
+        CHECK_EQ(ws, w);
+        for (std::int64_t i = 0; i < cnt; ++i)
+          if (c[i / 8].x[0][i % 8] - c[i / 8].x[1][i % 8] >= b) want.push_back(c[i / 8].id[i % 8]);
+        CHECK_EQ(static_cast<std::int64_t>(want.size()), w);
+        bool same_ids = true;
+        for (index_t i = 0; i < std::min(w, ws); ++i) same_ids &= c[slots[i] / 8].id[slots[i] % 8] == ids[i];
+        CHECK(same_ids);
+        std::sort(want.begin(), want.end());
+        std::vector<std::int64_t> got(w + 3);
+        order.ids_ascending(band, slots.data(), ws, got.data());
+        got.resize(w);
+        CHECK(got == want);
+      }
+    }
+  }
+  // a second pass over the same bitmap: it was left clear
+  std::vector<index_t> one = {0};
+  std::vector<std::int64_t> got(4);
+  order.ids_ascending(order.band(1, 1), one.data(), 1, got.data());
+  CHECK_EQ(got[0], lists[1][0].id[0]);
+}
+
 
 void test_topk_random() {
   std::mt19937_64 rng(11);
@@ -1011,6 +1076,7 @@ int main() {
   test_compare_and_filter();
   test_orient2d();
   test_sort_ids();
+  test_id_order();
   test_topk_random();
   test_topk_cases();
   test_query_sinks();

@@ -47,13 +47,13 @@ _LAYERS_MAX_N = 2_000_000
 _CUTTING_MAX_OUTPUT = 444
 # Above that and up to _DEEP_CUTTING_MAX_OUTPUT, the cutting built at n has tiers: levels to
 # _DEEP_FINE_DEPTH on the default grid (tier 0), deeper ones on coarser grids, at most
-# _deep_budget(n) n stored candidates (20 bytes each for float32 points, 32 for float64) and
-# levels to _DEEP_DEPTH_FACTOR x the output (the budget stops them first at 10^6; with 4x, 23 of
+# _deep_budget(n) n stored candidates (28 bytes each for float32 points, 40 for float64, with
+# their id order) and levels to _DEEP_DEPTH_FACTOR x the output (the budget stops them first at 10^6; with 4x, 23 of
 # 200 uniform 1,000-point queries found no certified level and went to the tree, 10x slower per
 # point: 1.8x the time of the whole batch at gaussian). A query reporting k points reads the
 # list of a level ~1.3-2 k deep, ~2-3 k candidates on the coarser grid of tier 1 and ~1.3-2 k on
 # the default grid: up to n = _DEEP_FINE_MAX_N the fine tier reaches 1800 in a budget of 12 n
-# (~250 MiB at 10^6: uniform 1,000-point queries 2.63 -> 1.54 ns per id, clustered 5.66 -> 2.34,
+# (~330 MiB at 10^6: uniform 1,000-point queries 2.63 -> 1.54 ns per id, clustered 5.66 -> 2.34,
 # gaussian 1.41 -> 1.17, session 25), above it 444 in 6 n (1.2 GB at 10^7 already).
 _DEEP_CUTTING_MAX_OUTPUT = 3000
 _DEEP_FINE_MAX_N = 2_000_000

@@ -155,6 +155,7 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
            layer_start_.size() * sizeof(index_t) + xnorm_.size() * sizeof(double) +
            tab_.size() * sizeof(TableEntry) + coarse_.size() * sizeof(double) +
            groups_.size() * sizeof(GuideGroup) + tab_off_.size() * sizeof(index_t) + cand_.size() * sizeof(Cand8) +
+           order_.memory_bytes() +
            tree_.memory_bytes();
   }
   std::vector<T> original_points() const {
@@ -176,16 +177,18 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
   template <class Sink>
   void visit(const Query& q, Counters& c, Sink& sink) const {
     constexpr int Want = Sink::kNeeds;
-    visit<Want>(q.a, q.b, c, [&](index_t k, std::int64_t id) { return sink.point(id, &xy_[2 * k], kNoScore); },
-                [&](const index_t* k, const std::int64_t* id, index_t w) {
-                  if constexpr (Want <= kNeedIds) {
-                    return sink.range(id, static_cast<const double*>(nullptr), w);
-                  } else {
-                    for (index_t i = 0; i < w; ++i)
-                      if (!sink.point(id[i], &xy_[2 * k[i]], kNoScore)) return false;
-                    return true;
-                  }
-                });
+    visit<Want>(
+        q.a, q.b, c, [&](index_t k, std::int64_t id) { return sink.point(id, &xy_[2 * k], kNoScore); },
+        [&](const index_t* k, const std::int64_t* id, index_t w) {
+          if constexpr (Want <= kNeedIds) {
+            return sink.range(id, static_cast<const double*>(nullptr), w);
+          } else {
+            for (index_t i = 0; i < w; ++i)
+              if (!sink.point(id[i], &xy_[2 * k[i]], kNoScore)) return false;
+            return true;
+          }
+        },
+        wants_ascending(sink));
   }
 
   // Exact top-k. Each layer's extreme vertex beats every deeper point or ties with it, so the
@@ -236,9 +239,10 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
   }
   // The same, with block(k, id, w) receiving all the points at once when the table answers (or,
   // Want <= 1, a node of the partial peel's tree is inside); block returns false to stop.
-  // Want says what block reads: 0 only w, 1 the ids too, 2 also the stored indices k.
+  // Want says what block reads: 0 only w, 1 the ids too, 2 also the stored indices k. With
+  // ascending (and Want 1), the table's answer comes in id order where its list is ranked.
   template <int Want, class Out, class Block>
-  void visit(const double* a, double b, Counters& c, Out&& out, Block&& block) const {
+  void visit(const double* a, double b, Counters& c, Out&& out, Block&& block, bool ascending = false) const {
     const Margin mg(2, Rounding<double>::u, Rounding<double>::eta);
     const double na = norm_up(a, 2);
     if (a[0] == 0 && a[1] == 0) {  // every point or none
@@ -302,10 +306,17 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
           }
         } else {
           // the few within rounding of the boundary are decided exactly
-          w = filter_blocks<Want, 2>(a, b, margin, cand, cnt, in_k, in_id, [&](const Cand8& q, int l) {
+          auto decide = [&](const Cand8& q, int l) {
             ++c.exact;
             return exact_sign(a, &xy_[2 * q.k[l]], b, 2) >= 0;
-          });
+          };
+          const std::int64_t band = Want == 1 && ascending ? order_.band(bkt, cnt) : -1;
+          if (band >= 0) {
+            w = filter_blocks<kWantSlots, 2>(a, b, margin, cand, cnt, in_k, nullptr, decide);
+            order_.ids_ascending(band, in_k, w, in_id);
+          } else {
+            w = filter_blocks<Want, 2>(a, b, margin, cand, cnt, in_k, in_id, decide);
+          }
         }
         c.tested += cnt;
         block(in_k, in_id, w);
@@ -427,6 +438,7 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
   // (measured: 106 candidates for 100 reported at n = 10^6). Queries that reach deeper than J
   // layers take the layer-by-layer walk. J <= 512, and the candidates are at most
   // max_candidates (default 4 per point, 4096 for few points): levels past that budget are dropped.
+  // Each bucket's list also has its id order (filter.hpp IdOrder), for sorted reports.
   using Cand8 = CandBlock<T, 2>;  // eight table candidates (filter.hpp)
   struct TableEntry {     // level j of a bucket, for chains of more than one vertex
     double xnorm;         // of layer j
@@ -593,6 +605,9 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
         groups_[bk * G + (j - 1) / 8].prefix[(j - 1) % 8] = static_cast<std::int32_t>(got);
       }
     }
+    order_ = IdOrder();
+    for (index_t bk = 0; bk < M; ++bk) order_.add_list(&cand[tab_off_[bk]], groups_[bk * G + G - 1].prefix[(J - 1) % 8]);
+    order_.done();
     tab_off_[M] = static_cast<index_t>(cand.size());
     cand_ = std::move(cand);
     tab_ = std::move(tab);
@@ -643,6 +658,7 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
   index_t tab_groups_ = 0;
   std::vector<index_t> tab_off_;              // candidate blocks of bucket B: cand_[tab_off_[B] .. tab_off_[B + 1])
   std::vector<Cand8> cand_;                   // candidates per bucket, by the first level needing them
+  IdOrder order_;                             // each bucket's candidates in id order (sorted reports)
   PartitionTree<T> tree_;                     // partial peel: over all points; else empty
 };
 

@@ -1,11 +1,15 @@
 // Candidate blocks and their vectorised filter, shared by the structures that answer a query
 // from a precomputed list of candidates (ConvexLayers' shallow table, ShallowCutting3's
 // conflict lists): the candidates are stored eight at a time, coordinates by axis, so that a
-// query reads one contiguous stream and tests eight points per instruction.
+// query reads one contiguous stream and tests eight points per instruction; and the lists' id
+// order (IdOrder), so that a sorted report needs no sort.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <numeric>
+#include <vector>
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
@@ -83,8 +87,12 @@ inline double lane_value(const double* a, double b, const Block& q, int l) {
   return v;
 }
 
+// filter_blocks' Want: 1 writes the ids of the candidates inside, 2 also their stored indices,
+// kWantSlots their slots (i = block * 8 + lane, to in_k) alone.
+constexpr int kWantSlots = 3;
+
 // Counts the candidates i < cnt (in blocks c) inside the half-space and, as Want asks (1: ids,
-// 2: ids and stored indices), writes them to in_id[] and in_k[] (cnt + 8 slots each). A
+// 2: ids and stored indices, kWantSlots: slots), writes them to in_id[] and in_k[] (cnt + 8 slots each). A
 // candidate whose rounded <a, x_i> - b exceeds margin is inside; one within margin of b is
 // unsure, and decide(block, lane) says exactly whether it is inside (called once per unsure
 // candidate, in the same pass, so that ties with b cost no second pass over the list). The
@@ -97,8 +105,12 @@ HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, c
                                      index_t* in_k, std::int64_t* in_id, Decide&& decide) {
   index_t i = 0, w = 0;
   auto keep = [&](const Block& q, int l) {  // an unsure candidate found inside
-    if constexpr (Want >= 1) in_id[w] = q.id[l];
-    if constexpr (Want >= 2) in_k[w] = q.k[l];
+    if constexpr (Want == kWantSlots) {
+      in_k[w] = static_cast<index_t>(&q - c) * 8 + l;
+    } else {
+      if constexpr (Want >= 1) in_id[w] = q.id[l];
+      if constexpr (Want >= 2) in_k[w] = q.k[l];
+    }
     ++w;
   };
 #if defined(__AVX512F__)
@@ -111,8 +123,13 @@ HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, c
     const __mmask8 yes = _mm512_cmp_pd_mask(v, hi, _CMP_GT_OQ), maybe = _mm512_cmp_pd_mask(v, lo, _CMP_GT_OQ);
     // compress in a register, then a full store (the outputs have 8 spare slots): a
     // compressing store to memory is microcoded and slow on some CPUs (AMD Zen 4)
-    if constexpr (Want >= 1) _mm512_storeu_si512(in_id + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.id)));
-    if constexpr (Want >= 2) _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.k)));
+    if constexpr (Want == kWantSlots) {
+      const __m512i slots = _mm512_add_epi64(_mm512_set1_epi64(i * 8), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
+      _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, slots));
+    } else {
+      if constexpr (Want >= 1) _mm512_storeu_si512(in_id + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.id)));
+      if constexpr (Want >= 2) _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.k)));
+    }
     w += __builtin_popcount(yes);
     if (__builtin_expect(yes != maybe, 0))
       for (unsigned m = yes ^ maybe; m; m &= m - 1)
@@ -132,8 +149,12 @@ HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, c
       maybe |= static_cast<unsigned>(_mm256_movemask_pd(_mm256_cmp_pd(v, lo, _CMP_GT_OQ))) << h;
       yes |= y << h;
       // the kept lanes to the front, a full store (the outputs have 8 spare slots)
-      if constexpr (Want >= 1) store_kept4(in_id + w, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.id + h)), y);
-      if constexpr (Want >= 2) store_kept4(in_k + w, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.k + h)), y);
+      if constexpr (Want == kWantSlots) {
+        store_kept4(in_k + w, _mm256_add_epi64(_mm256_set1_epi64x(i * 8 + h), _mm256_set_epi64x(3, 2, 1, 0)), y);
+      } else {
+        if constexpr (Want >= 1) store_kept4(in_id + w, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.id + h)), y);
+        if constexpr (Want >= 2) store_kept4(in_k + w, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.k + h)), y);
+      }
       w += __builtin_popcount(y);
     }
     if (__builtin_expect(yes != maybe, 0))
@@ -150,11 +171,98 @@ HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, c
       if (decide(q, l)) keep(q, l);
       continue;
     }
-    if constexpr (Want >= 1) in_id[w] = q.id[l];
-    if constexpr (Want >= 2) in_k[w] = q.k[l];
+    if constexpr (Want == kWantSlots) {
+      in_k[w] = i;
+    } else {
+      if constexpr (Want >= 1) in_id[w] = q.id[l];
+      if constexpr (Want >= 2) in_k[w] = q.k[l];
+    }
     w += v > margin;
   }
   return w;
 }
+
+// Candidate lists in id order, for reports that want each query's ids ascending. Lists are
+// numbered in the order they are added (a bucket's candidates, stored from a block boundary:
+// slot i is block i / 8, lane i % 8) and a query filters a prefix of one. Per list, for the
+// prefixes of kBands lengths (L / 16, L / 4, L of a list of L), each slot's rank among the
+// prefix's ids (16 bits) and the prefix's ids ascending (32 bits): 7.9 bytes per candidate;
+// lists longer than kMaxList or with ids of 2^32 or more are not ranked (their reports are
+// sorted as usual). A query that took w of the first cnt slots marks their ranks in a bitmap of
+// the shortest prefix holding cnt (at most 4x cnt) and reads it in order: its ids come out
+// ascending for ~1-2 ns per id more than in list order, instead of a radix sort of ~4 ns per id
+// (docs/performance.md, session 26).
+class IdOrder {
+ public:
+  static constexpr std::int64_t kMaxList = 65535;
+  static constexpr int kBands = 3;
+
+  // Ranks the next list, of len candidates at blocks c.
+  template <class Block>
+  void add_list(const Block* c, std::int64_t len) {
+    bool ok = len <= kMaxList;
+    for (std::int64_t i = 0; ok && i < len; ++i) ok = c[i / 8].id[i % 8] >= 0 && c[i / 8].id[i % 8] <= UINT32_MAX;
+    std::vector<std::pair<std::int64_t, std::uint16_t>> by_id;
+    for (int band = 0; band < kBands; ++band) {
+      const std::int64_t p = ok ? (len + (std::int64_t{1} << 2 * (kBands - 1 - band)) - 1) >> 2 * (kBands - 1 - band) : 0;
+      const std::int64_t at = static_cast<std::int64_t>(rank_.size());
+      start_.push_back(at);
+      rank_.resize(at + p), id_.resize(at + p);
+      by_id.resize(p);
+      for (std::int64_t i = 0; i < p; ++i) by_id[i] = {c[i / 8].id[i % 8], static_cast<std::uint16_t>(i)};
+      std::sort(by_id.begin(), by_id.end());
+      for (std::int64_t r = 0; r < p; ++r) {
+        rank_[at + by_id[r].second] = static_cast<std::uint16_t>(r);
+        id_[at + r] = static_cast<std::uint32_t>(by_id[r].first);
+      }
+    }
+  }
+  void done() { start_.push_back(static_cast<std::int64_t>(rank_.size())); }
+  size_t memory_bytes() const {
+    return rank_.size() * sizeof(std::uint16_t) + id_.size() * sizeof(std::uint32_t) + start_.size() * sizeof(std::int64_t);
+  }
+
+  // The prefix of list `list` that ranks its first cnt slots for a query (its index into
+  // start_), or -1 when there is none or its bitmap would cost more than a sort.
+  std::int64_t band(std::int64_t list, std::int64_t cnt) const {
+    for (std::int64_t b = list * kBands; b < (list + 1) * kBands && b + 1 < static_cast<std::int64_t>(start_.size()); ++b) {
+      const std::int64_t p = start_[b + 1] - start_[b];
+      if (p >= cnt) return cnt > 0 && p <= 64 * (cnt + 16) ? b : -1;
+    }
+    return -1;
+  }
+  // Writes the ids of slots[0 .. w) (among the first cnt of the list, band(list, cnt) = b)
+  // ascending to out (w + 3 slots).
+  void ids_ascending(std::int64_t b, const index_t* slots, index_t w, std::int64_t* out) const {
+    static thread_local std::vector<std::uint64_t> bits;  // all zero between calls
+    const std::int64_t at = start_[b];
+    const size_t words = static_cast<size_t>(start_[b + 1] - at + 63) / 64;
+    if (bits.size() < words) bits.resize(words, 0);
+    const std::uint16_t* rank = &rank_[at];
+    const std::uint32_t* id = &id_[at];
+    for (index_t i = 0; i < w; ++i) {
+      const unsigned r = rank[slots[i]];
+      bits[r >> 6] |= std::uint64_t{1} << (r & 63);
+    }
+    // each word's ids: four written without a branch (o moves by the word's count; out has
+    // three spare slots), the rest one by one
+    index_t o = 0;
+    for (size_t i = 0; i < words; ++i) {
+      std::uint64_t bw = bits[i];
+      if (!bw) continue;
+      bits[i] = 0;
+      const std::uint32_t* row = id + i * 64;
+      const int cnt = __builtin_popcountll(bw);
+      for (int t = 0; t < 4; ++t, bw &= bw - 1) out[o + t] = row[bw ? __builtin_ctzll(bw) : 0];
+      for (int t = 4; t < cnt; ++t, bw &= bw - 1) out[o + t] = row[__builtin_ctzll(bw)];
+      o += cnt;
+    }
+  }
+
+ private:
+  std::vector<std::int64_t> start_;  // per (list, band): where its ranks and ids start; then the end
+  std::vector<std::uint16_t> rank_;  // per (list, band), per slot of the prefix: its rank
+  std::vector<std::uint32_t> id_;    // per (list, band): the prefix's ids ascending
+};
 
 }  // namespace hsrgeom

@@ -65,6 +65,22 @@ constexpr int kNeedRows = 2;   // their ids and rows (scores)
 template <class Sink>
 constexpr bool kTakesIdBlocks = Sink::kNeeds <= kNeedIds && !Sink::kStopsEarly;
 
+// Whether the sink's driver wants each query's ids ascending (the ReportSink of a sorted report).
+// A structure that can hand a block over in id order for less than the driver's sort then does;
+// the driver finds the ids sorted and only copies them (report_queries).
+template <class Sink, class = void>
+struct has_ascending : std::false_type {};
+template <class Sink>
+struct has_ascending<Sink, std::void_t<decltype(std::declval<const Sink&>().ascending)>> : std::true_type {};
+template <class Sink>
+bool wants_ascending(const Sink& sink) {
+  if constexpr (has_ascending<Sink>::value) {
+    return sink.ascending;
+  } else {
+    return false;
+  }
+}
+
 // "No score computed" (point()'s score argument).
 constexpr double kNoScore = std::numeric_limits<double>::quiet_NaN();
 
@@ -113,6 +129,7 @@ struct ReportSink {
   IdList& out;
   const double* a;
   int d;
+  bool ascending = false;  // the report is sorted (see wants_ascending)
   template <class P>
   HSRGEOM_INLINE bool point(std::int64_t id, const P* x, double) {
     out.ids.push_back(id);
@@ -286,7 +303,7 @@ ReportResult report_visit(const S& s, const Halfspaces<T>& q, QueryStats* st, in
                             [&](index_t j, Counters& c, IdList& out) {
                               if constexpr (detail::has_prefetch<S, T>::value) s.prefetch_ahead(q, j);
                               const auto qq = s.prepare(q.normals + j * d, q.offsets[j]);
-                              ReportSink<kScores> sink{out, qq.normal(), d};
+                              ReportSink<kScores> sink{out, qq.normal(), d, sorted};
                               s.visit(qq, c, sink);
                             });
     };

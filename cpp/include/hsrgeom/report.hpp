@@ -351,7 +351,10 @@ ReportResult report_queries(index_t m, QueryStats* st, int threads, double work,
       const size_t at = a.ids.size(), k = out.ids.size();
       a.ids.resize(at + k);
       if (scores) a.scores.resize(at + k);
-      sort_ids_into(out, n, a.ids.data() + at, scores ? a.scores.data() + at : nullptr);
+      if (!scores && std::is_sorted(out.ids.begin(), out.ids.end()))  // handed over in id order
+        std::copy(out.ids.begin(), out.ids.end(), a.ids.begin() + at);
+      else
+        sort_ids_into(out, n, a.ids.data() + at, scores ? a.scores.data() + at : nullptr);
     } else {
       fill(j, c, a);
     }

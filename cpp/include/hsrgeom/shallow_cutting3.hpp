@@ -25,7 +25,8 @@
 //
 // Storage: per triangle, its conflict lists for all levels as one array ordered by the first
 // level that needs each point (so level j's list is a prefix), in blocks of eight candidates
-// (filter.hpp); per grid vertex, beta_j for every level. Levels past a budget of
+// (filter.hpp), and their id order (filter.hpp IdOrder: a sorted report takes the list's ids
+// in id order instead of sorting them); per grid vertex, beta_j for every level. Levels past a budget of
 // `max_candidates` stored candidates (all triangles together) are dropped.
 //
 // Tiers: a list's size is ~k_j times a factor set by how far apart a triangle's corners are,
@@ -150,7 +151,8 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
   size_t memory_bytes() const {
     size_t s = tree_.memory_bytes();
     for (const Tier& t : tiers_)
-      s += t.cand.size() * sizeof(Block) + t.beta.size() * sizeof(double) + t.prefix.size() * sizeof(std::int32_t) +
+      s += t.cand.size() * sizeof(Block) + t.order.memory_bytes() + t.beta.size() * sizeof(double) +
+           t.prefix.size() * sizeof(std::int32_t) +
            (t.off.size() + t.depth.size()) * sizeof(index_t);
     return s;
   }
@@ -170,7 +172,8 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
   void visit(const Query& q, Counters& c, Sink& sink) const {
     visit<kTakesIdBlocks<Sink>>(
         q.normal_t, q.a, q.b, c, [&](std::int64_t id, const T* x, double s) { return sink.point(id, x, s); },
-        [&](const std::int64_t* id, index_t w) { sink.range(id, static_cast<const T*>(nullptr), w); });
+        [&](const std::int64_t* id, index_t w) { sink.range(id, static_cast<const T*>(nullptr), w); },
+        wants_ascending(sink));
   }
 
   double query_work(index_t m) const { return static_cast<double>(m) * 256 * std::log2(2.0 + n_); }
@@ -192,6 +195,7 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
     std::vector<std::int32_t> prefix;  // per triangle, per level: size of its conflict list
     std::vector<index_t> off;          // per triangle: first block of its candidates in cand
     std::vector<Block> cand;           // candidates, per triangle by the first level needing them
+    IdOrder order;                     // each triangle's candidates in id order (sorted reports)
 
     index_t vertex_count() const { return 6 * static_cast<index_t>(grid + 1) * (grid + 1); }
     index_t bucket_count() const { return 12 * static_cast<index_t>(grid) * grid; }
@@ -292,6 +296,8 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
         blk[i / 8].id[i % 8] = id;
       }
     });
+    for (index_t bk = 0; bk < B; ++bk) tier.order.add_list(&tier.cand[tier.off[bk]], prefix[bk][J - 1]);
+    tier.order.done();
   }
 
   // A fixed sample of the points (all of them up to 8192), for the collection thresholds.
@@ -443,10 +449,12 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
   }
 
   // Calls block(ids, w) with every inside point's id at once when the cutting answers and
-  // Ids is true, else out(id, x, score) per point (x: its coordinates, T[3]; score: its float64
-  // <a, x> or kNoScore); out returns false to stop.
+  // Ids is true (in id order with ascending, where the list is ranked), else out(id, x, score)
+  // per point (x: its coordinates, T[3]; score: its float64 <a, x> or kNoScore); out returns
+  // false to stop.
   template <bool Ids, class Out, class BlockF>
-  void visit(const T* normal, const double* a, double b, Counters& c, Out&& out, BlockF&& block) const {
+  void visit(const T* normal, const double* a, double b, Counters& c, Out&& out, BlockF&& block,
+             bool ascending = false) const {
     const bool zero = a[0] == 0 && a[1] == 0 && a[2] == 0;
     // the tiers from the finest: the first that certifies a level answers
     for (size_t ti = 0; ti < tiers_.size() && !zero; ++ti) {
@@ -470,13 +478,22 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
       // no product can overflow when ||a|| ||x|| and |b| are far from the largest double
       if (Ids && na * xnorm_ <= 1e300 && std::fabs(b) <= 1e300) {
         std::vector<std::int64_t>& ids = id_scratch_();
-        ids.resize(cnt + 8);
         // the few within rounding of the boundary are decided exactly
         auto decide = [&](const Block& q, int l) {
           const T x[3] = {q.x[0][l], q.x[1][l], q.x[2][l]};
           ++c.exact;
           return exact_sign(a, x, b, 3) >= 0;
         };
+        const std::int64_t band = ascending ? tier.order.band(w.bucket, cnt) : -1;
+        if (band >= 0) {
+          ids.resize(2 * (cnt + 8));
+          index_t* slots = ids.data() + cnt + 8;
+          const index_t got = filter_blocks<kWantSlots, 3>(a, b, margin, cand, cnt, slots, nullptr, decide);
+          tier.order.ids_ascending(band, slots, got, ids.data());
+          block(ids.data(), got);
+          return;
+        }
+        ids.resize(cnt + 8);
         const index_t got = filter_blocks<1, 3>(a, b, margin, cand, cnt, nullptr, ids.data(), decide);
         block(ids.data(), got);
         return;
