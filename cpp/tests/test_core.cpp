@@ -519,6 +519,31 @@ void test_id_order() {
 }
 
 
+// ReportSink's room (query.hpp ids_room): ids written there and handed over stay in place; a
+// room not used by the next range() is dropped; sinks with scores or without room offer none.
+void test_report_sink_room() {
+  hsrgeom::IdList out;
+  const double a[2] = {1, 0};
+  hsrgeom::ReportSink<false> sink{out, a, 2};
+  sink.point(7, static_cast<const double*>(nullptr), 0.0);
+  std::int64_t* r = hsrgeom::ids_room(sink, 10);
+  CHECK(r == out.ids.data() + 1);
+  r[0] = 3, r[1] = 5;
+  sink.range(r, static_cast<const double*>(nullptr), 2);
+  CHECK(out.ids == hsrgeom::IdVector({7, 3, 5}));
+  hsrgeom::ids_room(sink, 10);  // not used: the next range() copies its own ids
+  const std::int64_t other[2] = {1, 2};
+  sink.range(other, static_cast<const double*>(nullptr), 2);
+  CHECK(out.ids == hsrgeom::IdVector({7, 3, 5, 1, 2}));
+  sink.range(other, static_cast<const double*>(nullptr), 1);
+  CHECK(out.ids == hsrgeom::IdVector({7, 3, 5, 1, 2, 1}));
+  hsrgeom::IdList out2;
+  hsrgeom::ReportSink<true> scored{out2, a, 2};
+  CHECK(hsrgeom::ids_room(scored, 4) == nullptr);
+  hsrgeom::CountSink count;
+  CHECK(hsrgeom::ids_room(count, 4) == nullptr);
+}
+
 void test_topk_random() {
   std::mt19937_64 rng(11);
   std::uniform_int_distribution<int> small(-2, 2);  // many ties
@@ -1077,6 +1102,7 @@ int main() {
   test_orient2d();
   test_sort_ids();
   test_id_order();
+  test_report_sink_room();
   test_topk_random();
   test_topk_cases();
   test_query_sinks();

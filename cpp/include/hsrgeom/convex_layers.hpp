@@ -188,7 +188,7 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
             return true;
           }
         },
-        wants_ascending(sink));
+        wants_ascending(sink), [&](index_t n) { return ids_room(sink, n); });
   }
 
   // Exact top-k. Each layer's extreme vertex beats every deeper point or ties with it, so the
@@ -240,9 +240,11 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
   // The same, with block(k, id, w) receiving all the points at once when the table answers (or,
   // Want <= 1, a node of the partial peel's tree is inside); block returns false to stop.
   // Want says what block reads: 0 only w, 1 the ids too, 2 also the stored indices k. With
-  // ascending (and Want 1), the table's answer comes in id order where its list is ranked.
-  template <int Want, class Out, class Block>
-  void visit(const double* a, double b, Counters& c, Out&& out, Block&& block, bool ascending = false) const {
+  // ascending (and Want 1), the table's answer comes in id order where its list is ranked;
+  // room(n) may give where to write it (query.hpp ids_room), else nullptr.
+  template <int Want, class Out, class Block, class Room = std::nullptr_t (*)(index_t)>
+  void visit(const double* a, double b, Counters& c, Out&& out, Block&& block, bool ascending = false,
+             Room room = [](index_t) { return nullptr; }) const {
     const Margin mg(2, Rounding<double>::u, Rounding<double>::eta);
     const double na = norm_up(a, 2);
     if (a[0] == 0 && a[1] == 0) {  // every point or none
@@ -295,6 +297,8 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
         scratch.resize(2 * (cnt + 8));
         index_t* in_k = scratch.data();
         std::int64_t* in_id = in_k + cnt + 8;
+        if constexpr (Want == 1)
+          if (std::int64_t* r = room(cnt + 8)) in_id = r;
         const Cand8* cand = cand_.data() + off;  // (may be empty: then cnt = 0)
         // no product can overflow when ||a|| ||x|| and |b| are far from the largest double
         index_t w = 0;

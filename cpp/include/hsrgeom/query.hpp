@@ -81,6 +81,22 @@ bool wants_ascending(const Sink& sink) {
   }
 }
 
+// Where a structure may write a block of up to n ids that it then hands to sink.range: the
+// sink's own output when the sink offers room (a ReportSink without scores; the ids are then not
+// copied), else nullptr (the structure writes to its scratch).
+template <class Sink, class = void>
+struct has_room : std::false_type {};
+template <class Sink>
+struct has_room<Sink, std::void_t<decltype(std::declval<Sink&>().room(index_t{1}))>> : std::true_type {};
+template <class Sink>
+std::int64_t* ids_room(Sink& sink, index_t n) {
+  if constexpr (has_room<Sink>::value && Sink::kNeeds <= kNeedIds) {
+    return sink.room(n);
+  } else {
+    return nullptr;
+  }
+}
+
 // "No score computed" (point()'s score argument).
 constexpr double kNoScore = std::numeric_limits<double>::quiet_NaN();
 
@@ -126,18 +142,37 @@ template <bool Scores>
 struct ReportSink {
   static constexpr int kNeeds = Scores ? kNeedRows : kNeedIds;
   static constexpr bool kStopsEarly = false;
+  static constexpr size_t kNoRoom = ~size_t{0};
   IdList& out;
   const double* a;
   int d;
-  bool ascending = false;  // the report is sorted (see wants_ascending)
+  bool ascending = false;      // the report is sorted (see wants_ascending)
+  size_t room_at = kNoRoom;    // where the room handed out last starts (see room)
   template <class P>
   HSRGEOM_INLINE bool point(std::int64_t id, const P* x, double) {
     out.ids.push_back(id);
     if constexpr (Scores) out.scores.push_back(dot_f64(a, x, d));
     return true;
   }
+  // Room for up to n ids at the end of the output (see ids_room); the next range() call either
+  // hands over ids written there, which then stay in place, or drops the room.
+  std::int64_t* room(index_t n) {
+    static_assert(!Scores, "room holds ids only");
+    room_at = out.ids.size();
+    out.ids.resize(room_at + static_cast<size_t>(n));
+    return out.ids.data() + room_at;
+  }
   template <class P>
   HSRGEOM_INLINE bool range(const std::int64_t* ids, const P* x, index_t n) {
+    if (room_at != kNoRoom) {
+      const size_t at = room_at;
+      room_at = kNoRoom;
+      if (ids == out.ids.data() + at) {
+        out.ids.resize(at + static_cast<size_t>(n));
+        return true;
+      }
+      out.ids.resize(at);
+    }
     out.ids.insert(out.ids.end(), ids, ids + n);
     if constexpr (Scores)
       for (index_t k = 0; k < n; ++k) out.scores.push_back(dot_f64(a, x + k * static_cast<index_t>(d), d));

@@ -173,7 +173,7 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
     visit<kTakesIdBlocks<Sink>>(
         q.normal_t, q.a, q.b, c, [&](std::int64_t id, const T* x, double s) { return sink.point(id, x, s); },
         [&](const std::int64_t* id, index_t w) { sink.range(id, static_cast<const T*>(nullptr), w); },
-        wants_ascending(sink));
+        wants_ascending(sink), [&](index_t n) { return ids_room(sink, n); });
   }
 
   double query_work(index_t m) const { return static_cast<double>(m) * 256 * std::log2(2.0 + n_); }
@@ -452,9 +452,9 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
   // Ids is true (in id order with ascending, where the list is ranked), else out(id, x, score)
   // per point (x: its coordinates, T[3]; score: its float64 <a, x> or kNoScore); out returns
   // false to stop.
-  template <bool Ids, class Out, class BlockF>
-  void visit(const T* normal, const double* a, double b, Counters& c, Out&& out, BlockF&& block,
-             bool ascending = false) const {
+  template <bool Ids, class Out, class BlockF, class Room>
+  void visit(const T* normal, const double* a, double b, Counters& c, Out&& out, BlockF&& block, bool ascending,
+             Room&& room) const {
     const bool zero = a[0] == 0 && a[1] == 0 && a[2] == 0;
     // the tiers from the finest: the first that certifies a level answers
     for (size_t ti = 0; ti < tiers_.size() && !zero; ++ti) {
@@ -485,17 +485,18 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
           return exact_sign(a, x, b, 3) >= 0;
         };
         const std::int64_t band = ascending ? tier.order.band(w.bucket, cnt) : -1;
+        std::int64_t* dst = room(cnt + 8);  // the report itself, else the scratch (after the slots)
+        ids.resize(((band >= 0) + !dst) * (cnt + 8));
+        if (!dst) dst = ids.data() + (band >= 0) * (cnt + 8);
         if (band >= 0) {
-          ids.resize(2 * (cnt + 8));
-          index_t* slots = ids.data() + cnt + 8;
+          index_t* slots = ids.data();
           const index_t got = filter_blocks<kWantSlots, 3>(a, b, margin, cand, cnt, slots, nullptr, decide);
-          tier.order.ids_ascending(band, slots, got, ids.data());
-          block(ids.data(), got);
+          tier.order.ids_ascending(band, slots, got, dst);
+          block(dst, got);
           return;
         }
-        ids.resize(cnt + 8);
-        const index_t got = filter_blocks<1, 3>(a, b, margin, cand, cnt, nullptr, ids.data(), decide);
-        block(ids.data(), got);
+        const index_t got = filter_blocks<1, 3>(a, b, margin, cand, cnt, nullptr, dst, decide);
+        block(dst, got);
         return;
       }
       // one by one, with the exact predicate where rounding cannot decide
