@@ -495,7 +495,7 @@ def write(path, img, saved):
     sizes = ", ".join(f"{t:,}" for t in saved["targets"])
     unsep = sum(r["unseparated"] for r in rows if r["method"] == "hsrgeom BruteForce" and r["threads"] == THREADS)
     lines = [
-        f"# hsrgeom and its peers at n = {n:,}",
+        f"# hsrgeom and its peers at n = {n:,}" + (f" ({saved['build']})" if saved.get("build") else ""),
         "",
         "Measured side by side in one run by `benchmarks/peers/run.py` (its docstring has every detail).",
         "",
@@ -640,6 +640,9 @@ def main(argv=None):
                    help="rewrite the page (--out) and its plot from rows saved by --json; measures nothing")
     p.add_argument("--reported", default=None,
                    help="points reported per query, a comma list, e.g. 100,1000,10000 (default: 0.1 %% of n)")
+    p.add_argument("--build", default=None,
+                   help="names the hsrgeom build measured, in the page's title (e.g. 'x86-64-v3 build'; "
+                        "run with PYTHONPATH pointing at it)")
     p.add_argument("--cases", default=None,
                    help="comma-separated data:d pairs, e.g. uniform:2,gaussian:3 (default: the grid above)")
     args = p.parse_args(argv)
@@ -647,6 +650,8 @@ def main(argv=None):
     if args.from_json:
         with open(args.from_json) as f:
             saved = json.load(f)
+        if args.build:
+            saved["build"] = args.build
         img = page(args.out, saved)
         print("wrote", args.out, img or "")
         return
@@ -703,8 +708,10 @@ def main(argv=None):
             f"hsrgeom {hsrgeom.__version__}"
             + (f", CGAL {cgal_version} (Debian libcgal-dev, g++ -O2)" if cgal_bin else ", CGAL not run")
             + f"; {time.strftime('%Y-%m-%d')}; 1-min load average {load0[0]:.2f} before, {load1[0]:.2f} after.")
-    saved = dict(n=n, targets=targets, elapsed_s=elapsed, cmd=" ".join(["python benchmarks/peers/run.py"] + sys.argv[1:]),
-                 meta=meta, faiss_version=faiss.__version__, log=log_lines, rows=rows)
+    # a build other than the installed one (e.g. an x86-64-v3 build, docs/attention.md) is named by PYTHONPATH
+    env = [f"PYTHONPATH={os.environ['PYTHONPATH']}"] if os.environ.get("PYTHONPATH") else []
+    saved = dict(n=n, targets=targets, elapsed_s=elapsed, cmd=" ".join(env + ["python benchmarks/peers/run.py"] + sys.argv[1:]),
+                 meta=meta, faiss_version=faiss.__version__, log=log_lines, rows=rows, build=args.build)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(saved, f, indent=1)
