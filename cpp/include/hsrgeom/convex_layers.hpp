@@ -610,7 +610,7 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
       }
     }
     order_ = IdOrder();
-    for (index_t bk = 0; bk < M; ++bk) order_.add_list(&cand[tab_off_[bk]], groups_[bk * G + G - 1].prefix[(J - 1) % 8]);
+    for (index_t bk = 0; bk < M; ++bk) order_.add_list(cand.data() + tab_off_[bk], groups_[bk * G + G - 1].prefix[(J - 1) % 8]);
     order_.done();
     tab_off_[M] = static_cast<index_t>(cand.size());
     cand_ = std::move(cand);

@@ -289,14 +289,14 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
     }
     tier.cand.assign(tier.off[B], Block{});
     parallel_for(B, threads_for_work(threads, 1e8), [&](index_t bk, int) {
-      Block* blk = &tier.cand[tier.off[bk]];
+      Block* blk = tier.cand.data() + tier.off[bk];
       for (index_t i = 0; i < prefix[bk][J - 1]; ++i) {
         const std::int64_t id = lists[bk][i];
         for (int t = 0; t < 3; ++t) blk[i / 8].x[t][i % 8] = p.row(id)[t];
         blk[i / 8].id[i % 8] = id;
       }
     });
-    for (index_t bk = 0; bk < B; ++bk) tier.order.add_list(&tier.cand[tier.off[bk]], prefix[bk][J - 1]);
+    for (index_t bk = 0; bk < B; ++bk) tier.order.add_list(tier.cand.data() + tier.off[bk], prefix[bk][J - 1]);
     tier.order.done();
   }
 
@@ -444,7 +444,7 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
     const index_t L = tier.levels;
     for (int t = 0; t < 3; ++t) __builtin_prefetch(&tier.beta[static_cast<size_t>(w.corner[t]) * L + L / 2]);
     __builtin_prefetch(&tier.prefix[static_cast<size_t>(w.bucket) * L]);
-    const char* c = reinterpret_cast<const char*>(&tier.cand[tier.off[w.bucket]]);
+    const char* c = reinterpret_cast<const char*>(tier.cand.data() + tier.off[w.bucket]);
     for (size_t l = 0; l < 2 * sizeof(Block); l += 64) __builtin_prefetch(c + l);
   }
 
