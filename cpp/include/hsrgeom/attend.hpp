@@ -74,22 +74,13 @@ struct IntRow {
 template <class T>
 IntRow int_row(const T* a, const double* cs, int d) {
   IntRow r;
-  r.q.assign(d, 0);
   r.ad.assign(a, a + d);
   r.na0 = norm_up(a, d);
   std::vector<double> as(d);
   for (int k = 0; k < d; ++k) as[k] = r.ad[k] * cs[k];
-  r.na = norm_up(as.data(), d);
-  double mx = 0;
-  for (int k = 0; k < d; ++k) mx = std::max(mx, std::fabs(as[k]));
-  if (mx == 0) return r;
-  const double qmax = std::min(32767.0, std::floor(2147483647.0 / (127.0 * d)));
-  if (!(mx >= 1e-290 && mx <= 1e290) || qmax < 1) {  // no integer form: q = 0, ra = ||a'||
-    r.ra = r.na;
-    return r;
-  }
-  double q2 = 0;
-  r.sa = to_integers(as.data(), d, mx, qmax, r.q.data(), &r.ra, &q2);
+  IntNormal in = int_normal(as.data(), d, int16_qmax(d));
+  r.q = std::move(in.q);
+  r.sa = in.sa, r.ra = in.ra, r.na = in.na;
   return r;
 }
 

@@ -82,6 +82,7 @@ class PartitionTree : public RangeTree<PartitionTree<T>, T> {
     }
     interrupt::check();  // an interrupted fill left nodes unset: this object is discarded
     this->pts_ = std::move(x);
+    this->code_leaves(nt);
     progress.done("done: %lld nodes", static_cast<long long>(nodes_.size()));
   }
 

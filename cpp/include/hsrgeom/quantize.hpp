@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 #define HSRGEOM_X86_DISPATCH 1
@@ -37,6 +38,33 @@ double to_integers(const T* v, int d, double mx, double qmax, I* q, double* resi
   *resid = (std::sqrt(r2) * (1 + (d + 8) * u) + 4 * u * mx * std::sqrt(d + 1.0)) * (1 + 4 * u);
   return s;
 }
+
+// A vector (a query normal) as 16-bit integers: q = round(a / sa) with |q_k| <= qmax (chosen by
+// the caller so that a d-term sum of q_k c_k with |c_k| <= 127 fits in int32); ra >= ||a - sa q||,
+// na >= ||a||. sa = 0: no integer form (a = 0, exact with q = 0 and ra = 0; or max|a_k| outside
+// [1e-290, 1e290], or qmax < 1: q = 0 and ra = na).
+struct IntNormal {
+  std::vector<std::int16_t> q;
+  double sa = 0, ra = 0, na = 0;
+};
+template <class T>
+IntNormal int_normal(const T* a, int d, double qmax) {
+  IntNormal r;
+  r.q.assign(d, 0);
+  r.na = norm_up(a, d);
+  double mx = 0;
+  for (int k = 0; k < d; ++k) mx = std::max(mx, std::fabs(static_cast<double>(a[k])));
+  if (mx == 0) return r;
+  if (!(mx >= 1e-290 && mx <= 1e290) || qmax < 1) {
+    r.ra = r.na;
+    return r;
+  }
+  double q2 = 0;
+  r.sa = to_integers(a, d, mx, qmax, r.q.data(), &r.ra, &q2);
+  return r;
+}
+// The largest qmax for which every d-term sum of q_k c_k (|c_k| <= 127) fits in int32.
+inline double int16_qmax(int d) { return std::min(32767.0, std::floor(2147483647.0 / (127.0 * d))); }
 
 // ---- dot products of 16-point code blocks ---------------------------------------------------
 // Layout (QuantizedScan): the codes of kCodeLanes consecutive points form one block of

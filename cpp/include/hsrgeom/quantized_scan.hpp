@@ -123,29 +123,6 @@ class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
     for (int k = 0; k < d_; ++k) blk[(k / 2) * 2 * kCodeLanes + (k & 1)] = c[k];
   }
 
-  // A query normal as integers: q = round(a / s_a) with |q| small enough that a d-term sum of
-  // q_k c_k fits in int32; ra >= ||a - s_a q||.
-  struct IntQuery {
-    std::vector<std::int16_t> q;
-    double sa = 0, ra = 0, na = 0;
-  };
-  IntQuery quantize(const T* a) const {
-    IntQuery r;
-    r.q.assign(d_, 0);
-    r.na = norm_up(a, d_);
-    double mx = 0;
-    for (int k = 0; k < d_; ++k) mx = std::max(mx, std::fabs(static_cast<double>(a[k])));
-    if (mx == 0) return r;
-    const double qmax = std::min(32767.0, std::floor(2147483647.0 / (127.0 * d_)));
-    if (mx < 1e-290 || mx > 1e290 || qmax < 1) {  // no integer form: ra = ||a|| (q = 0)
-      r.ra = r.na;
-      return r;
-    }
-    double q2 = 0;
-    r.sa = to_integers(a, d_, mx, qmax, r.q.data(), &r.ra, &q2);
-    return r;
-  }
-
   // For each query j and point i that may lie in the half-space (by the codes), decides it
   // exactly and calls on(parts[chunk][j], j, i, x_i, a_j, <a_j, x_i> in float64) for each point
   // inside.
@@ -157,10 +134,10 @@ class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
     constexpr index_t L = kCodeLanes, kGroup = 2048;  // points per interrupt check and candidate batch
     const index_t m = q.m;
     std::vector<double> ad(q.normals, q.normals + m * d_);
-    std::vector<IntQuery> iq(m);
+    std::vector<IntNormal> iq(m);
     std::vector<std::int32_t> qp(static_cast<size_t>(m) * dh_);  // the int16 pairs (quantize.hpp)
     for (index_t j = 0; j < m; ++j) {
-      iq[j] = quantize(q.normals + j * d_);
+      iq[j] = int_normal(q.normals + j * d_, d_, int16_qmax(d_));
       for (int t = 0; t < dh_; ++t)
         qp[j * dh_ + t] = pack_pair(iq[j].q[2 * t], 2 * t + 1 < d_ ? iq[j].q[2 * t + 1] : std::int16_t{0});
     }
@@ -191,7 +168,7 @@ class QuantizedScan : public QueryMethods<QuantizedScan<T>, T> {
             const index_t i0 = b0 + b * L;
             const double *sc = &scale_[i0], *cf = &cfac_[i0], *rs = &resid_[i0];
             for (index_t j = 0; j < m; ++j) {
-              const IntQuery& qj = iq[j];
+              const IntNormal& qj = iq[j];
               const double sa = qj.sa, ra = qj.ra, na = qj.na, bj = q.offsets[j];
               const std::int32_t* dj = &dots[(b * m + j) * L];
               // the upper bound of <a_j, x_i>, 16 points wide; surely outside unless it is >= b

@@ -33,6 +33,7 @@
 #include "hsrgeom/bounds.hpp"
 #include "hsrgeom/dispatch.hpp"
 #include "hsrgeom/interrupt.hpp"
+#include "hsrgeom/leaf_codes.hpp"
 #include "hsrgeom/parallel.hpp"
 #include "hsrgeom/predicate.hpp"
 #include "hsrgeom/query.hpp"
@@ -77,6 +78,7 @@ class RangeTree : public QueryMethods<Derived, T> {
   struct Query {
     std::vector<double> a, a_rot;
     double na = 0, b = 0, shift = 0, extra = 0;
+    LeafCodes::Normal coded;  // a for the leaves' codes (when the tree has them)
     const double* frame_a() const { return a_rot.empty() ? a.data() : a_rot.data(); }
     const double* normal() const { return a.data(); }
   };
@@ -312,6 +314,7 @@ class RangeTree : public QueryMethods<Derived, T> {
     q.a.assign(normal, normal + d_);
     q.na = norm_up(q.a.data(), d_);
     q.b = b;
+    if (!codes_.empty()) q.coded = codes_.normal(q.a.data());
     if (!frame_.empty()) {
       q.a_rot.assign(d_, 0.0);
       for (int r = 0; r < d_; ++r)  // U^T a, U stored row-major d x d (column r = axis r)
@@ -358,22 +361,47 @@ class RangeTree : public QueryMethods<Derived, T> {
     double sc[W];
     const double* a = q.a.data();
     const index_t dd = D > 0 ? D : d_;
+    std::int32_t tin = 0, tout = 0;
+    // The leaf's codes (leaf_codes.hpp) decide most points: then only the rows of the points
+    // they can't decide are read, and of the inside points when the callback takes scores.
+    const bool coded = !codes_.empty() && codes_.thresholds(v, a, q.coded, q.b, margin_, &tin, &tout);
+    constexpr bool kScores = std::is_invocable_v<Point&, index_t, double> &&
+                             !std::is_invocable_v<Point&, index_t, detail::LeafBits>;
     for (index_t k0 = b0; k0 < b1; k0 += W) {
       const index_t w = std::min(W, b1 - k0);
       const T* x0 = pts_.data() + k0 * dd;
       std::uint64_t in = 0, unsure = 0;
-      for (index_t t = 0; t < w; ++t) {
-        const double s = dot_f64<D>(a, x0 + t * dd, d_);
-        bool yes, undecided;
-        filter_flags(s, q.b, margin, yes, undecided);
-        sc[t] = s;
-        in |= static_cast<std::uint64_t>(yes) << t;
-        unsure |= static_cast<std::uint64_t>(undecided) << t;
-      }
-      for (; unsure; unsure &= unsure - 1) {  // decided exactly
-        const int t = __builtin_ctzll(unsure);
-        ++c.exact;
-        if (exact_sign(a, x0 + t * dd, q.b, d_) >= 0) in |= std::uint64_t{1} << t;
+      if (coded) {
+        codes_.classify(v, k0 - b0, w, q.coded, tin, tout, &in, &unsure);
+        for (; unsure; unsure &= unsure - 1) {
+          const int t = __builtin_ctzll(unsure);
+          bool yes, undecided;
+          filter_flags(dot_f64<D>(a, x0 + t * dd, d_), q.b, margin, yes, undecided);
+          if (undecided) {
+            ++c.exact;
+            yes = exact_sign(a, x0 + t * dd, q.b, d_) >= 0;
+          }
+          in |= static_cast<std::uint64_t>(yes) << t;
+        }
+        if constexpr (kScores)
+          for (std::uint64_t r = in; r; r &= r - 1) {
+            const int t = __builtin_ctzll(r);
+            sc[t] = dot_f64<D>(a, x0 + t * dd, d_);
+          }
+      } else {
+        for (index_t t = 0; t < w; ++t) {
+          const double s = dot_f64<D>(a, x0 + t * dd, d_);
+          bool yes, undecided;
+          filter_flags(s, q.b, margin, yes, undecided);
+          sc[t] = s;
+          in |= static_cast<std::uint64_t>(yes) << t;
+          unsure |= static_cast<std::uint64_t>(undecided) << t;
+        }
+        for (; unsure; unsure &= unsure - 1) {  // decided exactly
+          const int t = __builtin_ctzll(unsure);
+          ++c.exact;
+          if (exact_sign(a, x0 + t * dd, q.b, d_) >= 0) in |= std::uint64_t{1} << t;
+        }
       }
       if constexpr (std::is_invocable_v<Point&, index_t, detail::LeafBits>) {  // all at once (visit)
         if (in && !point(k0, detail::LeafBits{in})) return false;
@@ -421,7 +449,11 @@ class RangeTree : public QueryMethods<Derived, T> {
         }
         continue;
       }
-      if (self().each_child(v, [&](std::int32_t ch) { stack.push_back(ch); })) continue;
+      if (self().each_child(v, [&](std::int32_t ch) {
+            bounds_.prefetch(ch);  // loads while the siblings' subtrees are visited
+            stack.push_back(ch);
+          }))
+        continue;
       if (!test_leaf<D>(v, q, c, point)) return;
     }
   }
@@ -535,6 +567,18 @@ class RangeTree : public QueryMethods<Derived, T> {
     degenerate_.assign(nodes, 0);
   }
 
+  // The leaves' codes (leaf_codes.hpp), for d >= kCodedMinDim (below it a leaf's point costs a few
+  // multiply-adds in float64 and the codes would not pay). After store_points.
+  static constexpr int kCodedMinDim = 4;
+  void code_leaves(int threads) {
+    if (n_ == 0 || d_ < kCodedMinDim) return;
+    std::vector<std::int32_t> leaves;
+    const auto nodes = static_cast<std::int32_t>(xnorm_.size());
+    for (std::int32_t v = 0; v < nodes; ++v)
+      if (self().each_child(v, [](std::int32_t) {}) == 0 && !degenerate_[v]) leaves.push_back(v);
+    codes_.build(pts_.data(), d_, nodes, leaves, [&](std::int32_t v) { return self().node_range(v); }, threads);
+  }
+
   // Copies the points into tree order (after perm_ is final).
   void store_points(const PointsView<T>& p) {
     pts_.resize(n_ * static_cast<index_t>(d_));
@@ -546,7 +590,7 @@ class RangeTree : public QueryMethods<Derived, T> {
     return pts_.size() * sizeof(T) + perm_.size() * sizeof(index_t) + xnorm_.size() * (sizeof(double) + 1) +
            vdata_.size() * sizeof(double) + vslot_.size() * sizeof(std::int32_t) +
            vrows_f_.size() * sizeof(float) + vrows_d_.size() * sizeof(double) +
-           bounds_.memory_bytes() + (frame_.size() + mu_.size()) * sizeof(double);
+           bounds_.memory_bytes() + codes_.memory_bytes() + (frame_.size() + mu_.size()) * sizeof(double);
   }
 
   const Derived& self() const { return static_cast<const Derived&>(*this); }
@@ -560,6 +604,7 @@ class RangeTree : public QueryMethods<Derived, T> {
   NodeBounds bounds_;
   std::vector<double> xnorm_;     // per node: upper bound of ||x|| in the original frame
   std::vector<std::uint8_t> degenerate_;
+  LeafCodes codes_;               // the leaves' 8-bit codes (d >= kCodedMinDim)
   std::vector<double> frame_, mu_;  // frame U (d x d row-major) and mean; empty: identity
   double munorm_ = 0;
   int vdv_ = -1;                       // value columns of the node sums; -1: none

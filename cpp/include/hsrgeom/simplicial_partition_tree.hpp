@@ -97,6 +97,7 @@ class SimplicialPartitionTree : public RangeTree<SimplicialPartitionTree<T>, T> 
       this->summarize(static_cast<std::int32_t>(v), p, p, perm_.data() + nd.begin, nd.end - nd.begin);
     });
     this->store_points(p);
+    this->code_leaves(nt);
     progress.done("done: %lld nodes", static_cast<long long>(nodes_.size()));
   }
 
