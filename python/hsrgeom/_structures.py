@@ -95,8 +95,10 @@ class PartitionTree(Index):
     ----------
     points : array_like, shape (n, d), float32 or float64
         Copied (reordered internally); the caller's array is never modified.
-    leaf_size : int, default 32
-        Maximum number of points in a leaf (1 to 2**31 - 1).
+    leaf_size : int, default 128
+        Maximum number of points in a leaf (1 to 2**31 - 1). At d >= 4 a leaf keeps 8-bit codes
+        of its points (d bytes each) that decide most of them without reading their rows, so
+        leaves larger than a kd-tree's usual 10-32 points pay (docs/performance.md).
     split : {"widest", "pca"}, default "widest"
         "widest": median split along the widest box axis (a kd-tree); "pca": median split
         along the principal direction of the node's points (for correlated or low-rank data).
@@ -107,10 +109,10 @@ class PartitionTree(Index):
     kind = "partition_tree"
     node_sums = True
 
-    def __init__(self, points, leaf_size=32, split="widest", *, n_threads=None):
+    def __init__(self, points, leaf_size=128, split="widest", *, n_threads=None):
         self._build(V.points(points), leaf_size=leaf_size, split=split, n_threads=n_threads)
 
-    def _build(self, points, leaf_size=32, split="widest", n_threads=None):
+    def _build(self, points, leaf_size=128, split="widest", n_threads=None):
         leaf_size = V.positive_int(leaf_size, "leaf_size")
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
