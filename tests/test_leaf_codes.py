@@ -125,3 +125,26 @@ def test_fuzz_against_exact(d, n, ls, exp, grid, seed, name, dtype):
         x = (rng.standard_normal((n, d)) * 2.0**exp + rng.standard_normal(d) * 2.0 ** (exp + 20)).astype(dtype)
     a, b = hyperplane_queries(x, rng, 8)
     check(TREES[name](x, ls), x, a, b)
+
+
+@pytest.mark.parametrize("d", [5, 8, 9])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_dot_kernel_gives_the_same_answer(monkeypatch, d, dtype):
+    # the leaves' dots use QuantizedScan's kernels (HSRGEOM_SCAN_KERNEL, read at build): exact
+    # int32 dots, so every kernel must give the same sets and the same exact checks; odd d pads a
+    # coordinate pair, leaf_size 37 pads the last 16-point block of each leaf
+    rng = np.random.default_rng(d)
+    x = rng.integers(-6, 7, size=(2500, d)).astype(dtype) + rng.random((2500, d)).astype(dtype) * 0.5
+    a, b = hyperplane_queries(x, rng, 30)
+    a = a.astype(dtype)
+    want = [ref.report(x, a[j], b[j]) for j in range(len(b))]
+    exact = None
+    for kernel in ["scalar", "sse2", "avx2", "avx512"]:
+        monkeypatch.setenv("HSRGEOM_SCAN_KERNEL", kernel)
+        tree = hsrgeom.PartitionTree(x, leaf_size=37)
+        got = tree.report(a, b)
+        for j in range(len(b)):
+            np.testing.assert_array_equal(got[j], want[j], err_msg=f"{kernel}, query {j}")
+        if exact is None:
+            exact = tree.stats.exact_checks.copy()
+        np.testing.assert_array_equal(tree.stats.exact_checks, exact, err_msg=kernel)
