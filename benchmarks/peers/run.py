@@ -708,8 +708,9 @@ def main(argv=None):
             f"hsrgeom {hsrgeom.__version__}"
             + (f", CGAL {cgal_version} (Debian libcgal-dev, g++ -O2)" if cgal_bin else ", CGAL not run")
             + f"; {time.strftime('%Y-%m-%d')}; 1-min load average {load0[0]:.2f} before, {load1[0]:.2f} after.")
-    # a build other than the installed one (e.g. an x86-64-v3 build, docs/attention.md) is named by PYTHONPATH
-    env = [f"PYTHONPATH={os.environ['PYTHONPATH']}"] if os.environ.get("PYTHONPATH") else []
+    # a build other than the installed one (e.g. an x86-64-v3 build, docs/attention.md) is named by
+    # PYTHONPATH; HSRGEOM_SCAN_KERNEL forces a lower dot kernel (an AVX2 CPU's, on an AVX-512 one)
+    env = [f"{k}={os.environ[k]}" for k in ("HSRGEOM_SCAN_KERNEL", "PYTHONPATH") if os.environ.get(k)]
     saved = dict(n=n, targets=targets, elapsed_s=elapsed, cmd=" ".join(env + ["python benchmarks/peers/run.py"] + sys.argv[1:]),
                  meta=meta, faiss_version=faiss.__version__, log=log_lines, rows=rows, build=args.build)
     if args.json:
