@@ -136,11 +136,12 @@ def _probe_offsets(points, a, k):
     filter.hpp decided only the unsure candidates exactly)."""
     x, scale = _unit_scaled(points)  # projections of points near the float64 limit overflow
     proj = a.astype(np.float64) @ x.T  # (m, n): each query's projections contiguous for the partition
-    top = -np.partition(-proj, [k - 1, k], axis=1)
+    n = proj.shape[1]
+    proj.partition([n - k - 1, n - k], axis=1)  # in place: the k-th and (k+1)-th largest
     # finite: a probe offset only needs to be near the k-th projection
     big = np.finfo(np.float64).max
     with np.errstate(over="ignore"):
-        return np.clip(0.5 * (top[:, k - 1] + top[:, k]) * scale, -big, big)
+        return np.clip(0.5 * (proj[:, n - k] + proj[:, n - k - 1]) * scale, -big, big)
 
 
 def _time_queries(index, a, b, repeat=5, n_threads=1, budget=0.25):
