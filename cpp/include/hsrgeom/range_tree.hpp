@@ -373,15 +373,10 @@ class RangeTree : public QueryMethods<Derived, T> {
       std::uint64_t in = 0, unsure = 0;
       if (coded) {
         codes_.classify(v, k0 - b0, w, q.coded, tin, tout, &in, &unsure);
-        for (; unsure; unsure &= unsure - 1) {
+        for (; unsure; unsure &= unsure - 1) {  // the shared predicate on their rows
           const int t = __builtin_ctzll(unsure);
-          bool yes, undecided;
-          filter_flags(dot_f64<D>(a, x0 + t * dd, d_), q.b, margin, yes, undecided);
-          if (undecided) {
-            ++c.exact;
-            yes = exact_sign(a, x0 + t * dd, q.b, d_) >= 0;
-          }
-          in |= static_cast<std::uint64_t>(yes) << t;
+          const T* x = x0 + t * dd;
+          in |= static_cast<std::uint64_t>(in_halfspace(dot_f64<D>(a, x, d_), margin, a, x, q.b, d_, &c.exact)) << t;
         }
         if constexpr (kScores)
           for (std::uint64_t r = in; r; r &= r - 1) {
