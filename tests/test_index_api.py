@@ -181,6 +181,76 @@ def test_auto_close_call_rescales_the_other_trees(monkeypatch):
     assert idx.kind == "partition_tree" and idx.split == "widest", idx.reason
 
 
+def test_auto_stops_probing_a_costly_candidate_that_cannot_win(monkeypatch):
+    """Convex layers (10-30x a tree's build) are probed last, and only as far as they could still
+    be chosen: a first probe whose time bounds their prediction at or above the margin of the
+    best cheaper candidate ends their probe (one build, not three), and the reason says so. Times
+    are faked per query, by structure and sample size."""
+    from hsrgeom import _auto
+
+    builds = []
+    real = hsrgeom.ConvexLayers._from_valid.__func__
+
+    def counting(cls, points, **params):
+        builds.append(len(points))
+        return real(cls, points, **params)
+
+    def run(layers_per_query):
+        per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ConvexLayers": layers_per_query}
+
+        def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25):
+            index.count(a, b)
+            return per_query[type(index).__name__] * (index.n / 1000) ** 0.5
+
+        monkeypatch.setattr(_auto, "_time_queries", fake_time)
+        builds.clear()
+        return hsrgeom.build_index(x, output_size=20)
+
+    monkeypatch.setattr(hsrgeom.ConvexLayers, "_from_valid", classmethod(counting))
+    x = np.random.default_rng(4).random((20_000, 2))
+    slow = run(1e-4)  # 10x the tree on the sample already: stopped after one build
+    assert slow.kind == "partition_tree" and len(builds) == 1
+    assert re.search(r"convex_layers >= [0-9.e+-]+ ms \(stopped after one probe\)", slow.reason), slow.reason
+    fast = run(1e-7)  # probed in full (sample and quarter sample) and built
+    assert fast.kind == "convex_layers" and len(builds) == 3 and "stopped" not in fast.reason
+    a = np.random.default_rng(5).standard_normal((10, 2))
+    b = np.quantile(x @ a.T, 0.999, axis=0)
+    assert slow.report(a, b) == fast.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
+
+
+def test_auto_keeps_the_scan_it_timed_on_all_points(monkeypatch):
+    """In a close call the scans are timed on all n points: only those predicted within the
+    margin of the fastest (the others scaled by its measured / predicted), and the scan so
+    built is the index returned when chosen (not built twice)."""
+    from hsrgeom import _auto
+
+    per_point = {"BruteForce": 1.0, "QuantizedScan": 0.45, "widest": 0.6, "pca": 0.7}
+    at_n = {"QuantizedScan": 0.5, "widest": 0.9}
+    n = 40_000
+
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25):
+        index.count(a, b)
+        name = getattr(index, "split", None) or type(index).__name__
+        return 1e-9 * index.n * (at_n[name] if index.n == n else per_point[name])
+
+    built = []
+    for cls in (hsrgeom.BruteForce, hsrgeom.QuantizedScan):
+        def counting(c, points, _real=cls._from_valid.__func__, **params):
+            built.append((c.__name__, len(points)))
+            return _real(c, points, **params)
+        monkeypatch.setattr(cls, "_from_valid", classmethod(counting))
+    monkeypatch.setattr(_auto, "_PROBE_N", 1000)
+    monkeypatch.setattr(_auto, "_time_queries", fake_time)
+    x = np.random.default_rng(6).standard_normal((n, 8)).astype(np.float32)
+    idx = hsrgeom.build_index(x, output_size=50)
+    assert idx.kind == "quantized_scan", idx.reason
+    assert built.count(("QuantizedScan", n)) == 1 and ("BruteForce", n) not in built, built
+    assert "brute_force" in idx.reason and "(scaled)" in idx.reason
+    a = np.random.default_rng(7).standard_normal((10, 8)).astype(np.float32)
+    b = np.quantile(x @ a.T, 0.99, axis=0).astype(np.float32)
+    assert idx.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
+
+
 def test_auto_probes_large_outputs_on_a_larger_sample(monkeypatch, rng):
     """In d <= 3, outputs above 1/8 of the probe's sample are timed on a larger sample where they
     are 1/8 of the points (convex layers looked fast on 50-point probes and were 2.4x a tree at

@@ -66,6 +66,7 @@ _TABLE_PEEL = 129
 _FULL_PROBE_RATIO = 4  # above _FULL_PROBE_ABOVE x the sample size, a tree predicted within this factor of the scan is timed at n
 _PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the scan to be chosen
 _MEASURED_MARGIN = 0.9  # ... or this much, when both were timed on all n points
+_KEEP_AT_N_BYTES = 1 << 30  # a scan timed on all n points is kept for the choice if the points take <= this
 _QUANTIZED_MAX_BATCH = 4  # QuantizedScan instead of the scan for batches up to this size ...
 _QUANTIZED_MIN_BYTES = 64 << 20  # ... over at least this many bytes of points ...
 _QUANTIZED_MIN_D = 32  # ... in at least this many dimensions
@@ -98,7 +99,8 @@ _ABSOLUTE_MAX_N = 800_000  # the largest such sample (outputs up to 100,000 poin
 _PARALLEL_WORK = 4e6
 _WORK_PER_ID = 32  # report.hpp kWorkPerId
 # Build cost classes of the candidates (within a class builds are < 2x apart): the scan, then
-# trees and ShallowCutting3 (1, the default), then convex layers
+# trees and ShallowCutting3 (1, the default), then convex layers (2: probed last, and only as far
+# as they could still be chosen)
 _BUILD_CLASS = {BruteForce: 0, QuantizedScan: 0, ConvexLayers: 2, ConvexLayers3: 2}
 # The scans: every point is read by every query (time exactly linear in n, split over threads by
 # points; they test all points by design, so the _MAX_TESTED rule does not apply to them)
@@ -231,52 +233,71 @@ def _choose(pts, batch_size, output_size, params):
     # tests 1.5-5x the points PartitionTree tests and builds ~10x slower.
     # the cost of a call that finds nothing (validation, result arrays), the same for all n
     overhead = _time_queries(BruteForce._from_valid(sample[:1]), a, b)
-    # A structure whose queries cost less than a call's fixed cost per query is timed on the
-    # probe queries repeated 8 times per call: otherwise its work (time - overhead) is a small
-    # difference of noisy times, and so is the growth between sample and quarter sample
-    # (ConvexLayers at 10^6 uniform points: 0.04 us of work beside 0.08 us of overhead; one
-    # noisy probe extrapolated it as n^0.6 and auto took a tree 5x slower)
     tile = _TILE
     a8, b8, b8_small = np.tile(a, (tile, 1)), np.tile(b, tile), np.tile(b_small, tile)
     overhead8 = None
-    predicted, tested, shown = {}, {}, []
-    for name, cls, prm in candidates:
+    predicted, tested, shown, skipped = {}, {}, {}, {}
+
+    def probe(name, cls, prm, bound=np.inf):
+        """Sets predicted[name], tested[name] and shown[name]; or, as soon as one of its probes
+        puts a lower bound of its prediction at or above ``bound`` (it could not be chosen),
+        stops there (one build instead of up to three) and sets skipped[name] to that bound."""
+        nonlocal overhead8
+        threads = _speedup(cls, n, d, batch_size or m, k_user)
         if cls is ConvexLayers:  # the table's budget at n: its levels on the sample then hold
             # outputs as deep as the table at n will (with the sample's own 4 candidates per
             # point, 1,000-point probes walked the layers past ~32 levels, and auto took a tree
             # 1.3-1.8x slower than the 128-level table at 10^6 points)
             prm = {**prm, "max_candidates": max(4096, 4 * n)}
-        idx, idx_small = cls._from_valid(sample, **prm), cls._from_valid(small, **prm)
+        t_abs = 0.0
+        if absolute and cls is not ShallowCutting3:  # the same output from fewer points: no faster at n
+            # (not the cutting: its levels are set by n, so the same output is a deeper query on
+            # the sample than at n); timed first, as it bounds the prediction from below
+            idx = cls._from_valid(abs_pts, **prm)
+            t_abs = overhead + (_time_queries(idx, a, b_abs) - overhead) / threads
+            if t_abs >= bound:
+                skipped[name] = t_abs
+                return
+            if s_abs != s:
+                del idx
+                idx = cls._from_valid(sample, **prm)
+        else:
+            idx = cls._from_valid(sample, **prm)
         t, ovh = _time_queries(idx, a, b), overhead
         tested[name] = idx.stats.points_tested.mean() / s
-        if t < _TILE_BELOW * overhead:
+        # A structure whose queries cost less than a call's fixed cost per query is timed on the
+        # probe queries repeated 8 times per call: otherwise its work (time - overhead) is a small
+        # difference of noisy times, and so is the growth between sample and quarter sample
+        # (ConvexLayers at 10^6 uniform points: 0.04 us of work beside 0.08 us of overhead; one
+        # noisy probe extrapolated it as n^0.6 and auto took a tree 5x slower)
+        tiled = t < _TILE_BELOW * overhead
+        if tiled:
             if overhead8 is None:
                 overhead8 = _time_queries(BruteForce._from_valid(sample[:1]), a8, b8)
             t, ovh = _time_queries(idx, a8, b8), overhead8
-            t_small = _time_queries(idx_small, a8, b8_small)
-        else:
-            t_small = _time_queries(idx_small, a, b_small)
-        work, work_small = max(t - ovh, 1e-9), max(t_small - ovh, 1e-9)
+        work = max(t - ovh, 1e-9)
+        # growth >= _GROWTH_MIN (scans: 1) and n >= s: the prediction is at least this
+        low = overhead + work * (n / s) ** (1.0 if cls in _SCANS else _GROWTH_MIN) / threads
+        if max(low, t_abs) >= bound:
+            skipped[name] = max(low, t_abs)
+            return
+        idx_small = cls._from_valid(small, **prm)
+        t_small = _time_queries(idx_small, a8, b8_small) if tiled else _time_queries(idx_small, a, b_small)
+        work_small = max(t_small - ovh, 1e-9)
         # a scan's work is exactly linear in n; on a small sample its fixed costs make it look
         # sublinear, which would favour it wrongly when extrapolated
         growth = 1.0 if cls in _SCANS else float(np.clip(np.log(work / work_small) / np.log(4), _GROWTH_MIN, 1.0))
-        predicted[name] = overhead + work * (n / s) ** growth / _speedup(cls, n, d, batch_size or m, k_user)
-        if absolute and cls is not ShallowCutting3:  # the same output from fewer points: no faster at n
-            # (not the cutting: its levels are set by n, so the same output is a deeper query on
-            # the sample than at n)
-            idx_abs = idx if s_abs == s else cls._from_valid(abs_pts, **prm)
-            threads = _speedup(cls, n, d, batch_size or m, k_user)
-            t_abs = overhead + (_time_queries(idx_abs, a, b_abs) - overhead) / threads
-            predicted[name] = max(predicted[name], t_abs)
-        shown.append(f"{name} {predicted[name] * 1e3:.3g} ms (~n^{growth:.2f})")
-    reason = (
-        f"probe on {s} sampled points (and a quarter of them), batches of {m} queries reporting {k_s} "
-        f"({k_q}) points" + (f", and {k_abs} points on {'the' if s_abs == s else f'a {s_abs}-point'} sample"
-                             if absolute else "")
-        + f"; predicted per query at n={n} reporting {k_user:.0f} points ({said} output_size): "
-        f"{', '.join(shown)}"
-    )
-    built, built_name, margin = None, None, _PROBE_MARGIN
+        predicted[name] = max(overhead + work * (n / s) ** growth / threads, t_abs)
+        shown[name] = f"{name} {predicted[name] * 1e3:.3g} ms (~n^{growth:.2f})"
+
+    # Candidates that build far slower (convex layers: _BUILD_CLASS 2) are probed last: one is
+    # chosen only if it is faster than every cheaper one by the margin, so a first probe that
+    # bounds its prediction above that ends its probe (d = 2, 10,000 outputs at 10^6 points:
+    # three table builds were 3.8 s of auto's 4.4 s, for a tree that builds in 0.2 s)
+    for name, cls, prm in candidates:
+        if _BUILD_CLASS.get(cls, 1) < 2:
+            probe(name, cls, prm)
+    margin, at_n, close = _PROBE_MARGIN, {}, ""  # at_n: indexes built on all the points
     # Far above the sample size a close call is measured, not extrapolated: at d = 16 a tree's
     # cost grows ~linearly up to 10^6 points and then bends (uniform: 1.8x the scan at 10^6, 0.66x
     # at 10^7), and a scan streaming n points from memory runs slower per point than one over a
@@ -286,30 +307,59 @@ def _choose(pts, batch_size, output_size, params):
     scans = [(k, c) for k, c, _ in candidates if c in _SCANS]
     if n > _FULL_PROBE_ABOVE * s and trees:
         tree = min(trees, key=predicted.get)
-        ratio = predicted[tree] / min(predicted[k] for k, _ in scans)
-        if 1 / _FULL_PROBE_RATIO < ratio < _FULL_PROBE_RATIO:
+        fastest = min(predicted[k] for k, _ in scans)
+        if 1 / _FULL_PROBE_RATIO < predicted[tree] / fastest < _FULL_PROBE_RATIO:
             big = pts[np.sort(rng.choice(n, size=4 * s, replace=False))]
             b_n = _probe_offsets(big, a, int(np.clip(round(k_user / n * len(big)), 2, len(big) // 2)))
-            # one index over all the points at a time: each scan's is freed before the next build
-            for k, c in scans:
-                predicted[k] = _time_queries(c._from_valid(pts), a, b_n, repeat=2, n_threads=None)
+            # the scans predicted within the margin of the fastest one are timed at n; the
+            # others are scaled by its measured / predicted (QuantizedScan predicted at half the
+            # scan's time at d = 16: building and timing the scan at n cost 0.4 s for nothing)
+            timed = sorted((k for k, c in scans if predicted[k] * _PROBE_MARGIN <= fastest), key=predicted.get)
+            guess, kept = predicted[timed[0]], np.inf
+            for k in timed:
+                index = dict(scans)[k]._from_valid(pts)
+                predicted[k] = _time_queries(index, a, b_n, repeat=2, n_threads=None)
+                # the fastest is kept in case it is chosen, unless the points are large: then
+                # one copy of them at a time (each scan's is freed before the next build)
+                if pts.nbytes <= _KEEP_AT_N_BYTES and predicted[k] < kept:
+                    at_n, kept = {k: index}, predicted[k]
+                del index
+            for k, _ in scans:
+                if k not in timed:
+                    predicted[k] *= predicted[timed[0]] / guess
             cls, prm = next((c, p) for nm, c, p in candidates if nm == tree)
-            built, built_name, margin = cls._from_valid(pts, **prm), tree, _MEASURED_MARGIN
+            at_n[tree], margin = cls._from_valid(pts, **prm), _MEASURED_MARGIN
             # one thread, then the threads the caller's batches would use: a tree splits the
             # queries, and the probe's batch (<= 64 queries) may be too small to split where the
             # caller's is not
-            measured = _time_queries(built, a, b_n, repeat=2) / _speedup(cls, n, d, batch_size or m, k_user)
+            measured = _time_queries(at_n[tree], a, b_n, repeat=2) / _speedup(cls, n, d, batch_size or m, k_user)
             # the other trees' extrapolations err as this one's did (same sample, same growth
             # model): scaled by its measured / predicted, they stay comparable with the times at n
             factor = measured / predicted[tree]
             for k in trees:
                 predicted[k] *= factor
-            tested[tree] = built.stats.points_tested.mean() / n
-            timed = ", ".join(f"{k} {predicted[k] * 1e3:.3g}" for k, _ in scans)
-            reason += (f"; close call at n={n}: {tree} built on all points and timed against the scans "
-                       f"({tree} {predicted[tree] * 1e3:.3g}, {timed} ms per query)")
-    # a timing spike must not pick a tree that prunes nothing: it must also skip half the points
-    usable = [k for k, c, _ in candidates if tested[k] < _MAX_TESTED or c in _SCANS]
+            tested[tree] = at_n[tree].stats.points_tested.mean() / n
+            shown_n = ", ".join(f"{k} {predicted[k] * 1e3:.3g}" + ("" if k in timed else " (scaled)") for k, _ in scans)
+            close = (f"; close call at n={n}: {tree} built on all points and timed against the scans "
+                     f"({tree} {predicted[tree] * 1e3:.3g}, {shown_n} ms per query)")
+    def usable_of(names):  # a timing spike must not pick a tree that prunes nothing: it must also skip half the points
+        return [k for k, c, _ in candidates if k in names and (tested[k] < _MAX_TESTED or c in _SCANS)]
+
+    # the costly builds last; such a candidate is chosen only if faster than all the others by the
+    # margin (not the cutting: it may be replaced below)
+    cheaper = [k for k in usable_of(predicted) if k != "shallow_cutting3"]
+    for name, cls, prm in candidates:
+        if _BUILD_CLASS.get(cls, 1) >= 2:
+            probe(name, cls, prm, bound=margin * min(predicted[k] for k in cheaper))
+    shown = [shown[k] if k in shown else f"{k} >= {skipped[k] * 1e3:.3g} ms (stopped after one probe)" for k, _, _ in candidates]
+    reason = (
+        f"probe on {s} sampled points (and a quarter of them), batches of {m} queries reporting {k_s} "
+        f"({k_q}) points" + (f", and {k_abs} points on {'the' if s_abs == s else f'a {s_abs}-point'} sample"
+                             if absolute else "")
+        + f"; predicted per query at n={n} reporting {k_user:.0f} points ({said} output_size): "
+        f"{', '.join(shown)}" + close
+    )
+    usable = usable_of(predicted)
     build = {nm: _BUILD_CLASS.get(c, 1) for nm, c, _ in candidates}
 
     def pick(names):
@@ -333,22 +383,21 @@ def _choose(pts, batch_size, output_size, params):
                        f"{sorted({int(g) for g in cutting.level_grids()}, reverse=True)}, "
                        f"{cutting.memory_bytes / 2**20:.0f} MiB)")
         if cutting._impl.max_depth >= k_user:
-            built, built_name = cutting, name
+            at_n[name] = cutting
         else:  # its tree would answer these queries: the next choice instead
             name = pick([k for k in usable if k != name])
             reason += (f", whose levels reach depth {cutting._impl.max_depth} < {k_user:.0f} points at n={n}: "
                        f"{name} instead")
         del cutting
     cls, prm = next((c, p) for nm, c, p in candidates if nm == name)  # (without the probe's budget)
-    if name != built_name:
-        built = None
+    built = at_n.get(name)
     # The probe's sample sits in cache, where a scan is not bound by memory; over points far
     # larger than cache, few queries per call (decoding) read every point once per call, and
     # QuantizedScan reads 1 byte per coordinate instead of 4-8. Measured at n = 10^6, d = 128,
     # float32: 1.7x (1 query), 2.1x (2), 1.4x (4), 1.0x (8) faster than BruteForce.
     if (cls is BruteForce and not params and batch_size is not None and batch_size <= _QUANTIZED_MAX_BATCH
             and d >= _QUANTIZED_MIN_D and pts.nbytes >= _QUANTIZED_MIN_BYTES):
-        cls, prm = QuantizedScan, {}
+        cls, prm, built = QuantizedScan, {}, None
         reason += (f"; then quantized_scan instead: batches of {batch_size} <= {_QUANTIZED_MAX_BATCH} queries "
                    f"over {pts.nbytes / 2**20:.0f} MiB of points (>= {_QUANTIZED_MIN_BYTES >> 20} MiB) are "
                    "memory-bound, and its 8-bit codes read 4-8x fewer bytes")
@@ -406,10 +455,14 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         data-derived directions; repeated 8x per call for structures faster than a call's fixed
         cost) reporting the share ``output_size / n`` of each (for d <= 3 also ``output_size`` points,
         on a sample where they are at most 1/8 of the points); the growth
-        between the two extrapolates each candidate's time to n points. Above 16x the sample size
-        (n > 800 000), when the best partition tree is predicted within 4x of the scan, that tree
-        is built on all n points and timed against the scans on the same queries (extrapolation
-        from a sample misjudges both at d ~ 16), and kept if chosen. A tree is chosen only if it is
+        between the two extrapolates each candidate's time to n points. Convex layers (whose
+        builds cost 10-30x a tree's) are probed last, and their probe stops after its first
+        timing when that bounds their prediction above what could still be chosen. Above 16x the
+        sample size (n > 800 000), when the best partition tree is predicted within 4x of the
+        scan, that tree is built on all n points and timed against the scans predicted within
+        1.18x of the fastest scan, on the same queries (extrapolation from a sample misjudges
+        both at d ~ 16); the tree, and the fastest of those scans unless the points take more
+        than 1 GiB, are kept if chosen. A tree is chosen only if it is
         clearly faster than the scans, so "auto" is never much slower than ``BruteForce``; among
         candidates within 1.18x (1 / 0.85) of the fastest, the cheapest to build is taken (convex layers
         build ~10-30x slower than a partition tree), or the fastest of those that build about as

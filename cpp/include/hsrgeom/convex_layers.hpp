@@ -131,7 +131,7 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
         xy_.push_back(static_cast<double>(p.row(id)[0])), xy_.push_back(static_cast<double>(p.row(id)[1]));
       }
     }
-    build_table(table_layers, max_candidates < 0 ? std::max<index_t>(4096, 4 * n_) : max_candidates);
+    build_table(table_layers, max_candidates < 0 ? std::max<index_t>(4096, 4 * n_) : max_candidates, threads);
   }
 
   static constexpr index_t kDefaultTableLayers = 128, kMaxTableLayers = 512;
@@ -482,7 +482,7 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
 
   index_t layer_size(index_t l) const { return layer_start_[l + 1] - layer_start_[l]; }
 
-  void build_table(index_t want, index_t budget) {
+  void build_table(index_t want, index_t budget, int threads) {
     index_t J = 0;  // level j needs layer j to be a polygon (>= 3 vertices)
     while (J < want && J + 1 < layers() && layer_size(J + 1) >= 3) ++J;
     if (J == 0) return;
@@ -539,17 +539,23 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
     // v_s and v_e normal to B's arc ends; a point beyond one of those lines sees edge s-1 or s
     // (resp. e-1 or e), so the edges s-1 and e are looked at, and then the line decides.
     struct Need {
-      index_t bucket, level, vertex;
+      std::int32_t bucket, level;
+      index_t vertex;
     };
-    std::vector<Need> needs;
-    // the buckets vertex k is already a candidate of (at a shallower level: it is listed once);
-    // a bitset, so that the runs of buckets k already has are skipped a word at a time (as
-    // levels deepen, k sees more of each layer, and nearly all of its buckets are old: 100
-    // bucket checks per candidate found, at 50,000 uniform points)
-    const index_t W = (M + 63) / 64;
-    std::vector<std::uint64_t> seen(W);
-    for (index_t l = 0; l < J; ++l)
-      for (index_t k = layer_start_[l]; k < layer_start_[l + 1]; ++k) {
+    // The vertices of layers 0 .. J-1 in chunks (in parallel; each chunk's needs in vertex order,
+    // so the chunks in order are too). seen: the buckets vertex k is already a candidate of (at a
+    // shallower level: it is listed once); a bitset, so that the runs of buckets k already has
+    // are skipped a word at a time (as levels deepen, k sees more of each layer, and nearly all
+    // of its buckets are old: 100 bucket checks per candidate found, at 50,000 uniform points)
+    const index_t W = (M + 63) / 64, V = layer_start_[J], kChunk = 256;
+    std::vector<std::vector<Need>> parts((V + kChunk - 1) / kChunk);
+    parallel_for(static_cast<index_t>(parts.size()), threads_for_work(threads, 256.0 * V * J), [&](index_t c, int) {
+      std::vector<std::uint64_t> seen(W);
+      std::vector<Need>& needs = parts[c];
+      index_t l = static_cast<index_t>(std::upper_bound(layer_start_.begin(), layer_start_.end(), c * kChunk) -
+                                       layer_start_.begin()) - 1;
+      for (index_t k = c * kChunk; k < std::min(V, (c + 1) * kChunk); ++k) {
+        while (k == layer_start_[l + 1]) ++l;
         std::fill(seen.begin(), seen.end(), 0);
         for (index_t j = l + 1; j <= J; ++j)
           visible_edges(j, &xy_[2 * k], [&](index_t i) {
@@ -562,19 +568,19 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
                   !(last && compare_dots(&dirs[bk][2], &xy_[2 * k], &xy_[2 * (s + ve)], 2) > 0))
                 return;
               seen[bk / 64] |= std::uint64_t{1} << (bk % 64);
-              needs.push_back({bk, j, k});
+              needs.push_back({static_cast<std::int32_t>(bk), static_cast<std::int32_t>(j), k});
             };
-            const index_t lo = edge_off[j][i], c = edge_off[j][i + 1] - lo, b0 = edge_run[j][i];
+            const index_t lo = edge_off[j][i], cnt = edge_off[j][i + 1] - lo, b0 = edge_run[j][i];
             if (b0 < 0) {
-              for (index_t q = lo; q < lo + c; ++q) {
+              for (index_t q = lo; q < lo + cnt; ++q) {
                 const index_t bk = edge_bkt[j][q];
                 if (!(seen[bk / 64] >> (bk % 64) & 1)) consider(bk);
               }
               return;
             }
-            // the run b0 .. b0 + c - 1 (mod M): at most two ranges [a, e)
-            const index_t e0 = std::min(b0 + c, M);
-            for (auto [a, e] : {std::array<index_t, 2>{b0, e0}, std::array<index_t, 2>{0, b0 + c - e0}})
+            // the run b0 .. b0 + cnt - 1 (mod M): at most two ranges [a, e)
+            const index_t e0 = std::min(b0 + cnt, M);
+            for (auto [a, e] : {std::array<index_t, 2>{b0, e0}, std::array<index_t, 2>{0, b0 + cnt - e0}})
               for (index_t w = a / 64; a < e && w <= (e - 1) / 64; ++w) {
                 std::uint64_t bits = ~seen[w];
                 if (w == a / 64) bits &= ~std::uint64_t{0} << (a % 64);
@@ -583,9 +589,11 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
               }
           });
       }
+    });
     // memory: at most 4 candidates per point (and 4096 for few points); levels past that go
     std::vector<size_t> per_level(J + 1, 0);
-    for (const Need& nd : needs) ++per_level[nd.level];
+    for (const std::vector<Need>& part : parts)
+      for (const Need& nd : part) ++per_level[nd.level];
     size_t total = 0;
     for (index_t j = 1; j <= J; ++j) {
       if (total + per_level[j] > std::min<size_t>(static_cast<size_t>(budget), INT32_MAX)) {
@@ -595,16 +603,20 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
       total += per_level[j];
     }
     if (J == 0) return;
+    std::vector<Need> needs;
     {  // by (bucket, level, vertex): a stable counting sort on (bucket, level), as needs are
        // made in ascending vertex order (std::sort took 15 % of the build at 50,000 points)
       std::vector<size_t> at(static_cast<size_t>(M) * J + 1, 0);
-      for (const Need& nd : needs)
-        if (nd.level <= J) ++at[static_cast<size_t>(nd.bucket) * J + nd.level];
+      for (const std::vector<Need>& part : parts)
+        for (const Need& nd : part)
+          if (nd.level <= J) ++at[static_cast<size_t>(nd.bucket) * J + nd.level];
       std::partial_sum(at.begin(), at.end(), at.begin());
-      std::vector<Need> sorted(at.back());
-      for (const Need& nd : needs)
-        if (nd.level <= J) sorted[at[static_cast<size_t>(nd.bucket) * J + nd.level - 1]++] = nd;
-      needs = std::move(sorted);
+      needs.resize(at.back());
+      for (std::vector<Need>& part : parts) {
+        for (const Need& nd : part)
+          if (nd.level <= J) needs[at[static_cast<size_t>(nd.bucket) * J + nd.level - 1]++] = nd;
+        std::vector<Need>().swap(part);
+      }
     }
     // the levels' entries and the guide (NaN / 0 past J: never counted as inside)
     const index_t G = (J + 7) / 8;
