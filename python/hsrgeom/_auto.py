@@ -122,12 +122,15 @@ def _probe_normals(sample, m, rng):
     return a.astype(sample.dtype)
 
 
-def _unit_scaled(points):
+def _unit_scaled(points, transpose=False):
     """(points / s in float64, s) with s > 0 a power of two and every |points / s| < 2 (exact:
-    a division by a power of two)."""
+    a division by a power of two); transposed (d x n, contiguous) when asked."""
     top = float(np.max(np.abs(points))) if points.size else 0.0
     s = float(np.ldexp(1.0, int(np.frexp(top)[1]) - 1)) if top > 0 else 1.0  # 2^(e-1) <= top < 2^e
-    return points.astype(np.float64) / s, s
+    src = points.T if transpose else points
+    out = np.empty(src.shape)  # one float64 array, converted and divided in place
+    np.divide(src, s, out=out, dtype=np.float64)
+    return out, s
 
 
 def _probe_offsets(points, a, k):
@@ -136,14 +139,21 @@ def _probe_offsets(points, a, k):
     (an offset equal to a point's projection makes every query decide a tie exactly, which
     real queries rarely do; it cost ShallowCutting3 13 % per probe query, 3x before
     filter.hpp decided only the unsure candidates exactly)."""
-    x, scale = _unit_scaled(points)  # projections of points near the float64 limit overflow
-    proj = a.astype(np.float64) @ x.T  # (m, n): each query's projections contiguous for the partition
-    n = proj.shape[1]
-    proj.partition([n - k - 1, n - k], axis=1)  # in place: the k-th and (k+1)-th largest
+    xt, scale = _unit_scaled(points, transpose=True)  # projections of points near the float64 limit overflow
+    n, a64 = len(points), a.astype(np.float64)
+    # a few queries at a time, through one buffer: all of them at once wrote an m x n array
+    # (100 MB for 200,000 points), and its first touch cost more than the products
+    rows = 4
+    buf, mid = np.empty((rows, n)), np.empty(len(a))
+    for i in range(0, len(a), rows):
+        proj = buf[:min(rows, len(a) - i)]
+        np.matmul(a64[i:i + rows], xt, out=proj)
+        proj.partition([n - k - 1, n - k], axis=1)  # in place: the k-th and (k+1)-th largest
+        mid[i:i + rows] = 0.5 * (proj[:, n - k] + proj[:, n - k - 1])
     # finite: a probe offset only needs to be near the k-th projection
     big = np.finfo(np.float64).max
     with np.errstate(over="ignore"):
-        return np.clip(0.5 * (proj[:, n - k] + proj[:, n - k - 1]) * scale, -big, big)
+        return np.clip(mid * scale, -big, big)
 
 
 def _time_queries(index, a, b, repeat=5, n_threads=1, budget=0.25):
