@@ -32,3 +32,21 @@ class BuildFloat32:
 
     def time_build(self, structure, d, n):
         hsrgeom.build_index(self.x, kind=structure)
+
+
+class AutoBuild:
+    """``build_index(kind="auto")`` over 10^6 float32 points by declared output size: the whole
+    build, probe included (issue 20 bounds it by 2x the chosen structure's build + 0.5 s; the
+    chosen structures' own builds are in ``Build``)."""
+
+    params = ([2, 3, 16], [100, 10_000])
+    param_names = ["d", "output_size"]
+    timeout = 600
+    number = 1
+    repeat = 3
+
+    def setup(self, d, output_size):
+        self.x = points(10**6, d, "float32")
+
+    def time_auto_build(self, d, output_size):
+        hsrgeom.build_index(self.x, output_size=output_size, batch_size=200)

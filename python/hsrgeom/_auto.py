@@ -352,6 +352,7 @@ def _choose(pts, batch_size, output_size, params):
             shown_n = ", ".join(f"{k} {predicted[k] * 1e3:.3g}" + ("" if k in timed else " (scaled)") for k, _ in scans)
             close = (f"; close call at n={n}: {tree} built on all points and timed against the scans "
                      f"({tree} {predicted[tree] * 1e3:.3g}, {shown_n} ms per query)")
+
     def usable_of(names):  # a timing spike must not pick a tree that prunes nothing: it must also skip half the points
         return [k for k, c, _ in candidates if k in names and (tested[k] < _MAX_TESTED or c in _SCANS)]
 

@@ -232,7 +232,7 @@ class ConvexLayers(Index):
     points (0.67 ns per id instead of the walk's 8.9), 256 up to ~3,000 (the budget below stops
     at 241 levels; 0.86 ns per id), at 2.7x the build time of 64 (3.5 s). Building it finds, for each
     vertex of the covered layers and each deeper covered layer, the edges the vertex sees
-    (+2.7 s at 10^7 uniform points); memory 24 (float32) or 32 (float64) bytes per candidate,
+    (the vertices in parallel; +2.7 s at 10^7 uniform points, measured on one thread); memory 24 (float32) or 32 (float64) bytes per candidate,
     at most 4 candidates per point (levels past that are dropped).
 
     The build peels the layers in batches: the live points outside a polygon slightly inside
