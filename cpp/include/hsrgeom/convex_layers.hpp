@@ -542,81 +542,100 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
       std::int32_t bucket, level;
       index_t vertex;
     };
-    // The vertices of layers 0 .. J-1 in chunks (in parallel; each chunk's needs in vertex order,
-    // so the chunks in order are too). seen: the buckets vertex k is already a candidate of (at a
-    // shallower level: it is listed once); a bitset, so that the runs of buckets k already has
-    // are skipped a word at a time (as levels deepen, k sees more of each layer, and nearly all
-    // of its buckets are old: 100 bucket checks per candidate found, at 50,000 uniform points)
-    const index_t W = (M + 63) / 64, V = layer_start_[J], kChunk = 256;
-    std::vector<std::vector<Need>> parts((V + kChunk - 1) / kChunk);
-    parallel_for(static_cast<index_t>(parts.size()), threads_for_work(threads, 256.0 * V * J), [&](index_t c, int) {
-      std::vector<std::uint64_t> seen(W);
-      std::vector<Need>& needs = parts[c];
-      index_t l = static_cast<index_t>(std::upper_bound(layer_start_.begin(), layer_start_.end(), c * kChunk) -
-                                       layer_start_.begin()) - 1;
-      for (index_t k = c * kChunk; k < std::min(V, (c + 1) * kChunk); ++k) {
-        while (k == layer_start_[l + 1]) ++l;
-        std::fill(seen.begin(), seen.end(), 0);
-        for (index_t j = l + 1; j <= J; ++j)
-          visible_edges(j, &xy_[2 * k], [&](index_t i) {
-            const index_t s = layer_start_[j], h = layer_size(j);
-            auto consider = [&](index_t bk) {  // bk not yet seen
-              const index_t vs = ends_of[j][bk][0], ve = ends_of[j][bk][1];
-              const bool first = i == (vs + h - 1) % h, last = i == ve;
-              if ((first || last) &&
-                  !(first && compare_dots(&dirs[bk][0], &xy_[2 * k], &xy_[2 * (s + vs)], 2) > 0) &&
-                  !(last && compare_dots(&dirs[bk][2], &xy_[2 * k], &xy_[2 * (s + ve)], 2) > 0))
-                return;
-              seen[bk / 64] |= std::uint64_t{1} << (bk % 64);
-              needs.push_back({static_cast<std::int32_t>(bk), static_cast<std::int32_t>(j), k});
-            };
-            const index_t lo = edge_off[j][i], cnt = edge_off[j][i + 1] - lo, b0 = edge_run[j][i];
-            if (b0 < 0) {
-              for (index_t q = lo; q < lo + cnt; ++q) {
-                const index_t bk = edge_bkt[j][q];
-                if (!(seen[bk / 64] >> (bk % 64) & 1)) consider(bk);
-              }
-              return;
-            }
-            // the run b0 .. b0 + cnt - 1 (mod M): at most two ranges [a, e)
-            const index_t e0 = std::min(b0 + cnt, M);
-            for (auto [a, e] : {std::array<index_t, 2>{b0, e0}, std::array<index_t, 2>{0, b0 + cnt - e0}})
-              for (index_t w = a / 64; a < e && w <= (e - 1) / 64; ++w) {
-                std::uint64_t bits = ~seen[w];
-                if (w == a / 64) bits &= ~std::uint64_t{0} << (a % 64);
-                if (w == (e - 1) / 64 && e % 64) bits &= ~(~std::uint64_t{0} << (e % 64));
-                for (; bits; bits &= bits - 1) consider(w * 64 + static_cast<index_t>(__builtin_ctzll(bits)));
-              }
-          });
-      }
-    });
-    // memory: at most 4 candidates per point (and 4096 for few points); levels past that go
+    // Levels in ranges [j0, j1] of doubling width, so that levels past the budget are not
+    // searched (at 12,500 points the default budget keeps 12 of 128 levels). Per range, the
+    // vertices of layers 0 .. j1-1 in chunks of kChunk, in parallel; each (range, chunk) list
+    // in vertex order. seen: the buckets vertex k is already a candidate of (at a shallower
+    // level: it is listed once), first from its lists of the earlier ranges; a bitset, so that
+    // the runs of buckets k already has are skipped a word at a time (as levels deepen, k sees
+    // more of each layer, and nearly all of its buckets are old: 100 bucket checks per
+    // candidate found, at 50,000 uniform points).
+    const index_t W = (M + 63) / 64, kChunk = 256;
+    const size_t cap = std::min<size_t>(static_cast<size_t>(budget), INT32_MAX);
+    std::vector<std::vector<std::vector<Need>>> parts;  // [range][chunk]
     std::vector<size_t> per_level(J + 1, 0);
-    for (const std::vector<Need>& part : parts)
-      for (const Need& nd : part) ++per_level[nd.level];
     size_t total = 0;
-    for (index_t j = 1; j <= J; ++j) {
-      if (total + per_level[j] > std::min<size_t>(static_cast<size_t>(budget), INT32_MAX)) {
-        J = j - 1;
-        break;
+    for (index_t j0 = 1, width = 8, j_end = J; j0 <= j_end; j0 += width, width *= 2) {
+      const index_t j1 = std::min(j_end, j0 + width - 1), V = layer_start_[j1];
+      std::vector<std::vector<Need>>& range = parts.emplace_back((V + kChunk - 1) / kChunk);
+      parallel_for(static_cast<index_t>(range.size()), threads_for_work(threads, 256.0 * V * (j1 - j0 + 1)),
+                   [&](index_t c, int) {
+        std::vector<std::uint64_t> seen(W);
+        std::vector<size_t> at(parts.size() - 1, 0);  // read positions in the earlier ranges' lists
+        std::vector<Need>& needs = range[c];
+        index_t l = static_cast<index_t>(std::upper_bound(layer_start_.begin(), layer_start_.end(), c * kChunk) -
+                                         layer_start_.begin()) - 1;
+        for (index_t k = c * kChunk; k < std::min(V, (c + 1) * kChunk); ++k) {
+          while (k == layer_start_[l + 1]) ++l;
+          std::fill(seen.begin(), seen.end(), 0);
+          for (size_t r = 0; r + 1 < parts.size(); ++r) {
+            if (static_cast<size_t>(c) >= parts[r].size()) continue;
+            const std::vector<Need>& prev = parts[r][c];
+            for (size_t& q = at[r]; q < prev.size() && prev[q].vertex == k; ++q)
+              seen[prev[q].bucket / 64] |= std::uint64_t{1} << (prev[q].bucket % 64);
+          }
+          for (index_t j = std::max(l + 1, j0); j <= j1; ++j)
+            visible_edges(j, &xy_[2 * k], [&](index_t i) {
+              const index_t s = layer_start_[j], h = layer_size(j);
+              auto consider = [&](index_t bk) {  // bk not yet seen
+                const index_t vs = ends_of[j][bk][0], ve = ends_of[j][bk][1];
+                const bool first = i == (vs + h - 1) % h, last = i == ve;
+                if ((first || last) &&
+                    !(first && compare_dots(&dirs[bk][0], &xy_[2 * k], &xy_[2 * (s + vs)], 2) > 0) &&
+                    !(last && compare_dots(&dirs[bk][2], &xy_[2 * k], &xy_[2 * (s + ve)], 2) > 0))
+                  return;
+                seen[bk / 64] |= std::uint64_t{1} << (bk % 64);
+                needs.push_back({static_cast<std::int32_t>(bk), static_cast<std::int32_t>(j), k});
+              };
+              const index_t lo = edge_off[j][i], cnt = edge_off[j][i + 1] - lo, b0 = edge_run[j][i];
+              if (b0 < 0) {
+                for (index_t q = lo; q < lo + cnt; ++q) {
+                  const index_t bk = edge_bkt[j][q];
+                  if (!(seen[bk / 64] >> (bk % 64) & 1)) consider(bk);
+                }
+                return;
+              }
+              // the run b0 .. b0 + cnt - 1 (mod M): at most two ranges [a, e)
+              const index_t e0 = std::min(b0 + cnt, M);
+              for (auto [a, e] : {std::array<index_t, 2>{b0, e0}, std::array<index_t, 2>{0, b0 + cnt - e0}})
+                for (index_t w = a / 64; a < e && w <= (e - 1) / 64; ++w) {
+                  std::uint64_t bits = ~seen[w];
+                  if (w == a / 64) bits &= ~std::uint64_t{0} << (a % 64);
+                  if (w == (e - 1) / 64 && e % 64) bits &= ~(~std::uint64_t{0} << (e % 64));
+                  for (; bits; bits &= bits - 1) consider(w * 64 + static_cast<index_t>(__builtin_ctzll(bits)));
+                }
+            });
+        }
+      });
+      // memory: at most 4 candidates per point (and 4096 for few points); levels past that go
+      for (const std::vector<Need>& part : range)
+        for (const Need& nd : part) ++per_level[nd.level];
+      for (index_t j = j0; j <= j1; ++j) {
+        if (total + per_level[j] > cap) {
+          J = j - 1;
+          j_end = 0;  // no further range
+          break;
+        }
+        total += per_level[j];
       }
-      total += per_level[j];
     }
     if (J == 0) return;
     std::vector<Need> needs;
-    {  // by (bucket, level, vertex): a stable counting sort on (bucket, level), as needs are
-       // made in ascending vertex order (std::sort took 15 % of the build at 50,000 points)
+    {  // by (bucket, level, vertex): a stable counting sort on (bucket, level), as each level's
+       // needs are made in ascending vertex order (std::sort took 15 % of the build at 50,000 points)
       std::vector<size_t> at(static_cast<size_t>(M) * J + 1, 0);
-      for (const std::vector<Need>& part : parts)
-        for (const Need& nd : part)
-          if (nd.level <= J) ++at[static_cast<size_t>(nd.bucket) * J + nd.level];
+      for (const auto& range : parts)
+        for (const std::vector<Need>& part : range)
+          for (const Need& nd : part)
+            if (nd.level <= J) ++at[static_cast<size_t>(nd.bucket) * J + nd.level];
       std::partial_sum(at.begin(), at.end(), at.begin());
       needs.resize(at.back());
-      for (std::vector<Need>& part : parts) {
-        for (const Need& nd : part)
-          if (nd.level <= J) needs[at[static_cast<size_t>(nd.bucket) * J + nd.level - 1]++] = nd;
-        std::vector<Need>().swap(part);
-      }
+      for (auto& range : parts)
+        for (std::vector<Need>& part : range) {
+          for (const Need& nd : part)
+            if (nd.level <= J) needs[at[static_cast<size_t>(nd.bucket) * J + nd.level - 1]++] = nd;
+          std::vector<Need>().swap(part);
+        }
     }
     // the levels' entries and the guide (NaN / 0 past J: never counted as inside)
     const index_t G = (J + 7) / 8;
