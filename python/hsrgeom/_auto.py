@@ -353,24 +353,24 @@ def _choose(pts, batch_size, output_size, params):
             close = (f"; close call at n={n}: {tree} built on all points and timed against the scans "
                      f"({tree} {predicted[tree] * 1e3:.3g}, {shown_n} ms per query)")
 
-    def usable_of(names):  # a timing spike must not pick a tree that prunes nothing: it must also skip half the points
-        return [k for k, c, _ in candidates if k in names and (tested[k] < _MAX_TESTED or c in _SCANS)]
+    def usable_names():  # probed in full; a timing spike must not pick a tree that prunes nothing: it must also skip half the points
+        return [k for k, c, _ in candidates if k in predicted and (tested[k] < _MAX_TESTED or c in _SCANS)]
 
     # the costly builds last; such a candidate is chosen only if faster than all the others by the
     # margin (not the cutting: it may be replaced below)
-    cheaper = [k for k in usable_of(predicted) if k != "shallow_cutting3"]
+    cheaper = [k for k in usable_names() if k != "shallow_cutting3"]
     for name, cls, prm in candidates:
         if _BUILD_CLASS.get(cls, 1) >= 2:
             probe(name, cls, prm, bound=margin * min(predicted[k] for k in cheaper))
-    shown = [shown[k] if k in shown else f"{k} >= {skipped[k] * 1e3:.3g} ms (stopped after one probe)" for k, _, _ in candidates]
+    listed = [shown.get(k) or f"{k} >= {skipped[k] * 1e3:.3g} ms (stopped after one probe)" for k, _, _ in candidates]
     reason = (
         f"probe on {s} sampled points (and a quarter of them), batches of {m} queries reporting {k_s} "
         f"({k_q}) points" + (f", and {k_abs} points on {'the' if s_abs == s else f'a {s_abs}-point'} sample"
                              if absolute else "")
         + f"; predicted per query at n={n} reporting {k_user:.0f} points ({said} output_size): "
-        f"{', '.join(shown)}" + close
+        f"{', '.join(listed)}" + close
     )
-    usable = usable_of(predicted)
+    usable = usable_names()
     build = {nm: _BUILD_CLASS.get(c, 1) for nm, c, _ in candidates}
 
     def pick(names):
