@@ -4,7 +4,8 @@
 // structure; the block top-k driver over BruteForce) and the dynamic index's tombstone sink
 // (dynamic.hpp LiveSink/LiveView), the candidate lists' filter and id order (filter.hpp), QuantizedScan's block dot-product kernels (quantize.hpp, every
 // instruction set this CPU runs) and its scan with each of them, and the attention scan's int8 x
-// int16 dot products (attend.hpp int_dots, the build's instruction set). Every expected answer is known exactly, independently of the code
+// int16 dot products (attend.hpp int_dots, the build's instruction set), and PartitionTree's median
+// splits (partition_tree.hpp select). Every expected answer is known exactly, independently of the code
 // under test: small integers (whose products and sums are exact in int64 and in double) scaled
 // by powers of two (which scale the exact value without changing its sign), or sums whose exact
 // value is evident (1 + 2^-60 > 1).
@@ -28,6 +29,7 @@
 #include "hsrgeom/dynamic.hpp"
 #include "hsrgeom/filter.hpp"
 #include "hsrgeom/hull2.hpp"
+#include "hsrgeom/partition_tree.hpp"
 #include "hsrgeom/predicate.hpp"
 #include "hsrgeom/quantize.hpp"
 #include "hsrgeom/quantized_scan.hpp"
@@ -1097,6 +1099,71 @@ void test_int_dots() {
       }
 }
 
+// ---- PartitionTree's splits (partition_tree.hpp select) -----------------------------------------
+
+// Every node of more than leaf_size points splits at its middle (sizes alone: PartitionTree::
+// skeleton) by the median of its widest box axis, ties broken by id: all of the left child's
+// (coordinate, id) are below all of the right child's. Checked from the stored order alone, on
+// random points, a grid (ties on every axis) and many copies of one point, 1 and 2 threads.
+template <class T>
+void check_splits(const std::vector<T>& x, index_t n, int d, const hsrgeom::PartitionTree<T>& t, index_t b, index_t e,
+                  int leaf, long& bad) {
+  if (e - b <= leaf) return;
+  int axis = 0;
+  double w = -1;
+  for (int i = 0; i < d; ++i) {
+    double lo = INFINITY, hi = -INFINITY;
+    for (index_t k = b; k < e; ++k) {
+      const double v = x[t.stored_id(k) * d + i];
+      lo = std::min(lo, v), hi = std::max(hi, v);
+    }
+    if (hi - lo > w) w = hi - lo, axis = i;
+  }
+  const index_t m = b + (e - b) / 2;
+  if (w > 0) {  // (all rows equal: no split to check)
+    std::pair<T, index_t> left{-INFINITY, -1}, right{INFINITY, n};
+    for (index_t k = b; k < m; ++k) left = std::max(left, std::make_pair(x[t.stored_id(k) * d + axis], t.stored_id(k)));
+    for (index_t k = m; k < e; ++k) right = std::min(right, std::make_pair(x[t.stored_id(k) * d + axis], t.stored_id(k)));
+    if (!(left < right)) ++bad;
+  }
+  check_splits(x, n, d, t, b, m, leaf, bad);
+  check_splits(x, n, d, t, m, e, leaf, bad);
+}
+
+template <class T>
+void test_tree_splits_of() {
+  std::mt19937_64 g(7);
+  std::uniform_real_distribution<double> u(0, 1);
+  for (int d : {1, 2, 3, 8}) {
+    for (index_t n : {1, 2, 5, 100, 3000}) {
+      for (int kind = 0; kind < 3; ++kind) {
+        std::vector<T> x(static_cast<size_t>(n * d));
+        for (auto& v : x) v = static_cast<T>(kind == 1 ? std::floor(u(g) * 3) : u(g));
+        if (kind == 2)
+          for (index_t k = 0; k < n / 2; ++k) std::copy(x.begin(), x.begin() + d, x.begin() + k * d);
+        for (int threads : {1, 2}) {
+          const hsrgeom::PartitionTree<T> t(hsrgeom::PointsView<T>{x.data(), n, d}, 4, hsrgeom::SplitRule::Widest,
+                                            threads);
+          std::vector<index_t> ids(static_cast<size_t>(n));
+          for (index_t k = 0; k < n; ++k) ids[k] = t.stored_id(k);
+          std::sort(ids.begin(), ids.end());
+          std::vector<index_t> all(static_cast<size_t>(n));
+          std::iota(all.begin(), all.end(), index_t{0});
+          CHECK(ids == all);  // a permutation of the points
+          long bad = 0;
+          check_splits(x, n, d, t, 0, n, 4, bad);
+          CHECK_EQ(bad, 0);
+        }
+      }
+    }
+  }
+}
+
+void test_tree_splits() {
+  test_tree_splits_of<float>();
+  test_tree_splits_of<double>();
+}
+
 int main() {
   test_exact_sign_known();
   test_exact_sign_random();
@@ -1114,6 +1181,7 @@ int main() {
   test_live_sink();
   test_block_dots();
   test_int_dots();
+  test_tree_splits();
   std::printf("test_core: %ld passed, %ld failed\n", g_passed, g_failed);
   return g_failed ? 1 : 0;
 }

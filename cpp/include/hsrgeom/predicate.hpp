@@ -247,14 +247,33 @@ struct Rounding {
 // gamma_k in the format with unit roundoff u, rounded up (k u < 0.5 always holds here: k <= 2^20).
 inline double gamma_k(double k, double u) { return (k * u / (1.0 - k * u)) * (1.0 + 1e-6); }
 
+// Sum of the squares of d values in float64: four partial sums (for d <= 3 the one sum, in
+// order); one chain of d dependent additions was ~9 % of a d = 16 PartitionTree's build.
+template <class T>
+HSRGEOM_INLINE double sum_squares(const T* x, int d) {
+  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int i = 0;
+  for (; i + 4 <= d; i += 4) {
+    s0 += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+    s1 += static_cast<double>(x[i + 1]) * static_cast<double>(x[i + 1]);
+    s2 += static_cast<double>(x[i + 2]) * static_cast<double>(x[i + 2]);
+    s3 += static_cast<double>(x[i + 3]) * static_cast<double>(x[i + 3]);
+  }
+  for (; i < d; ++i) s0 += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  return (s0 + s1) + (s2 + s3);
+}
+
+// Upper bound of the Euclidean norm of d values whose squares sum_squares summed to s (in any
+// order: relative error of the sum <= gamma_{d+1}; sqrt halves it and adds one rounding).
+// Non-decreasing in s, so the largest bound of several vectors is the bound of their largest s.
+HSRGEOM_INLINE double norm_up_of_squares(double s, int d) {
+  return std::sqrt(s) * (1.0 + gamma_k(d + 4, Rounding<double>::u)) + std::sqrt(d * Rounding<double>::eta) * 4;
+}
+
 // Upper bound of the Euclidean norm of a vector of d values (rounded up generously).
 template <class T>
 HSRGEOM_INLINE double norm_up(const T* x, int d) {
-  double s = 0;
-  for (int i = 0; i < d; ++i) s += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-  // relative error of the sum <= gamma_{d+1}; sqrt halves it and adds one rounding.
-  return std::sqrt(s) * (1.0 + gamma_k(d + 4, Rounding<double>::u)) +
-         std::sqrt(d * Rounding<double>::eta) * 4;
+  return norm_up_of_squares(sum_squares(x, d), d);
 }
 
 // Margin M such that |fl(fl(<a,x>) - b) - (<a,x> - b)| <= M whenever ||a|| <= norm_a,

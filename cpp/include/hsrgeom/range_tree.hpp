@@ -544,15 +544,15 @@ class RangeTree : public QueryMethods<Derived, T> {
   template <class F>
   void summarize(std::int32_t v, const PointsView<F>& f, const PointsView<T>& p, const index_t* ids, index_t count) {
     bounds_.compute(v, f, ids, count);
-    double xn = 0;
+    double s = 0;  // the largest sum of squares: its bound is the largest norm_up (two sqrts and a division less per point)
     bool same = true;
     const T* x0 = p.row(ids ? ids[0] : 0);
     for (index_t k = 0; k < count; ++k) {
       const T* x = p.row(ids ? ids[k] : k);
-      xn = std::max(xn, norm_up(x, d_));
+      s = std::max(s, sum_squares(x, d_));
       same = same && std::equal(x, x + d_, x0);
     }
-    xnorm_[v] = xn;
+    xnorm_[v] = count > 0 ? norm_up_of_squares(s, d_) : 0.0;
     degenerate_[v] = same;
   }
 
