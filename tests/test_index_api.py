@@ -168,7 +168,7 @@ def test_auto_close_call_rescales_the_other_trees(monkeypatch):
     at_n = {"BruteForce": 0.9, "widest": 0.55}
     n = 40_000
 
-    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25):
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
         index.count(a, b)  # the stats auto reads
         name = getattr(index, "split", None) or type(index).__name__
         return 1e-9 * index.n * (at_n[name] if index.n == n else per_point[name])
@@ -198,7 +198,7 @@ def test_auto_stops_probing_a_costly_candidate_that_cannot_win(monkeypatch):
     def run(layers_per_query):
         per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ConvexLayers": layers_per_query}
 
-        def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25):
+        def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
             index.count(a, b)
             return per_query[type(index).__name__] * (index.n / 1000) ** 0.5
 
@@ -218,6 +218,27 @@ def test_auto_stops_probing_a_costly_candidate_that_cannot_win(monkeypatch):
     assert slow.report(a, b) == fast.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
 
 
+@pytest.mark.parametrize("kind", ["random", "ties", "duplicates", "sorted", "strided"])
+def test_auto_probe_offsets_take_the_exact_kth_largest(kind):
+    # the probe's offsets come from the r largest projections, found above a threshold taken
+    # from every 16th value: with ties at the threshold, every value equal, or the largest values
+    # exactly every 16th (the threshold then keeps too few: all values are partitioned), they
+    # must still be exactly the r largest (else the probe's queries report other counts)
+    from hsrgeom import _auto
+
+    rng = np.random.default_rng(3)
+    for n in (1023, 1024, 5000, 40000):
+        p = {"random": rng.standard_normal(n), "ties": np.floor(rng.random(n) * 7),
+             "duplicates": np.where(rng.random(n) < 0.9, 1.0, rng.random(n)),
+             "sorted": np.arange(n, dtype=np.float64),
+             "strided": rng.random(n) + 10.0 * (np.arange(n) % 16 == 0)}[kind]
+        for r in (2, 3, 17, n // 8, n // 4, n // 4 + 1, n // 2, n):
+            top = _auto._top(p.copy(), r)
+            expect = np.sort(p)[n - r:]
+            assert len(top) == r and np.array_equal(np.sort(top), expect), (n, r)
+            assert (top[0], top[1]) == (expect[0], expect[1]), (n, r)
+
+
 def test_auto_keeps_the_scan_it_timed_on_all_points(monkeypatch):
     """In a close call the scans are timed on all n points: only those predicted within the
     margin of the fastest (the others scaled by its measured / predicted), and the scan so
@@ -228,7 +249,7 @@ def test_auto_keeps_the_scan_it_timed_on_all_points(monkeypatch):
     at_n = {"QuantizedScan": 0.5, "widest": 0.9}
     n = 40_000
 
-    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25):
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
         index.count(a, b)
         name = getattr(index, "split", None) or type(index).__name__
         return 1e-9 * index.n * (at_n[name] if index.n == n else per_point[name])
@@ -275,7 +296,7 @@ def test_auto_replaces_a_cutting_whose_levels_stop_below_the_output(monkeypatch)
 
     per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ShallowCutting3": 1e-7, "ConvexLayers3": 1e-4}
 
-    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25):
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
         index.count(a, b)
         return per_query[type(index).__name__] * (index.n / 1000) ** 0.5
 
@@ -300,7 +321,7 @@ def test_auto_builds_a_tiered_cutting_for_outputs_above_the_plain_levels(monkeyp
 
     per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ShallowCutting3": 1e-7, "ConvexLayers3": 1e-4}
 
-    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25):
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
         index.count(a, b)
         return per_query[type(index).__name__] * (index.n / 1000) ** 0.5
 
