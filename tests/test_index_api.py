@@ -358,6 +358,12 @@ def test_auto_considers_convex_layers_only_in_the_plane_and_space():
     assert "convex_layers" not in hsrgeom.build_index(rng.standard_normal((6000, 4))).reason
     with_params = hsrgeom.build_index(rng.standard_normal((6000, 2)), leaf_size=8)
     assert "convex_layers" not in with_params.reason  # params are a partition tree's
+    # nor for large outputs (a tree, reporting whole nodes, wins there: _LAYERS_MAX_OUTPUT)
+    x2, x3 = rng.standard_normal((50000, 2)), rng.standard_normal((50000, 3))
+    assert "convex_layers " in hsrgeom.build_index(x2, output_size=5000).reason
+    assert "convex_layers" not in hsrgeom.build_index(x2, output_size=5001).reason
+    assert "convex_layers3" in hsrgeom.build_index(x3, output_size=3000).reason
+    assert "convex_layers3" not in hsrgeom.build_index(x3, output_size=3001).reason
 
 
 def test_auto_peels_only_the_table_layers_above_its_full_peel_limit(monkeypatch, rng):

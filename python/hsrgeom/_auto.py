@@ -56,6 +56,16 @@ _CUTTING_MAX_OUTPUT = 444
 # (~330 MiB at 10^6: uniform 1,000-point queries 2.63 -> 1.54 ns per id, clustered 5.66 -> 2.34,
 # gaussian 1.41 -> 1.17, session 25), above it 444 in 6 n (1.2 GB at 10^7 already).
 _DEEP_CUTTING_MAX_OUTPUT = 3000
+# Convex layers are candidates for outputs up to these many points (d = 2, d = 3). Above, every
+# case measured took a tree, by a margin that grows with the output: a layer structure tests
+# each reported point (ConvexLayers3 ~2.7 per reported, walking hull edges), a tree reports whole
+# nodes. ConvexLayers' own probe at 10^6 points: 4x (3,000 outputs) and 8x (10,000) the tree's
+# predicted time; docs/peers.md / peers_1e7.md at 10,000 outputs: 2.1-2.2x the tree at 10^6 and
+# 10^7. ConvexLayers3: 18-33x at 10,000 (its probe; docs/layers3.md 3.5x at 10^5 and 10^6);
+# at 3,000 no case measured took it either. Probing them there cost auto 0.6-0.75 s (one build on
+# an 80,000-point sample) for trees that build in 0.15-0.25 s.
+_LAYERS_MAX_OUTPUT = 5000
+_LAYERS3_MAX_OUTPUT = 3000
 _DEEP_FINE_MAX_N = 2_000_000
 _DEEP_FINE_DEPTH, _DEEP_FINE_BUDGET = 1800, 12  # up to _DEEP_FINE_MAX_N points
 _CUTTING_BUDGET = 6  # above it (with fine_depth = _CUTTING_MAX_OUTPUT)
@@ -247,7 +257,7 @@ def _choose(pts, batch_size, output_size, params):
     splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 or d > _PCA_MAX_D else ["widest", "pca"])
     for split in splits:
         candidates.append((f"partition_tree(split={split})", PartitionTree, {**params, "split": split}))
-    if d == 2 and not params:  # above _LAYERS_MAX_N only the table's layers are peeled
+    if d == 2 and not params and k_user <= _LAYERS_MAX_OUTPUT:  # above _LAYERS_MAX_N only the table's layers are peeled
         prm = {} if n <= _LAYERS_MAX_N else {"max_layers": _TABLE_PEEL}
         candidates.append((f"convex_layers(max_layers={_TABLE_PEEL})" if prm else "convex_layers", ConvexLayers, prm))
     if d == 3 and not params and k_user <= _DEEP_CUTTING_MAX_OUTPUT:
@@ -259,7 +269,7 @@ def _choose(pts, batch_size, output_size, params):
         # probe timed its tree, and auto took a tree 3-5x slower at 3000 gaussian outputs)
         deep = {"max_candidates": _deep_budget(n) * s} if k_user > _CUTTING_MAX_OUTPUT else {}
         candidates.append(("shallow_cutting3", ShallowCutting3, {"grid": grid, **deep}))
-    if d == 3 and not params and n <= _LAYERS_MAX_N:
+    if d == 3 and not params and n <= _LAYERS_MAX_N and k_user <= _LAYERS3_MAX_OUTPUT:
         candidates.append(("convex_layers3", ConvexLayers3, {}))
     # SimplicialPartitionTree is not a candidate: on every case measured (docs/simplicial.md) it
     # tests 1.5-5x the points PartitionTree tests and builds ~10x slower.
@@ -478,13 +488,13 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         "shallow_cutting3" a :class:`ShallowCutting3`.
         "auto": for n < 4096 a scan; otherwise each candidate structure (the scan, for d >= 8
         :class:`QuantizedScan` (the scan over 8-bit codes), partition trees, and, when no params
-        are given, convex layers for d = 2 -- above n = 2 000 000
-        with ``max_layers=129``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
+        are given, convex layers for d = 2 when queries report <= 5000 points -- above
+        n = 2 000 000 with ``max_layers=129``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
         cutting when queries report <= 3000 points (above 444, the depth its default levels
         reach, built with tiers: ``fine_depth=1800``, at most 12 n stored candidates, or above
         n = 2 000 000 ``fine_depth=444`` and 6 n; a cutting
         built whose levels stop below the output is replaced by the next choice), and convex layers up
-        to n = 2 000 000) is built on a sample of
+        to n = 2 000 000 when queries report <= 3000 points) is built on a sample of
         the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and
         data-derived directions; repeated 8x per call for structures faster than a call's fixed
         cost) reporting the share ``output_size / n`` of each (for d <= 3 also ``output_size`` points,
