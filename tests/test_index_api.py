@@ -168,7 +168,7 @@ def test_auto_close_call_rescales_the_other_trees(monkeypatch):
     at_n = {"BruteForce": 0.9, "widest": 0.55}
     n = 40_000
 
-    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
         index.count(a, b)  # the stats auto reads
         name = getattr(index, "split", None) or type(index).__name__
         return 1e-9 * index.n * (at_n[name] if index.n == n else per_point[name])
@@ -198,7 +198,7 @@ def test_auto_stops_probing_a_costly_candidate_that_cannot_win(monkeypatch):
     def run(layers_per_query):
         per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ConvexLayers": layers_per_query}
 
-        def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
+        def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
             index.count(a, b)
             return per_query[type(index).__name__] * (index.n / 1000) ** 0.5
 
@@ -239,6 +239,27 @@ def test_auto_probe_offsets_take_the_exact_kth_largest(kind):
             assert (top[0], top[1]) == (expect[0], expect[1]), (n, r)
 
 
+def test_auto_timing_stops_when_a_call_decides_nothing():
+    # _time_queries repeats calls for the best time, but not after a call slower per query than
+    # `enough` (the close call's tree when it cannot be chosen), nor warms up when told not to
+    import time
+
+    from hsrgeom import _auto
+
+    class Slow:
+        calls = 0
+
+        def count(self, a, b, n_threads=1):
+            Slow.calls += 1
+            time.sleep(0.01)
+
+    a, b = np.zeros((2, 3)), np.zeros(2)
+    for enough, warm_up, calls in [(np.inf, True, 4), (np.inf, False, 3), (1e-3, False, 1), (1.0, False, 3)]:
+        Slow.calls = 0
+        t = _auto._time_queries(Slow(), a, b, repeat=3, warm_up=warm_up, enough=enough)
+        assert Slow.calls == calls and t >= 0.005, (enough, warm_up, Slow.calls)
+
+
 def test_auto_keeps_the_scan_it_timed_on_all_points(monkeypatch):
     """In a close call the scans are timed on all n points: only those predicted within the
     margin of the fastest (the others scaled by its measured / predicted), and the scan so
@@ -249,7 +270,7 @@ def test_auto_keeps_the_scan_it_timed_on_all_points(monkeypatch):
     at_n = {"QuantizedScan": 0.5, "widest": 0.9}
     n = 40_000
 
-    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
         index.count(a, b)
         name = getattr(index, "split", None) or type(index).__name__
         return 1e-9 * index.n * (at_n[name] if index.n == n else per_point[name])
@@ -296,7 +317,7 @@ def test_auto_replaces_a_cutting_whose_levels_stop_below_the_output(monkeypatch)
 
     per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ShallowCutting3": 1e-7, "ConvexLayers3": 1e-4}
 
-    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
         index.count(a, b)
         return per_query[type(index).__name__] * (index.n / 1000) ** 0.5
 
@@ -321,7 +342,7 @@ def test_auto_builds_a_tiered_cutting_for_outputs_above_the_plain_levels(monkeyp
 
     per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ShallowCutting3": 1e-7, "ConvexLayers3": 1e-4}
 
-    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
         index.count(a, b)
         return per_query[type(index).__name__] * (index.n / 1000) ** 0.5
 

@@ -76,6 +76,7 @@ _TABLE_PEEL = 129
 _FULL_PROBE_RATIO = 4  # above _FULL_PROBE_ABOVE x the sample size, a tree predicted within this factor of the scan is timed at n
 _PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the scan to be chosen
 _MEASURED_MARGIN = 0.9  # ... or this much, when both were timed on all n points
+_ABANDON = 1.25  # a close call's tree is timed once, not twice, when that is this much above what could be chosen
 _KEEP_AT_N_BYTES = 1 << 30  # a scan timed on all n points is kept for the choice if the points take <= this
 _QUANTIZED_MAX_BATCH = 4  # QuantizedScan instead of the scan for batches up to this size ...
 _QUANTIZED_MIN_BYTES = 64 << 20  # ... over at least this many bytes of points ...
@@ -186,11 +187,12 @@ def _top(p, r, step=16):
     return top[m - r:]
 
 
-def _time_queries(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
+def _time_queries(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
     """Best time of ``index.count(a, b)`` per query (one thread by default), after a warm-up call
     (none for ``warm_up=False``: an index just built on all n points, whose calls take tens of
     ms); fewer than ``repeat`` calls once they took ``budget`` seconds in all (a slow candidate's
-    time is not noise-bound, and probing it ``repeat`` times made "auto" cost seconds)."""
+    time is not noise-bound, and probing it ``repeat`` times made "auto" cost seconds), or once a
+    call took more than ``enough`` per query (a time that decides nothing by being lower)."""
     import time
 
     if warm_up:
@@ -201,7 +203,7 @@ def _time_queries(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True)
         index.count(a, b, n_threads=n_threads)
         dt = time.perf_counter() - t
         best, total = min(best, dt), total + dt
-        if total > budget:
+        if total > budget or dt > enough * len(a):
             break
     return best / len(a)
 
@@ -373,9 +375,12 @@ def _choose(pts, batch_size, output_size, params):
             at_n[tree], margin = cls._from_valid(pts, **prm), _MEASURED_MARGIN
             # one thread, then the threads the caller's batches would use: a tree splits the
             # queries, and the probe's batch (<= 64 queries) may be too small to split where the
-            # caller's is not (count() may not split where report() would)
-            measured = (_time_queries(at_n[tree], a, b_n, repeat=2, warm_up=False)
-                        / _speedup(cls, n, d, batch_size or m, k_user))
+            # caller's is not (count() may not split where report() would). A first call 1.25x
+            # slower than the tree could be and still be chosen is not repeated (d = 16 at 10,000
+            # outputs: 1.4-2x the scan; the second call cost 0.17 s)
+            threads = _speedup(cls, n, d, batch_size or m, k_user)
+            enough = _ABANDON * threads * min(predicted[k] for k, _ in scans) / _MEASURED_MARGIN
+            measured = _time_queries(at_n[tree], a, b_n, repeat=2, warm_up=False, enough=enough) / threads
             # the other trees' extrapolations err as this one's did (same sample, same growth
             # model): scaled by its measured / predicted, they stay comparable with the times at n
             factor = measured / predicted[tree]
