@@ -61,20 +61,7 @@ class NodeBounds {
     double r2 = 0;
     for (index_t k = 0; k < count; ++k) {
       const P* x = pts.row(ids ? ids[k] : k);
-      // four partial sums (as sum_squares): one chain of d dependent additions per point was
-      // ~20 % of a d = 16 PartitionTree's build (the radius is rounded up for any order of summation)
-      double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      int i = 0;
-      for (; i + 4 <= d_; i += 4) {
-        const double t0 = static_cast<double>(x[i]) - c[i], t1 = static_cast<double>(x[i + 1]) - c[i + 1];
-        const double t2 = static_cast<double>(x[i + 2]) - c[i + 2], t3 = static_cast<double>(x[i + 3]) - c[i + 3];
-        s0 += t0 * t0, s1 += t1 * t1, s2 += t2 * t2, s3 += t3 * t3;
-      }
-      for (; i < d_; ++i) {
-        const double t = static_cast<double>(x[i]) - c[i];
-        s0 += t * t;
-      }
-      r2 = std::max(r2, (s0 + s1) + (s2 + s3));
+      r2 = std::max(r2, sum_squares(x, d_, c));  // (rounded up below for any order of summation)
     }
     const double up = 1.0 + 4.0 * gamma_k(d_ + 4, Rounding<double>::u);
     const double tiny = std::sqrt(static_cast<double>(d_)) * 4 * std::sqrt(Rounding<double>::eta);

@@ -247,20 +247,34 @@ struct Rounding {
 // gamma_k in the format with unit roundoff u, rounded up (k u < 0.5 always holds here: k <= 2^20).
 inline double gamma_k(double k, double u) { return (k * u / (1.0 - k * u)) * (1.0 + 1e-6); }
 
-// Sum of the squares of d values in float64: four partial sums (for d <= 3 the one sum, in
-// order); one chain of d dependent additions was ~9 % of a d = 16 PartitionTree's build.
-template <class T>
-HSRGEOM_INLINE double sum_squares(const T* x, int d) {
+namespace detail {
+// Sum of v(i)^2 over i < d in float64: four partial sums (for d <= 3 the one sum, in order); one
+// chain of d dependent additions per point was ~30 % of a d = 16 PartitionTree's build (the node
+// radius pass and the leaves' norm bounds).
+template <class V>
+HSRGEOM_INLINE double sum_squares_of(V v, int d) {
   double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   int i = 0;
   for (; i + 4 <= d; i += 4) {
-    s0 += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-    s1 += static_cast<double>(x[i + 1]) * static_cast<double>(x[i + 1]);
-    s2 += static_cast<double>(x[i + 2]) * static_cast<double>(x[i + 2]);
-    s3 += static_cast<double>(x[i + 3]) * static_cast<double>(x[i + 3]);
+    const double t0 = v(i), t1 = v(i + 1), t2 = v(i + 2), t3 = v(i + 3);
+    s0 += t0 * t0, s1 += t1 * t1, s2 += t2 * t2, s3 += t3 * t3;
   }
-  for (; i < d; ++i) s0 += static_cast<double>(x[i]) * static_cast<double>(x[i]);
+  for (; i < d; ++i) {
+    const double t = v(i);
+    s0 += t * t;
+  }
   return (s0 + s1) + (s2 + s3);
+}
+}  // namespace detail
+
+// Sum of the squares of d values (detail::sum_squares_of), and of their differences from c.
+template <class T>
+HSRGEOM_INLINE double sum_squares(const T* x, int d) {
+  return detail::sum_squares_of([x](int i) { return static_cast<double>(x[i]); }, d);
+}
+template <class T>
+HSRGEOM_INLINE double sum_squares(const T* x, int d, const double* c) {
+  return detail::sum_squares_of([x, c](int i) { return static_cast<double>(x[i]) - c[i]; }, d);
 }
 
 // Upper bound of the Euclidean norm of d values whose squares sum_squares summed to s (in any
