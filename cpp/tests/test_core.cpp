@@ -21,6 +21,7 @@
 #include <numeric>
 #include <random>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -526,6 +527,56 @@ void test_id_order() {
 
 // ReportSink's room (query.hpp ids_room): ids written there and handed over stay in place; a
 // room not used by the next range() is dropped; sinks with scores or without room offer none.
+// filter.hpp filter_rows (the d = 2, 3 trees' leaves): the same in / unsure bits as
+// filter_flags on dot_f64<D>, row by row, for every w <= 64 (vector steps and the scalar tail),
+// on random rows mixed with values whose products overflow, NaN and +-inf, float and double;
+// and kept_ids: the ids at the set bits, in order.
+template <class T, int D>
+void test_filter_rows_of() {
+  std::mt19937_64 g(7);
+  std::normal_distribution<double> nd;
+  const double inf = std::numeric_limits<double>::infinity();
+  const double big = std::is_same_v<T, float> ? 3e38 : 1e300;
+  std::vector<T> x(64 * D);
+  for (int trial = 0; trial < 400; ++trial) {
+    for (auto& v : x) {
+      const int kind = static_cast<int>(g() % 16);
+      v = static_cast<T>(kind == 0 ? big * nd(g) : kind == 1 ? inf : kind == 2 ? std::nan("") : kind == 3 ? 0.0 : nd(g));
+    }
+    double a[D];
+    for (int t = 0; t < D; ++t) a[t] = trial % 5 == 0 ? 1e300 * nd(g) : nd(g);
+    const double b = trial % 7 == 0 ? 0.0 : nd(g), margin = trial % 3 == 0 ? 0.0 : 0.5 * std::fabs(nd(g));
+    for (int w = 0; w <= 64; ++w) {
+      std::uint64_t in = 0, unsure = 0, in_ref = 0, unsure_ref = 0;
+      hsrgeom::filter_rows<D>(a, b, margin, x.data(), w, in, unsure);
+      for (int t = 0; t < w; ++t) {
+        bool yes, undecided;
+        hsrgeom::filter_flags(hsrgeom::dot_f64<D>(a, x.data() + t * D, D), b, margin, yes, undecided);
+        in_ref |= static_cast<std::uint64_t>(yes) << t;
+        unsure_ref |= static_cast<std::uint64_t>(undecided) << t;
+      }
+      CHECK(in == in_ref && unsure == unsure_ref);
+    }
+  }
+  std::vector<std::int64_t> ids(64), out(64 + 8);
+  std::iota(ids.begin(), ids.end(), 1000);
+  for (int trial = 0; trial < 200; ++trial) {
+    const std::uint64_t bits = trial == 0 ? ~std::uint64_t{0} : trial == 1 ? 0 : g() & g();
+    const int got = hsrgeom::kept_ids(ids.data(), bits, out.data());
+    std::vector<std::int64_t> want;
+    for (int t = 0; t < 64; ++t)
+      if (bits >> t & 1) want.push_back(ids[t]);
+    CHECK(got == static_cast<int>(want.size()) && std::equal(want.begin(), want.end(), out.begin()));
+  }
+}
+
+void test_filter_rows() {
+  test_filter_rows_of<float, 2>();
+  test_filter_rows_of<float, 3>();
+  test_filter_rows_of<double, 2>();
+  test_filter_rows_of<double, 3>();
+}
+
 void test_report_sink_room() {
   hsrgeom::IdList out;
   const double a[2] = {1, 0};
@@ -1174,6 +1225,7 @@ int main() {
   test_orient2d();
   test_sort_ids();
   test_id_order();
+  test_filter_rows();
   test_report_sink_room();
   test_topk_random();
   test_topk_cases();

@@ -2,12 +2,14 @@
 // from a precomputed list of candidates (ConvexLayers' shallow table, ShallowCutting3's
 // conflict lists): the candidates are stored eight at a time, coordinates by axis, so that a
 // query reads one contiguous stream and tests eight points per instruction; and the lists' id
-// order (IdOrder), so that a sorted report needs no sort.
+// order (IdOrder), so that a sorted report needs no sort. Also the same filter over rows as the
+// trees store them (filter_rows, d = 2, 3) and the ids at a mask's bits (kept_ids).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -15,6 +17,7 @@
 #include <immintrin.h>
 #endif
 
+#include "hsrgeom/dispatch.hpp"
 #include "hsrgeom/predicate.hpp"
 
 namespace hsrgeom {
@@ -180,6 +183,137 @@ HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, c
     w += v > margin;
   }
   return w;
+}
+
+// Rows as the points are stored (row after row, D = 2 or 3 coordinates each), for the leaves
+// of the trees (range_tree.hpp test_leaf): sets bit t of `in` for row t inside the half-space
+// and of `unsure` for a row the filter can't decide (filter_flags' cases), for the rows
+// [0, w), w <= 64. The values are filter_flags' and dot_f64<D>'s: 0 + a_0 x_0 + a_1 x_1 (+ a_2 x_2),
+// products and sums rounded one by one in that order, so the bits are those of the scalar loop.
+// AVX-512 tests 8 rows per step (the coordinates split by axis with two-source permutes), AVX2
+// 4; the rest of the rows, and CPUs without them, take filter_flags. The compiler's own
+// vectorisation of the scalar loop built the bits with a variable shift per lane: counting at
+// d = 3 is 25-30 % faster this way (docs/performance.md, session 30).
+namespace detail {
+#if defined(__AVX512F__)
+// Axis t of rows r .. r + 7 (D coordinates each) as float64.
+template <int D>
+inline void axes8(const float* x, __m512d* out) {
+  const __m512 lo = _mm512_loadu_ps(x);
+  const __m512 hi = D == 3 ? _mm512_castps256_ps512(_mm256_loadu_ps(x + 16)) : _mm512_setzero_ps();
+  for (int t = 0; t < D; ++t) {
+    const __m512i idx = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 7 * D + t, 6 * D + t, 5 * D + t, 4 * D + t,
+                                         3 * D + t, 2 * D + t, D + t, t);
+    out[t] = _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_permutex2var_ps(lo, idx, hi)));
+  }
+}
+template <int D>
+inline void axes8(const double* x, __m512d* out) {
+  const __m512d p0 = _mm512_loadu_pd(x), p1 = _mm512_loadu_pd(x + 8);
+  for (int t = 0; t < D; ++t) {
+    if constexpr (D == 2) {
+      out[t] = _mm512_permutex2var_pd(p0, _mm512_set_epi64(14 + t, 12 + t, 10 + t, 8 + t, 6 + t, 4 + t, 2 + t, t), p1);
+    } else {  // row r's coordinate at 3 r + t: rows 0-4 (and 5 when t = 0) in p0, p1, the rest in p2
+      const __m512d p2 = _mm512_loadu_pd(x + 16);
+      const __m512d u = _mm512_permutex2var_pd(p0, _mm512_set_epi64(0, 0, 15, 12 + t, 9 + t, 6 + t, 3 + t, t), p1);
+      out[t] = _mm512_permutex2var_pd(u, _mm512_set_epi64(8 + 5 + t, 8 + 2 + t, t == 0 ? 5 : 8 + t - 1, 4, 3, 2, 1, 0), p2);
+    }
+  }
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+// Axis t of rows r .. r + 3 as float64.
+inline void axes4_load(const float* x, int n, __m256d* v) {
+  for (int i = 0; i < n; ++i) v[i] = _mm256_cvtps_pd(_mm_loadu_ps(x + 4 * i));
+}
+inline void axes4_load(const double* x, int n, __m256d* v) {
+  for (int i = 0; i < n; ++i) v[i] = _mm256_loadu_pd(x + 4 * i);
+}
+template <int D, class T>
+inline void axes4(const T* x, __m256d* out) {
+  __m256d v[D];
+  axes4_load(x, D, v);
+  if constexpr (D == 2) {  // v0 = x0 y0 x1 y1, v1 = x2 y2 x3 y3
+    out[0] = _mm256_permute4x64_pd(_mm256_unpacklo_pd(v[0], v[1]), 0xD8);  // x0 x2 x1 x3 -> x0 x1 x2 x3
+    out[1] = _mm256_permute4x64_pd(_mm256_unpackhi_pd(v[0], v[1]), 0xD8);
+  } else {  // v0 = x0 y0 z0 x1, v1 = y1 z1 x2 y2, v2 = z2 x3 y3 z3
+    const __m256d xs = _mm256_blend_pd(_mm256_blend_pd(v[0], v[1], 0x4), v[2], 0x2);  // x0 x3 x2 x1
+    const __m256d ys = _mm256_blend_pd(_mm256_blend_pd(v[0], v[1], 0x9), v[2], 0x4);  // y1 y0 y3 y2
+    const __m256d zs = _mm256_blend_pd(_mm256_blend_pd(v[0], v[1], 0x2), v[2], 0x9);  // z2 z1 z0 z3
+    out[0] = _mm256_permute4x64_pd(xs, 0x6C);  // lanes 0 3 2 1
+    out[1] = _mm256_permute4x64_pd(ys, 0xB1);  // lanes 1 0 3 2
+    out[2] = _mm256_permute4x64_pd(zs, 0xC6);  // lanes 2 1 0 3
+  }
+}
+#endif
+}  // namespace detail
+
+template <int D, class T>
+HSRGEOM_INLINE void filter_rows(const double* a, double b, double margin, const T* x, int w, std::uint64_t& in,
+                                std::uint64_t& unsure) {
+  static_assert(D == 2 || D == 3, "filter_rows: D = 2 or 3");
+  in = 0, unsure = 0;
+  int t = 0;
+#if defined(__AVX512F__)
+  {
+    __m512d av[D], ax[D];
+    for (int i = 0; i < D; ++i) av[i] = _mm512_set1_pd(a[i]);
+    const __m512d vb = _mm512_set1_pd(b), hi = _mm512_set1_pd(margin), lo = _mm512_set1_pd(-margin),
+                  big = _mm512_set1_pd(std::numeric_limits<double>::max());
+    for (; t + 8 <= w; t += 8) {
+      detail::axes8<D>(x + t * D, ax);
+      __m512d s = _mm512_setzero_pd();
+      for (int i = 0; i < D; ++i) s = _mm512_add_pd(s, _mm512_mul_pd(av[i], ax[i]));
+      const __mmask8 finite = _mm512_cmp_pd_mask(_mm512_abs_pd(s), big, _CMP_LE_OQ);
+      const __m512d v = _mm512_sub_pd(s, vb);
+      const __mmask8 yes = _mm512_mask_cmp_pd_mask(finite, v, hi, _CMP_GT_OQ);
+      const __mmask8 no = _mm512_mask_cmp_pd_mask(finite, v, lo, _CMP_LT_OQ);
+      in |= std::uint64_t{yes} << t;
+      unsure |= std::uint64_t{static_cast<__mmask8>(~(yes | no))} << t;
+    }
+  }
+#elif defined(__AVX2__) && defined(__FMA__)
+  {
+    __m256d av[D], ax[D];
+    for (int i = 0; i < D; ++i) av[i] = _mm256_set1_pd(a[i]);
+    const __m256d vb = _mm256_set1_pd(b), hi = _mm256_set1_pd(margin), lo = _mm256_set1_pd(-margin),
+                  big = _mm256_set1_pd(std::numeric_limits<double>::max()), sign = _mm256_set1_pd(-0.0);
+    for (; t + 4 <= w; t += 4) {
+      detail::axes4<D>(x + t * D, ax);
+      __m256d s = _mm256_setzero_pd();
+      for (int i = 0; i < D; ++i) s = _mm256_add_pd(s, _mm256_mul_pd(av[i], ax[i]));
+      const __m256d finite = _mm256_cmp_pd(_mm256_andnot_pd(sign, s), big, _CMP_LE_OQ);
+      const __m256d v = _mm256_sub_pd(s, vb);
+      const auto yes = static_cast<unsigned>(_mm256_movemask_pd(_mm256_and_pd(finite, _mm256_cmp_pd(v, hi, _CMP_GT_OQ))));
+      const auto no = static_cast<unsigned>(_mm256_movemask_pd(_mm256_and_pd(finite, _mm256_cmp_pd(v, lo, _CMP_LT_OQ))));
+      in |= std::uint64_t{yes} << t;
+      unsure |= std::uint64_t{~(yes | no) & 0xFu} << t;
+    }
+  }
+#endif
+  for (; t < w; ++t) {
+    bool yes, undecided;
+    filter_flags(dot_f64<D>(a, x + t * D, D), b, margin, yes, undecided);
+    in |= static_cast<std::uint64_t>(yes) << t;
+    unsure |= static_cast<std::uint64_t>(undecided) << t;
+  }
+}
+
+// Writes ids[t] for every bit t of `bits` (ids[t] readable for those t only) to out in order
+// (out has 8 spare slots); returns how many. AVX-512 moves 8 ids per step with a compress.
+HSRGEOM_INLINE int kept_ids(const std::int64_t* ids, std::uint64_t bits, std::int64_t* out) {
+  int got = 0;
+#if defined(__AVX512F__)
+  for (int g = 0; bits; g += 8, bits >>= 8) {
+    const auto m = static_cast<__mmask8>(bits & 0xFF);
+    if (!m) continue;
+    const __m512i v = _mm512_maskz_loadu_epi64(m, ids + g);  // masked lanes are not read
+    _mm512_storeu_si512(out + got, _mm512_maskz_compress_epi64(m, v));
+    got += __builtin_popcount(m);
+  }
+#else
+  for (; bits; bits &= bits - 1) out[got++] = ids[__builtin_ctzll(bits)];
+#endif
+  return got;
 }
 
 // Candidate lists in id order, for reports that want each query's ids ascending. Lists are

@@ -32,6 +32,7 @@
 
 #include "hsrgeom/bounds.hpp"
 #include "hsrgeom/dispatch.hpp"
+#include "hsrgeom/filter.hpp"
 #include "hsrgeom/interrupt.hpp"
 #include "hsrgeom/leaf_codes.hpp"
 #include "hsrgeom/parallel.hpp"
@@ -104,10 +105,10 @@ class RangeTree : public QueryMethods<Derived, T> {
         const T* none = nullptr;
         if constexpr (Sink::kNeeds == kNeedCount)
           return sink.range(static_cast<const std::int64_t*>(nullptr), none, __builtin_popcountll(in));
-        std::int64_t ids[64];
-        int got = 0;
-        for (; in; in &= in - 1) ids[got++] = perm_[k0 + __builtin_ctzll(in)];
-        return sink.range(ids, none, got);
+        std::int64_t local[64 + 8];
+        std::int64_t* room = ids_room(sink, 64 + 8);  // straight into the output when it can
+        std::int64_t* ids = room ? room : local;
+        return sink.range(ids, none, kept_ids(perm_.data() + k0, in, ids));
       };
       traverse(qq, c, range, detail::Overload{point, points}, root);
     } else {
@@ -384,13 +385,17 @@ class RangeTree : public QueryMethods<Derived, T> {
             sc[t] = dot_f64<D>(a, x0 + t * dd, d_);
           }
       } else {
-        for (index_t t = 0; t < w; ++t) {
-          const double s = dot_f64<D>(a, x0 + t * dd, d_);
-          bool yes, undecided;
-          filter_flags(s, q.b, margin, yes, undecided);
-          sc[t] = s;
-          in |= static_cast<std::uint64_t>(yes) << t;
-          unsure |= static_cast<std::uint64_t>(undecided) << t;
+        if constexpr ((D == 2 || D == 3) && !kScores) {  // vectorised (filter.hpp), the same bits
+          filter_rows<D>(a, q.b, margin, x0, static_cast<int>(w), in, unsure);
+        } else {
+          for (index_t t = 0; t < w; ++t) {
+            const double s = dot_f64<D>(a, x0 + t * dd, d_);
+            bool yes, undecided;
+            filter_flags(s, q.b, margin, yes, undecided);
+            sc[t] = s;
+            in |= static_cast<std::uint64_t>(yes) << t;
+            unsure |= static_cast<std::uint64_t>(undecided) << t;
+          }
         }
         for (; unsure; unsure &= unsure - 1) {  // decided exactly
           const int t = __builtin_ctzll(unsure);
