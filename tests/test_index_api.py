@@ -293,6 +293,46 @@ def test_auto_keeps_the_scan_it_timed_on_all_points(monkeypatch):
     assert idx.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
 
 
+def test_auto_times_the_cutting_against_the_tree_on_all_points(monkeypatch):
+    """Far above the sample (d = 3), a tree and the cutting predicted within 4x of each other are
+    both built on all n points and timed there: the faster at n is chosen (here the cutting,
+    though the probe put the tree ahead), each built once on all points; the index answers
+    exactly. Predicted 5x apart, there is no close call."""
+    from hsrgeom import _auto
+
+    n = 40_000
+    on_sample = {"BruteForce": 10.0, "PartitionTree": 1.0, "ShallowCutting3": 1.1, "ConvexLayers3": 20.0}
+    at_n = {"PartitionTree": 1.0, "ShallowCutting3": 0.5}
+
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
+        index.count(a, b)
+        name = type(index).__name__
+        return 1e-9 * index.n * (at_n[name] if index.n == n else on_sample[name])
+
+    built = []
+    for cls in (hsrgeom.PartitionTree, hsrgeom.ShallowCutting3):
+        def counting(c, points, _real=cls._from_valid.__func__, **params):
+            built.append((c.__name__, len(points)))
+            return _real(c, points, **params)
+        monkeypatch.setattr(cls, "_from_valid", classmethod(counting))
+    monkeypatch.setattr(_auto, "_PROBE_N", 1000)
+    monkeypatch.setattr(_auto, "_time_queries", fake_time)
+    x = np.random.default_rng(8).random((n, 3)).astype(np.float32)
+    idx = hsrgeom.build_index(x, output_size=50)
+    assert idx.kind == "shallow_cutting3" and "close call at n=40000: shallow_cutting3" in idx.reason, idx.reason
+    assert built.count(("ShallowCutting3", n)) == 1 and built.count(("PartitionTree", n)) == 1, built
+    a = np.random.default_rng(9).standard_normal((10, 3)).astype(np.float32)
+    b = np.quantile(x @ a.T, 0.99, axis=0).astype(np.float32)
+    assert idx.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
+
+    at_n["ShallowCutting3"] = 2.0  # slower at n: the tree
+    assert hsrgeom.build_index(x, output_size=50).kind == "partition_tree"
+    on_sample["ShallowCutting3"] = 5.0  # 5x the tree's prediction: no close call
+    built.clear()
+    idx = hsrgeom.build_index(x, output_size=50)
+    assert idx.kind == "partition_tree" and "close call" not in idx.reason and ("ShallowCutting3", n) not in built
+
+
 def test_auto_probes_large_outputs_on_a_larger_sample(monkeypatch, rng):
     """In d <= 3, outputs above 1/8 of the probe's sample are timed on a larger sample where they
     are 1/8 of the points (convex layers looked fast on 50-point probes and were 2.4x a tree at

@@ -422,10 +422,38 @@ def _choose(pts, batch_size, output_size, params):
         return min((k for k in within if build[k] == build[within[0]]), key=predicted.get)
 
     name = pick(usable)
+    cutting = None
+    # Far above the sample, the cutting against a tree is a close call too, measured at n: both
+    # predictions fall short there in opposite ways (the tree's floor from k_user-point queries on
+    # the sample, the cutting's extrapolation from the caller's share), at 10^7 uniform points
+    # and 1,000 outputs the tree 1.8 us predicted against 7.9 us, the cutting 0.2-1.9 us from run
+    # to run against 3.8 us, and auto took the tree 2.1x slower. Both are built on all n points
+    # (the one chosen is kept), each timed on queries reporting k_user points.
+    tree_names = [k for k, c, _ in candidates if c is PartitionTree and k in usable]
+    if ("shallow_cutting3" in usable and tree_names and name in ("shallow_cutting3", *tree_names)
+            and n > _FULL_PROBE_ABOVE * s and pts.nbytes <= _KEEP_AT_N_BYTES):
+        tree = name if name != "shallow_cutting3" else min(tree_names, key=predicted.get)
+        if 1 / _FULL_PROBE_RATIO < predicted[tree] / predicted["shallow_cutting3"] < _FULL_PROBE_RATIO:
+            deep = _deep_cutting_params(n, k_user)
+            cutting = ShallowCutting3._from_valid(pts, **deep)
+            if cutting._impl.max_depth >= k_user:
+                big = pts[np.sort(rng.choice(n, size=min(n, 4 * s), replace=False))]
+                b_n = _probe_offsets(big, a, int(np.clip(round(k_user / n * len(big)), 2, len(big) // 2)))
+                if tree not in at_n:
+                    cls, prm = next((c, p) for nm, c, p in candidates if nm == tree)
+                    at_n[tree] = cls._from_valid(pts, **prm)
+                t_cut = _time_queries(cutting, a, b_n, repeat=3, warm_up=False)
+                t_tree = _time_queries(at_n[tree], a, b_n, repeat=3, warm_up=False)
+                name = "shallow_cutting3" if t_cut < t_tree else tree
+                if name != "shallow_cutting3":
+                    cutting = None  # freed before the index is returned
+                reason += (f"; close call at n={n}: shallow_cutting3 {t_cut * 1e3:.3g} ms, {tree} "
+                           f"{t_tree * 1e3:.3g} ms per query (both built on all points, one thread)")
     reason += f" -> {name}"
     if name == "shallow_cutting3":  # built here, with the grid for n (not the probe's), deep when asked
         deep = _deep_cutting_params(n, k_user)
-        cutting = ShallowCutting3._from_valid(pts, **deep)
+        if cutting is None:
+            cutting = ShallowCutting3._from_valid(pts, **deep)
         if deep:
             reason += (f" (fine_depth={deep['fine_depth']}, max_depth={deep['max_depth']}, "
                        f"max_candidates={deep['max_candidates'] // n} n: {cutting.levels} levels on grids "
@@ -511,7 +539,10 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         scan, that tree is built on all n points and timed against the scans predicted within
         1.18x of the fastest scan, on the same queries (extrapolation from a sample misjudges
         both at d ~ 16); the tree, and the fastest of those scans unless the points take more
-        than 1 GiB, are kept if chosen. A tree is chosen only if it is
+        than 1 GiB, are kept if chosen. Likewise in d = 3 when a partition tree and the shallow
+        cutting are predicted within 4x of each other and one of them is the choice: both are
+        built on all n points (up to 1 GiB of points), timed on queries reporting
+        ``output_size`` points, and the faster is kept. A tree is chosen only if it is
         clearly faster than the scans, so "auto" is never much slower than ``BruteForce``; among
         candidates within 1.18x (1 / 0.85) of the fastest, the cheapest to build is taken (convex layers
         build ~10-30x slower than a partition tree), or the fastest of those that build about as
