@@ -524,9 +524,6 @@ void test_id_order() {
   CHECK_EQ(got[0], lists[1][0].id[0]);
 }
 
-
-// ReportSink's room (query.hpp ids_room): ids written there and handed over stay in place; a
-// room not used by the next range() is dropped; sinks with scores or without room offer none.
 // filter.hpp filter_rows (the d = 2, 3 trees' leaves): the same in / unsure bits as
 // filter_flags on dot_f64<D>, row by row, for every w <= 64 (vector steps and the scalar tail),
 // on random rows mixed with values whose products overflow, NaN and +-inf, float and double;
@@ -577,6 +574,8 @@ void test_filter_rows() {
   test_filter_rows_of<double, 3>();
 }
 
+// ReportSink's room (query.hpp ids_room): ids written there and handed over stay in place; a
+// room not used by the next range() is dropped; sinks with scores or without room offer none.
 void test_report_sink_room() {
   hsrgeom::IdList out;
   const double a[2] = {1, 0};

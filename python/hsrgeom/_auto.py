@@ -445,10 +445,10 @@ def _choose(pts, batch_size, output_size, params):
                 t_cut = _time_queries(cutting, a, b_n, repeat=3, warm_up=False)
                 t_tree = _time_queries(at_n[tree], a, b_n, repeat=3, warm_up=False)
                 name = "shallow_cutting3" if t_cut < t_tree else tree
-                if name != "shallow_cutting3":
-                    cutting = None  # freed before the index is returned
                 reason += (f"; close call at n={n}: shallow_cutting3 {t_cut * 1e3:.3g} ms, {tree} "
                            f"{t_tree * 1e3:.3g} ms per query (both built on all points, one thread)")
+            if name != "shallow_cutting3":
+                cutting = None  # freed before the chosen index is returned
     reason += f" -> {name}"
     if name == "shallow_cutting3":  # built here, with the grid for n (not the probe's), deep when asked
         deep = _deep_cutting_params(n, k_user)
