@@ -260,29 +260,37 @@ def test_auto_timing_stops_when_a_call_decides_nothing():
         assert Slow.calls == calls and t >= 0.005, (enough, warm_up, Slow.calls)
 
 
-def test_auto_keeps_the_scan_it_timed_on_all_points(monkeypatch):
-    """In a close call the scans are timed on all n points: only those predicted within the
-    margin of the fastest (the others scaled by its measured / predicted), and the scan so
-    built is the index returned when chosen (not built twice)."""
+def _fake_timings_at_n(monkeypatch, n, on_sample, at_n, counted, name_of=lambda index: type(index).__name__):
+    """auto's probe on 1000 sampled points, timed by a fake _time_queries: 1 ns x points x the
+    factor of the index's name (at_n for indexes on all n points, on_sample otherwise). Returns
+    the list of (class name, points) of every build of the classes in `counted`."""
     from hsrgeom import _auto
-
-    per_point = {"BruteForce": 1.0, "QuantizedScan": 0.45, "widest": 0.6, "pca": 0.7}
-    at_n = {"QuantizedScan": 0.5, "widest": 0.9}
-    n = 40_000
 
     def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
         index.count(a, b)
-        name = getattr(index, "split", None) or type(index).__name__
-        return 1e-9 * index.n * (at_n[name] if index.n == n else per_point[name])
+        name = name_of(index)
+        return 1e-9 * index.n * (at_n[name] if index.n == n else on_sample[name])
 
     built = []
-    for cls in (hsrgeom.BruteForce, hsrgeom.QuantizedScan):
+    for cls in counted:
         def counting(c, points, _real=cls._from_valid.__func__, **params):
             built.append((c.__name__, len(points)))
             return _real(c, points, **params)
         monkeypatch.setattr(cls, "_from_valid", classmethod(counting))
     monkeypatch.setattr(_auto, "_PROBE_N", 1000)
     monkeypatch.setattr(_auto, "_time_queries", fake_time)
+    return built
+
+
+def test_auto_keeps_the_scan_it_timed_on_all_points(monkeypatch):
+    """In a close call the scans are timed on all n points: only those predicted within the
+    margin of the fastest (the others scaled by its measured / predicted), and the scan so
+    built is the index returned when chosen (not built twice)."""
+    per_point = {"BruteForce": 1.0, "QuantizedScan": 0.45, "widest": 0.6, "pca": 0.7}
+    at_n = {"QuantizedScan": 0.5, "widest": 0.9}
+    n = 40_000
+    built = _fake_timings_at_n(monkeypatch, n, per_point, at_n, (hsrgeom.BruteForce, hsrgeom.QuantizedScan),
+                               name_of=lambda index: getattr(index, "split", None) or type(index).__name__)
     x = np.random.default_rng(6).standard_normal((n, 8)).astype(np.float32)
     idx = hsrgeom.build_index(x, output_size=50)
     assert idx.kind == "quantized_scan", idx.reason
@@ -298,25 +306,10 @@ def test_auto_times_the_cutting_against_the_tree_on_all_points(monkeypatch):
     both built on all n points and timed there: the faster at n is chosen (here the cutting,
     though the probe put the tree ahead), each built once on all points; the index answers
     exactly. Predicted 5x apart, there is no close call."""
-    from hsrgeom import _auto
-
     n = 40_000
     on_sample = {"BruteForce": 10.0, "PartitionTree": 1.0, "ShallowCutting3": 1.1, "ConvexLayers3": 20.0}
     at_n = {"PartitionTree": 1.0, "ShallowCutting3": 0.5}
-
-    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
-        index.count(a, b)
-        name = type(index).__name__
-        return 1e-9 * index.n * (at_n[name] if index.n == n else on_sample[name])
-
-    built = []
-    for cls in (hsrgeom.PartitionTree, hsrgeom.ShallowCutting3):
-        def counting(c, points, _real=cls._from_valid.__func__, **params):
-            built.append((c.__name__, len(points)))
-            return _real(c, points, **params)
-        monkeypatch.setattr(cls, "_from_valid", classmethod(counting))
-    monkeypatch.setattr(_auto, "_PROBE_N", 1000)
-    monkeypatch.setattr(_auto, "_time_queries", fake_time)
+    built = _fake_timings_at_n(monkeypatch, n, on_sample, at_n, (hsrgeom.PartitionTree, hsrgeom.ShallowCutting3))
     x = np.random.default_rng(8).random((n, 3)).astype(np.float32)
     idx = hsrgeom.build_index(x, output_size=50)
     assert idx.kind == "shallow_cutting3" and "close call at n=40000: shallow_cutting3" in idx.reason, idx.reason
