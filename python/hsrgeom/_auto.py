@@ -342,6 +342,16 @@ def _choose(pts, batch_size, output_size, params):
         if _BUILD_CLASS.get(cls, 1) < 2:
             probe(name, cls, prm)
     margin, at_n, close = _PROBE_MARGIN, {}, ""  # at_n: indexes built on all the points
+    b_at_n = []
+
+    def offsets_at_n():
+        """Offsets of the probe normals for queries on all n points reporting ~k_user of them
+        (from a 4 s-point subsample; computed once, for the close calls below)."""
+        if not b_at_n:
+            big = pts[np.sort(rng.choice(n, size=min(n, 4 * s), replace=False))]
+            b_at_n.append(_probe_offsets(big, a, int(np.clip(round(k_user / n * len(big)), 2, len(big) // 2))))
+        return b_at_n[0]
+
     # Far above the sample size a close call is measured, not extrapolated: at d = 16 a tree's
     # cost grows ~linearly up to 10^6 points and then bends (uniform: 1.8x the scan at 10^6, 0.66x
     # at 10^7), and a scan streaming n points from memory runs slower per point than one over a
@@ -353,8 +363,7 @@ def _choose(pts, batch_size, output_size, params):
         tree = min(trees, key=predicted.get)
         fastest = min(predicted[k] for k, _ in scans)
         if 1 / _FULL_PROBE_RATIO < predicted[tree] / fastest < _FULL_PROBE_RATIO:
-            big = pts[np.sort(rng.choice(n, size=4 * s, replace=False))]
-            b_n = _probe_offsets(big, a, int(np.clip(round(k_user / n * len(big)), 2, len(big) // 2)))
+            b_n = offsets_at_n()
             # the scans predicted within the margin of the fastest one are timed at n; the
             # others are scaled by its measured / predicted (QuantizedScan predicted at half the
             # scan's time at d = 16: building and timing the scan at n cost 0.4 s for nothing)
@@ -437,8 +446,7 @@ def _choose(pts, batch_size, output_size, params):
             deep = _deep_cutting_params(n, k_user)
             cutting = ShallowCutting3._from_valid(pts, **deep)
             if cutting._impl.max_depth >= k_user:
-                big = pts[np.sort(rng.choice(n, size=min(n, 4 * s), replace=False))]
-                b_n = _probe_offsets(big, a, int(np.clip(round(k_user / n * len(big)), 2, len(big) // 2)))
+                b_n = offsets_at_n()
                 if tree not in at_n:
                     cls, prm = next((c, p) for nm, c, p in candidates if nm == tree)
                     at_n[tree] = cls._from_valid(pts, **prm)
