@@ -355,8 +355,8 @@ void test_sort_ids() {
   check_sort(distinct_ids(rng, 200, 0, 256), 256, true);     // 1 pass: the result is copied back
   check_sort(distinct_ids(rng, 5000, 0, std::int64_t{1} << 40), std::int64_t{1} << 40, true);  // 5 passes
   // radix on 32-bit words (no scores, n <= 2^32, more than kBucketSortMaxIds ids or uneven
-  // buckets): passes by the cost model, digits that are the same for every id skipped (one live
-  // pass writes dst straight from the input). Checked through sort_ids_into and, for the pass
+  // buckets): passes by the cost model (histograms counted by 1, 2, 3 or 4 and more passes),
+  // digits that are the same for every id skipped (one live pass, then the copy to dst). Checked through sort_ids_into and, for the pass
   // structures only a few ids give, on radix_ids32 itself.
   check_radix32(distinct_ids(rng, 100, 0, 1000000), 20);              // 3 passes of 7 bits
   check_sort(distinct_ids(rng, 5000, 0, 1000000), 1000000, false);    // 2 passes of 10 bits
