@@ -218,6 +218,43 @@ def test_auto_stops_probing_a_costly_candidate_that_cannot_win(monkeypatch):
     assert slow.report(a, b) == fast.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
 
 
+def test_auto_times_an_implausible_growth_twice(monkeypatch):
+    """Probes reporting a fixed number of points (16, the caller's share of the sample being
+    smaller) fit an output-sensitive structure's growth to ~n^0.2; a fit above n^0.5 is noise, and
+    its timings are taken again, the best kept. Faked per query: convex layers 0.3 us x
+    (points / 1000)^0.1, a tree 1 us x (points / 1000)^0.6, the scan far slower; the first calls on
+    the layers' sample index 4x too slow (a spike: a fit of ~n^1, the tree predicted faster at n).
+    Timed again, the layers are chosen; when every call on it is 4x too slow, the tree."""
+    from hsrgeom import _auto
+
+    def run(noisy_calls):
+        calls, alive = {}, []  # (the indexes kept alive: no id is reused)
+
+        def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
+            index.count(a, b)
+            if index.n == 1:  # a call's fixed cost
+                return 1e-8
+            calls[id(index)] = calls.get(id(index), 0) + 1
+            alive.append(index)
+            rel = index.n / 1000
+            t = {"BruteForce": 1e-3 * rel, "PartitionTree": 1e-6 * rel ** 0.6,
+                 "ConvexLayers": 3e-7 * rel ** 0.1}[type(index).__name__]
+            on_sample = type(index).__name__ == "ConvexLayers" and index.n == 1000
+            return 4 * t if on_sample and calls[id(index)] <= noisy_calls else t
+
+        monkeypatch.setattr(_auto, "_time_queries", fake_time)
+        return hsrgeom.build_index(x, output_size=50)
+
+    monkeypatch.setattr(_auto, "_PROBE_N", 1000)
+    x = np.random.default_rng(10).random((40_000, 2))
+    once = run(noisy_calls=2)  # the timings on 50 and on 16 points
+    assert once.kind == "convex_layers" and "timed twice" in once.reason, once.reason
+    always = run(noisy_calls=99)
+    assert always.kind == "partition_tree" and re.search(r"convex_layers [0-9.e+-]+ ms \(~n\^1.00, timed twice\)",
+                                                        always.reason), always.reason
+    assert "timed twice" not in always.reason.split("convex_layers")[0]  # a tree's n^0.6 is plausible
+
+
 @pytest.mark.parametrize("kind", ["random", "ties", "duplicates", "sorted", "strided"])
 def test_auto_probe_offsets_take_the_exact_kth_largest(kind):
     # the probe's offsets come from the r largest projections, found above a threshold taken
