@@ -10,7 +10,8 @@ Points (float32, seed 0): uniform in [0, 1]^d, clustered (5 Gaussian clusters of
 centres spread by 10) or standard Gaussian; random unit normals, offsets at the k-th largest
 projection of each normal (float64), so each query reports ~k points. A kind may carry
 parameters, ``Name:key=value:...`` (a value ``<c>n`` is c times the number of points). Per kind
-also its build time and memory. Time: best of 5 calls. --auto: also build_index(kind="auto",
+also its build time and memory. Time: best of 5 calls. --scores: also reports with scores
+(``return_scores=True``, what hsrgeom.attention asks), unsorted and sorted. --auto: also build_index(kind="auto",
 output_size=k, batch_size=m) per output size, timed the same way, and its ratio to the fastest kind.
 For an A/B of two builds run it with each one's interpreter, alternating (docs/performance.md).
 """
@@ -59,6 +60,8 @@ def main():
     p.add_argument("--k", default="100,1000,10000,100000", help="ids per query")
     p.add_argument("--m", type=int, default=200, help="queries per call")
     p.add_argument("--auto", action="store_true", help="also auto per output size, against the fastest kind")
+    p.add_argument("--scores", action="store_true",
+                   help="also reports with scores (return_scores=True), unsorted and sorted, as attention asks")
     args = p.parse_args()
     n, d, m = int(args.n), args.d, args.m
     for dist in args.dists.split(","):
@@ -98,6 +101,11 @@ def main():
                       f"unsorted {tu / total * 1e9:6.2f} sorted {ts / total * 1e9:6.2f}   us per query: "
                       f"{tc / m * 1e6:8.1f} {tu / m * 1e6:8.1f} {ts / m * 1e6:8.1f}  tested/reported {tested:.2f}",
                       flush=True)
+                if args.scores:
+                    su = best(lambda: idx.report(a, b, n_threads=1, return_scores=True, return_sorted=False))
+                    ss = best(lambda: idx.report(a, b, n_threads=1, return_scores=True))
+                    print(f"{'':9s} {'':16s} {'':>{len(f'd={d} n={n:.0e} k={k:6d}')}}  with scores: unsorted "
+                          f"{su / total * 1e9:6.2f} sorted {ss / total * 1e9:6.2f}", flush=True)
             del idx
 
 

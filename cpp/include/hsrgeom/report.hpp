@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -166,17 +167,23 @@ inline void radix_ids(std::int64_t* src, double* ssrc, size_t k, int bits, std::
   }
 }
 
-// LSD radix sort of k ids < 2^bits, bits <= 32, from src into dst, without scores: the ids move
-// as 32-bit words between per-thread buffers from the first pass (which reads src) to the last,
-// half the bytes of radix_ids, and the number of passes p minimises p (k + 2^(bits / p) / 3), the ids
-// moved and the histograms cleared and summed (fitted on random ids: ~1.2 ns per id and pass, 0.4
-// per bucket). Sorted PartitionTree reports (d = 2, 200 queries, one thread) went from 10.2-10.3
-// to 9.8-9.9 ns per id (10^6 points, 1,000 ids per query) and 7.2-7.5 to 6.7-6.8 (10^7, 10,000).
-// The last pass scatters into a cached buffer, then one sequential copy widens the ids into dst:
-// dst is a report's fresh output, and scattered into directly it cost ~1.3 ns per id more
-// (10^6 points, 10,000 ids: 6.5 -> 5.2 ns per id sorted, d = 2; with the histograms' passes
-// unrolled 4.5, and d = 3 9.0-9.4 -> 6.9).
-inline void radix_ids32(const std::int64_t* src, size_t k, int bits, std::int64_t* dst) {
+// LSD radix sort of k ids < 2^bits, bits <= 32, read from src, as words W moved between
+// per-thread buffers from the first pass to the last, then handed to finish(words) in order: W =
+// uint32 holds the id alone (half the bytes of radix_ids), W = uint64 the id in its high half and
+// its position in src in the low one (k <= 2^32: ids are distinct and < 2^32), so that scores
+// can follow with one gather at the end instead of moving beside the ids in every pass. The
+// number of passes p minimises p (k + 2^(bits / p) / 3), the ids moved and the histograms cleared
+// and summed (fitted on random ids: ~1.2 ns per id and pass, 0.4 per bucket). Sorted
+// PartitionTree reports (d = 2, 200 queries, one thread) went from 10.2-10.3 to 9.8-9.9 ns per
+// id (10^6 points, 1,000 ids per query) and 7.2-7.5 to 6.7-6.8 (10^7, 10,000).
+// The last pass scatters into a cached buffer and finish copies it out sequentially: dst is a
+// report's fresh output, and scattered into directly it cost ~1.3 ns per id more (10^6 points,
+// 10,000 ids: 6.5 -> 5.2 ns per id sorted, d = 2; with the histograms' passes unrolled 4.5, and
+// d = 3 9.0-9.4 -> 6.9).
+template <class W, class Finish>
+void radix_words32(const std::int64_t* src, size_t k, int bits, Finish&& finish) {
+  static_assert(std::is_same_v<W, std::uint32_t> || std::is_same_v<W, std::uint64_t>, "id, or id and position");
+  constexpr int kIdAt = sizeof(W) == 8 ? 32 : 0;  // where the id sits in a word
   int passes = 1;
   double best = -1;
   for (int p = 1; p <= 4; ++p) {
@@ -188,12 +195,19 @@ inline void radix_ids32(const std::int64_t* src, size_t k, int bits, std::int64_
   const int r = (bits + passes - 1) / passes;
   const size_t buckets = size_t{1} << r;
   const std::uint32_t mask = static_cast<std::uint32_t>(buckets - 1);
-  static thread_local std::vector<std::uint32_t> a, b;
+  static thread_local std::vector<W> a, b;
+  a.resize(k);
+  b.resize(k);
+  W *x = a.data(), *y = b.data();
+  auto word = [](std::int64_t id, size_t i) {
+    if constexpr (kIdAt == 0) return static_cast<W>(id);
+    else return static_cast<W>(id) << kIdAt | static_cast<W>(i);
+  };
   int live[4], nlive = 0;  // the passes that move ids
   std::uint32_t* hist = digit_histograms<std::uint32_t>(src, k, passes, r, live, nlive);
-  if (nlive == 0) {
-    std::copy(src, src + k, dst);
-    return;
+  if (nlive == 0) {  // one id (distinct ids differ in some digit)
+    for (size_t i = 0; i < k; ++i) y[i] = word(src[i], i);
+    return finish(static_cast<const W*>(y));
   }
   for (int t = 0; t < nlive; ++t) {
     std::uint32_t* h = hist + live[t] * buckets;
@@ -204,23 +218,39 @@ inline void radix_ids32(const std::int64_t* src, size_t k, int bits, std::int64_
       sum += c;
     }
   }
-  auto pass = [&](const auto* from, auto* to, int p) {
-    std::uint32_t* h = hist + p * buckets;
-    const int shift = r * p;
+  {  // the first pass reads src
+    std::uint32_t* h = hist + live[0] * buckets;
+    const int shift = r * live[0];
     for (size_t i = 0; i < k; ++i) {
-      const auto id = static_cast<std::uint32_t>(from[i]);
-      to[h[(id >> shift) & mask]++] = id;
+      const auto id = static_cast<std::uint32_t>(src[i]);
+      y[h[(id >> shift) & mask]++] = word(src[i], i);
     }
-  };
-  a.resize(k);
-  b.resize(k);
-  std::uint32_t *x = a.data(), *y = b.data();
-  pass(src, y, live[0]);
+  }
   for (int t = 1; t < nlive; ++t) {
     std::swap(x, y);
-    pass(x, y, live[t]);
+    std::uint32_t* h = hist + live[t] * buckets;
+    const int shift = kIdAt + r * live[t];
+    for (size_t i = 0; i < k; ++i) y[h[static_cast<std::uint32_t>(x[i] >> shift) & mask]++] = x[i];
   }
-  std::copy(y, y + k, dst);  // sequential, widened: the scattered last pass stays in cache
+  finish(static_cast<const W*>(y));
+}
+
+// Ids alone: the words copied and widened into dst.
+inline void radix_ids32(const std::int64_t* src, size_t k, int bits, std::int64_t* dst) {
+  radix_words32<std::uint32_t>(src, k, bits, [&](const std::uint32_t* w) { std::copy(w, w + k, dst); });
+}
+
+// Ids and their scores (ssrc[i] the score of src[i]): ids into dst, scores gathered into sdst.
+// Sorted reports with scores (d = 2, 10^6 points, one thread), against moving the scores in
+// every pass of radix_ids: see docs/performance.md.
+inline void radix_scored32(const std::int64_t* src, const double* ssrc, size_t k, int bits, std::int64_t* dst,
+                           double* sdst) {
+  radix_words32<std::uint64_t>(src, k, bits, [&](const std::uint64_t* w) {
+    for (size_t i = 0; i < k; ++i) {
+      dst[i] = static_cast<std::int64_t>(w[i] >> 32);
+      sdst[i] = ssrc[static_cast<std::uint32_t>(w[i])];
+    }
+  });
 }
 
 // Sorts k >= 1 distinct ids, all in [lo, lo + span), from src into dst: one pass into about k
@@ -265,8 +295,9 @@ inline bool bucket_ids(const std::int64_t* src, size_t k, std::int64_t lo, std::
 // ids are dense (k >= n / 32, ids only: at most 32 bits scanned per id, the bitmap cleared as it
 // is read and kept per thread); a bucket pass and an insertion sort for up to kBucketSortMaxIds
 // ids without scores whose buckets come out even (over [0, n), or over the ids' range: a
-// contiguous run of ids); else an LSD radix sort whose last pass writes dst (on 32-bit words
-// when there are no scores and n <= 2^32).
+// contiguous run of ids); else an LSD radix sort: for n <= 2^32 on 32-bit words (ids alone) or
+// 64-bit words (an id and its position, the scores gathered at the end) through cached buffers,
+// else on the 64-bit ids with their scores moving alongside (radix_ids).
 // (On random ids alone the bucket sort is faster up to ~10,000 ids; inside reports, where it runs
 // between traversals, it was 1.5x faster at 100 ids and ~10 % slower at 500-1,000 ids, where its
 // insertion sort mispredicts more: it is kept below 256.)
@@ -306,7 +337,10 @@ inline void sort_ids_into(IdList& in, index_t n, std::int64_t* dst, double* dsco
   }
   const std::uint64_t top = static_cast<std::uint64_t>(std::max<index_t>(n - 1, 1));
   const int bits = 64 - __builtin_clzll(top);
-  if (!sc && bits <= 32) return detail::radix_ids32(ids.data(), k, bits, dst);
+  if (bits <= 32) {
+    if (!sc) return detail::radix_ids32(ids.data(), k, bits, dst);
+    return detail::radix_scored32(ids.data(), in.scores.data(), k, bits, dst, dscores);
+  }
   static thread_local IdList tmp;
   tmp.ids.resize(k);
   if (sc) tmp.scores.resize(k);
