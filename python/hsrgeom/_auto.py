@@ -45,6 +45,12 @@ _LAYERS_MAX_N = 2_000_000
 # deeper queries go to its embedded tree (at 10^7 points and 1000 outputs 2.2x slower than a
 # PartitionTree); a built cutting whose levels stop below the caller's output is replaced
 _CUTTING_MAX_OUTPUT = 444
+# Above _CUTTING_BUDGET_FROM (and up to _CUTTING_MAX_OUTPUT) those levels exist but the default
+# budget of 2 n stored candidates leaves them too few: at 10^6 points, 444-point queries cost
+# 31.7 ns per id (Gaussian) and 11.8 (uniform) against 2.5 and 3.2 with 12 n, 300-point uniform
+# queries 6.7 against 3.4, 200 4.4 against 3.5, 100 alike (benchmarks/per_id.py, one thread,
+# unsorted; 121 MiB against 77): the cutting built at n gets _deep_budget(n) n candidates there
+_CUTTING_BUDGET_FROM = 150
 # Above that and up to _DEEP_CUTTING_MAX_OUTPUT, the cutting built at n has tiers: levels to
 # _DEEP_FINE_DEPTH on the default grid (tier 0), deeper ones on coarser grids, at most
 # _deep_budget(n) n stored candidates (28 bytes each for float32 points, 40 for float64, with
@@ -481,8 +487,8 @@ def _choose(pts, batch_size, output_size, params):
         if cutting is None:
             cutting = ShallowCutting3._from_valid(pts, **deep)
         if deep:
-            reason += (f" (fine_depth={deep['fine_depth']}, max_depth={deep['max_depth']}, "
-                       f"max_candidates={deep['max_candidates'] // n} n: {cutting.levels} levels on grids "
+            shown_deep = ", ".join(f"{k}={v // n} n" if k == "max_candidates" else f"{k}={v}" for k, v in deep.items())
+            reason += (f" ({shown_deep}: {cutting.levels} levels on grids "
                        f"{sorted({int(g) for g in cutting.level_grids()}, reverse=True)}, "
                        f"{cutting.memory_bytes / 2**20:.0f} MiB)")
         if cutting._impl.max_depth >= k_user:
@@ -514,10 +520,13 @@ def _deep_budget(n):
 
 def _deep_cutting_params(n, k_user):
     """The ShallowCutting3 parameters auto builds at n for outputs of k_user points: none (the
-    defaults) up to _CUTTING_MAX_OUTPUT, else tiers: levels to _DEEP_FINE_DEPTH on the default
-    grid up to n = _DEEP_FINE_MAX_N (else to _CUTTING_MAX_OUTPUT), _deep_budget(n) n candidates."""
-    if k_user <= _CUTTING_MAX_OUTPUT:
+    defaults) up to _CUTTING_BUDGET_FROM, then _deep_budget(n) n candidates, above
+    _CUTTING_MAX_OUTPUT with tiers: levels to _DEEP_FINE_DEPTH on the default grid up to
+    n = _DEEP_FINE_MAX_N (else to _CUTTING_MAX_OUTPUT)."""
+    if k_user <= _CUTTING_BUDGET_FROM:
         return {}
+    if k_user <= _CUTTING_MAX_OUTPUT:
+        return {"max_candidates": _deep_budget(n) * n}
     fine = _DEEP_FINE_DEPTH if n <= _DEEP_FINE_MAX_N else _CUTTING_MAX_OUTPUT
     return {"fine_depth": fine, "max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user)),
             "max_candidates": _deep_budget(n) * n}
@@ -549,9 +558,10 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         :class:`QuantizedScan` (the scan over 8-bit codes), partition trees, and, when no params
         are given, convex layers for d = 2 when queries report <= 5000 points -- above
         n = 2 000 000 with ``max_layers=129``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
-        cutting when queries report <= 3000 points (above 444, the depth its default levels
-        reach, built with tiers: ``fine_depth=1800``, at most 12 n stored candidates, or above
-        n = 2 000 000 ``fine_depth=444`` and 6 n; a cutting
+        cutting when queries report <= 3000 points (above 150, built with at most 12 n stored
+        candidates, 6 n above n = 2 000 000, instead of the default 2 n; above 444, the depth its
+        default levels reach, with tiers too: ``fine_depth=1800``, or above n = 2 000 000
+        ``fine_depth=444``; a cutting
         built whose levels stop below the output is replaced by the next choice), and convex layers up
         to n = 2 000 000 when queries report <= 3000 points) is built on a sample of
         the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and
