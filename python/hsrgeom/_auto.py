@@ -45,12 +45,12 @@ _LAYERS_MAX_N = 2_000_000
 # deeper queries go to its embedded tree (at 10^7 points and 1000 outputs 2.2x slower than a
 # PartitionTree); a built cutting whose levels stop below the caller's output is replaced
 _CUTTING_MAX_OUTPUT = 444
-# Above _CUTTING_BUDGET_FROM (and up to _CUTTING_MAX_OUTPUT) those levels exist but the default
-# budget of 2 n stored candidates leaves them too few: at 10^6 points, 444-point queries cost
-# 31.7 ns per id (Gaussian) and 11.8 (uniform) against 2.5 and 3.2 with 12 n, 300-point uniform
-# queries 6.7 against 3.4, 200 4.4 against 3.5, 100 alike (benchmarks/per_id.py, one thread,
-# unsorted; 121 MiB against 77): the cutting built at n gets _deep_budget(n) n candidates there
-_CUTTING_BUDGET_FROM = 150
+# Those levels exist, but the default budget of 2 n stored candidates leaves the deeper ones too
+# few: at 10^6 points, 444-point queries cost 31.7 ns per id (Gaussian) and 11.8 (uniform)
+# against 2.5 and 3.2 with 12 n, 300-point uniform queries 6.7 against 3.4, 200 4.4 against 3.5
+# (benchmarks/per_id.py, one thread, unsorted; 121 MiB against 77), and on the peers' clustered
+# points 100-point queries 4.8-5.3 against 3.2-4.1: the cutting built at n always gets
+# _deep_budget(n) n candidates (at 10^7 the default budget is not reached: the same cutting)
 # Above that and up to _DEEP_CUTTING_MAX_OUTPUT, the cutting built at n has tiers: levels to
 # _DEEP_FINE_DEPTH on the default grid (tier 0), deeper ones on coarser grids, at most
 # _deep_budget(n) n stored candidates (28 bytes each for float32 points, 40 for float64, with
@@ -519,12 +519,9 @@ def _deep_budget(n):
 
 
 def _deep_cutting_params(n, k_user):
-    """The ShallowCutting3 parameters auto builds at n for outputs of k_user points: none (the
-    defaults) up to _CUTTING_BUDGET_FROM, then _deep_budget(n) n candidates, above
-    _CUTTING_MAX_OUTPUT with tiers: levels to _DEEP_FINE_DEPTH on the default grid up to
-    n = _DEEP_FINE_MAX_N (else to _CUTTING_MAX_OUTPUT)."""
-    if k_user <= _CUTTING_BUDGET_FROM:
-        return {}
+    """The ShallowCutting3 parameters auto builds at n for outputs of k_user points:
+    _deep_budget(n) n candidates, and above _CUTTING_MAX_OUTPUT tiers: levels to
+    _DEEP_FINE_DEPTH on the default grid up to n = _DEEP_FINE_MAX_N (else to _CUTTING_MAX_OUTPUT)."""
     if k_user <= _CUTTING_MAX_OUTPUT:
         return {"max_candidates": _deep_budget(n) * n}
     fine = _DEEP_FINE_DEPTH if n <= _DEEP_FINE_MAX_N else _CUTTING_MAX_OUTPUT
@@ -558,9 +555,9 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         :class:`QuantizedScan` (the scan over 8-bit codes), partition trees, and, when no params
         are given, convex layers for d = 2 when queries report <= 5000 points -- above
         n = 2 000 000 with ``max_layers=129``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
-        cutting when queries report <= 3000 points (above 150, built with at most 12 n stored
-        candidates, 6 n above n = 2 000 000, instead of the default 2 n; above 444, the depth its
-        default levels reach, with tiers too: ``fine_depth=1800``, or above n = 2 000 000
+        cutting when queries report <= 3000 points (built with at most 12 n stored candidates,
+        6 n above n = 2 000 000, instead of the default 2 n; above 444, the depth its default
+        levels reach, with tiers too: ``fine_depth=1800``, or above n = 2 000 000
         ``fine_depth=444``; a cutting
         built whose levels stop below the output is replaced by the next choice), and convex layers up
         to n = 2 000 000 when queries report <= 3000 points) is built on a sample of

@@ -438,7 +438,10 @@ class ShallowCutting3(Index):
         The deepest level's k on the fine grid, at least 8; deeper levels go to the coarser
         tiers. Default: ``max_depth`` (one grid, no tiers).
     max_candidates : int, optional
-        Cap on the stored list entries of all triangles together; default 2 n.
+        Cap on the stored list entries of all triangles together; default 2 n. At ~10^6 points
+        the default leaves the levels for outputs of a few hundred points too few candidates
+        (444-point queries 4-13x slower than with ``12 * n``, docs/cuttings.md); "auto" builds
+        with ``12 * n`` (``6 * n`` above 2 000 000 points).
     n_threads : int, optional
         Threads used by the build.
     """
