@@ -51,7 +51,7 @@ _CUTTING_MAX_OUTPUT = 444
 # (benchmarks/per_id.py, one thread, unsorted; 121 MiB against 77), and on the peers' clustered
 # points 100-point queries 4.8-5.3 against 3.2-4.1: the cutting built at n always gets
 # _deep_budget(n) n candidates (at 10^7 the default budget is not reached: the same cutting)
-# Above that and up to _DEEP_CUTTING_MAX_OUTPUT, the cutting built at n has tiers: levels to
+# Above _CUTTING_MAX_OUTPUT and up to _DEEP_CUTTING_MAX_OUTPUT, the cutting built at n has tiers: levels to
 # _DEEP_FINE_DEPTH on the default grid (tier 0), deeper ones on coarser grids, at most
 # _deep_budget(n) n stored candidates (28 bytes each for float32 points, 40 for float64, with
 # their id order) and levels to _DEEP_DEPTH_FACTOR x the output (the budget stops them first at 10^6; with 4x, 23 of
@@ -347,7 +347,9 @@ def _choose(pts, batch_size, output_size, params):
             # a scan's work is exactly linear in n; on a small sample its fixed costs make it look
             # sublinear, which would favour it wrongly when extrapolated
             work, work_small = max(t - ovh, 1e-9), max(t_small - ovh, 1e-9)
-            return work, 1.0 if cls in _SCANS else float(np.clip(np.log(work / work_small) / np.log(4), _GROWTH_MIN, 1.0))
+            if cls in _SCANS:
+                return work, 1.0
+            return work, float(np.clip(np.log(work / work_small) / np.log(4), _GROWTH_MIN, 1.0))
 
         work, growth = fit()
         retimed = cls in _OUTPUT_SENSITIVE and k_q == k_s and growth > _PLAUSIBLE_GROWTH
