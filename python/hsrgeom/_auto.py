@@ -290,7 +290,8 @@ def _choose(pts, batch_size, output_size, params):
     # SimplicialPartitionTree is not a candidate: on every case measured (docs/simplicial.md) it
     # tests 1.5-5x the points PartitionTree tests and builds ~10x slower.
     # the cost of a call that finds nothing (validation, result arrays), the same for all n
-    overhead = _time_queries(BruteForce._from_valid(sample[:1]), a, b)
+    empty = BruteForce._from_valid(sample[:1])  # (one point: a call's fixed cost)
+    overhead = _time_queries(empty, a, b)
     tile = _TILE
     a8, b8, b8_small = np.tile(a, (tile, 1)), np.tile(b, tile), np.tile(b_small, tile)
     overhead8 = None
@@ -331,7 +332,7 @@ def _choose(pts, batch_size, output_size, params):
         tiled = t < _TILE_BELOW * overhead
         if tiled:
             if overhead8 is None:
-                overhead8 = _time_queries(BruteForce._from_valid(sample[:1]), a8, b8)
+                overhead8 = _time_queries(empty, a8, b8)
             t, ovh = _time_queries(idx, a8, b8), overhead8
         work = max(t - ovh, 1e-9)
         # growth >= _GROWTH_MIN (scans: 1) and n >= s: the prediction is at least this
@@ -354,7 +355,7 @@ def _choose(pts, batch_size, output_size, params):
         work, growth = fit()
         retimed = cls in _OUTPUT_SENSITIVE and k_q == k_s and growth > _PLAUSIBLE_GROWTH
         if retimed:
-            ovh = min(ovh, _time_queries(BruteForce._from_valid(sample[:1]), a_t, b_t))
+            ovh = min(ovh, _time_queries(empty, a_t, b_t))
             t, t_small = min(t, _time_queries(idx, a_t, b_t)), min(t_small, _time_queries(idx_small, a_t, b_t_small))
             work, growth = fit()
         predicted[name] = max(overhead + work * (n / s) ** growth / threads, t_abs)
@@ -484,15 +485,14 @@ def _choose(pts, batch_size, output_size, params):
             if name != "shallow_cutting3":
                 cutting = None  # freed before the chosen index is returned
     reason += f" -> {name}"
-    if name == "shallow_cutting3":  # built here, with the grid for n (not the probe's), deep when asked
+    if name == "shallow_cutting3":  # built here, with the grid for n (not the probe's) and auto's budget (tiers when deep)
         deep = _deep_cutting_params(n, k_user)
         if cutting is None:
             cutting = ShallowCutting3._from_valid(pts, **deep)
-        if deep:
-            shown_deep = ", ".join(f"{k}={v // n} n" if k == "max_candidates" else f"{k}={v}" for k, v in deep.items())
-            reason += (f" ({shown_deep}: {cutting.levels} levels on grids "
-                       f"{sorted({int(g) for g in cutting.level_grids()}, reverse=True)}, "
-                       f"{cutting.memory_bytes / 2**20:.0f} MiB)")
+        shown_deep = ", ".join(f"{k}={v // n} n" if k == "max_candidates" else f"{k}={v}" for k, v in deep.items())
+        reason += (f" ({shown_deep}: {cutting.levels} levels on grids "
+                   f"{sorted({int(g) for g in cutting.level_grids()}, reverse=True)}, "
+                   f"{cutting.memory_bytes / 2**20:.0f} MiB)")
         if cutting._impl.max_depth >= k_user:
             at_n[name] = cutting
         else:  # its tree would answer these queries: the next choice instead
@@ -524,11 +524,11 @@ def _deep_cutting_params(n, k_user):
     """The ShallowCutting3 parameters auto builds at n for outputs of k_user points:
     _deep_budget(n) n candidates, and above _CUTTING_MAX_OUTPUT tiers: levels to
     _DEEP_FINE_DEPTH on the default grid up to n = _DEEP_FINE_MAX_N (else to _CUTTING_MAX_OUTPUT)."""
+    budget = {"max_candidates": _deep_budget(n) * n}
     if k_user <= _CUTTING_MAX_OUTPUT:
-        return {"max_candidates": _deep_budget(n) * n}
+        return budget
     fine = _DEEP_FINE_DEPTH if n <= _DEEP_FINE_MAX_N else _CUTTING_MAX_OUTPUT
-    return {"fine_depth": fine, "max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user)),
-            "max_candidates": _deep_budget(n) * n}
+    return {"fine_depth": fine, "max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user)), **budget}
 
 
 def _check_params(cls, params, pts):
