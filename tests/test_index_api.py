@@ -394,8 +394,7 @@ def test_auto_replaces_a_cutting_whose_levels_stop_below_the_output(monkeypatch)
     monkeypatch.setattr(_auto, "_time_queries", fake_time)
     monkeypatch.setattr(_auto, "_CUTTING_MAX_OUTPUT", 10**9)
     x = np.random.default_rng(2).standard_normal((20_000, 3))
-    # (auto's cutting has the larger candidate budget: the levels of that cutting)
-    depth = hsrgeom.ShallowCutting3(x, max_candidates=_auto._deep_budget(len(x)) * len(x))._impl.max_depth
+    depth = hsrgeom.ShallowCutting3(x)._impl.max_depth
     deep = hsrgeom.build_index(x, output_size=2 * depth)
     assert deep.kind == "partition_tree" and f"whose levels reach depth {depth} < {2 * depth} points" in deep.reason
     assert hsrgeom.build_index(x, output_size=depth // 2).kind == "shallow_cutting3"
@@ -407,8 +406,9 @@ def test_auto_replaces_a_cutting_whose_levels_stop_below_the_output(monkeypatch)
 def test_auto_builds_a_tiered_cutting_for_outputs_above_the_plain_levels(monkeypatch):
     """Outputs above the plain cutting's depth (444) and up to 3000: when the cutting is the
     fastest, auto builds it with tiers (fine_depth 1800 up to n = 2*10^6, else 444; coarser grids
-    below) within its candidate budget and says so; above 3000 it is no candidate. Outputs up to
-    444 get that budget without tiers. Forced with faked timings."""
+    below) within the default candidate budget (12 n, 6 n above 2*10^6) and says so; above 3000
+    it is no candidate. Outputs up to 444 get the default cutting. Forced with faked timings."""
+    from hsrgeom import _structures
     from hsrgeom import _auto
 
     per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ShallowCutting3": 1e-7, "ConvexLayers3": 1e-4}
@@ -424,10 +424,11 @@ def test_auto_builds_a_tiered_cutting_for_outputs_above_the_plain_levels(monkeyp
     assert idx.max_candidates == 12 * len(x) and idx.candidates <= 12 * len(x)
     assert len(set(idx.level_grids())) > 1 and idx._impl.max_depth >= 1000
     assert "fine_depth=1800" in idx.reason and "max_candidates=12 n" in idx.reason and "MiB" in idx.reason
-    monkeypatch.setattr(_auto, "_DEEP_FINE_MAX_N", len(x) - 1)  # above it: 444 deep in 6 n
+    monkeypatch.setattr(_auto, "_DEEP_FINE_MAX_N", len(x) - 1)  # above it: 444 deep ...
+    monkeypatch.setattr(_structures, "_CUTTING_BUDGET_MAX_N", len(x) - 1)  # ... in 6 n
     big = hsrgeom.build_index(x, output_size=1000)
     assert big.fine_depth == 444 and big.max_candidates == 6 * len(x) and "max_candidates=6 n" in big.reason
-    for k in (300, 50):  # up to 444: no tiers, but the larger budget (the default: 2 n)
+    for k in (300, 50):  # up to 444: no tiers
         plain = hsrgeom.build_index(x, output_size=k)
         assert plain.kind == "shallow_cutting3" and plain.fine_depth == plain.max_depth == 1024
         assert plain.max_candidates == 6 * len(x) and "max_candidates=6 n" in plain.reason, plain.reason

@@ -91,6 +91,20 @@ def test_lists_answer_shallow_queries(rng):
         assert index.report(many, off, n_threads=1) == index.report(many, off, n_threads=2)
 
 
+
+def test_default_candidate_budget():
+    """max_candidates defaults to 12 n up to 2*10^6 points and 6 n above (2 n starved the levels
+    for a few hundred outputs at ~10^6 points); the value is stored, so a saved index rebuilds
+    with the budget it was built with."""
+    assert hsrgeom.ShallowCutting3.default_max_candidates(2_000_000) == 24_000_000
+    assert hsrgeom.ShallowCutting3.default_max_candidates(2_000_001) == 12_000_006
+    x = np.random.default_rng(0).random((30_000, 3))
+    index = hsrgeom.ShallowCutting3(x)
+    assert index.max_candidates == 12 * len(x) and index._impl.max_depth > 444  # (2 n: 444)
+    clone = pickle.loads(pickle.dumps(index))
+    assert clone.max_candidates == index.max_candidates and clone.to_bytes() == index.to_bytes()
+
+
 def test_parameters():
     x = np.random.default_rng(0).random((100, 3)).astype(np.float32)
     with pytest.raises(ValueError, match=r"\(n, 3\)"):

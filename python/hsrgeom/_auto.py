@@ -40,20 +40,17 @@ _DEFAULT_OUTPUT = (1e-3, 100, 1000)  # no output_size: 0.1 % of n, clipped to [1
 # d = 2 / 3), so "auto" peels them completely only up to this n; above it, d = 2 peels the
 # layers its shallow table uses (12 s at 10^7) and d = 3 is not a candidate.
 _LAYERS_MAX_N = 2_000_000
-# ShallowCutting3 is a d = 3 candidate for outputs up to this many points: its default levels
-# reach depth 444 at every n measured from 3*10^4 to 10^7 (284 at 5000, 867 from 3*10^6), and
+# ShallowCutting3 is a d = 3 candidate for outputs up to this many points without tiers: with the
+# former default budget (2 n) its levels reached depth 444 at every n measured from 3*10^4 to 10^7
+# (284 at 5000, 867 from 3*10^6; with today's 12 n, 867 from 3*10^4), and
 # deeper queries go to its embedded tree (at 10^7 points and 1000 outputs 2.2x slower than a
 # PartitionTree); a built cutting whose levels stop below the caller's output is replaced
 _CUTTING_MAX_OUTPUT = 444
-# Those levels exist, but the default budget of 2 n stored candidates leaves the deeper ones too
-# few: at 10^6 points, 444-point queries cost 31.7 ns per id (Gaussian) and 11.8 (uniform)
-# against 2.5 and 3.2 with 12 n, 300-point uniform queries 6.7 against 3.4, 200 4.4 against 3.5
-# (benchmarks/per_id.py, one thread, unsorted; 121 MiB against 77), and on the peers' clustered
-# points 100-point queries 4.8-5.3 against 3.2-4.1: the cutting built at n always gets
-# _deep_budget(n) n candidates (at 10^7 the default budget is not reached: the same cutting)
+# (Those levels were starved at ~10^6 points by the class's former default budget of 2 n
+# candidates; its default is now 12 n, 6 n above 2*10^6: ShallowCutting3.default_max_candidates.)
 # Above _CUTTING_MAX_OUTPUT and up to _DEEP_CUTTING_MAX_OUTPUT, the cutting built at n has tiers: levels to
-# _DEEP_FINE_DEPTH on the default grid (tier 0), deeper ones on coarser grids, at most
-# _deep_budget(n) n stored candidates (28 bytes each for float32 points, 40 for float64, with
+# _DEEP_FINE_DEPTH on the default grid (tier 0), deeper ones on coarser grids, in the class's
+# default budget of stored candidates (28 bytes each for float32 points, 40 for float64, with
 # their id order) and levels to _DEEP_DEPTH_FACTOR x the output (the budget stops them first at 10^6; with 4x, 23 of
 # 200 uniform 1,000-point queries found no certified level and went to the tree, 10x slower per
 # point: 1.8x the time of the whole batch at gaussian). A query reporting k points reads the
@@ -73,8 +70,7 @@ _DEEP_CUTTING_MAX_OUTPUT = 3000
 _LAYERS_MAX_OUTPUT = 5000
 _LAYERS3_MAX_OUTPUT = 3000
 _DEEP_FINE_MAX_N = 2_000_000
-_DEEP_FINE_DEPTH, _DEEP_FINE_BUDGET = 1800, 12  # up to _DEEP_FINE_MAX_N points
-_CUTTING_BUDGET = 6  # above it (with fine_depth = _CUTTING_MAX_OUTPUT)
+_DEEP_FINE_DEPTH = 1800  # up to _DEEP_FINE_MAX_N points (above: fine_depth = _CUTTING_MAX_OUTPUT)
 _DEEP_DEPTH_FACTOR = 12
 # Layers a partial d = 2 peel takes: what the default 128-level table uses, + 1 (13.9 s at 10^7; 65
 # layers took 12.5 s, and 1,000-point queries then cost 2.77 ns per id in the tree, 0.74 in the table)
@@ -280,11 +276,11 @@ def _choose(pts, batch_size, output_size, params):
         # probed with the grid n points would get (the sample's default grid is coarser: its
         # lists would be longer than at n), capped so that a triangle keeps ~60 sample points
         grid = min(ShallowCutting3.default_grid(n), ShallowCutting3.default_grid(5 * s))
-        # deep outputs: with the budget the cutting gets at n, so that the sample's levels reach
-        # the probe's outputs (with the default 2 s, grid 8 stopped at depth ~90 < 150, the
-        # probe timed its tree, and auto took a tree 3-5x slower at 3000 gaussian outputs)
-        deep = {"max_candidates": _deep_budget(n) * s} if k_user > _CUTTING_MAX_OUTPUT else {}
-        candidates.append(("shallow_cutting3", ShallowCutting3, {"grid": grid, **deep}))
+        # with the candidate budget per point the cutting gets at n, so that the sample's levels
+        # reach the probe's outputs (with 2 s, grid 8 stopped at depth ~90 < 150, the probe
+        # timed its tree, and auto took a tree 3-5x slower at 3000 gaussian outputs)
+        per_point = ShallowCutting3.default_max_candidates(n) // n
+        candidates.append(("shallow_cutting3", ShallowCutting3, {"grid": grid, "max_candidates": per_point * s}))
     if d == 3 and not params and n <= _LAYERS_MAX_N and k_user <= _LAYERS3_MAX_OUTPUT:
         candidates.append(("convex_layers3", ConvexLayers3, {}))
     # SimplicialPartitionTree is not a candidate: on every case measured (docs/simplicial.md) it
@@ -485,12 +481,12 @@ def _choose(pts, batch_size, output_size, params):
             if name != "shallow_cutting3":
                 cutting = None  # freed before the chosen index is returned
     reason += f" -> {name}"
-    if name == "shallow_cutting3":  # built here, with the grid for n (not the probe's) and auto's budget (tiers when deep)
+    if name == "shallow_cutting3":  # built here, with the grid for n (not the probe's), tiers when deep
         deep = _deep_cutting_params(n, k_user)
         if cutting is None:
             cutting = ShallowCutting3._from_valid(pts, **deep)
-        shown_deep = ", ".join(f"{k}={v // n} n" if k == "max_candidates" else f"{k}={v}" for k, v in deep.items())
-        reason += (f" ({shown_deep}: {cutting.levels} levels on grids "
+        shown_deep = "".join(f"{k}={v}, " for k, v in deep.items())
+        reason += (f" ({shown_deep}max_candidates={cutting.max_candidates // n} n: {cutting.levels} levels on grids "
                    f"{sorted({int(g) for g in cutting.level_grids()}, reverse=True)}, "
                    f"{cutting.memory_bytes / 2**20:.0f} MiB)")
         if cutting._impl.max_depth >= k_user:
@@ -515,20 +511,14 @@ def _choose(pts, batch_size, output_size, params):
     return cls, prm, reason, built
 
 
-def _deep_budget(n):
-    """Stored candidates per point of the tiered cutting auto builds at n."""
-    return _DEEP_FINE_BUDGET if n <= _DEEP_FINE_MAX_N else _CUTTING_BUDGET
-
-
 def _deep_cutting_params(n, k_user):
-    """The ShallowCutting3 parameters auto builds at n for outputs of k_user points:
-    _deep_budget(n) n candidates, and above _CUTTING_MAX_OUTPUT tiers: levels to
-    _DEEP_FINE_DEPTH on the default grid up to n = _DEEP_FINE_MAX_N (else to _CUTTING_MAX_OUTPUT)."""
-    budget = {"max_candidates": _deep_budget(n) * n}
+    """The ShallowCutting3 parameters auto builds at n for outputs of k_user points: the class's
+    defaults, and above _CUTTING_MAX_OUTPUT tiers: levels to _DEEP_FINE_DEPTH on the default
+    grid up to n = _DEEP_FINE_MAX_N (else to _CUTTING_MAX_OUTPUT)."""
     if k_user <= _CUTTING_MAX_OUTPUT:
-        return budget
+        return {}
     fine = _DEEP_FINE_DEPTH if n <= _DEEP_FINE_MAX_N else _CUTTING_MAX_OUTPUT
-    return {"fine_depth": fine, "max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user)), **budget}
+    return {"fine_depth": fine, "max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user))}
 
 
 def _check_params(cls, params, pts):
@@ -557,10 +547,8 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         :class:`QuantizedScan` (the scan over 8-bit codes), partition trees, and, when no params
         are given, convex layers for d = 2 when queries report <= 5000 points -- above
         n = 2 000 000 with ``max_layers=129``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
-        cutting when queries report <= 3000 points (built with at most 12 n stored candidates,
-        6 n above n = 2 000 000, instead of the default 2 n; above 444, the depth its default
-        levels reach, with tiers too: ``fine_depth=1800``, or above n = 2 000 000
-        ``fine_depth=444``; a cutting
+        cutting when queries report <= 3000 points (above 444 with tiers: ``fine_depth=1800``,
+        or above n = 2 000 000 ``fine_depth=444``; a cutting
         built whose levels stop below the output is replaced by the next choice), and convex layers up
         to n = 2 000 000 when queries report <= 3000 points) is built on a sample of
         the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and

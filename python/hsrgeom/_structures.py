@@ -391,6 +391,13 @@ class ConvexLayers3(Index):
         )
 
 
+# ShallowCutting3's default candidate budget per point: 12 up to 2*10^6 points, 6 above. With the
+# 2 per point it had before, levels for outputs of 200-444 points were starved at 10^6 points
+# (uniform 444-point queries 11.8 ns per id against 3.2, Gaussian 31.7 against 2.5; 10^5 points:
+# alike or better, 9 -> 11 MiB); at 10^7 neither 2 n nor 6 n is reached (docs/cuttings.md)
+_CUTTING_BUDGET, _CUTTING_BUDGET_MAX_N, _CUTTING_BUDGET_LARGE = 12, 2_000_000, 6
+
+
 class ShallowCutting3(Index):
     """A shallow cutting of the dual arrangement over a grid of directions (d = 3 only), with a
     PartitionTree for the queries it cannot answer.
@@ -438,10 +445,11 @@ class ShallowCutting3(Index):
         The deepest level's k on the fine grid, at least 8; deeper levels go to the coarser
         tiers. Default: ``max_depth`` (one grid, no tiers).
     max_candidates : int, optional
-        Cap on the stored list entries of all triangles together; default 2 n. At ~10^6 points
-        the default leaves the levels for outputs of a few hundred points too few candidates
-        (444-point queries 4-13x slower than with ``12 * n``, docs/cuttings.md); "auto" builds
-        with ``12 * n`` (``6 * n`` above 2 000 000 points).
+        Cap on the stored list entries of all triangles together; default
+        ``default_max_candidates(n)``: 12 n up to 2 000 000 points, 6 n above (28 bytes each for
+        float32 points, 40 for float64). The default was 2 n until December 2026: at ~10^6 points it left
+        the levels for outputs of a few hundred points too few candidates (444-point queries
+        4-13x slower, docs/cuttings.md); at 10^7 the 6 n cap is not reached.
     n_threads : int, optional
         Threads used by the build.
     """
@@ -453,6 +461,11 @@ class ShallowCutting3(Index):
     def __init__(self, points, grid=None, max_depth=1024, max_candidates=None, fine_depth=None, *, n_threads=None):
         self._build(V.points(points), grid=grid, max_depth=max_depth, max_candidates=max_candidates,
                     fine_depth=fine_depth, n_threads=n_threads)
+
+    @staticmethod
+    def default_max_candidates(n):
+        """The ``max_candidates`` used for n points when none is given."""
+        return (_CUTTING_BUDGET if n <= _CUTTING_BUDGET_MAX_N else _CUTTING_BUDGET_LARGE) * n
 
     @staticmethod
     def default_grid(n):
@@ -471,7 +484,7 @@ class ShallowCutting3(Index):
         if grid & (grid - 1):
             raise ValueError(f"grid must be a power of two in [1, 256], got {grid}")
         max_depth = V.positive_int(max_depth, "max_depth", minimum=0, maximum=V.INDEX_MAX)
-        max_candidates = 2 * n if max_candidates is None else V.positive_int(
+        max_candidates = self.default_max_candidates(n) if max_candidates is None else V.positive_int(
             max_candidates, "max_candidates", minimum=0, maximum=V.INDEX_MAX)
         first = _core.ShallowCutting3F64.first_depth
         fine_depth = max(max_depth, first) if fine_depth is None else V.positive_int(
