@@ -125,6 +125,19 @@ std::uint32_t* digit_histograms(const std::int64_t* src, size_t k, int passes, i
   return hist;
 }
 
+// Each live pass's counts (digit_histograms) become the offsets at which its buckets start.
+inline void bucket_offsets(std::uint32_t* hist, size_t buckets, const int* live, int nlive) {
+  for (int t = 0; t < nlive; ++t) {
+    std::uint32_t* h = hist + live[t] * buckets;
+    std::uint32_t sum = 0;
+    for (size_t j = 0; j < buckets; ++j) {
+      const std::uint32_t c = h[j];
+      h[j] = sum;
+      sum += c;
+    }
+  }
+}
+
 // LSD radix sort of the k ids at src (all < 2^bits; scores at ssrc alongside when not null) into
 // dst (sdst), passing through tmp (tsc): digits of r bits, r = 8 for a few ids (the 256-entry
 // histograms stay cheap next to k) and up to 11 for many (fewer passes over the ids); a pass
@@ -142,18 +155,13 @@ inline void radix_ids(std::int64_t* src, double* ssrc, size_t k, int bits, std::
     if (ssrc) std::copy(ssrc, ssrc + k, sdst);
     return;
   }
+  bucket_offsets(hist, buckets, live, nlive);
   // ping-pong so that the last live pass writes dst: src -> (tmp|dst) -> ... -> dst
   std::int64_t* to = (nlive % 2) ? dst : tmp;
   double* sto = (nlive % 2) ? sdst : tsc;
   for (int t = 0; t < nlive; ++t) {
     const int p = live[t];
     std::uint32_t* h = hist + p * buckets;
-    std::uint32_t sum = 0;
-    for (size_t b = 0; b < buckets; ++b) {
-      const std::uint32_t c = h[b];
-      h[b] = sum;
-      sum += c;
-    }
     for (size_t i = 0; i < k; ++i) {
       const std::uint32_t at = h[(static_cast<std::uint64_t>(src[i]) >> (r * p)) & mask]++;
       to[at] = src[i];
@@ -209,15 +217,7 @@ void radix_words32(const std::int64_t* src, size_t k, int bits, Finish&& finish)
     for (size_t i = 0; i < k; ++i) y[i] = word(src[i], i);
     return finish(static_cast<const W*>(y));
   }
-  for (int t = 0; t < nlive; ++t) {
-    std::uint32_t* h = hist + live[t] * buckets;
-    std::uint32_t sum = 0;
-    for (size_t j = 0; j < buckets; ++j) {
-      const std::uint32_t c = h[j];
-      h[j] = sum;
-      sum += c;
-    }
-  }
+  bucket_offsets(hist, buckets, live, nlive);
   {  // the first pass reads src
     std::uint32_t* h = hist + live[0] * buckets;
     const int shift = r * live[0];
