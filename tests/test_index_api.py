@@ -408,8 +408,7 @@ def test_auto_builds_a_tiered_cutting_for_outputs_above_the_plain_levels(monkeyp
     fastest, auto builds it with tiers (fine_depth 1800 up to n = 2*10^6, else 444; coarser grids
     below) within the default candidate budget (12 n, 6 n above 2*10^6) and says so; above 3000
     it is no candidate. Outputs up to 444 get the default cutting. Forced with faked timings."""
-    from hsrgeom import _structures
-    from hsrgeom import _auto
+    from hsrgeom import _auto, _structures
 
     per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ShallowCutting3": 1e-7, "ConvexLayers3": 1e-4}
 

@@ -446,10 +446,10 @@ class ShallowCutting3(Index):
         tiers. Default: ``max_depth`` (one grid, no tiers).
     max_candidates : int, optional
         Cap on the stored list entries of all triangles together; default
-        ``default_max_candidates(n)``: 12 n up to 2 000 000 points, 6 n above (28 bytes each for
-        float32 points, 40 for float64). The default was 2 n until December 2026: at ~10^6 points it left
-        the levels for outputs of a few hundred points too few candidates (444-point queries
-        4-13x slower, docs/cuttings.md); at 10^7 the 6 n cap is not reached.
+        ``default_max_candidates(n)``: 12 n up to 2 000 000 points, 6 n above (28 bytes each
+        for float32 points, 40 for float64). The default was 2 n until December 2026: at ~10^6
+        points that left the levels for outputs of a few hundred points too few candidates
+        (444-point queries 4-13x slower, docs/cuttings.md); at 10^7 the 6 n cap is not reached.
     n_threads : int, optional
         Threads used by the build.
     """
