@@ -423,8 +423,7 @@ def test_auto_builds_a_tiered_cutting_for_outputs_above_the_plain_levels(monkeyp
     assert idx.max_candidates == 12 * len(x) and idx.candidates <= 12 * len(x)
     assert len(set(idx.level_grids())) > 1 and idx._impl.max_depth >= 1000
     assert "fine_depth=1800" in idx.reason and "max_candidates=12 n" in idx.reason and "MiB" in idx.reason
-    monkeypatch.setattr(_auto, "_DEEP_FINE_MAX_N", len(x) - 1)  # above it: 444 deep ...
-    monkeypatch.setattr(_structures, "_CUTTING_BUDGET_MAX_N", len(x) - 1)  # ... in 6 n
+    monkeypatch.setattr(_structures, "_CUTTING_BUDGET_MAX_N", len(x) - 1)  # above it: 6 n, so 444 deep
     big = hsrgeom.build_index(x, output_size=1000)
     assert big.fine_depth == 444 and big.max_candidates == 6 * len(x) and "max_candidates=6 n" in big.reason
     for k in (300, 50):  # up to 444: no tiers

@@ -55,7 +55,8 @@ _CUTTING_MAX_OUTPUT = 444
 # 200 uniform 1,000-point queries found no certified level and went to the tree, 10x slower per
 # point: 1.8x the time of the whole batch at gaussian). A query reporting k points reads the
 # list of a level ~1.3-2 k deep, ~2-3 k candidates on the coarser grid of tier 1 and ~1.3-2 k on
-# the default grid: up to n = _DEEP_FINE_MAX_N the fine tier reaches 1800 in a budget of 12 n
+# the default grid: where the class's default budget is _DEEP_FINE_BUDGET n (up to 2*10^6
+# points) the fine tier reaches 1800 in it
 # (~330 MiB at 10^6: uniform 1,000-point queries 2.63 -> 1.54 ns per id, clustered 5.66 -> 2.34,
 # gaussian 1.41 -> 1.17, session 25), above it 444 in 6 n (1.2 GB at 10^7 already).
 _DEEP_CUTTING_MAX_OUTPUT = 3000
@@ -69,8 +70,7 @@ _DEEP_CUTTING_MAX_OUTPUT = 3000
 # an 80,000-point sample) for trees that build in 0.15-0.25 s.
 _LAYERS_MAX_OUTPUT = 5000
 _LAYERS3_MAX_OUTPUT = 3000
-_DEEP_FINE_MAX_N = 2_000_000
-_DEEP_FINE_DEPTH = 1800  # up to _DEEP_FINE_MAX_N points (above: fine_depth = _CUTTING_MAX_OUTPUT)
+_DEEP_FINE_DEPTH, _DEEP_FINE_BUDGET = 1800, 12  # that depth needs that budget per point (else: 444)
 _DEEP_DEPTH_FACTOR = 12
 # Layers a partial d = 2 peel takes: what the default 128-level table uses, + 1 (13.9 s at 10^7; 65
 # layers took 12.5 s, and 1,000-point queries then cost 2.77 ns per id in the tree, 0.74 in the table)
@@ -514,10 +514,10 @@ def _choose(pts, batch_size, output_size, params):
 def _deep_cutting_params(n, k_user):
     """The ShallowCutting3 parameters auto builds at n for outputs of k_user points: the class's
     defaults, and above _CUTTING_MAX_OUTPUT tiers: levels to _DEEP_FINE_DEPTH on the default
-    grid up to n = _DEEP_FINE_MAX_N (else to _CUTTING_MAX_OUTPUT)."""
+    grid where the default budget holds them (_DEEP_FINE_BUDGET n), else to _CUTTING_MAX_OUTPUT."""
     if k_user <= _CUTTING_MAX_OUTPUT:
         return {}
-    fine = _DEEP_FINE_DEPTH if n <= _DEEP_FINE_MAX_N else _CUTTING_MAX_OUTPUT
+    fine = _DEEP_FINE_DEPTH if ShallowCutting3.default_max_candidates(n) >= _DEEP_FINE_BUDGET * n else _CUTTING_MAX_OUTPUT
     return {"fine_depth": fine, "max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user))}
 
 
