@@ -137,10 +137,11 @@ def test_auto_output_size_steers_the_choice():
     assert "reporting 100 points (default output_size)" in hsrgeom.build_index(x[:10_000]).reason
 
 
-def test_auto_times_close_calls_on_all_points(monkeypatch):
-    """Far above its sample size, auto builds the most promising tree on all n points and times
-    it against the scan when their predictions are close (here forced: a tiny sample, any
-    ratio), and keeps that tree when it wins; the index answers exactly either way."""
+def test_auto_times_close_calls_at_scale(monkeypatch):
+    """Far above its sample size, auto builds the most promising tree on a random quarter of the
+    n points and times it (extrapolated to n) against the scans timed on all n points when their
+    predictions are close (here forced: a tiny sample, any ratio); the index it returns is built
+    on all n points and answers exactly either way."""
     from hsrgeom import _auto
 
     monkeypatch.setattr(_auto, "_PROBE_N", 1000)
@@ -148,7 +149,7 @@ def test_auto_times_close_calls_on_all_points(monkeypatch):
     rng = np.random.default_rng(7)
     for x in (rng.random((40_000, 4)), rng.standard_normal((40_000, 16)).astype(np.float32)):
         idx = hsrgeom.build_index(x, output_size=50)
-        assert re.search(r"close call at n=40000: partition_tree\(split=(widest|pca)\) built on all points", idx.reason)
+        assert re.search(r"close call at n=40000: partition_tree\(split=(widest|pca)\) built on (9\d{3}|10\d{3}) points", idx.reason)
         assert x.shape[1] == 16 or idx.kind == "partition_tree"  # d = 4: the tree wins by far
         a = rng.standard_normal((20, x.shape[1])).astype(x.dtype)
         b = np.quantile(x @ a.T, 0.99, axis=0).astype(x.dtype)
@@ -156,12 +157,12 @@ def test_auto_times_close_calls_on_all_points(monkeypatch):
 
 
 def test_auto_close_call_rescales_the_other_trees(monkeypatch):
-    """A close call times one tree on all n points; the other trees' extrapolations are scaled by
-    its measured / predicted, so a tree that was only extrapolated cannot win against times
-    measured at n. Times are faked (per point, by structure; d = 4, so the scan is the only scan):
-    on the sample widest 0.2, pca 0.35, the scan 0.5; at n the widest tree takes 0.55 (its
-    extrapolation erred 2.75x), the scan 0.9. Unscaled, pca (0.35) would be taken (it was, before
-    the scaling); scaled (0.96), the timed widest tree."""
+    """A close call times one tree on a quarter of the n points; the other trees' extrapolations
+    are scaled by its measured / predicted, so a tree that was only extrapolated cannot win
+    against times measured at scale. Times are faked (per point, by structure; d = 4, so the
+    scan is the only scan): on the sample widest 0.2, pca 0.35, the scan 0.5; on the quarter and
+    at n the widest tree takes 0.55 (its extrapolation erred 2.75x), the scan 0.9. Unscaled, pca
+    (0.35) would be taken (it was, before the scaling); scaled (0.96), the timed widest tree."""
     from hsrgeom import _auto
 
     per_point = {"BruteForce": 0.5, "widest": 0.2, "pca": 0.35}
@@ -171,7 +172,7 @@ def test_auto_close_call_rescales_the_other_trees(monkeypatch):
     def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
         index.count(a, b)  # the stats auto reads
         name = getattr(index, "split", None) or type(index).__name__
-        return 1e-9 * index.n * (at_n[name] if index.n == n else per_point[name])
+        return 1e-9 * index.n * (at_n[name] if index.n > 1000 else per_point[name])
 
     monkeypatch.setattr(_auto, "_PROBE_N", 1000)
     monkeypatch.setattr(_auto, "_time_queries", fake_time)
@@ -179,6 +180,27 @@ def test_auto_close_call_rescales_the_other_trees(monkeypatch):
     idx = hsrgeom.build_index(x, output_size=50)
     assert "close call at n=40000: partition_tree(split=widest)" in idx.reason
     assert idx.kind == "partition_tree" and idx.split == "widest", idx.reason
+
+
+def test_auto_close_call_tree_is_usable_whatever_its_sample_tested(monkeypatch):
+    """A tree must skip half the points on the probe's sample to be chosen (a timing spike must
+    not pick a tree that prunes nothing), but not the close call's tree, timed on a quarter of
+    the points: at gaussian d = 8 and 10,000 outputs the tree tests 65 % of a 5*10^4-point
+    sample and 47 % of 10^6 points, where it is 1.3x faster than the scans. Here every tree
+    fails the rule (_MAX_TESTED = 0); the timed one (widest, 0.55 per point against the scan's
+    0.9) is chosen, the other (pca, only extrapolated) is not."""
+    from hsrgeom import _auto
+
+    per_point = {"BruteForce": 0.5, "widest": 0.2, "pca": 0.35}
+    at_n = {"BruteForce": 0.9, "widest": 0.55}
+    _fake_timings_at_n(monkeypatch, 40_000, per_point, at_n, (),
+                       name_of=lambda index: getattr(index, "split", None) or type(index).__name__)
+    monkeypatch.setattr(_auto, "_MAX_TESTED", 0.0)
+    x = np.random.default_rng(3).standard_normal((40_000, 4)).astype(np.float32)
+    idx = hsrgeom.build_index(x, output_size=50)
+    assert idx.kind == "partition_tree" and idx.split == "widest", idx.reason
+    monkeypatch.setattr(_auto, "_FULL_PROBE_RATIO", 1.0)  # no close call: no tree is usable
+    assert hsrgeom.build_index(x, output_size=50).kind == "brute_force"
 
 
 def test_auto_stops_probing_a_costly_candidate_that_cannot_win(monkeypatch):
@@ -299,14 +321,15 @@ def test_auto_timing_stops_when_a_call_decides_nothing():
 
 def _fake_timings_at_n(monkeypatch, n, on_sample, at_n, counted, name_of=lambda index: type(index).__name__):
     """auto's probe on 1000 sampled points, timed by a fake _time_queries: 1 ns x points x the
-    factor of the index's name (at_n for indexes on all n points, on_sample otherwise). Returns
+    factor of the index's name (at_n for indexes on more than the sample: a close call's, on all n
+    points or a quarter of them; on_sample otherwise). Returns
     the list of (class name, points) of every build of the classes in `counted`."""
     from hsrgeom import _auto
 
     def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
         index.count(a, b)
         name = name_of(index)
-        return 1e-9 * index.n * (at_n[name] if index.n == n else on_sample[name])
+        return 1e-9 * index.n * (at_n[name] if index.n > 1000 else on_sample[name])
 
     built = []
     for cls in counted:

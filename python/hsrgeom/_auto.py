@@ -77,8 +77,7 @@ _DEEP_DEPTH_FACTOR = 12
 _TABLE_PEEL = 129
 _FULL_PROBE_RATIO = 4  # above _FULL_PROBE_ABOVE x the sample size, a tree predicted within this factor of the scan is timed at n
 _PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the scan to be chosen
-_MEASURED_MARGIN = 0.9  # ... or this much, when both were timed on all n points
-_ABANDON = 1.25  # a close call's tree is timed once, not twice, when that is this much above what could be chosen
+_MEASURED_MARGIN = 0.9  # ... or this much, when both were timed at scale (a close call)
 _KEEP_AT_N_BYTES = 1 << 30  # a scan timed on all n points is kept for the choice if the points take <= this
 _QUANTIZED_MAX_BATCH = 4  # QuantizedScan instead of the scan for batches up to this size ...
 _QUANTIZED_MIN_BYTES = 64 << 20  # ... over at least this many bytes of points ...
@@ -95,7 +94,7 @@ _PROBE_MAX_QUERIES = 64  # ... and at most this many
 _TILE = 8  # a candidate faster than _TILE_BELOW x a call's fixed cost is timed on its probe
 _TILE_BELOW = 3  # queries repeated _TILE times per call (its work is otherwise lost in noise)
 _GROWTH_MIN = 0.2  # extrapolation exponents are clipped to [_GROWTH_MIN, 1] (no structure is superlinear)
-_FULL_PROBE_ABOVE = 16  # close calls are timed on all n points only for n > this x the sample size
+_FULL_PROBE_ABOVE = 16  # close calls are timed at scale (n or n / 4 points) only for n > this x the sample size
 _MAX_TESTED = 0.5  # a structure is usable only if its probe queries tested less than this share of the points
 # When both probes report the same number of points (the caller's share of the sample is below
 # _PROBE_MIN_OUTPUT), a query of these output-sensitive structures costs ~log n more at n: a
@@ -292,6 +291,8 @@ def _choose(pts, batch_size, output_size, params):
     a8, b8, b8_small = np.tile(a, (tile, 1)), np.tile(b, tile), np.tile(b_small, tile)
     overhead8 = None
     predicted, tested, shown, skipped = {}, {}, {}, {}
+    sample_work = {}  # a probed candidate's time per query on the sample, above a call's fixed cost
+    timed_at_scale = []  # the close call's tree, timed on a quarter of the points
 
     def probe(name, cls, prm, bound=np.inf):
         """Sets predicted[name], tested[name] and shown[name]; or, as soon as one of its probes
@@ -355,6 +356,7 @@ def _choose(pts, batch_size, output_size, params):
             t, t_small = min(t, _time_queries(idx, a_t, b_t)), min(t_small, _time_queries(idx_small, a_t, b_t_small))
             work, growth = fit()
         predicted[name] = max(overhead + work * (n / s) ** growth / threads, t_abs)
+        sample_work[name] = work
         shown[name] = f"{name} {predicted[name] * 1e3:.3g} ms (~n^{growth:.2f}{', timed twice' if retimed else ''})"
 
     # Candidates that build far slower (convex layers: _BUILD_CLASS 2) are probed last: one is
@@ -378,8 +380,8 @@ def _choose(pts, batch_size, output_size, params):
     # Far above the sample size a close call is measured, not extrapolated: at d = 16 a tree's
     # cost grows ~linearly up to 10^6 points and then bends (uniform: 1.8x the scan at 10^6, 0.66x
     # at 10^7), and a scan streaming n points from memory runs slower per point than one over a
-    # cached sample (docs/performance.md). The tree is built on all n points (kept if chosen) and
-    # timed against the scans on the same queries.
+    # cached sample (docs/performance.md). The tree is timed on a quarter of the points
+    # (extrapolated to n), the scans on all n points, on the same queries.
     trees = [k for k, c, _ in candidates if c is PartitionTree]
     scans = [(k, c) for k, c, _ in candidates if c in _SCANS]
     if n > _FULL_PROBE_ABOVE * s and trees:
@@ -403,28 +405,39 @@ def _choose(pts, batch_size, output_size, params):
             for k, _ in scans:
                 if k not in timed:
                     predicted[k] *= predicted[timed[0]] / guess
+            # The tree is built on a random quarter of the points and timed there (one thread; then
+            # divided by the threads the caller's batches would use: a tree splits the queries), its
+            # time extrapolated to n by its growth between the sample and the quarter: 4x instead of
+            # n / s x, where the sample's extrapolation was off by up to 1.5x at 10^6. Building it
+            # on all n was auto's largest cost at d = 16 (0.35 s of 1.1-1.2 s at 10^6, for a scan
+            # that builds in 0.2 s); its extrapolations from the quarter came within 11 % of its
+            # time at n at 10^6 (d = 8, 16), 15 % at 10^7, 23 % at 3*10^6 (docs/performance.md).
             cls, prm = next((c, p) for nm, c, p in candidates if nm == tree)
-            at_n[tree], margin = cls._from_valid(pts, **prm), _MEASURED_MARGIN
-            # one thread, then the threads the caller's batches would use: a tree splits the
-            # queries, and the probe's batch (<= 64 queries) may be too small to split where the
-            # caller's is not (count() may not split where report() would). A first call 1.25x
-            # slower than the tree could be and still be chosen is not repeated (d = 16 at 10,000
-            # outputs: 1.4-2x the scan; the second call cost 0.17 s)
+            index = cls._from_valid(pts[np.flatnonzero(rng.random(n) < 0.25)], **prm)  # ~n / 4 points
+            q = index.n
             threads = _speedup(cls, n, d, batch_size or m, k_user)
-            enough = _ABANDON * threads * min(predicted[k] for k, _ in scans) / _MEASURED_MARGIN
-            measured = _time_queries(at_n[tree], a, b_n, repeat=2, warm_up=False, enough=enough) / threads
+            t_q = _time_queries(index, a, b_n, repeat=3, warm_up=False)
+            work_q = max(t_q - overhead, 1e-9)
+            growth = float(np.clip(np.log(work_q / sample_work[tree]) / np.log(q / s), _GROWTH_MIN, 1.0)) if q > s else 1.0
+            measured = overhead + work_q * (n / q) ** growth / threads
+            margin = _MEASURED_MARGIN
             # the other trees' extrapolations err as this one's did (same sample, same growth
             # model): scaled by its measured / predicted, they stay comparable with the times at n
             factor = measured / predicted[tree]
             for k in trees:
                 predicted[k] *= factor
-            tested[tree] = at_n[tree].stats.points_tested.mean() / n
+            tested[tree] = index.stats.points_tested.mean() / q
+            timed_at_scale.append(tree)
+            del index
             shown_n = ", ".join(f"{k} {predicted[k] * 1e3:.3g}" + ("" if k in timed else " (scaled)") for k, _ in scans)
-            close = (f"; close call at n={n}: {tree} built on all points and timed against the scans "
+            close = (f"; close call at n={n}: {tree} built on {q} points (~n^{growth:.2f} from the sample) and the scans on all "
                      f"({tree} {predicted[tree] * 1e3:.3g}, {shown_n} ms per query)")
 
-    def usable_names():  # probed in full; a timing spike must not pick a tree that prunes nothing: it must also skip half the points
-        return [k for k, c, _ in candidates if k in predicted and (tested[k] < _MAX_TESTED or c in _SCANS)]
+    def usable_names():  # probed in full; a timing spike must not pick a tree that prunes nothing: it must also skip
+        # half the points (unless timed on a quarter of the points: gaussian d = 8, 10,000 outputs,
+        # the tree tests 65 % of 5*10^4 points, 57 % of 2.5*10^5, 47 % of 10^6, where it is 1.3x faster than the scans)
+        return [k for k, c, _ in candidates
+                if k in predicted and (tested[k] < _MAX_TESTED or c in _SCANS or k in timed_at_scale)]
 
     # the costly builds last; such a candidate is chosen only if faster than all the others by the
     # margin (not the cutting: it may be replaced below)
@@ -559,10 +572,11 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         builds cost 10-30x a tree's) are probed last, and their probe stops after its first
         timing when that bounds their prediction above what could still be chosen. Above 16x the
         sample size (n > 800 000), when the best partition tree is predicted within 4x of the
-        scan, that tree is built on all n points and timed against the scans predicted within
-        1.18x of the fastest scan, on the same queries (extrapolation from a sample misjudges
-        both at d ~ 16); the tree, and the fastest of those scans unless the points take more
-        than 1 GiB, are kept if chosen. Likewise in d = 3 when a partition tree and the shallow
+        scan, that tree is built on a random quarter of the points, timed there and its time
+        extrapolated to n (by its growth from the sample), and the scans predicted within 1.18x
+        of the fastest scan are built on all n points and timed, on the same queries
+        (extrapolation from a sample misjudges both at d ~ 16); the fastest of those scans is
+        kept if chosen, unless the points take more than 1 GiB. Likewise in d = 3 when a partition tree and the shallow
         cutting are predicted within 4x of each other and one of them is the choice: both are
         built on all n points (up to 1 GiB of points), timed on queries reporting
         ``output_size`` points, and the faster is kept. A tree is chosen only if it is
