@@ -36,6 +36,7 @@
 #include "hsrgeom/quantized_scan.hpp"
 #include "hsrgeom/query.hpp"
 #include "hsrgeom/report.hpp"
+#include "hsrgeom/sort_network.hpp"
 #include "hsrgeom/topk.hpp"
 
 namespace {
@@ -319,25 +320,54 @@ std::vector<std::int64_t> distinct_ids(std::mt19937_64& rng, size_t k, std::int6
   return v;
 }
 
+// network_sort_ids on any values < 2^32, duplicates and 2^32 - 1 (its padding) among them:
+// ascending, nothing written past k.
+void test_sort_network() {
+  std::mt19937_64 rng(11);
+  for (size_t k = 0; k <= hsrgeom::kNetworkMaxIds; ++k)
+    for (std::uint64_t range : {std::uint64_t{3}, std::uint64_t{1000}, std::uint64_t{1} << 32}) {
+      std::vector<std::int64_t> ids(k), dst(k + 1, -7);
+      for (auto& id : ids) id = static_cast<std::int64_t>(UINT32_MAX - rng() % range);
+      if (!hsrgeom::network_sort_ids(ids.data(), k, dst.data())) return;  // (no vector extensions)
+      std::sort(ids.begin(), ids.end());
+      CHECK(std::equal(ids.begin(), ids.end(), dst.begin()) && dst[k] == -7);
+    }
+}
+
 void test_sort_ids() {
   std::mt19937_64 rng(7);
   // trivial sizes
   check_sort({}, 10, false);
   check_sort({}, 10, true);
   check_sort({5}, 10, true);
-  // comparison sort: fewer than 32 ids, no scores
-  check_sort(distinct_ids(rng, 31, 0, 1000000), 1000000, false);
+  // the sorting network: up to kNetworkMaxIds ids without scores, n <= 2^32 (every size, random
+  // and descending, ids at both ends of [0, 2^32)); then the comparison sort for fewer than 32
+  // ids above 2^32
+  const std::int64_t two32 = std::int64_t{1} << 32;
+  for (size_t k = 0; k <= hsrgeom::kNetworkMaxIds; ++k) {
+    check_sort(distinct_ids(rng, k, 0, 1000000), 1000000, false);
+    std::vector<std::int64_t> down(k);
+    std::iota(down.rbegin(), down.rend(), std::int64_t{0});
+    check_sort(down, std::max<std::int64_t>(static_cast<std::int64_t>(k), 1), false);
+  }
+  for (size_t k : {2, 8, 9, 100, 128}) {
+    auto ids = distinct_ids(rng, k - 2, 1, two32 - 1);
+    ids.push_back(two32 - 1);
+    ids.push_back(0);
+    check_sort(ids, two32, false);
+  }
   check_sort({3, 1, 2}, 4, false);
+  check_sort(distinct_ids(rng, 31, 0, std::int64_t{1} << 40), std::int64_t{1} << 40, false);
   // bitmap: ids without scores, at least n / 32 of them (here also the whole range, and ids
   // at both ends of [0, n))
   check_sort(distinct_ids(rng, 1000, 0, 2000), 2000, false);
-  check_sort(distinct_ids(rng, 32, 0, 1024), 1024, false);          // exactly n / 32
+  check_sort(distinct_ids(rng, 160, 0, 5120), 5120, false);          // exactly n / 32
   check_sort(distinct_ids(rng, 40000, 0, 1000000), 1000000, false);  // n / 25, ids < 2^20
-  check_sort(distinct_ids(rng, 40, 0, 1000), 1000, false);           // a bitmap smaller than the last one
+  check_sort(distinct_ids(rng, 200, 0, 1000), 1000, false);          // a bitmap smaller than the last one
   check_sort(distinct_ids(rng, 130, 0, 130), 130, false);
   check_sort(distinct_ids(rng, 64, 0, 64), 64, false);
   {
-    auto ids = distinct_ids(rng, 100, 1, 12799);
+    auto ids = distinct_ids(rng, 400, 1, 12799);
     ids.push_back(0);
     ids.push_back(12799);
     check_sort(ids, 12800, false);
@@ -368,7 +398,6 @@ void test_sort_ids() {
     check_radix32(ids, 20);
     check_sort(ids, 1000000, false);  // uneven buckets on [0, n) and on the range: the radix sort
   }
-  const std::int64_t two32 = std::int64_t{1} << 32;
   check_radix32(distinct_ids(rng, 1000, 0, two32), 32);               // 4 passes of 8 bits
   {
     auto ids = distinct_ids(rng, 5000, 1, two32 - 1);                   // 3 passes of 11 bits
@@ -376,10 +405,12 @@ void test_sort_ids() {
     ids.push_back(two32 - 1);
     check_sort(ids, two32, false);
   }
-  // bucket pass + insertion sort (no scores, 32..kBucketSortMaxIds ids, even buckets)
+  // bucket pass + insertion sort (no scores, kNetworkMaxIds + 1..kBucketSortMaxIds ids, even
+  // buckets; from 32 ids above 2^32)
   static_assert(hsrgeom::kBucketSortMaxIds == 255, "the cases below are sized for 255");
-  check_sort(distinct_ids(rng, 32, 0, 1000000), 1000000, false);
-  check_sort(distinct_ids(rng, 100, 0, 10000000), 10000000, false);
+  check_sort(distinct_ids(rng, 129, 0, 1000000), 1000000, false);
+  check_sort(distinct_ids(rng, 32, 0, std::int64_t{1} << 40), std::int64_t{1} << 40, false);
+  check_sort(distinct_ids(rng, 200, 0, 10000000), 10000000, false);
   check_sort(distinct_ids(rng, 255, 0, 10000000), 10000000, false);
   check_sort(distinct_ids(rng, 256, 0, 10000000), 10000000, false);   // one more: radix
   check_sort(distinct_ids(rng, 200, 0, std::int64_t{1} << 40), std::int64_t{1} << 40, false);
@@ -1222,6 +1253,7 @@ int main() {
   test_exact_sign_paths();
   test_compare_and_filter();
   test_orient2d();
+  test_sort_network();
   test_sort_ids();
   test_id_order();
   test_filter_rows();

@@ -14,6 +14,7 @@
 #include "hsrgeom/buffer.hpp"
 #include "hsrgeom/dispatch.hpp"
 #include "hsrgeom/parallel.hpp"
+#include "hsrgeom/sort_network.hpp"
 #include "hsrgeom/types.hpp"
 
 namespace hsrgeom {
@@ -291,7 +292,8 @@ inline bool bucket_ids(const std::int64_t* src, size_t k, std::int64_t lo, std::
 
 // Sorts the distinct ids of `in` (all in [0, n); scores alongside when in.scores is not empty)
 // ascending into dst (k = in.ids.size() ids, and k scores into dscores when given). `in` is
-// scratch afterwards. A comparison sort for a few ids; a pass over a bitmap of [0, n) when the
+// scratch afterwards. Without scores, ids < 2^32: a sorting network in vector registers for up to
+// kNetworkMaxIds ids (sort_network.hpp); else a comparison sort for a few ids; a pass over a bitmap of [0, n) when the
 // ids are dense (k >= n / 32, ids only: at most 32 bits scanned per id, the bitmap cleared as it
 // is read and kept per thread); a bucket pass and an insertion sort for up to kBucketSortMaxIds
 // ids without scores whose buckets come out even (over [0, n), or over the ids' range: a
@@ -306,6 +308,9 @@ inline void sort_ids_into(IdList& in, index_t n, std::int64_t* dst, double* dsco
   auto& ids = in.ids;
   const size_t k = ids.size();
   const bool sc = !in.scores.empty();
+  if (!sc && k <= kNetworkMaxIds && static_cast<std::uint64_t>(n) <= (std::uint64_t{1} << 32) &&
+      network_sort_ids(ids.data(), k, dst))
+    return;
   if (k < 32 && !sc) {
     std::sort(ids.begin(), ids.end());
     std::copy(ids.begin(), ids.end(), dst);
