@@ -325,7 +325,8 @@ HSRGEOM_INLINE int kept_ids(const std::int64_t* ids, std::uint64_t bits, std::in
 // sorted as usual). A query that took w of the first cnt slots marks their ranks in a bitmap of
 // the shortest prefix holding cnt (at most 4x cnt) and reads it in order: its ids come out
 // ascending for ~1-2 ns per id more than in list order, instead of a radix sort of ~4 ns per id
-// (docs/performance.md, session 26).
+// (docs/performance.md, session 26). Callers hand up to kNetworkMaxIds ids over in list order:
+// the report's sorting network (sort_network.hpp) sorts them for less (session 33).
 class IdOrder {
  public:
   static constexpr std::int64_t kMaxList = 65535;
