@@ -356,6 +356,18 @@ void test_sort_ids() {
     ids.push_back(0);
     check_sort(ids, two32, false);
   }
+  // with scores: ids < 2^25 sorted with their positions (ids at both ends of [0, 2^25)); above,
+  // the radix sort
+  const std::int64_t two25 = std::int64_t{1} << 25;
+  for (size_t k = 1; k <= hsrgeom::kNetworkMaxIds; ++k) check_sort(distinct_ids(rng, k, 0, 1000000), 1000000, true);
+  for (size_t k : {2, 100, 128}) {
+    auto ids = distinct_ids(rng, k - 2, 1, two25 - 1);
+    ids.push_back(two25 - 1);
+    ids.push_back(0);
+    check_sort(ids, two25, true);
+    ids.back() = two25;
+    check_sort(ids, two25 + 1, true);
+  }
   check_sort({3, 1, 2}, 4, false);
   check_sort(distinct_ids(rng, 31, 0, std::int64_t{1} << 40), std::int64_t{1} << 40, false);
   // bitmap: ids without scores, at least n / 32 of them (here also the whole range, and ids

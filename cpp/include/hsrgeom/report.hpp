@@ -292,8 +292,9 @@ inline bool bucket_ids(const std::int64_t* src, size_t k, std::int64_t lo, std::
 
 // Sorts the distinct ids of `in` (all in [0, n); scores alongside when in.scores is not empty)
 // ascending into dst (k = in.ids.size() ids, and k scores into dscores when given). `in` is
-// scratch afterwards. Without scores, ids < 2^32: a sorting network in vector registers for up to
-// kNetworkMaxIds ids (sort_network.hpp); else a comparison sort for a few ids; a pass over a bitmap of [0, n) when the
+// scratch afterwards. Up to kNetworkMaxIds ids < 2^32 (with scores < 2^25, each with its position
+// in 32 bits): a sorting network in vector registers (sort_network.hpp); else a comparison sort
+// for a few ids; a pass over a bitmap of [0, n) when the
 // ids are dense (k >= n / 32, ids only: at most 32 bits scanned per id, the bitmap cleared as it
 // is read and kept per thread); a bucket pass and an insertion sort for up to kBucketSortMaxIds
 // ids without scores whose buckets come out even (over [0, n), or over the ids' range: a
@@ -311,6 +312,19 @@ inline void sort_ids_into(IdList& in, index_t n, std::int64_t* dst, double* dsco
   if (!sc && k <= kNetworkMaxIds && static_cast<std::uint64_t>(n) <= (std::uint64_t{1} << 32) &&
       network_sort_ids(ids.data(), k, dst))
     return;
+  if (sc && k <= kNetworkMaxIds && static_cast<std::uint64_t>(n) <= (std::uint64_t{1} << kNetworkIdBits)) {
+    // with scores: each id and its position in 32 bits (k <= 128: 7 bits), sorted by the
+    // network, the scores gathered by position
+    std::int64_t word[128], sorted[128];  // (kNetworkMaxIds <= 128: sort_network.hpp)
+    for (size_t i = 0; i < k; ++i) word[i] = ids[i] << kNetworkPosBits | static_cast<std::int64_t>(i);
+    if (network_sort_ids(word, k, sorted)) {
+      for (size_t i = 0; i < k; ++i) {
+        dst[i] = sorted[i] >> kNetworkPosBits;
+        dscores[i] = in.scores[static_cast<size_t>(sorted[i] & ((1 << kNetworkPosBits) - 1))];
+      }
+      return;
+    }
+  }
   if (k < 32 && !sc) {
     std::sort(ids.begin(), ids.end());
     std::copy(ids.begin(), ids.end(), dst);

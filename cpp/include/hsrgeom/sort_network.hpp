@@ -20,6 +20,9 @@
 namespace hsrgeom {
 
 constexpr size_t kNetworkMaxIds = HSRGEOM_SORT_NETWORK ? 128 : 0;  // (0: no network, see network_sort_ids)
+// A position among kNetworkMaxIds takes 7 bits: ids below 2^25 sort with theirs in 32 bits.
+constexpr int kNetworkPosBits = 7, kNetworkIdBits = 32 - kNetworkPosBits;
+static_assert(kNetworkMaxIds <= 128 && size_t{1} << kNetworkPosBits >= 128, "positions of up to 128 ids");
 
 #if HSRGEOM_SORT_NETWORK
 namespace network {
