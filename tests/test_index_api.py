@@ -361,6 +361,23 @@ def test_auto_keeps_the_scan_it_timed_on_all_points(monkeypatch):
     assert idx.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
 
 
+def test_auto_times_the_plain_scan_at_n_only_when_predicted_fastest(monkeypatch):
+    """BruteForce reads 4-8x the bytes of QuantizedScan's codes, so over n points it slows down
+    at least as much: a close call times it at n only when it is the fastest scan predicted, and
+    then QuantizedScan too when within the margin of it; otherwise it is scaled."""
+    n = 40_000
+    x = np.random.default_rng(6).standard_normal((n, 8)).astype(np.float32)
+    name_of = lambda index: getattr(index, "split", None) or type(index).__name__  # noqa: E731
+    for bf, qs, timed in [(0.5, 0.45, {"QuantizedScan"}), (0.45, 0.5, {"BruteForce", "QuantizedScan"})]:
+        with monkeypatch.context() as mp:
+            built = _fake_timings_at_n(mp, n, {"BruteForce": bf, "QuantizedScan": qs, "widest": 0.6, "pca": 0.7},
+                                       {"BruteForce": bf, "QuantizedScan": qs, "widest": 0.9},
+                                       (hsrgeom.BruteForce, hsrgeom.QuantizedScan), name_of=name_of)
+            idx = hsrgeom.build_index(x, output_size=50)
+            assert {c for c, size in built if size == n} == timed, (bf, qs, built)
+            assert idx.kind == ("quantized_scan" if qs < bf else "brute_force"), idx.reason
+
+
 def test_auto_times_the_cutting_against_the_tree_on_all_points(monkeypatch):
     """Far above the sample (d = 3), a tree and the cutting predicted within 4x of each other are
     both built on all n points and timed there: the faster at n is chosen (here the cutting,

@@ -389,10 +389,14 @@ def _choose(pts, batch_size, output_size, params):
         fastest = min(predicted[k] for k, _ in scans)
         if 1 / _FULL_PROBE_RATIO < predicted[tree] / fastest < _FULL_PROBE_RATIO:
             b_n = offsets_at_n()
-            # the scans predicted within the margin of the fastest one are timed at n; the
-            # others are scaled by its measured / predicted (QuantizedScan predicted at half the
-            # scan's time at d = 16: building and timing the scan at n cost 0.4 s for nothing)
-            timed = sorted((k for k, c in scans if predicted[k] * _PROBE_MARGIN <= fastest), key=predicted.get)
+            # the fastest scan predicted is timed at n, and QuantizedScan when predicted within
+            # the margin of it; the others are scaled by its measured / predicted (QuantizedScan
+            # predicted at half the scan's time at d = 16: building and timing the scan at n cost
+            # 0.4 s for nothing). BruteForce reads 4-8x the bytes of QuantizedScan's codes: over n
+            # points it slows down by memory at least as much, so it is timed only when predicted
+            # fastest (timing it too at 10,000 outputs, d = 16, cost 0.2 s of auto's 1.0 s)
+            timed = sorted((k for k, c in scans if predicted[k] == fastest
+                            or (c is QuantizedScan and predicted[k] * _PROBE_MARGIN <= fastest)), key=predicted.get)
             guess, kept = predicted[timed[0]], np.inf
             for k in timed:
                 index = dict(scans)[k]._from_valid(pts)
@@ -573,10 +577,11 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         timing when that bounds their prediction above what could still be chosen. Above 16x the
         sample size (n > 800 000), when the best partition tree is predicted within 4x of the
         scan, that tree is built on a random quarter of the points, timed there and its time
-        extrapolated to n (by its growth from the sample), and the scans predicted within 1.18x
-        of the fastest scan are built on all n points and timed, on the same queries
-        (extrapolation from a sample misjudges both at d ~ 16); the fastest of those scans is
-        kept if chosen, unless the points take more than 1 GiB. Likewise in d = 3 when a partition tree and the shallow
+        extrapolated to n (by its growth from the sample), and the fastest scan predicted (and
+        :class:`QuantizedScan` when predicted within 1.18x of it) is built on all n points and
+        timed, on the same queries (extrapolation from a sample misjudges both at d ~ 16); the
+        fastest of those scans is kept if chosen, unless the points take more than 1 GiB.
+        Likewise in d = 3 when a partition tree and the shallow
         cutting are predicted within 4x of each other and one of them is the choice: both are
         built on all n points (up to 1 GiB of points), timed on queries reporting
         ``output_size`` points, and the faster is kept. A tree is chosen only if it is
