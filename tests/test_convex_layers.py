@@ -271,7 +271,7 @@ def test_auto_probes_convex_layers_with_the_budget_at_n(monkeypatch, rng):
     budgets = []
     per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ConvexLayers": 1e-7}
 
-    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
         if isinstance(index, hsrgeom.ConvexLayers):
             budgets.append((index.n, index.max_candidates))
         index.count(a, b)

@@ -169,7 +169,7 @@ def test_auto_close_call_rescales_the_other_trees(monkeypatch):
     at_n = {"BruteForce": 0.9, "widest": 0.55}
     n = 40_000
 
-    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
         index.count(a, b)  # the stats auto reads
         name = getattr(index, "split", None) or type(index).__name__
         return 1e-9 * index.n * (at_n[name] if index.n > 1000 else per_point[name])
@@ -220,7 +220,7 @@ def test_auto_stops_probing_a_costly_candidate_that_cannot_win(monkeypatch):
     def run(layers_per_query):
         per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ConvexLayers": layers_per_query}
 
-        def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
+        def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
             index.count(a, b)
             return per_query[type(index).__name__] * (index.n / 1000) ** 0.5
 
@@ -252,7 +252,7 @@ def test_auto_times_an_implausible_growth_twice(monkeypatch):
     def run(noisy_calls):
         calls, alive = {}, []  # (the indexes kept alive: no id is reused)
 
-        def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
+        def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
             index.count(a, b)
             if index.n == 1:  # a call's fixed cost
                 return 1e-8
@@ -298,9 +298,9 @@ def test_auto_probe_offsets_take_the_exact_kth_largest(kind):
             assert (top[0], top[1]) == (expect[0], expect[1]), (n, r)
 
 
-def test_auto_timing_stops_when_a_call_decides_nothing():
-    # _time_queries repeats calls for the best time, but not after a call slower per query than
-    # `enough` (the close call's tree when it cannot be chosen), nor warms up when told not to
+def test_auto_timing_stops_at_its_budget():
+    # _time_queries repeats calls for the best time, but not past its time budget, nor warms up
+    # when told not to
     import time
 
     from hsrgeom import _auto
@@ -310,13 +310,13 @@ def test_auto_timing_stops_when_a_call_decides_nothing():
 
         def count(self, a, b, n_threads=1):
             Slow.calls += 1
-            time.sleep(0.01)
+            time.sleep(0.02)
 
     a, b = np.zeros((2, 3)), np.zeros(2)
-    for enough, warm_up, calls in [(np.inf, True, 4), (np.inf, False, 3), (1e-3, False, 1), (1.0, False, 3)]:
+    for budget, warm_up, calls in [(10.0, True, 4), (10.0, False, 3), (1e-3, False, 1), (0.03, False, 2)]:
         Slow.calls = 0
-        t = _auto._time_queries(Slow(), a, b, repeat=3, warm_up=warm_up, enough=enough)
-        assert Slow.calls == calls and t >= 0.005, (enough, warm_up, Slow.calls)
+        t = _auto._time_queries(Slow(), a, b, repeat=3, warm_up=warm_up, budget=budget)
+        assert Slow.calls == calls and t >= 0.01, (budget, warm_up, Slow.calls)
 
 
 def _fake_timings_at_n(monkeypatch, n, on_sample, at_n, counted, name_of=lambda index: type(index).__name__):
@@ -326,7 +326,7 @@ def _fake_timings_at_n(monkeypatch, n, on_sample, at_n, counted, name_of=lambda 
     the list of (class name, points) of every build of the classes in `counted`."""
     from hsrgeom import _auto
 
-    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
         index.count(a, b)
         name = name_of(index)
         return 1e-9 * index.n * (at_n[name] if index.n > 1000 else on_sample[name])
@@ -427,7 +427,7 @@ def test_auto_replaces_a_cutting_whose_levels_stop_below_the_output(monkeypatch)
 
     per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ShallowCutting3": 1e-7, "ConvexLayers3": 1e-4}
 
-    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
         index.count(a, b)
         return per_query[type(index).__name__] * (index.n / 1000) ** 0.5
 
@@ -452,7 +452,7 @@ def test_auto_builds_a_tiered_cutting_for_outputs_above_the_plain_levels(monkeyp
 
     per_query = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ShallowCutting3": 1e-7, "ConvexLayers3": 1e-4}
 
-    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
+    def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
         index.count(a, b)
         return per_query[type(index).__name__] * (index.n / 1000) ** 0.5
 

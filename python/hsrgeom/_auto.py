@@ -196,12 +196,11 @@ def _top(p, r, step=16):
     return top[m - r:]
 
 
-def _time_queries(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True, enough=np.inf):
+def _time_queries(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
     """Best time of ``index.count(a, b)`` per query (one thread by default), after a warm-up call
     (none for ``warm_up=False``: an index just built on all n points, whose calls take tens of
     ms); fewer than ``repeat`` calls once they took ``budget`` seconds in all (a slow candidate's
-    time is not noise-bound, and probing it ``repeat`` times made "auto" cost seconds), or once a
-    call took more than ``enough`` per query (a time that decides nothing by being lower)."""
+    time is not noise-bound, and probing it ``repeat`` times made "auto" cost seconds)."""
     import time
 
     if warm_up:
@@ -212,7 +211,7 @@ def _time_queries(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True,
         index.count(a, b, n_threads=n_threads)
         dt = time.perf_counter() - t
         best, total = min(best, dt), total + dt
-        if total > budget or dt > enough * len(a):
+        if total > budget:
             break
     return best / len(a)
 
@@ -417,7 +416,8 @@ def _choose(pts, batch_size, output_size, params):
             # that builds in 0.2 s); its extrapolations from the quarter came within 11 % of its
             # time at n at 10^6 (d = 8, 16), 15 % at 10^7, 23 % at 3*10^6 (docs/performance.md).
             cls, prm = next((c, p) for nm, c, p in candidates if nm == tree)
-            index = cls._from_valid(pts[np.flatnonzero(rng.random(n) < 0.25)], **prm)  # ~n / 4 points
+            quarter = np.flatnonzero(rng.integers(0, 4, size=n, dtype=np.uint8) == 0)  # ~n / 4 points
+            index = cls._from_valid(pts[quarter], **prm)
             q = index.n
             threads = _speedup(cls, n, d, batch_size or m, k_user)
             t_q = _time_queries(index, a, b_n, repeat=3, warm_up=False)
