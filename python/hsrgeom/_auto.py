@@ -291,7 +291,7 @@ def _choose(pts, batch_size, output_size, params):
     overhead8 = None
     predicted, tested, shown, skipped = {}, {}, {}, {}
     sample_work = {}  # a probed candidate's time per query on the sample, above a call's fixed cost
-    timed_at_scale = []  # the close call's tree, timed on a quarter of the points
+    timed_at_scale = None  # the close call's tree, timed on a quarter of the points
 
     def probe(name, cls, prm, bound=np.inf):
         """Sets predicted[name], tested[name] and shown[name]; or, as soon as one of its probes
@@ -431,7 +431,7 @@ def _choose(pts, batch_size, output_size, params):
             for k in trees:
                 predicted[k] *= factor
             tested[tree] = index.stats.points_tested.mean() / q
-            timed_at_scale.append(tree)
+            timed_at_scale = tree
             del index
             shown_n = ", ".join(f"{k} {predicted[k] * 1e3:.3g}" + ("" if k in timed else " (scaled)") for k, _ in scans)
             close = (f"; close call at n={n}: {tree} built on {q} points (~n^{growth:.2f} from the sample) and the scans on all "
@@ -441,7 +441,7 @@ def _choose(pts, batch_size, output_size, params):
         # half the points (unless timed on a quarter of the points: gaussian d = 8, 10,000 outputs,
         # the tree tests 65 % of 5*10^4 points, 57 % of 2.5*10^5, 47 % of 10^6, where it is 1.3x faster than the scans)
         return [k for k, c, _ in candidates
-                if k in predicted and (tested[k] < _MAX_TESTED or c in _SCANS or k in timed_at_scale)]
+                if k in predicted and (tested[k] < _MAX_TESTED or c in _SCANS or k == timed_at_scale)]
 
     # the costly builds last; such a candidate is chosen only if faster than all the others by the
     # margin (not the cutting: it may be replaced below)
