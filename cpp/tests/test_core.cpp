@@ -503,7 +503,8 @@ Cands run_topk(const std::vector<double>& q, const std::vector<double>& pts, int
 
 // filter.hpp: filter_blocks' slots (kWantSlots) name the same candidates as its ids, on the
 // vector path and the scalar tail, ties decided exactly; IdOrder gives the ids of any subset of
-// a list's first cnt slots ascending, and ranks no list it cannot (too long, ids >= 2^32).
+// a list's first cnt slots ascending, and ranks no list it cannot (too long, ids >= 2^32);
+// report_band and report_ids leave up to kNetworkMaxIds ids in list order.
 void test_id_order() {
   using Block = hsrgeom::CandIdBlock<double, 2>;
   std::mt19937_64 rng(11);
@@ -530,6 +531,9 @@ void test_id_order() {
     for (std::int64_t cnt : {std::int64_t{1}, len / 16, len / 5, len / 4 + 1, len / 2, len}) {
       if (cnt <= 0 || cnt > len) continue;
       const std::int64_t band = order.band(static_cast<std::int64_t>(l), cnt);
+      // a sorted report filters up to kNetworkMaxIds candidates in list order
+      CHECK_EQ(order.report_band(static_cast<std::int64_t>(l), cnt),
+               cnt > static_cast<std::int64_t>(hsrgeom::kNetworkMaxIds) ? band : -1);
       if (len > hsrgeom::IdOrder::kMaxList || len == 300) {
         CHECK_EQ(band, -1);
         continue;
@@ -557,6 +561,12 @@ void test_id_order() {
         order.ids_ascending(band, slots.data(), ws, got.data());
         got.resize(w);
         CHECK(got == want);
+        // report_ids: ascending past kNetworkMaxIds ids, else in list order (filter_blocks' ids)
+        std::vector<std::int64_t> rep(w + 3);
+        order.report_ids(band, c, slots.data(), ws, rep.data());
+        rep.resize(w);
+        ids.resize(w);
+        CHECK(rep == (w > static_cast<index_t>(hsrgeom::kNetworkMaxIds) ? want : ids));
       }
     }
   }

@@ -314,15 +314,10 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
             ++c.exact;
             return exact_sign(a, &xy_[2 * q.k[l]], b, 2) >= 0;
           };
-          // (up to kNetworkMaxIds candidates, the report's sorting network sorts for less: IdOrder)
-          const std::int64_t band =
-              Want == 1 && ascending && cnt > static_cast<index_t>(kNetworkMaxIds) ? order_.band(bkt, cnt) : -1;
+          const std::int64_t band = Want == 1 && ascending ? order_.report_band(bkt, cnt) : -1;
           if (band >= 0) {
             w = filter_blocks<kWantSlots, 2>(a, b, margin, cand, cnt, in_k, nullptr, decide);
-            if (w > static_cast<index_t>(kNetworkMaxIds))
-              order_.ids_ascending(band, in_k, w, in_id);
-            else  // in list order: the report's sorting network is cheaper (IdOrder)
-              for (index_t i = 0; i < w; ++i) in_id[i] = cand[in_k[i] / 8].id[in_k[i] % 8];
+            order_.report_ids(band, cand, in_k, w, in_id);
           } else {
             w = filter_blocks<Want, 2>(a, b, margin, cand, cnt, in_k, in_id, decide);
           }

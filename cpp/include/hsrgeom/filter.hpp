@@ -19,6 +19,7 @@
 
 #include "hsrgeom/dispatch.hpp"
 #include "hsrgeom/predicate.hpp"
+#include "hsrgeom/sort_network.hpp"
 
 namespace hsrgeom {
 
@@ -325,8 +326,9 @@ HSRGEOM_INLINE int kept_ids(const std::int64_t* ids, std::uint64_t bits, std::in
 // sorted as usual). A query that took w of the first cnt slots marks their ranks in a bitmap of
 // the shortest prefix holding cnt (at most 4x cnt) and reads it in order: its ids come out
 // ascending for ~1-2 ns per id more than in list order, instead of a radix sort of ~4 ns per id
-// (docs/performance.md, session 26). Callers hand up to kNetworkMaxIds ids over in list order:
-// the report's sorting network (sort_network.hpp) sorts them for less (session 33).
+// (docs/performance.md, session 26). A sorted report asks report_band and report_ids, which
+// leave up to kNetworkMaxIds ids in list order: the report's sorting network (sort_network.hpp)
+// sorts those for less (session 33).
 class IdOrder {
  public:
   static constexpr std::int64_t kMaxList = 65535;
@@ -367,6 +369,20 @@ class IdOrder {
       if (p >= cnt) return cnt > 0 && p <= 4 * cnt + 64 ? b : -1;
     }
     return -1;
+  }
+  // For a sorted report of a query over the first cnt slots of list `list`: the band to filter
+  // by slots for (report_ids), or -1 to filter ids in list order: up to kNetworkMaxIds
+  // candidates (the report's sorting network sorts their answer for less) or no band (band).
+  std::int64_t report_band(std::int64_t list, std::int64_t cnt) const {
+    return cnt > static_cast<std::int64_t>(kNetworkMaxIds) ? band(list, cnt) : -1;
+  }
+  // The ids of the slots[0 .. w) of blocks c (a list with report_band b >= 0) to out (w + 3
+  // slots), for a sorted report: ascending (ids_ascending), or in list order when there are up to
+  // kNetworkMaxIds of them, which the report's sorting network sorts for less.
+  template <class Block>
+  void report_ids(std::int64_t b, const Block* c, const index_t* slots, index_t w, std::int64_t* out) const {
+    if (w > static_cast<index_t>(kNetworkMaxIds)) return ids_ascending(b, slots, w, out);
+    for (index_t i = 0; i < w; ++i) out[i] = c[slots[i] / 8].id[slots[i] % 8];
   }
   // Writes the ids of slots[0 .. w) (among the first cnt of the list, band(list, cnt) = b)
   // ascending to out (w + 3 slots).

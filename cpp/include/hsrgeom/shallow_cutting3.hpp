@@ -484,19 +484,14 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
           ++c.exact;
           return exact_sign(a, x, b, 3) >= 0;
         };
-        // (up to kNetworkMaxIds candidates, the report's sorting network sorts for less: IdOrder)
-        const std::int64_t band =
-            ascending && cnt > static_cast<index_t>(kNetworkMaxIds) ? tier.order.band(w.bucket, cnt) : -1;
+        const std::int64_t band = ascending ? tier.order.report_band(w.bucket, cnt) : -1;
         std::int64_t* dst = room(cnt + 8);  // the report itself, else the scratch (after the slots)
         ids.resize(((band >= 0) + !dst) * (cnt + 8));
         if (!dst) dst = ids.data() + (band >= 0) * (cnt + 8);
         if (band >= 0) {
           index_t* slots = ids.data();
           const index_t got = filter_blocks<kWantSlots, 3>(a, b, margin, cand, cnt, slots, nullptr, decide);
-          if (got > static_cast<index_t>(kNetworkMaxIds))
-            tier.order.ids_ascending(band, slots, got, dst);
-          else  // in list order: the report's sorting network is cheaper (IdOrder)
-            for (index_t i = 0; i < got; ++i) dst[i] = cand[slots[i] / 8].id[slots[i] % 8];
+          tier.order.report_ids(band, cand, slots, got, dst);
           block(dst, got);
           return;
         }
