@@ -21,12 +21,14 @@
 #include <numeric>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "hsrgeom/attend.hpp"
 #include "hsrgeom/brute_force.hpp"
+#include "hsrgeom/convex_layers.hpp"
 #include "hsrgeom/dynamic.hpp"
 #include "hsrgeom/filter.hpp"
 #include "hsrgeom/hull2.hpp"
@@ -36,6 +38,7 @@
 #include "hsrgeom/quantized_scan.hpp"
 #include "hsrgeom/query.hpp"
 #include "hsrgeom/report.hpp"
+#include "hsrgeom/shallow_cutting3.hpp"
 #include "hsrgeom/sort_network.hpp"
 #include "hsrgeom/topk.hpp"
 
@@ -503,20 +506,20 @@ Cands run_topk(const std::vector<double>& q, const std::vector<double>& pts, int
 
 // filter.hpp: filter_blocks' slots (kWantSlots) name the same candidates as its ids, on the
 // vector path and the scalar tail, ties decided exactly; IdOrder gives the ids of any subset of
-// a list's first cnt slots ascending, and ranks no list it cannot (too long, ids >= 2^32);
-// report_band and report_ids leave up to kNetworkMaxIds ids in list order.
+// a list's first cnt slots ascending, and ranks no list longer than kMaxList; report_band and
+// report_ids leave up to kNetworkMaxIds ids in list order.
 void test_id_order() {
   using Block = hsrgeom::CandIdBlock<double, 2>;
   std::mt19937_64 rng(11);
   hsrgeom::IdOrder order;
   std::vector<std::vector<Block>> lists;
-  const std::int64_t lens[] = {0, 1, 7, 8, 9, 100, 1000, 5000, 65535, 65536, 300};
+  const std::int64_t lens[] = {0, 1, 7, 8, 9, 100, 1000, 5000, 65535, 65536};
   for (std::int64_t len : lens) {
     std::vector<Block> blocks((len + 7) / 8);
     std::vector<std::int64_t> ids = distinct_ids(rng, static_cast<int>(len), 0, 4 * len + 10);
     std::shuffle(ids.begin(), ids.end(), rng);
     for (std::int64_t i = 0; i < len; ++i) {
-      blocks[i / 8].id[i % 8] = len == 300 && i == 17 ? (std::int64_t{1} << 32) : ids[i];  // the last: one id >= 2^32
+      blocks[i / 8].id[i % 8] = static_cast<std::uint32_t>(len == 1000 && i == 17 ? UINT32_MAX : ids[i]);  // and the largest id
       blocks[i / 8].x[0][i % 8] = static_cast<double>(rng() % 5);  // small integers: ties with b
       blocks[i / 8].x[1][i % 8] = static_cast<double>(rng() % 5);
     }
@@ -534,7 +537,7 @@ void test_id_order() {
       // a sorted report filters up to kNetworkMaxIds candidates in list order
       CHECK_EQ(order.report_band(static_cast<std::int64_t>(l), cnt),
                cnt > static_cast<std::int64_t>(hsrgeom::kNetworkMaxIds) ? band : -1);
-      if (len > hsrgeom::IdOrder::kMaxList || len == 300) {
+      if (len > hsrgeom::IdOrder::kMaxList) {
         CHECK_EQ(band, -1);
         continue;
       }
@@ -1269,6 +1272,23 @@ void test_tree_splits() {
   test_tree_splits_of<double>();
 }
 
+// The structures that keep 32-bit ids in candidate blocks (filter.hpp) refuse more than 2^32
+// points, before reading any (the view's rows are never touched here).
+void test_block_point_limit() {
+  const float row[3] = {0, 0, 0};
+  const index_t over = static_cast<index_t>(hsrgeom::kMaxBlockPoints) + 1;
+  auto refused = [](auto&& build) {
+    try {
+      build();
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what()).rfind("points:", 0) == 0;
+    }
+    return false;
+  };
+  CHECK(refused([&] { hsrgeom::ConvexLayers<float>(hsrgeom::PointsView<float>{row, over, 2}); }));
+  CHECK(refused([&] { hsrgeom::ShallowCutting3<float>(hsrgeom::PointsView<float>{row, over, 3}, 16, 1024, 444, 100, 1); }));
+}
+
 int main() {
   test_exact_sign_known();
   test_exact_sign_random();
@@ -1278,6 +1298,7 @@ int main() {
   test_sort_network();
   test_sort_ids();
   test_id_order();
+  test_block_point_limit();
   test_filter_rows();
   test_report_sink_room();
   test_topk_random();

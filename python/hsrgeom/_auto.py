@@ -40,6 +40,8 @@ _DEFAULT_OUTPUT = (1e-3, 100, 1000)  # no output_size: 0.1 % of n, clipped to [1
 # d = 2 / 3), so "auto" peels them completely only up to this n; above it, d = 2 peels the
 # layers its shallow table uses (12 s at 10^7) and d = 3 is not a candidate.
 _LAYERS_MAX_N = 2_000_000
+# ConvexLayers and ShallowCutting3 keep 32-bit ids in their lists: no more points than this
+_BLOCK_MAX_N = 2**32
 # ShallowCutting3 is a d = 3 candidate for outputs up to this many points without tiers: with the
 # former default budget (2 n) its levels reached depth 444 at every n measured from 3*10^4 to 10^7
 # (284 at 5000, 867 from 3*10^6; with today's 12 n, 867 from 3*10^4), and
@@ -267,10 +269,10 @@ def _choose(pts, batch_size, output_size, params):
     splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 or d > _PCA_MAX_D else ["widest", "pca"])
     for split in splits:
         candidates.append((f"partition_tree(split={split})", PartitionTree, {**params, "split": split}))
-    if d == 2 and not params and k_user <= _LAYERS_MAX_OUTPUT:  # above _LAYERS_MAX_N only the table's layers are peeled
+    if d == 2 and not params and k_user <= _LAYERS_MAX_OUTPUT and n <= _BLOCK_MAX_N:  # above _LAYERS_MAX_N only the table's layers are peeled
         prm = {} if n <= _LAYERS_MAX_N else {"max_layers": _TABLE_PEEL}
         candidates.append((f"convex_layers(max_layers={_TABLE_PEEL})" if prm else "convex_layers", ConvexLayers, prm))
-    if d == 3 and not params and k_user <= _DEEP_CUTTING_MAX_OUTPUT:
+    if d == 3 and not params and k_user <= _DEEP_CUTTING_MAX_OUTPUT and n <= _BLOCK_MAX_N:
         # probed with the grid n points would get (the sample's default grid is coarser: its
         # lists would be longer than at n), capped so that a triangle keeps ~60 sample points
         grid = min(ShallowCutting3.default_grid(n), ShallowCutting3.default_grid(5 * s))

@@ -232,8 +232,9 @@ class ConvexLayers(Index):
     points (0.67 ns per id instead of the walk's 8.9), 256 up to ~3,000 (the budget below stops
     at 241 levels; 0.86 ns per id), at 2.7x the build time of 64 (3.5 s). Building it finds, for each
     vertex of the covered layers and each deeper covered layer, the edges the vertex sees
-    (the vertices in parallel; +2.7 s at 10^7 uniform points, measured on one thread); memory 24 (float32) or 32 (float64) bytes per candidate,
-    at most 4 candidates per point (levels past that are dropped).
+    (the vertices in parallel; +2.7 s at 10^7 uniform points, measured on one thread); memory 16 (float32) or 24
+    (float64) bytes per candidate (32-bit ids: at most 2^32 points), at most 4 candidates per point (levels past that
+    are dropped).
 
     The build peels the layers in batches: the live points outside a polygon slightly inside
     the current hull are collected once (a kd-tree skips the boxes inside it), and layer after
@@ -431,7 +432,8 @@ class ShallowCutting3(Index):
     Build: the tree, the top k points of each grid direction for its tier's deepest k (6 (g +
     1)^2 directions on grid g; a threshold query on the tree, ties in any order; a direction
     whose k-th value more than 8 k points share keeps no list), and the lists (their total,
-    all tiers, capped at ``max_candidates``; the deepest levels go first when over it).
+    all tiers, capped at ``max_candidates``; the deepest levels go first when over it). A
+    candidate takes 16 (float32) or 32 (float64) bytes, its id 32 bits: at most 2^32 points.
 
     Parameters
     ----------

@@ -72,6 +72,8 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
                         int threads = 0, index_t max_candidates = -1)
       : n_(p.n) {
     if (p.d != 2) throw std::invalid_argument("ConvexLayers needs d = 2");
+    if (static_cast<std::uint64_t>(p.n) > kMaxBlockPoints)  // (32-bit ids in the table: filter.hpp)
+      throw std::invalid_argument("points: ConvexLayers holds at most 2^32 points");
     if (table_layers < 0 || table_layers > kMaxTableLayers)
       throw std::invalid_argument("table_layers must be in [0, 512]");
     if (max_layers < 0) max_layers = std::numeric_limits<index_t>::max();
@@ -675,8 +677,8 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
           Cand8& c8 = cand.back();
           c8.x[0][got % 8] = static_cast<T>(xy_[2 * k]);  // exact copies, so that a query reads one stream
           c8.x[1][got % 8] = static_cast<T>(xy_[2 * k + 1]);
-          c8.k[got % 8] = k;
-          c8.id[got % 8] = ids_[k];
+          c8.k[got % 8] = static_cast<std::uint32_t>(k);
+          c8.id[got % 8] = static_cast<std::uint32_t>(ids_[k]);
         }
         groups_[bk * G + (j - 1) / 8].prefix[(j - 1) % 8] = static_cast<std::int32_t>(got);
       }

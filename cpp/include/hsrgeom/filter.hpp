@@ -23,28 +23,38 @@
 
 namespace hsrgeom {
 
-// Eight candidates in D dimensions: coordinates (in the points' type: exact copies), the
-// owner's stored index of each (read only when the filter is asked for it) and their ids.
+// Eight candidates in D dimensions: coordinates (in the points' type: exact copies), their ids
+// and the owner's stored index of each (read only when the filter is asked for it). Ids and
+// indices take 32 bits (the owners hold at most kMaxBlockPoints points): a query streams its
+// list from memory, and 64-bit ones made a float32 block of d = 2 three cache lines instead of
+// two (docs/performance.md, session 34).
+constexpr std::uint64_t kMaxBlockPoints = std::uint64_t{1} << 32;
 template <class T, int D>
 struct alignas(64) CandBlock {
   T x[D][8];
-  index_t k[8];
-  std::int64_t id[8];
+  std::uint32_t id[8];
+  std::uint32_t k[8];
 };
 
-// The same without stored indices (20 bytes per float32 candidate in d = 3 instead of 28).
+// The same without stored indices (16 bytes per float32 candidate in d = 3, 20 before).
 template <class T, int D>
-struct CandIdBlock {
+struct alignas(64) CandIdBlock {
   T x[D][8];
-  std::int64_t id[8];
+  std::uint32_t id[8];
 };
 
 #if defined(__AVX512F__)
 inline __m512d load8_pd(const double* p) { return _mm512_loadu_pd(p); }
 inline __m512d load8_pd(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
+inline __m512i load8_u32(const std::uint32_t* p) {  // widened to 64 bits
+  return _mm512_cvtepu32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
 #elif defined(__AVX2__) && defined(__FMA__)
 inline __m256d load4_pd(const double* p) { return _mm256_loadu_pd(p); }
 inline __m256d load4_pd(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
+inline __m256i load4_u32(const std::uint32_t* p) {  // widened to 64 bits
+  return _mm256_cvtepu32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
 // AVX2 has no compress: per 4-bit mask, the 32-bit lane indices that move the kept 64-bit
 // lanes to the front (_mm256_permutevar8x32_epi32)
 struct Compress4 {
@@ -131,8 +141,8 @@ HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, c
       const __m512i slots = _mm512_add_epi64(_mm512_set1_epi64(i * 8), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
       _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, slots));
     } else {
-      if constexpr (Want >= 1) _mm512_storeu_si512(in_id + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.id)));
-      if constexpr (Want >= 2) _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, _mm512_loadu_si512(q.k)));
+      if constexpr (Want >= 1) _mm512_storeu_si512(in_id + w, _mm512_maskz_compress_epi64(yes, load8_u32(q.id)));
+      if constexpr (Want >= 2) _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, load8_u32(q.k)));
     }
     w += __builtin_popcount(yes);
     if (__builtin_expect(yes != maybe, 0))
@@ -156,8 +166,8 @@ HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, c
       if constexpr (Want == kWantSlots) {
         store_kept4(in_k + w, _mm256_add_epi64(_mm256_set1_epi64x(i * 8 + h), _mm256_set_epi64x(3, 2, 1, 0)), y);
       } else {
-        if constexpr (Want >= 1) store_kept4(in_id + w, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.id + h)), y);
-        if constexpr (Want >= 2) store_kept4(in_k + w, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q.k + h)), y);
+        if constexpr (Want >= 1) store_kept4(in_id + w, load4_u32(q.id + h), y);
+        if constexpr (Want >= 2) store_kept4(in_k + w, load4_u32(q.k + h), y);
       }
       w += __builtin_popcount(y);
     }
@@ -322,8 +332,7 @@ HSRGEOM_INLINE int kept_ids(const std::int64_t* ids, std::uint64_t bits, std::in
 // slot i is block i / 8, lane i % 8) and a query filters a prefix of one. Per list, for the
 // prefixes of kBands lengths (L / 16, L / 4, L of a list of L), each slot's rank among the
 // prefix's ids (16 bits) and the prefix's ids ascending (32 bits): 7.9 bytes per candidate;
-// lists longer than kMaxList or with ids of 2^32 or more are not ranked (their reports are
-// sorted as usual). A query that took w of the first cnt slots marks their ranks in a bitmap of
+// lists longer than kMaxList are not ranked (their reports are sorted as usual). A query that took w of the first cnt slots marks their ranks in a bitmap of
 // the shortest prefix holding cnt (at most 4x cnt) and reads it in order: its ids come out
 // ascending for ~1-2 ns per id more than in list order, instead of a radix sort of ~4 ns per id
 // (docs/performance.md, session 26). A sorted report asks report_band and report_ids, which
@@ -337,9 +346,8 @@ class IdOrder {
   // Ranks the next list, of len candidates at blocks c.
   template <class Block>
   void add_list(const Block* c, std::int64_t len) {
-    bool ok = len <= kMaxList;
-    for (std::int64_t i = 0; ok && i < len; ++i) ok = c[i / 8].id[i % 8] >= 0 && c[i / 8].id[i % 8] <= UINT32_MAX;
-    std::vector<std::pair<std::int64_t, std::uint16_t>> by_id;
+    const bool ok = len <= kMaxList;
+    std::vector<std::pair<std::uint32_t, std::uint16_t>> by_id;
     for (int band = 0; band < kBands; ++band) {
       const std::int64_t p = ok ? (len + (std::int64_t{1} << 2 * (kBands - 1 - band)) - 1) >> 2 * (kBands - 1 - band) : 0;
       const std::int64_t at = static_cast<std::int64_t>(rank_.size());
@@ -350,7 +358,7 @@ class IdOrder {
       std::sort(by_id.begin(), by_id.end());
       for (std::int64_t r = 0; r < p; ++r) {
         rank_[at + by_id[r].second] = static_cast<std::uint16_t>(r);
-        id_[at + r] = static_cast<std::uint32_t>(by_id[r].first);
+        id_[at + r] = by_id[r].first;
       }
     }
   }

@@ -77,6 +77,8 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
       throw std::invalid_argument("grid must be a power of two in [1, 256]");
     if (max_depth < 0 || max_candidates < 0) throw std::invalid_argument("max_depth and max_candidates must be >= 0");
     if (fine_depth < kFirstDepth) throw std::invalid_argument("fine_depth must be >= 8");
+    if (static_cast<std::uint64_t>(p.n) > kMaxBlockPoints)  // (32-bit ids in the lists: filter.hpp)
+      throw std::invalid_argument("points: ShallowCutting3 holds at most 2^32 points");
     tree_ = PartitionTree<T>(p, 32, SplitRule::Widest, threads);
     if (n_ == 0) return;
     BuildProgress progress("ShallowCutting3", n_, 3);
@@ -293,7 +295,7 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
       for (index_t i = 0; i < prefix[bk][J - 1]; ++i) {
         const std::int64_t id = lists[bk][i];
         for (int t = 0; t < 3; ++t) blk[i / 8].x[t][i % 8] = p.row(id)[t];
-        blk[i / 8].id[i % 8] = id;
+        blk[i / 8].id[i % 8] = static_cast<std::uint32_t>(id);
       }
     });
     for (index_t bk = 0; bk < B; ++bk) tier.order.add_list(tier.cand.data() + tier.off[bk], prefix[bk][J - 1]);
