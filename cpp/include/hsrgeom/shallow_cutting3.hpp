@@ -384,8 +384,12 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
   // Triangle bk = ((f * G + p) * G + q) * 2 + upper: lower (p, q), (p+1, q), (p, q+1); upper
   // (p+1, q+1), (p, q+1), (p+1, q).
   static void bucket_corners(index_t G, index_t bk, index_t* corner) {
-    const index_t W = G + 1, upper = bk % 2, cell = bk / 2, f = cell / (G * G), p = (cell / G) % G,
-                  q = cell % G, base = f * W * W;
+    const index_t cell = bk / 2;
+    cell_corners(G, cell / (G * G), (cell / G) % G, cell % G, bk % 2, corner);
+  }
+  // The same from the triangle's face, cell and half (no division: locate calls it per query).
+  static void cell_corners(index_t G, index_t f, index_t p, index_t q, bool upper, index_t* corner) {
+    const index_t W = G + 1, base = f * W * W;
     if (upper) {
       corner[0] = base + (p + 1) * W + q + 1, corner[1] = base + p * W + q + 1, corner[2] = base + (p + 1) * W + q;
     } else {
@@ -413,7 +417,7 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
     const index_t f = 2 * i + (a[i] < 0);
     const bool upper = fu + fv > 1;
     w.bucket = ((f * G + p) * G + q) * 2 + upper;
-    bucket_corners(G, w.bucket, w.corner);
+    cell_corners(G, f, p, q, upper, w.corner);
     if (upper) w.lambda[0] = fu + fv - 1, w.lambda[1] = 1 - fu, w.lambda[2] = 1 - fv;
     else w.lambda[0] = std::max(0.0, 1 - fu - fv), w.lambda[1] = fu, w.lambda[2] = fv;
     return w;
