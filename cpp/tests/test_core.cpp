@@ -519,7 +519,7 @@ void test_id_order() {
     std::vector<std::int64_t> ids = distinct_ids(rng, static_cast<int>(len), 0, 4 * len + 10);
     std::shuffle(ids.begin(), ids.end(), rng);
     for (std::int64_t i = 0; i < len; ++i) {
-      blocks[i / 8].id[i % 8] = static_cast<std::uint32_t>(len == 1000 && i == 17 ? UINT32_MAX : ids[i]);  // and the largest id
+      blocks[i / 8].id[i % 8] = static_cast<std::uint32_t>(len == 1000 && i == 17 ? UINT32_MAX : ids[i]);  // one id 2^32 - 1
       blocks[i / 8].x[0][i % 8] = static_cast<double>(rng() % 5);  // small integers: ties with b
       blocks[i / 8].x[1][i % 8] = static_cast<double>(rng() % 5);
     }

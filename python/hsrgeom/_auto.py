@@ -269,7 +269,8 @@ def _choose(pts, batch_size, output_size, params):
     splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 or d > _PCA_MAX_D else ["widest", "pca"])
     for split in splits:
         candidates.append((f"partition_tree(split={split})", PartitionTree, {**params, "split": split}))
-    if d == 2 and not params and k_user <= _LAYERS_MAX_OUTPUT and n <= _BLOCK_MAX_N:  # above _LAYERS_MAX_N only the table's layers are peeled
+    # (above _LAYERS_MAX_N only the table's layers are peeled)
+    if d == 2 and not params and k_user <= _LAYERS_MAX_OUTPUT and n <= _BLOCK_MAX_N:
         prm = {} if n <= _LAYERS_MAX_N else {"max_layers": _TABLE_PEEL}
         candidates.append((f"convex_layers(max_layers={_TABLE_PEEL})" if prm else "convex_layers", ConvexLayers, prm))
     if d == 3 and not params and k_user <= _DEEP_CUTTING_MAX_OUTPUT and n <= _BLOCK_MAX_N:

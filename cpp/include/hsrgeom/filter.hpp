@@ -332,10 +332,10 @@ HSRGEOM_INLINE int kept_ids(const std::int64_t* ids, std::uint64_t bits, std::in
 // slot i is block i / 8, lane i % 8) and a query filters a prefix of one. Per list, for the
 // prefixes of kBands lengths (L / 16, L / 4, L of a list of L), each slot's rank among the
 // prefix's ids (16 bits) and the prefix's ids ascending (32 bits): 7.9 bytes per candidate;
-// lists longer than kMaxList are not ranked (their reports are sorted as usual). A query that took w of the first cnt slots marks their ranks in a bitmap of
-// the shortest prefix holding cnt (at most 4x cnt) and reads it in order: its ids come out
-// ascending for ~1-2 ns per id more than in list order, instead of a radix sort of ~4 ns per id
-// (docs/performance.md, session 26). A sorted report asks report_band and report_ids, which
+// lists longer than kMaxList are not ranked (their reports are sorted as usual). A query that
+// took w of the first cnt slots marks their ranks in a bitmap of the shortest prefix holding cnt
+// (at most 4x cnt) and reads it in order: its ids come out ascending for ~1-2 ns per id more than
+// in list order, instead of a radix sort of ~4 ns per id (docs/performance.md, session 26). A sorted report asks report_band and report_ids, which
 // leave up to kNetworkMaxIds ids in list order: the report's sorting network (sort_network.hpp)
 // sorts those for less (session 33).
 class IdOrder {
