@@ -76,7 +76,7 @@ def main():
             proj = a[i:i + 8].astype(np.float64) @ xt
             for k in ks:
                 offsets[k][i:i + 8] = -np.partition(-proj, k - 1, axis=1)[:, k - 1]
-        del xt, proj
+        del xt  # (proj is unbound when --m 0)
         fastest = {}  # k -> (unsorted, sorted) seconds of the fastest kind
         builds = [(spec, lambda spec=spec: getattr(hsrgeom, kind_spec(spec, n)[0])(x, **kind_spec(spec, n)[1]), ks)
                   for spec in args.kinds.split(",")]
