@@ -493,7 +493,7 @@ def test_auto_considers_convex_layers_only_in_the_plane_and_space():
     assert "convex_layers" not in with_params.reason  # params are a partition tree's
     # nor for large outputs (a tree, reporting whole nodes, wins there: _LAYERS_MAX_OUTPUT)
     x2, x3 = rng.standard_normal((50000, 2)), rng.standard_normal((50000, 3))
-    assert "convex_layers " in hsrgeom.build_index(x2, output_size=5000).reason
+    assert "convex_layers(table_layers=256) " in hsrgeom.build_index(x2, output_size=5000).reason
     assert "convex_layers" not in hsrgeom.build_index(x2, output_size=5001).reason
     assert "convex_layers3" in hsrgeom.build_index(x3, output_size=3000).reason
     assert "convex_layers3" not in hsrgeom.build_index(x3, output_size=3001).reason
@@ -511,6 +511,17 @@ def test_auto_peels_only_the_table_layers_above_its_full_peel_limit(monkeypatch,
     b = np.quantile(pts @ a.T, 0.999, axis=0)
     assert index.report(a, b) == hsrgeom.BruteForce(pts).report(a, b)
     assert "convex_layers3" not in hsrgeom.build_index(rng.random((20000, 3))).reason
+    # outputs above _DEEP_TABLE_OUTPUT (500): a 256-level table, and its layers + 1 peeled
+    deep = hsrgeom.build_index(pts, batch_size=200, output_size=501).reason
+    assert "convex_layers(table_layers=256, max_layers=257)" in deep
+
+
+def test_auto_layers_params():
+    # the table's depth follows the output, the partial peel the table (above _LAYERS_MAX_N)
+    params = hsrgeom._auto._layers_params
+    assert params(10**6, 500) == {} and params(10**6, 501) == {"table_layers": 256}
+    assert params(10**7, 500) == {"max_layers": 129}
+    assert params(10**7, 1000) == {"table_layers": 256, "max_layers": 257}
 
 
 def test_auto_probes_quantized_scan_from_d_8(rng):

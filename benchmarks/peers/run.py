@@ -50,8 +50,9 @@ Peers:
             contract); both timed inside the C++ program, no Python or I/O in the time.
             The binary is compiled on first use into benchmarks/peers/build/ (git-ignored).
   hsrgeom   BruteForce (the blocked scan), PartitionTree, PartitionTree(split="pca") for d >= 8,
-            QuantizedScan for d >= 8, ConvexLayers at d = 2, ConvexLayers3 and ShallowCutting3 at
-            d = 3, build_index(kind="auto", batch_size=m, output_size=k); 2 threads unless marked 1.
+            QuantizedScan for d >= 8, ConvexLayers (default and 256-level table) at d = 2,
+            ConvexLayers3 and ShallowCutting3 (default and tiers) at d = 3,
+            build_index(kind="auto", batch_size=m, output_size=k); 2 threads unless marked 1.
             Every structure but BruteForce also with return_sorted=False
             ("unsorted ids": ids in the structure's order, like CGAL's handles): 2 and 1 threads at
             d <= 3, 1 thread at 4 <= d <= 16.
@@ -269,7 +270,10 @@ def structures_for(d):
     if d >= 8:
         out.append(("PartitionTree(pca)", lambda x: hsrgeom.PartitionTree(x, split="pca")))
     if d == 2:
-        out.append(("ConvexLayers", hsrgeom.ConvexLayers))
+        out += [("ConvexLayers", hsrgeom.ConvexLayers),
+                # the 256-level table: what auto builds for outputs above 500 points (above
+                # 2*10^6 points peeling only its 257 layers)
+                ("ConvexLayers(256)", lambda x: hsrgeom.ConvexLayers(x, **hsrgeom._auto._layers_params(len(x), 1000)))]
     if d == 3:
         out += [("ConvexLayers3", hsrgeom.ConvexLayers3), ("ShallowCutting3", hsrgeom.ShallowCutting3),
                 # tiers (docs/cuttings.md): what auto builds for outputs of 445-3000 points (here

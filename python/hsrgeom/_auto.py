@@ -77,6 +77,14 @@ _DEEP_DEPTH_FACTOR = 12
 # Layers a partial d = 2 peel takes: what the default 128-level table uses, + 1 (13.9 s at 10^7; 65
 # layers took 12.5 s, and 1,000-point queries then cost 2.77 ns per id in the tree, 0.74 in the table)
 _TABLE_PEEL = 129
+# For outputs above _DEEP_TABLE_OUTPUT points ConvexLayers gets a table of _DEEP_TABLE_LAYERS
+# levels (and a partial peel of that + 1 above _LAYERS_MAX_N): clustered 1,000-point queries walked
+# 28 layers on average (179 at most) past the default 128 levels. At 10^6 points (one thread, ns
+# per id unsorted, 128 -> 256 levels): clustered 1,000 outputs 3.49 -> 1.56, 3,000 8.23 -> 3.15;
+# uniform 3,000 7.29 -> 1.29; 100-500 outputs unchanged within noise; build 8.3 -> 9.7 s
+# (clustered), 3.4 -> 5.7 s (uniform), memory ~1.9x (65 -> 120 MiB clustered).
+_DEEP_TABLE_OUTPUT = 500
+_DEEP_TABLE_LAYERS = 256
 _FULL_PROBE_RATIO = 4  # above _FULL_PROBE_ABOVE x the sample size, a tree predicted within this factor of the scan is timed at n
 _PROBE_MARGIN = 0.85  # a tree must be this much faster (time ratio) than the scan to be chosen
 _MEASURED_MARGIN = 0.9  # ... or this much, when both were timed at scale (a close call)
@@ -269,10 +277,10 @@ def _choose(pts, batch_size, output_size, params):
     splits = [params["split"]] if "split" in params else (["widest"] if d <= 3 or d > _PCA_MAX_D else ["widest", "pca"])
     for split in splits:
         candidates.append((f"partition_tree(split={split})", PartitionTree, {**params, "split": split}))
-    # (above _LAYERS_MAX_N only the table's layers are peeled)
     if d == 2 and not params and k_user <= _LAYERS_MAX_OUTPUT and n <= _BLOCK_MAX_N:
-        prm = {} if n <= _LAYERS_MAX_N else {"max_layers": _TABLE_PEEL}
-        candidates.append((f"convex_layers(max_layers={_TABLE_PEEL})" if prm else "convex_layers", ConvexLayers, prm))
+        prm = _layers_params(n, k_user)
+        shown_prm = ", ".join(f"{k}={v}" for k, v in prm.items())
+        candidates.append((f"convex_layers({shown_prm})" if prm else "convex_layers", ConvexLayers, prm))
     if d == 3 and not params and k_user <= _DEEP_CUTTING_MAX_OUTPUT and n <= _BLOCK_MAX_N:
         # probed with the grid n points would get (the sample's default grid is coarser: its
         # lists would be longer than at n), capped so that a triangle keeps ~60 sample points
@@ -531,6 +539,16 @@ def _choose(pts, batch_size, output_size, params):
     return cls, prm, reason, built
 
 
+def _layers_params(n, k_user):
+    """The ConvexLayers parameters auto builds at n for outputs of k_user points: a table of
+    _DEEP_TABLE_LAYERS levels above _DEEP_TABLE_OUTPUT points (else the class's default), and
+    above _LAYERS_MAX_N a partial peel of the table's layers + 1."""
+    prm = {"table_layers": _DEEP_TABLE_LAYERS} if k_user > _DEEP_TABLE_OUTPUT else {}
+    if n > _LAYERS_MAX_N:
+        prm["max_layers"] = prm.get("table_layers", _TABLE_PEEL - 1) + 1
+    return prm
+
+
 def _deep_cutting_params(n, k_user):
     """The ShallowCutting3 parameters auto builds at n for outputs of k_user points: the class's
     defaults, and above _CUTTING_MAX_OUTPUT tiers: levels to _DEEP_FINE_DEPTH on the default
@@ -565,8 +583,9 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         "shallow_cutting3" a :class:`ShallowCutting3`.
         "auto": for n < 4096 a scan; otherwise each candidate structure (the scan, for d >= 8
         :class:`QuantizedScan` (the scan over 8-bit codes), partition trees, and, when no params
-        are given, convex layers for d = 2 when queries report <= 5000 points -- above
-        n = 2 000 000 with ``max_layers=129``: a full peel takes minutes at 10^7 -- and for d = 3 a shallow
+        are given, convex layers for d = 2 when queries report <= 5000 points (above 500 with
+        ``table_layers=256``; above n = 2 000 000 peeling only the table's layers + 1,
+        ``max_layers=129`` or ``257``: a full peel takes minutes at 10^7) -- and for d = 3 a shallow
         cutting when queries report <= 3000 points (above 444 with tiers: ``fine_depth=1800``,
         or above n = 2 000 000 ``fine_depth=444``; a cutting
         built whose levels stop below the output is replaced by the next choice), and convex layers up
