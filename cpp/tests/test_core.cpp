@@ -28,6 +28,7 @@
 
 #include "hsrgeom/attend.hpp"
 #include "hsrgeom/brute_force.hpp"
+#include "hsrgeom/buffer.hpp"
 #include "hsrgeom/convex_layers.hpp"
 #include "hsrgeom/dynamic.hpp"
 #include "hsrgeom/filter.hpp"
@@ -653,6 +654,54 @@ void test_report_sink_room() {
   CHECK(hsrgeom::ids_room(scored, 4) == nullptr);
   hsrgeom::CountSink count;
   CHECK(hsrgeom::ids_room(count, 4) == nullptr);
+}
+
+// OutputPool (buffer.hpp): a freed output block of >= 1 MiB is handed to the next output of its
+// size class (or one up to 25 % smaller), never across the huge / not-huge line, and at most
+// kMaxBytes are kept. (The pool is process-wide: this test empties it first.)
+void test_output_pool() {
+  using Pool = hsrgeom::OutputPool;
+  CHECK(Pool::rounded(Pool::kFrom) == Pool::kFrom);
+  CHECK(Pool::rounded(Pool::kFrom + 1) == Pool::kFrom + Pool::kFrom / 8);
+  for (std::size_t bytes : {std::size_t{1} << 20, std::size_t{3} << 20, std::size_t{40} << 20, std::size_t{1} << 30}) {
+    const std::size_t r = Pool::rounded(bytes + 12345);
+    CHECK(r >= bytes + 12345 && r <= (bytes + 12345) + (bytes + 12345) / 8 && Pool::rounded(r) == r);
+  }
+  Pool::clear();  // (what other tests left)
+  const std::size_t n = (std::size_t{3} << 20) / sizeof(std::int64_t);
+  const std::int64_t* first = nullptr;
+  {
+    hsrgeom::IdVector v(n);
+    v[0] = 1;
+    first = v.data();
+  }
+  {
+    hsrgeom::IdVector v;
+    v.reserve(n - 1000);  // the same class: the same block
+    CHECK(v.data() == first);
+    hsrgeom::ScoreVector w;
+    w.reserve(n / 2);  // 1.5 MiB: another class, a block of its own
+    CHECK(static_cast<const void*>(w.data()) != static_cast<const void*>(first));
+  }
+  void* huge = Pool::take(Pool::rounded(std::size_t{40} << 20), true);
+  CHECK(huge == nullptr);  // (none kept of that kind)
+  void* small = Pool::take(Pool::rounded(std::size_t{3} << 20), false);
+  CHECK(small == first);
+  Pool::release(small, false);
+  // a block larger than kMaxBytes is not kept; blocks over the total evict the oldest
+  CHECK(!Pool::give(nullptr, Pool::kMaxBytes + 1, true));
+  std::vector<void*> kept;
+  for (int i = 0; i < 3; ++i) {
+    void* p = ::operator new(std::size_t{100} << 20);
+    CHECK(Pool::give(p, std::size_t{100} << 20, false));
+    kept.push_back(p);
+  }
+  void* second = Pool::take(std::size_t{100} << 20, false);  // the first was evicted (freed)
+  void* third = Pool::take(std::size_t{100} << 20, false);
+  CHECK(second == kept[1] && third == kept[2] && Pool::take(std::size_t{100} << 20, false) == nullptr);
+  Pool::release(second, false);
+  Pool::release(third, false);
+  Pool::clear();
 }
 
 void test_topk_random() {
@@ -1301,6 +1350,7 @@ int main() {
   test_block_point_limit();
   test_filter_rows();
   test_report_sink_room();
+  test_output_pool();
   test_topk_random();
   test_topk_cases();
   test_query_sinks();

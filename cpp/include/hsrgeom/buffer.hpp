@@ -4,16 +4,21 @@
 //  - puts blocks of >= 32 MB on transparent huge pages (madvise MADV_HUGEPAGE, as numpy does for
 //    its arrays): glibc maps blocks that large afresh for every allocation (32 MB is the most its
 //    adaptive mmap threshold rises to), and filling fresh memory costs one page fault per 4 KB,
-//    several times the cost of writing the 4 KB. Smaller blocks come from malloc's heap, which
-//    reuses freed memory without faults (advising them too made 16 MB outputs 25 % slower).
+//    several times the cost of writing the 4 KB;
+//  - keeps freed blocks of >= 1 MiB for the next outputs (OutputPool: at most 8 blocks, 256 MiB
+//    in all, per process). Fresh memory is zeroed by the kernel page by page on first touch,
+//    and glibc returns large freed blocks to the kernel: a batch of 200 queries reporting 10,000
+//    ids each (16 MB of ids) took 49 page faults per call, 12-18 % of its time (PartitionTree,
+//    d = 3, 10^6 points); above 32 MB every call zeroed its whole output afresh.
 // The vectors are handed to numpy without a copy (bindings' to_numpy), so a user's result array
-// is such a block.
+// is such a block, and it returns to the pool when numpy frees it.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <type_traits>
 #include <utility>
@@ -24,6 +29,93 @@
 #endif
 
 namespace hsrgeom {
+
+// Freed output blocks kept for reuse. Block sizes are rounded up to classes 1/8 of a power of
+// two apart (<= 12.5 % unused), so that the same report size asks for the same class again; a
+// request takes a kept block of its class or up to 25 % larger, allocated the same way (huge or
+// not). give() returns false when the block is not kept (the caller frees it).
+class OutputPool {
+ public:
+  static constexpr std::size_t kFrom = std::size_t{1} << 20;       // smaller blocks: malloc's heap
+  static constexpr std::size_t kMaxBytes = std::size_t{256} << 20;  // kept in all, at most
+  static constexpr int kMaxBlocks = 8;
+
+  static std::size_t rounded(std::size_t bytes) {
+    int e = 0;
+    while ((bytes >> e) > 1) ++e;
+    const std::size_t step = std::size_t{1} << (e - 3);  // (bytes >= kFrom: e >= 20)
+    return (bytes + step - 1) / step * step;
+  }
+  static void* take(std::size_t bytes, bool huge) {
+    OutputPool& pool = get();
+    std::lock_guard<std::mutex> lock(pool.mutex_);
+    int best = -1;
+    for (int i = 0; i < pool.count_; ++i) {
+      const Block& b = pool.blocks_[i];
+      if (b.huge == huge && b.bytes >= bytes && b.bytes - bytes <= bytes / 4 &&
+          (best < 0 || b.bytes < pool.blocks_[best].bytes))
+        best = i;
+    }
+    if (best < 0) return nullptr;
+    void* p = pool.blocks_[best].p;
+    pool.total_ -= pool.blocks_[best].bytes;
+    for (int i = best; i + 1 < pool.count_; ++i) pool.blocks_[i] = pool.blocks_[i + 1];
+    --pool.count_;
+    return p;
+  }
+  static bool give(void* p, std::size_t bytes, bool huge) noexcept {
+    if (bytes > kMaxBytes) return false;
+    OutputPool& pool = get();
+    Block evicted[kMaxBlocks];
+    int n_evicted = 0;
+    {
+      std::lock_guard<std::mutex> lock(pool.mutex_);
+      while (pool.count_ == kMaxBlocks || pool.total_ + bytes > kMaxBytes) {  // the oldest go
+        evicted[n_evicted++] = pool.blocks_[0];
+        pool.total_ -= pool.blocks_[0].bytes;
+        for (int i = 0; i + 1 < pool.count_; ++i) pool.blocks_[i] = pool.blocks_[i + 1];
+        --pool.count_;
+      }
+      pool.blocks_[pool.count_++] = {p, bytes, huge};
+      pool.total_ += bytes;
+    }
+    for (int i = 0; i < n_evicted; ++i) release(evicted[i].p, evicted[i].huge);
+    return true;
+  }
+  // Frees every kept block.
+  static void clear() noexcept {
+    OutputPool& pool = get();
+    Block kept[kMaxBlocks];
+    int n = 0;
+    {
+      std::lock_guard<std::mutex> lock(pool.mutex_);
+      for (n = 0; n < pool.count_; ++n) kept[n] = pool.blocks_[n];
+      pool.count_ = 0;
+      pool.total_ = 0;
+    }
+    for (int i = 0; i < n; ++i) release(kept[i].p, kept[i].huge);
+  }
+  static void release(void* p, bool huge) noexcept {
+    if (huge) std::free(p);
+    else ::operator delete(p);
+  }
+
+ private:
+  struct Block {
+    void* p = nullptr;
+    std::size_t bytes = 0;
+    bool huge = false;
+  };
+  // never destroyed: numpy may free result arrays (and give their blocks here) at exit
+  static OutputPool& get() {
+    static OutputPool* pool = new OutputPool;
+    return *pool;
+  }
+  std::mutex mutex_;
+  Block blocks_[kMaxBlocks];  // oldest first
+  int count_ = 0;
+  std::size_t total_ = 0;
+};
 
 template <class T>
 struct OutputAllocator {
@@ -38,18 +130,25 @@ struct OutputAllocator {
   T* allocate(std::size_t n) {
     if (n > static_cast<std::size_t>(-1) / sizeof(T)) throw std::bad_array_new_length();
     const std::size_t bytes = n * sizeof(T);
-    if (bytes < kHugeFrom) return static_cast<T*>(::operator new(bytes));
-    const std::size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
-    void* p = std::aligned_alloc(kHugePage, rounded);
+    if (bytes < OutputPool::kFrom) return static_cast<T*>(::operator new(bytes));
+    // (classes above 32 MB are multiples of 4 MB: whole huge pages)
+    const std::size_t block = OutputPool::rounded(bytes);
+    const bool huge = block >= kHugeFrom;
+    if (void* p = OutputPool::take(block, huge)) return static_cast<T*>(p);
+    if (!huge) return static_cast<T*>(::operator new(block));
+    void* p = std::aligned_alloc(kHugePage, block);
     if (!p) throw std::bad_alloc();
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    madvise(p, rounded, MADV_HUGEPAGE);  // advice only: failure changes nothing but speed
+    madvise(p, block, MADV_HUGEPAGE);  // advice only: failure changes nothing but speed
 #endif
     return static_cast<T*>(p);
   }
   void deallocate(T* p, std::size_t n) noexcept {
-    if (n * sizeof(T) < kHugeFrom) ::operator delete(p);
-    else std::free(p);
+    const std::size_t bytes = n * sizeof(T);
+    if (bytes < OutputPool::kFrom) return ::operator delete(p);
+    const std::size_t block = OutputPool::rounded(bytes);
+    const bool huge = block >= kHugeFrom;
+    if (!OutputPool::give(p, block, huge)) OutputPool::release(p, huge);
   }
   // Default-initialisation (no zero-fill) for resize(n); construct(p, args...) as usual.
   template <class U>
