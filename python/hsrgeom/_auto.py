@@ -543,9 +543,10 @@ def _layers_params(n, k_user):
     """The ConvexLayers parameters auto builds at n for outputs of k_user points: a table of
     _DEEP_TABLE_LAYERS levels above _DEEP_TABLE_OUTPUT points (else the class's default), and
     above _LAYERS_MAX_N a partial peel of the table's layers + 1."""
-    prm = {"table_layers": _DEEP_TABLE_LAYERS} if k_user > _DEEP_TABLE_OUTPUT else {}
+    deep = k_user > _DEEP_TABLE_OUTPUT
+    prm = {"table_layers": _DEEP_TABLE_LAYERS} if deep else {}
     if n > _LAYERS_MAX_N:
-        prm["max_layers"] = prm.get("table_layers", _TABLE_PEEL - 1) + 1
+        prm["max_layers"] = _DEEP_TABLE_LAYERS + 1 if deep else _TABLE_PEEL
     return prm
 
 
