@@ -4,12 +4,14 @@
 //  - puts blocks of >= 32 MB on transparent huge pages (madvise MADV_HUGEPAGE, as numpy does for
 //    its arrays): glibc maps blocks that large afresh for every allocation (32 MB is the most its
 //    adaptive mmap threshold rises to), and filling fresh memory costs one page fault per 4 KB,
-//    several times the cost of writing the 4 KB;
+//    several times the cost of writing the 4 KB (smaller blocks: advising them too made 16 MB
+//    outputs 25 % slower);
 //  - keeps freed blocks of >= 1 MiB for the next outputs (OutputPool: at most 8 blocks, 256 MiB
 //    in all, per process). Fresh memory is zeroed by the kernel page by page on first touch,
-//    and glibc returns large freed blocks to the kernel: a batch of 200 queries reporting 10,000
-//    ids each (16 MB of ids) took 49 page faults per call, 12-18 % of its time (PartitionTree,
-//    d = 3, 10^6 points); above 32 MB every call zeroed its whole output afresh.
+//    and glibc returns large freed blocks to the kernel: 200 queries of 30,000 ids (48 MB) took
+//    24-25 huge-page faults on every call, and with two threads the arenas (~30 MB each) 11,700
+//    faults; kept blocks made those calls 1.3x (one thread) and 2.2x (two) faster
+//    (PartitionTree, d = 3, 10^6 points; docs/performance.md, session 35).
 // The vectors are handed to numpy without a copy (bindings' to_numpy), so a user's result array
 // is such a block, and it returns to the pool when numpy frees it.
 #pragma once
