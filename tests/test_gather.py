@@ -1,5 +1,6 @@
 """The gather kernel used by hsrgeom.attention, against numpy, and its CSR checks; and its public
-wrappers (hsrgeom.gather_weighted_sum, HalfspaceResult.weighted_sum and the CSR helpers)."""
+wrappers (hsrgeom.gather_weighted_sum, HalfspaceResult.weighted_sum and the CSR helpers); and
+hsrgeom.release_memory, which frees the result buffers kept for later reports."""
 import numpy as np
 import pytest
 
@@ -72,3 +73,21 @@ def test_result_rows_from_rows_and_weighted_sum():
     # the same as sum(power=1, shift=0) over the report
     np.testing.assert_allclose(index.sum(normals, np.linspace(-1, 1.5, 6), values, power=1, shift=0.0).sums,
                                ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_release_memory_frees_the_kept_output_buffers(threads):
+    # a freed result array of >= 1 MiB is kept for later reports (buffer.hpp OutputPool) until
+    # release_memory(); a kept buffer is reused, so a second report of that size gives the same
+    # ids, and arrays still in use are never released
+    index = hsrgeom.BruteForce(np.zeros((300_000, 2)))  # every point on the boundary of x >= 0
+    hsrgeom.release_memory()
+    res = index.report([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0], n_threads=threads)  # 2 x 2.4 MB of ids
+    del res
+    assert hsrgeom.release_memory() >= 4_800_000 and hsrgeom.release_memory() == 0
+    kept = index.report([[1.0, 0.0]], [0.0], n_threads=threads)
+    again = index.report([[1.0, 0.0]], [0.0], n_threads=threads)
+    hsrgeom.release_memory()  # (a call's scratch, if any: not the arrays in use)
+    assert np.array_equal(kept.ids, np.arange(300_000)) and np.array_equal(again.ids, kept.ids)
+    del again
+    assert hsrgeom.release_memory() >= 2_400_000

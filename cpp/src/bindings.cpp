@@ -273,6 +273,8 @@ PYBIND11_MODULE(_core, m) {
         "as there are processors, work items, and threads the process can start.");
   m.def("get_num_threads", []() { return resolve_threads(0); },
         "Threads a call without n_threads uses at most (set_num_threads, bounded by the processors).");
+  m.def("release_memory", []() { return OutputPool::clear(); },
+        "Free the output buffers kept for later reports (up to 256 MiB of freed result arrays); returns their bytes.");
   m.def("set_verbose", [](bool on) { return verbose_flag().exchange(on); }, py::arg("on"),
         "Progress lines on stderr for builds of >= 10^5 points (start, every 5 s, done); returns the previous setting.");
   m.def("get_verbose", []() { return verbose_flag().load(); });

@@ -17,7 +17,7 @@ CSR helpers), ``_dynamic`` (insert/remove), ``_format`` (files), ``_base`` (:cla
 ``hsrgeom.attention`` uses only the names exported here.
 """
 from ._core import get_num_threads, get_verbose, set_num_threads, set_verbose
-from ._results import HalfspaceResult, HalfspaceSums, QueryStats, gather_weighted_sum
+from ._results import HalfspaceResult, HalfspaceSums, QueryStats, gather_weighted_sum, release_memory
 from ._base import Index
 from ._structures import (
     BruteForce,
@@ -51,4 +51,5 @@ __all__ = [
     "set_num_threads",
     "get_verbose",
     "set_verbose",
+    "release_memory",
 ]

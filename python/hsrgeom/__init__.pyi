@@ -4,6 +4,7 @@ from ._results import HalfspaceResult as HalfspaceResult
 from ._results import HalfspaceSums as HalfspaceSums
 from ._results import QueryStats as QueryStats
 from ._results import gather_weighted_sum as gather_weighted_sum
+from ._results import release_memory as release_memory
 from ._structures import BruteForce as BruteForce
 from ._structures import ConvexLayers as ConvexLayers
 from ._structures import ConvexLayers3 as ConvexLayers3

@@ -14,6 +14,25 @@ from . import _core
 from . import _validate as V
 
 
+def release_memory():
+    """Free the output buffers kept for later reports; returns their size in bytes.
+
+    A result's ``ids`` and ``scores`` arrays own the buffers the compiled core filled. When such
+    an array of 1 MiB or more is freed, its buffer is kept for the next reports (up to 8
+    buffers, 256 MiB in all, per process): fresh memory is zeroed by the kernel page by page on
+    first touch, which cost reports of tens of MB 25-55 % of their time. Arrays still in use
+    are not affected.
+
+    >>> import numpy as np, hsrgeom
+    >>> index = hsrgeom.BruteForce(np.zeros((300_000, 2)))
+    >>> res = index.report([[1.0, 0.0]], [0.0])    # 300,000 ids: 2.4 MB
+    >>> del res
+    >>> hsrgeom.release_memory() > 0, hsrgeom.release_memory()
+    (True, 0)
+    """
+    return _core.release_memory()
+
+
 def gather_weighted_sum(values, lims, ids, weights, *, n_threads=None):
     """Per CSR row j, ``sum_e weights[e] * values[ids[e]]`` over its entries
     ``e in [lims[j], lims[j + 1])``: float64, shape (m, dv) with m = ``len(lims) - 1``.

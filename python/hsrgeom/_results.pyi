@@ -3,6 +3,7 @@ from typing import Iterator
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+def release_memory() -> int: ...
 def gather_weighted_sum(values: ArrayLike, lims: ArrayLike, ids: ArrayLike, weights: ArrayLike, *,
                         n_threads: int | None = ...) -> NDArray[np.float64]: ...
 

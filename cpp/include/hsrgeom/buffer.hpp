@@ -84,18 +84,21 @@ class OutputPool {
     for (int i = 0; i < n_evicted; ++i) release(evicted[i].p, evicted[i].huge);
     return true;
   }
-  // Frees every kept block.
-  static void clear() noexcept {
+  // Frees every kept block; returns their bytes.
+  static std::size_t clear() noexcept {
     OutputPool& pool = get();
     Block kept[kMaxBlocks];
     int n = 0;
+    std::size_t bytes = 0;
     {
       std::lock_guard<std::mutex> lock(pool.mutex_);
       for (n = 0; n < pool.count_; ++n) kept[n] = pool.blocks_[n];
+      bytes = pool.total_;
       pool.count_ = 0;
       pool.total_ = 0;
     }
     for (int i = 0; i < n; ++i) release(kept[i].p, kept[i].huge);
+    return bytes;
   }
   static void release(void* p, bool huge) noexcept {
     if (huge) std::free(p);
