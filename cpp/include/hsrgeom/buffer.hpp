@@ -43,8 +43,7 @@ class OutputPool {
   static constexpr int kMaxBlocks = 8;
 
   static std::size_t rounded(std::size_t bytes) {
-    int e = 0;
-    while ((bytes >> e) > 1) ++e;
+    const int e = 63 - __builtin_clzll(static_cast<unsigned long long>(bytes));  // floor(log2)
     const std::size_t step = std::size_t{1} << (e - 3);  // (bytes >= kFrom: e >= 20)
     return (bytes + step - 1) / step * step;
   }
@@ -58,12 +57,7 @@ class OutputPool {
           (best < 0 || b.bytes < pool.blocks_[best].bytes))
         best = i;
     }
-    if (best < 0) return nullptr;
-    void* p = pool.blocks_[best].p;
-    pool.total_ -= pool.blocks_[best].bytes;
-    for (int i = best; i + 1 < pool.count_; ++i) pool.blocks_[i] = pool.blocks_[i + 1];
-    --pool.count_;
-    return p;
+    return best < 0 ? nullptr : pool.erase(best).p;
   }
   static bool give(void* p, std::size_t bytes, bool huge) noexcept {
     if (bytes > kMaxBytes) return false;
@@ -72,12 +66,8 @@ class OutputPool {
     int n_evicted = 0;
     {
       std::lock_guard<std::mutex> lock(pool.mutex_);
-      while (pool.count_ == kMaxBlocks || pool.total_ + bytes > kMaxBytes) {  // the oldest go
-        evicted[n_evicted++] = pool.blocks_[0];
-        pool.total_ -= pool.blocks_[0].bytes;
-        for (int i = 0; i + 1 < pool.count_; ++i) pool.blocks_[i] = pool.blocks_[i + 1];
-        --pool.count_;
-      }
+      while (pool.count_ == kMaxBlocks || pool.total_ + bytes > kMaxBytes)  // the oldest go
+        evicted[n_evicted++] = pool.erase(0);
       pool.blocks_[pool.count_++] = {p, bytes, huge};
       pool.total_ += bytes;
     }
@@ -111,6 +101,14 @@ class OutputPool {
     std::size_t bytes = 0;
     bool huge = false;
   };
+  // Removes kept block i (the caller holds the mutex) and returns it.
+  Block erase(int i) {
+    const Block b = blocks_[i];
+    total_ -= b.bytes;
+    for (; i + 1 < count_; ++i) blocks_[i] = blocks_[i + 1];
+    --count_;
+    return b;
+  }
   // never destroyed: numpy may free result arrays (and give their blocks here) at exit
   static OutputPool& get() {
     static OutputPool* pool = new OutputPool;
