@@ -6,6 +6,7 @@ of the writers' logged operations, so they are deterministic in what they accept
 under ThreadSanitizer. A tiny switch interval makes the interpreter interleave the threads'
 Python code often (the compiled calls release the GIL anyway).
 """
+import os
 import subprocess
 import sys
 import textwrap
@@ -376,3 +377,57 @@ def test_threads_under_an_address_space_limit():
         assert np.array_equal(got, want) and np.array_equal(got2, want) and np.array_equal(got_t, want_t)
         print("ok")
     """, limit_mb=6)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two processors for a parallel region")
+@pytest.mark.skipif("tsan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="the ThreadSanitizer build has no OpenMP, and TSan's fork support is partial")
+def test_forked_children_answer_on_one_thread():
+    # libgomp's threads do not survive fork(2): a child forked after a parallel build and
+    # report waited forever in its first parallel region. A forked child (os.fork, and
+    # multiprocessing's "fork" workers querying an index inherited from the parent) must answer
+    # exactly, on one thread; the parent keeps its threads.
+    _python("""
+        import multiprocessing, os, time, numpy as np, hsrgeom
+        rng = np.random.default_rng(0)
+        p = rng.random((200000, 3), dtype=np.float32)
+        a = rng.standard_normal((400, 3)).astype(np.float32)
+        tree = hsrgeom.PartitionTree(p, n_threads=2)      # a parallel build
+        want = tree.report(a, 0.6, n_threads=2)           # and a parallel report (the pool's blocks)
+        want_sum = tree.sum(a, 0.6, n_threads=2).counts
+        threads = hsrgeom.get_num_threads()
+
+        pid = os.fork()
+        if pid == 0:
+            ok = hsrgeom.get_num_threads() == 1
+            got = tree.report(a, 0.6, n_threads=2)
+            ok = ok and np.array_equal(got.lims, want.lims) and np.array_equal(got.ids, want.ids)
+            ok = ok and np.array_equal(tree.sum(a, 0.6, n_threads=2).counts, want_sum)
+            ok = ok and np.array_equal(hsrgeom.PartitionTree(p, n_threads=2).report(a, 0.6).ids, want.ids)
+            import hsrgeom.attention as att  # its kernel module loaded after the fork
+            q, k, v = (rng.standard_normal((1, 2, r, c)) for r, c in ((64, 16), (20000, 16), (20000, 8)))
+            got_att = att.relu_attention(q, k, v, bias=3.0)
+            ok = ok and np.allclose(got_att, att.reference.relu_attention(q, k, v, bias=3.0), rtol=1e-9, atol=1e-9)
+            os._exit(0 if ok else 3)
+        deadline = time.time() + 60
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.time() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                raise AssertionError("the forked child hung")
+            time.sleep(0.05)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+
+        def counts(j):
+            return tree.count(a[j:j + 100], 0.6, n_threads=2)
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            res = pool.map_async(counts, range(0, 400, 100))
+            got = np.concatenate(res.get(timeout=60))
+        assert np.array_equal(got, np.diff(want.lims))
+        assert hsrgeom.get_num_threads() == threads  # the parent keeps its threads
+        assert np.array_equal(tree.report(a, 0.6, n_threads=2).ids, want.ids)
+        print("ok")
+    """)

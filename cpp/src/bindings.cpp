@@ -272,7 +272,9 @@ PYBIND11_MODULE(_core, m) {
         "Default thread count of every call (0: all processors). At most 4096; a call starts at most as many threads "
         "as there are processors, work items, and threads the process can start.");
   m.def("get_num_threads", []() { return resolve_threads(0); },
-        "Threads a call without n_threads uses at most (set_num_threads, bounded by the processors).");
+        "Threads a call without n_threads uses at most (set_num_threads, bounded by the processors; 1 in a process forked after hsrgeom was loaded).");
+  m.def("_forked_child", []() { return forked_child(); },
+        "True in a process forked after hsrgeom was loaded (its calls run on one thread).");
   m.def("release_memory", []() { return OutputPool::clear(); },
         "Free the output buffers kept for later reports (up to 256 MiB of freed result arrays); returns their bytes.");
   m.def("set_verbose", [](bool on) { return verbose_flag().exchange(on); }, py::arg("on"),

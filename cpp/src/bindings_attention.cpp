@@ -143,6 +143,9 @@ void bind_one(py::module_& m, const std::string& suffix) {
 
 PYBIND11_MODULE(_attend, m) {
   main_thread_ident() = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+  // a process forked after the core module was loaded (and maybe ran OpenMP threads) runs on one
+  // thread here too, though this module was loaded after the fork (parallel.hpp forked_child)
+  if (py::module_::import("hsrgeom._core").attr("_forked_child")().cast<bool>()) detail::forked_flag() = true;
   m.doc() = "The fused decoding kernel of hsrgeom.attention (attend.hpp): 8-bit key codes per kv head";
   bind_one<float>(m, "F32");
   bind_one<double>(m, "F64");

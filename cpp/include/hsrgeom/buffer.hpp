@@ -29,6 +29,9 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 namespace hsrgeom {
 
@@ -111,8 +114,17 @@ class OutputPool {
   }
   // never destroyed: numpy may free result arrays (and give their blocks here) at exit
   static OutputPool& get() {
-    static OutputPool* pool = new OutputPool;
+    static OutputPool* pool = make();
     return *pool;
+  }
+  // The mutex is held across fork(2) (taken before, released after in both processes), so a
+  // child forked while another thread was in take or give does not inherit it locked.
+  static OutputPool* make() {
+    auto* pool = new OutputPool;
+#if defined(__unix__) || defined(__APPLE__)
+    pthread_atfork([] { get().mutex_.lock(); }, [] { get().mutex_.unlock(); }, [] { get().mutex_.unlock(); });
+#endif
+    return pool;
   }
   std::mutex mutex_;
   Block blocks_[kMaxBlocks];  // oldest first

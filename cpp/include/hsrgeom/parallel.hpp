@@ -15,6 +15,12 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define HSRGEOM_ATFORK 1
+#else
+#define HSRGEOM_ATFORK 0
+#endif
 
 #include "hsrgeom/interrupt.hpp"
 #include "hsrgeom/types.hpp"
@@ -30,15 +36,40 @@ namespace hsrgeom {
 //   - the threads the process can start now (startable_threads): libgomp ends the process
 //     ("Thread creation failed") when pthread_create fails, e.g. under an address-space limit,
 //     so a count this calling thread has not started before is first tried with std::thread,
-//     whose failure is an exception, and lowered to what started.
+//     whose failure is an exception, and lowered to what started;
+//   - one in a process forked from one that had loaded hsrgeom (forked_child): libgomp's
+//     threads do not survive a fork, and a child's parallel region then waited forever for them
+//     (os.fork() after a 2-thread build, then a 2-thread report: measured). As PyTorch does, a
+//     forked child runs every call on its calling thread (multiprocessing's "spawn" and
+//     "forkserver" workers, and Dask's, are not forked children of the loading process).
 // The result never depends on the thread count (only float sums' rounding may, as documented).
 constexpr int kMaxThreads = 4096;
 inline std::atomic<int>& default_threads_ref() {
   static std::atomic<int> n{0};  // 0: all cores (atomic: set while other threads' calls read it)
   return n;
 }
+namespace detail {
+inline std::atomic<bool>& forked_flag() {
+  static std::atomic<bool> forked{false};
+  return forked;
+}
+// Registers the fork handler once per loaded module (the namespace-scope variable below calls
+// it when the module is loaded, before any thread or fork of ours).
+inline bool watch_forks() {
+#if HSRGEOM_ATFORK
+  static const bool registered = pthread_atfork(nullptr, nullptr, [] { forked_flag().store(true); }) == 0;
+  return registered;
+#else
+  return false;
+#endif
+}
+inline const bool kWatchingForks = watch_forks();
+}  // namespace detail
+// True in a process forked (fork(2), os.fork, multiprocessing's "fork") after hsrgeom was loaded.
+inline bool forked_child() { return detail::forked_flag().load(std::memory_order_relaxed); }
 inline int max_threads() {
 #ifdef _OPENMP
+  if (forked_child()) return 1;
   return std::max(1, std::min(omp_get_num_procs(), kMaxThreads));
 #else
   return 1;
