@@ -73,6 +73,14 @@ _DEEP_CUTTING_MAX_OUTPUT = 3000
 _LAYERS_MAX_OUTPUT = 5000
 _LAYERS3_MAX_OUTPUT = 3000
 _DEEP_FINE_DEPTH, _DEEP_FINE_BUDGET = 1800, 12  # that depth needs that budget per point (else: 444)
+# For outputs up to _DEEP_FINE2_OUTPUT the fine tier goes to _DEEP_FINE2_DEPTH: a k-point query reads
+# a level ~1.3-2 k deep, which at 1800 was on the coarser tier (or, past the budget, missing: the
+# tree) for k ~ 1000-2000. At 10^6 points (benchmarks/per_id.py --peers-data, ns per id unsorted,
+# fine 1800 -> 3600): clustered 500 / 1000 / 1500 / 2000 outputs 2.59 / 3.01 / 4.33 / 5.12 ->
+# 2.19 / 2.09 / 3.20 / 4.19, uniform 2.22 / 2.38 / 2.30 / 2.75 -> 2.16 / 2.26 / 2.02 / 2.26,
+# gaussian even or better, 8 % less memory; at 2500 and 3000 outputs the budget then drops the
+# coarser tier's levels those queries need (3000 uniform 3.45 -> 7.77): 1800 there.
+_DEEP_FINE2_DEPTH, _DEEP_FINE2_OUTPUT = 3600, 2000
 _DEEP_DEPTH_FACTOR = 12
 # Layers a partial d = 2 peel takes: what the default 128-level table uses, + 1 (13.9 s at 10^7; 65
 # layers took 12.5 s, and 1,000-point queries then cost 2.77 ns per id in the tree, 0.74 in the table)
@@ -552,11 +560,15 @@ def _layers_params(n, k_user):
 
 def _deep_cutting_params(n, k_user):
     """The ShallowCutting3 parameters auto builds at n for outputs of k_user points: the class's
-    defaults, and above _CUTTING_MAX_OUTPUT tiers: levels to _DEEP_FINE_DEPTH on the default
-    grid where the default budget holds them (_DEEP_FINE_BUDGET n), else to _CUTTING_MAX_OUTPUT."""
+    defaults, and above _CUTTING_MAX_OUTPUT tiers: levels to _DEEP_FINE2_DEPTH (outputs up to
+    _DEEP_FINE2_OUTPUT) or _DEEP_FINE_DEPTH on the default grid where the default budget holds
+    them (_DEEP_FINE_BUDGET n), else to _CUTTING_MAX_OUTPUT."""
     if k_user <= _CUTTING_MAX_OUTPUT:
         return {}
-    fine = _DEEP_FINE_DEPTH if ShallowCutting3.default_max_candidates(n) >= _DEEP_FINE_BUDGET * n else _CUTTING_MAX_OUTPUT
+    if ShallowCutting3.default_max_candidates(n) >= _DEEP_FINE_BUDGET * n:
+        fine = _DEEP_FINE2_DEPTH if k_user <= _DEEP_FINE2_OUTPUT else _DEEP_FINE_DEPTH
+    else:
+        fine = _CUTTING_MAX_OUTPUT
     return {"fine_depth": fine, "max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user))}
 
 
@@ -587,8 +599,8 @@ def build_index(points, kind="auto", *, batch_size=None, output_size=None, **par
         are given, convex layers for d = 2 when queries report <= 5000 points (above 500 with
         ``table_layers=256``; above n = 2 000 000 peeling only the table's layers + 1,
         ``max_layers=129`` or ``257``: a full peel takes minutes at 10^7) -- and for d = 3 a shallow
-        cutting when queries report <= 3000 points (above 444 with tiers: ``fine_depth=1800``,
-        or above n = 2 000 000 ``fine_depth=444``; a cutting
+        cutting when queries report <= 3000 points (above 444 with tiers: ``fine_depth=3600`` up to
+        2000 points, ``1800`` above, or above n = 2 000 000 ``fine_depth=444``; a cutting
         built whose levels stop below the output is replaced by the next choice), and convex layers up
         to n = 2 000 000 when queries report <= 3000 points) is built on a sample of
         the points (up to 50 000) and on a quarter of it, and timed on probe queries (random and
