@@ -1,7 +1,7 @@
 // Cost per id of sorting a report's ids (report.hpp sort_ids_into, what return_sorted=True adds
 // to each query), against the two other one-pass ideas it could use at 1,000-30,000 ids: the
-// bucket pass and insertion sort it keeps for up to 255 ids (bucket_ids), and a pass over a
-// bitmap of [0, n) (what it does for k >= n / 32). 200 sets of k random distinct ids < n each,
+// bucket pass and insertion sort it keeps for up to 255 ids (bucket_ids), and the pass over a
+// bitmap of [0, n) it takes for k >= n / 32 (bitmap_ids). 200 sets of k random distinct ids < n each,
 // best of 7; each method copies its input first, as a report's scratch would be.
 //
 //   g++ -std=c++17 -O3 -march=native -DNDEBUG -Icpp/include benchmarks/sort_ids.cpp -o /tmp/sort_ids
@@ -15,18 +15,6 @@
 #include "hsrgeom/report.hpp"
 
 using namespace hsrgeom;
-
-static void bitmap_sort(const std::int64_t* ids, size_t k, index_t n, std::int64_t* dst) {
-  static std::vector<std::uint64_t> bits;  // all zero between calls
-  const size_t words = (static_cast<size_t>(n) + 63) / 64;
-  if (bits.size() < words) bits.resize(words, 0);
-  for (size_t i = 0; i < k; ++i) bits[static_cast<std::uint64_t>(ids[i]) >> 6] |= std::uint64_t{1} << (ids[i] & 63);
-  size_t w = 0;
-  for (size_t i = 0; i < words; ++i) {
-    for (std::uint64_t b = bits[i]; b; b &= b - 1) dst[w++] = static_cast<std::int64_t>(i * 64) + __builtin_ctzll(b);
-    bits[i] = 0;
-  }
-}
 
 int main() {
   std::mt19937_64 rng(1);
@@ -54,7 +42,7 @@ int main() {
             if (method == 0) sort_ids_into(in, n, dst.data(), nullptr);
             if (method == 1 && !detail::bucket_ids(in.ids.data(), k, 0, static_cast<std::uint64_t>(n), dst.data()))
               std::sort(dst.begin(), dst.end());  // (uneven buckets: never with random ids)
-            if (method == 2) bitmap_sort(in.ids.data(), k, n, dst.data());
+            if (method == 2) detail::bitmap_ids(in.ids.data(), k, n, dst.data());
           }
           const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
           best[method] = std::min(best[method], t / static_cast<double>(sets.size() * k) * 1e9);

@@ -288,6 +288,26 @@ inline bool bucket_ids(const std::int64_t* src, size_t k, std::int64_t lo, std::
   return true;
 }
 
+// Sorts k distinct ids, all in [0, n), from src into dst by a pass over a bitmap of [0, n) (the
+// bitmap cleared as it is read and kept per thread).
+inline void bitmap_ids(const std::int64_t* src, size_t k, index_t n, std::int64_t* dst) {
+  static thread_local std::vector<std::uint64_t> bits;  // all zero between calls
+  const size_t words = (static_cast<size_t>(n) + 63) / 64;
+  if (bits.size() < words) bits.resize(words, 0);
+  for (size_t i = 0; i < k; ++i) bits[static_cast<std::uint64_t>(src[i]) >> 6] |= std::uint64_t{1} << (src[i] & 63);
+  size_t w = 0;
+  for (size_t i = 0; i < words; ++i) {
+    std::uint64_t b = bits[i];
+    if (!b) continue;
+    bits[i] = 0;
+    const auto base = static_cast<std::int64_t>(i * 64);
+    do {
+      dst[w++] = base + __builtin_ctzll(b);
+      b &= b - 1;
+    } while (b);
+  }
+}
+
 }  // namespace detail
 
 // Sorts the distinct ids of `in` (all in [0, n); scores alongside when in.scores is not empty)
@@ -331,24 +351,7 @@ inline void sort_ids_into(IdList& in, index_t n, std::int64_t* dst, double* dsco
     return;
   }
   if (k == 0) return;
-  if (!sc && static_cast<double>(k) * 32 >= static_cast<double>(n)) {
-    static thread_local std::vector<std::uint64_t> bits;  // all zero between calls
-    const size_t words = (static_cast<size_t>(n) + 63) / 64;
-    if (bits.size() < words) bits.resize(words, 0);
-    for (auto id : ids) bits[static_cast<std::uint64_t>(id) >> 6] |= std::uint64_t{1} << (id & 63);
-    size_t w = 0;
-    for (size_t i = 0; i < words; ++i) {
-      std::uint64_t b = bits[i];
-      if (!b) continue;
-      bits[i] = 0;
-      const auto base = static_cast<std::int64_t>(i * 64);
-      do {
-        dst[w++] = base + __builtin_ctzll(b);
-        b &= b - 1;
-      } while (b);
-    }
-    return;
-  }
+  if (!sc && static_cast<double>(k) * 32 >= static_cast<double>(n)) return detail::bitmap_ids(ids.data(), k, n, dst);
   if (!sc && k <= kBucketSortMaxIds) {  // buckets over [0, n), else over the ids' own range
     if (detail::bucket_ids(ids.data(), k, 0, static_cast<std::uint64_t>(n), dst)) return;
     const auto [lo, hi] = std::minmax_element(ids.begin(), ids.end());
