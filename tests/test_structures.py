@@ -251,6 +251,25 @@ def check_scores(index, points, normals, offsets):
     return res
 
 
+@pytest.mark.parametrize("d", [2, 3])
+def test_outputs_past_the_caches(rng, d):
+    """Reports of more than 4 MiB of ids per thread are written with non-temporal stores
+    (buffer.hpp stream_ids: whole nodes, the sort's output, the threads' arenas gathered); the
+    second call of a size streams (the first sets the size hint). Same sets as the scan's."""
+    pts = rng.random((200_000, d)).astype(np.float32)
+    normals = rng.standard_normal((40, d))
+    offsets = quantile_offsets(pts, normals, np.linspace(0.2, 0.7, 40))  # ~3.6 * 10^6 ids, 29 MB
+    want = hsrgeom.BruteForce(pts).report(normals, offsets)
+    for make in structures_for(d).values():
+        idx = make(pts)
+        for threads in (1, 2):
+            for _ in range(2):
+                assert idx.report(normals, offsets, n_threads=threads) == want
+                got = idx.report(normals, offsets, n_threads=threads, return_sorted=False)
+                assert np.array_equal(got.lims, want.lims)
+                assert all(np.array_equal(np.sort(got[j]), want[j]) for j in range(len(normals)))
+
+
 @pytest.mark.parametrize("kind", ["partition_tree", "convex_layers"])
 def test_return_sorted_false_skips_the_sort(kind, rng):
     # the option must change something where a structure's own order is not ascending

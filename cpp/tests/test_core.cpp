@@ -1338,6 +1338,48 @@ void test_block_point_limit() {
   CHECK(refused([&] { hsrgeom::ShallowCutting3<float>(hsrgeom::PointsView<float>{row, over, 3}, 16, 1024, 444, 100, 1); }));
 }
 
+// stream_ids / copy_out_ids (buffer.hpp): every length around the vector width and the
+// streaming threshold, at every alignment of dst; uint32 ids zero-extended (ids >= 2^31 too);
+// nothing written outside [dst, dst + n). And a ReportSink block of more than kStreamIds ids into
+// a streamed output, and a radix sort streamed into its output.
+void test_stream_ids() {
+  const std::ptrdiff_t lengths[] = {0, 1, 7, 8, 9, 63, 511, 512, 513, 520, 1037};
+  std::vector<std::int64_t> src64(1100);
+  std::vector<std::uint32_t> src32(1100);
+  for (size_t i = 0; i < src64.size(); ++i) {
+    src64[i] = static_cast<std::int64_t>(i) * 0x100000001LL - 5;  // negative, and past 2^32
+    src32[i] = static_cast<std::uint32_t>(0xFFFFFFF0u - 3 * i);  // >= 2^31: a sign extension shows
+  }
+  for (std::ptrdiff_t n : lengths)
+    for (int shift = 0; shift < 8; ++shift)
+      for (int wide = 0; wide < 2; ++wide) {
+        std::vector<std::int64_t> buf(1200, -1);
+        std::int64_t* dst = buf.data() + 8 + shift;
+        if (wide) hsrgeom::copy_out_ids(dst, src64.data() + 1, n, true);
+        else hsrgeom::copy_out_ids(dst, src32.data() + 1, n, true);
+        bool ok = true;
+        for (std::ptrdiff_t k = 0; k < static_cast<std::ptrdiff_t>(buf.size()); ++k) {
+          const std::ptrdiff_t at = k - 8 - shift;
+          const std::int64_t want = at < 0 || at >= n ? -1 : wide ? src64[at + 1] : static_cast<std::int64_t>(src32[at + 1]);
+          ok = ok && buf[k] == want;
+        }
+        CHECK(ok);
+      }
+  hsrgeom::IdList out;
+  const double a[2] = {1, 0};
+  out.stream = true;
+  hsrgeom::ReportSink<false> sink{out, a, 2};
+  sink.point(7, static_cast<const double*>(nullptr), 0.0);
+  sink.range(src64.data(), static_cast<const double*>(nullptr), 1000);
+  CHECK(out.ids.size() == 1001 && out.ids[0] == 7 && std::equal(src64.begin(), src64.begin() + 1000, out.ids.begin() + 1));
+  std::vector<std::int64_t> ids(3000), want(3000), got(3001, -1);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<std::int64_t>((i * 7919) % 1000003);
+  want = ids;
+  std::sort(want.begin(), want.end());
+  hsrgeom::detail::radix_ids32(ids.data(), ids.size(), 20, got.data() + 1, true);
+  CHECK(got[0] == -1 && std::equal(want.begin(), want.end(), got.begin() + 1));
+}
+
 int main() {
   test_exact_sign_known();
   test_exact_sign_random();
@@ -1351,6 +1393,7 @@ int main() {
   test_filter_rows();
   test_report_sink_room();
   test_output_pool();
+  test_stream_ids();
   test_topk_random();
   test_topk_cases();
   test_query_sinks();

@@ -12,10 +12,13 @@
 //    24-25 huge-page faults on every call, and with two threads the arenas (~30 MB each) 11,700
 //    faults; kept blocks made those calls 1.3x (one thread) and 2.2x (two) faster
 //    (PartitionTree, d = 3, 10^6 points; docs/performance.md, session 35).
+//  - are written with non-temporal stores (stream_ids) where a report expects more ids per thread
+//    than the caches hold (kStreamOutputBytes): a plain store reads each line before writing it.
 // The vectors are handed to numpy without a copy (bindings' to_numpy), so a user's result array
 // is such a block, and it returns to the pool when numpy frees it.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -25,6 +28,10 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -182,5 +189,47 @@ struct OutputAllocator {
 
 using IdVector = std::vector<std::int64_t, OutputAllocator<std::int64_t>>;
 using ScoreVector = std::vector<double, OutputAllocator<double>>;
+
+// A report streams its output (stream_ids) when it expects at least this many bytes of ids per
+// thread: past a core's L2 (2 MiB on the machines measured), where a plain store first reads
+// each line it writes. Smaller outputs stay in the caches, where the user reads them next.
+constexpr std::size_t kStreamOutputBytes = std::size_t{4} << 20;
+// Copies of fewer ids than this are plain copies even then.
+constexpr std::ptrdiff_t kStreamIds = 512;
+
+// Copies n ids (int64, or uint32 widened) to dst with non-temporal stores: dst's lines are not
+// read before they are written, nor kept in the caches (docs/performance.md, session 37).
+template <class Id>
+void stream_ids(std::int64_t* dst, const Id* src, std::ptrdiff_t n) {
+  static_assert(std::is_same_v<Id, std::int64_t> || std::is_same_v<Id, std::uint32_t>, "int64 or uint32 ids");
+  std::ptrdiff_t k = 0;
+#if defined(__AVX512F__)
+  for (; k < n && (reinterpret_cast<std::uintptr_t>(dst + k) & 63); ++k) dst[k] = static_cast<std::int64_t>(src[k]);
+  for (; k + 8 <= n; k += 8) {
+    __m512i v;
+    if constexpr (sizeof(Id) == 8) v = _mm512_loadu_si512(src + k);
+    else v = _mm512_cvtepu32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + k)));
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + k), v);
+  }
+  _mm_sfence();
+#elif defined(__AVX2__)
+  for (; k < n && (reinterpret_cast<std::uintptr_t>(dst + k) & 31); ++k) dst[k] = static_cast<std::int64_t>(src[k]);
+  for (; k + 4 <= n; k += 4) {
+    __m256i v;
+    if constexpr (sizeof(Id) == 8) v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + k));
+    else v = _mm256_cvtepu32_epi64(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k)));
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + k), v);
+  }
+  _mm_sfence();
+#endif
+  for (; k < n; ++k) dst[k] = static_cast<std::int64_t>(src[k]);
+}
+
+// Copies n ids into a report's output: by stream_ids when `stream` and n >= kStreamIds.
+template <class Id>
+void copy_out_ids(std::int64_t* dst, const Id* src, std::ptrdiff_t n, bool stream) {
+  if (stream && n >= kStreamIds) return stream_ids(dst, src, n);
+  std::copy(src, src + n, dst);
+}
 
 }  // namespace hsrgeom

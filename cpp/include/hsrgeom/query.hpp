@@ -173,6 +173,12 @@ struct ReportSink {
       }
       out.ids.resize(at);
     }
+    if (!Scores && out.stream && n >= kStreamIds) {  // a large report's output (IdList::stream)
+      const size_t at = out.ids.size();
+      out.ids.resize(at + static_cast<size_t>(n));
+      stream_ids(out.ids.data() + at, ids, n);
+      return true;
+    }
     out.ids.insert(out.ids.end(), ids, ids + n);
     if constexpr (Scores)
       for (index_t k = 0; k < n; ++k) out.scores.push_back(dot_f64(a, x + k * static_cast<index_t>(d), d));

@@ -24,6 +24,7 @@ namespace hsrgeom {
 struct IdList {
   IdVector ids;
   ScoreVector scores;
+  bool stream = false;  // a report's output past the caches: large blocks go in by stream_ids
   void clear() {
     ids.clear();
     scores.clear();
@@ -237,8 +238,11 @@ void radix_words32(const std::int64_t* src, size_t k, int bits, Finish&& finish)
 }
 
 // Ids alone: the words copied and widened into dst.
-inline void radix_ids32(const std::int64_t* src, size_t k, int bits, std::int64_t* dst) {
-  radix_words32<std::uint32_t>(src, k, bits, [&](const std::uint32_t* w) { std::copy(w, w + k, dst); });
+// (stream: dst is a report's output past the caches, see copy_out_ids)
+inline void radix_ids32(const std::int64_t* src, size_t k, int bits, std::int64_t* dst, bool stream = false) {
+  radix_words32<std::uint32_t>(src, k, bits, [&](const std::uint32_t* w) {
+    copy_out_ids(dst, w, static_cast<std::ptrdiff_t>(k), stream);
+  });
 }
 
 // Ids and their scores (ssrc[i] the score of src[i]): ids into dst, scores gathered into sdst.
@@ -312,7 +316,8 @@ inline void bitmap_ids(const std::int64_t* src, size_t k, index_t n, std::int64_
 
 // Sorts the distinct ids of `in` (all in [0, n); scores alongside when in.scores is not empty)
 // ascending into dst (k = in.ids.size() ids, and k scores into dscores when given). `in` is
-// scratch afterwards. Up to kNetworkMaxIds ids < 2^32 (with scores < 2^25, each with its position
+// scratch afterwards (stream: dst is a report's output past the caches, see copy_out_ids).
+// Up to kNetworkMaxIds ids < 2^32 (with scores < 2^25, each with its position
 // in 32 bits): a sorting network in vector registers (sort_network.hpp); else a comparison sort
 // for a few ids; a pass over a bitmap of [0, n) when the
 // ids are dense (k >= n / 32, ids only: at most 32 bits scanned per id, the bitmap cleared as it
@@ -325,7 +330,7 @@ inline void bitmap_ids(const std::int64_t* src, size_t k, index_t n, std::int64_
 // between traversals, it was 1.5x faster at 100 ids and ~10 % slower at 500-1,000 ids, where its
 // insertion sort mispredicts more: it is kept below 256.)
 constexpr size_t kBucketSortMaxIds = 255;
-inline void sort_ids_into(IdList& in, index_t n, std::int64_t* dst, double* dscores) {
+inline void sort_ids_into(IdList& in, index_t n, std::int64_t* dst, double* dscores, bool stream = false) {
   auto& ids = in.ids;
   const size_t k = ids.size();
   const bool sc = !in.scores.empty();
@@ -360,7 +365,7 @@ inline void sort_ids_into(IdList& in, index_t n, std::int64_t* dst, double* dsco
   const std::uint64_t top = static_cast<std::uint64_t>(std::max<index_t>(n - 1, 1));
   const int bits = 64 - __builtin_clzll(top);
   if (bits <= 32) {
-    if (!sc) return detail::radix_ids32(ids.data(), k, bits, dst);
+    if (!sc) return detail::radix_ids32(ids.data(), k, bits, dst, stream);
     return detail::radix_scored32(ids.data(), in.scores.data(), k, bits, dst, dscores);
   }
   static thread_local IdList tmp;
@@ -405,7 +410,9 @@ ReportResult report_queries(index_t m, QueryStats* st, int threads, double work,
   const int nt = static_cast<int>(std::min<index_t>(threads_for_work(threads, work), std::max<index_t>(m, 1)));
   const size_t guess = static_cast<size_t>(std::min(per_query * static_cast<double>(m) / nt, 16777216.0));
   std::vector<IdList> arena(nt);
+  const bool stream = guess * sizeof(std::int64_t) >= kStreamOutputBytes;
   for (IdList& a : arena) {
+    a.stream = stream;
     a.ids.reserve(guess);
     if (scores) a.scores.reserve(guess);
   }
@@ -423,9 +430,9 @@ ReportResult report_queries(index_t m, QueryStats* st, int threads, double work,
       a.ids.resize(at + k);
       if (scores) a.scores.resize(at + k);
       if (!scores && std::is_sorted(out.ids.begin(), out.ids.end()))  // handed over in id order
-        std::copy(out.ids.begin(), out.ids.end(), a.ids.begin() + at);
+        copy_out_ids(a.ids.data() + at, out.ids.data(), static_cast<std::ptrdiff_t>(k), stream);
       else
-        sort_ids_into(out, n, a.ids.data() + at, scores ? a.scores.data() + at : nullptr);
+        sort_ids_into(out, n, a.ids.data() + at, scores ? a.scores.data() + at : nullptr, stream);
     } else {
       fill(j, c, a);
     }
@@ -446,9 +453,10 @@ ReportResult report_queries(index_t m, QueryStats* st, int threads, double work,
   }
   r.ids.resize(r.lims[m]);
   if (scores) r.scores.resize(r.lims[m]);
+  const bool stream_all = static_cast<size_t>(r.lims[m]) * sizeof(std::int64_t) >= kStreamOutputBytes;
   for (index_t j = 0; j < m; ++j) {
     const IdList& a = arena[owner[j]];
-    std::copy(a.ids.begin() + start[j], a.ids.begin() + start[j] + len[j], r.ids.begin() + r.lims[j]);
+    copy_out_ids(r.ids.data() + r.lims[j], a.ids.data() + start[j], len[j], stream_all);
     if (scores)
       std::copy(a.scores.begin() + start[j], a.scores.begin() + start[j] + len[j], r.scores.begin() + r.lims[j]);
   }
