@@ -80,7 +80,12 @@ _DEEP_FINE_DEPTH, _DEEP_FINE_BUDGET = 1800, 12  # that depth needs that budget p
 # 2.19 / 2.09 / 3.20 / 4.19, uniform 2.22 / 2.38 / 2.30 / 2.75 -> 2.16 / 2.26 / 2.02 / 2.26,
 # gaussian even or better, 8 % less memory; at 2500 and 3000 outputs the budget then drops the
 # coarser tier's levels those queries need (3000 uniform 3.45 -> 7.77): 1800 there.
-_DEEP_FINE2_DEPTH, _DEEP_FINE2_OUTPUT = 3600, 2000
+# And in a budget of _DEEP_FINE2_BUDGET n instead of the class's 12 n, which kept too few levels on
+# the coarser tiers for the queries the fine one does not certify (session 37, 10^6 peers' points,
+# the two cuttings queried alternately in one process, one thread, ns per id unsorted, best of 12:
+# uniform 1,000 / 2,000 outputs 2.29 / 2.14 -> 2.05 / 1.77, clustered 2.00 / 3.36 -> 1.87 / 2.44,
+# gaussian 1.47 / 1.42 -> 1.48 / 1.34; 251-268 -> 305-326 MiB).
+_DEEP_FINE2_DEPTH, _DEEP_FINE2_OUTPUT, _DEEP_FINE2_BUDGET = 3600, 2000, 16
 _DEEP_DEPTH_FACTOR = 12
 # Layers a partial d = 2 peel takes: what the default 128-level table uses, + 1 (13.9 s at 10^7; 65
 # layers took 12.5 s, and 1,000-point queries then cost 2.77 ns per id in the tree, 0.74 in the table)
@@ -521,7 +526,7 @@ def _choose(pts, batch_size, output_size, params):
         deep = _deep_cutting_params(n, k_user)
         if cutting is None:
             cutting = ShallowCutting3._from_valid(pts, **deep)
-        shown_deep = "".join(f"{k}={v}, " for k, v in deep.items())
+        shown_deep = "".join(f"{k}={v}, " for k, v in deep.items() if k != "max_candidates")
         reason += (f" ({shown_deep}max_candidates={cutting.max_candidates // n} n: {cutting.levels} levels on grids "
                    f"{sorted({int(g) for g in cutting.level_grids()}, reverse=True)}, "
                    f"{cutting.memory_bytes / 2**20:.0f} MiB)")
@@ -561,15 +566,16 @@ def _layers_params(n, k_user):
 def _deep_cutting_params(n, k_user):
     """The ShallowCutting3 parameters auto builds at n for outputs of k_user points: the class's
     defaults, and above _CUTTING_MAX_OUTPUT tiers: levels to _DEEP_FINE2_DEPTH (outputs up to
-    _DEEP_FINE2_OUTPUT) or _DEEP_FINE_DEPTH on the default grid where the default budget holds
-    them (_DEEP_FINE_BUDGET n), else to _CUTTING_MAX_OUTPUT."""
+    _DEEP_FINE2_OUTPUT, in a budget of _DEEP_FINE2_BUDGET n) or _DEEP_FINE_DEPTH on the default
+    grid where the default budget holds them (_DEEP_FINE_BUDGET n), else to _CUTTING_MAX_OUTPUT."""
     if k_user <= _CUTTING_MAX_OUTPUT:
         return {}
-    if ShallowCutting3.default_max_candidates(n) >= _DEEP_FINE_BUDGET * n:
-        fine = _DEEP_FINE2_DEPTH if k_user <= _DEEP_FINE2_OUTPUT else _DEEP_FINE_DEPTH
-    else:
-        fine = _CUTTING_MAX_OUTPUT
-    return {"fine_depth": fine, "max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user))}
+    prm = {"max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user))}
+    if ShallowCutting3.default_max_candidates(n) < _DEEP_FINE_BUDGET * n:
+        return {"fine_depth": _CUTTING_MAX_OUTPUT, **prm}
+    if k_user > _DEEP_FINE2_OUTPUT:
+        return {"fine_depth": _DEEP_FINE_DEPTH, **prm}
+    return {"fine_depth": _DEEP_FINE2_DEPTH, **prm, "max_candidates": _DEEP_FINE2_BUDGET * n}
 
 
 def _check_params(cls, params, pts):
