@@ -445,9 +445,9 @@ def test_auto_replaces_a_cutting_whose_levels_stop_below_the_output(monkeypatch)
 
 def test_auto_builds_a_tiered_cutting_for_outputs_above_the_plain_levels(monkeypatch):
     """Outputs above the plain cutting's depth (444) and up to 3000: when the cutting is the
-    fastest, auto builds it with tiers (fine_depth 3600 in a budget of 16 n candidates for outputs
-    up to 2000, 1800 above, up to n = 2*10^6, else 444; coarser grids below) within the default
-    candidate budget otherwise (12 n, 6 n above 2*10^6) and says so; above 3000
+    fastest, auto builds it with tiers (fine_depth 3600 for outputs up to 2000, 1800 above, in a
+    budget of 16 n candidates, up to n = 2*10^6; above, 444 in the default budget of 6 n; coarser
+    grids below) and says so; above 3000
     it is no candidate. Outputs up to 444 get the default cutting. Forced with faked timings."""
     from hsrgeom import _auto, _structures
 
@@ -464,9 +464,9 @@ def test_auto_builds_a_tiered_cutting_for_outputs_above_the_plain_levels(monkeyp
     assert idx.max_candidates == 16 * len(x) and idx.candidates <= 16 * len(x)
     assert len(set(idx.level_grids())) > 1 and idx._impl.max_depth >= 1000
     assert "fine_depth=3600" in idx.reason and "max_candidates=16 n" in idx.reason and "MiB" in idx.reason
-    wide = hsrgeom.build_index(x, output_size=2500)  # above 2000: the fine tier to 1800, the default budget
+    wide = hsrgeom.build_index(x, output_size=2500)  # above 2000: the fine tier to 1800
     assert wide.fine_depth == 1800 and wide.max_depth == 30000 and "fine_depth=1800" in wide.reason
-    assert wide.max_candidates == 12 * len(x) and "max_candidates=12 n" in wide.reason
+    assert wide.max_candidates == 16 * len(x) and "max_candidates=16 n" in wide.reason
     monkeypatch.setattr(_structures, "_CUTTING_BUDGET_MAX_N", len(x) - 1)  # above it: 6 n, so 444 deep
     big = hsrgeom.build_index(x, output_size=1000)
     assert big.fine_depth == 444 and big.max_candidates == 6 * len(x) and "max_candidates=6 n" in big.reason

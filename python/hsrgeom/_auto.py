@@ -51,8 +51,8 @@ _CUTTING_MAX_OUTPUT = 444
 # (Those levels were starved at ~10^6 points by the class's former default budget of 2 n
 # candidates; its default is now 12 n, 6 n above 2*10^6: ShallowCutting3.default_max_candidates.)
 # Above _CUTTING_MAX_OUTPUT and up to _DEEP_CUTTING_MAX_OUTPUT, the cutting built at n has tiers: levels to
-# _DEEP_FINE_DEPTH on the default grid (tier 0), deeper ones on coarser grids, in the class's
-# default budget of stored candidates (28 bytes each for float32 points, 40 for float64, with
+# _DEEP_FINE_DEPTH on the default grid (tier 0), deeper ones on coarser grids, in a budget of
+# _DEEP_BUDGET n stored candidates (below; 28 bytes each for float32 points, 40 for float64, with
 # their id order) and levels to _DEEP_DEPTH_FACTOR x the output (the budget stops them first at 10^6; with 4x, 23 of
 # 200 uniform 1,000-point queries found no certified level and went to the tree, 10x slower per
 # point: 1.8x the time of the whole batch at gaussian). A query reporting k points reads the
@@ -80,12 +80,15 @@ _DEEP_FINE_DEPTH, _DEEP_FINE_BUDGET = 1800, 12  # that depth needs that budget p
 # 2.19 / 2.09 / 3.20 / 4.19, uniform 2.22 / 2.38 / 2.30 / 2.75 -> 2.16 / 2.26 / 2.02 / 2.26,
 # gaussian even or better, 8 % less memory; at 2500 and 3000 outputs the budget then drops the
 # coarser tier's levels those queries need (3000 uniform 3.45 -> 7.77): 1800 there.
-# And in a budget of _DEEP_FINE2_BUDGET n instead of the class's 12 n, which kept too few levels on
-# the coarser tiers for the queries the fine one does not certify (session 37, 10^6 peers' points,
-# the two cuttings queried alternately in one process, one thread, ns per id unsorted, best of 12:
-# uniform 1,000 / 2,000 outputs 2.29 / 2.14 -> 2.05 / 1.77, clustered 2.00 / 3.36 -> 1.87 / 2.44,
-# gaussian 1.47 / 1.42 -> 1.48 / 1.34; 251-268 -> 305-326 MiB).
-_DEEP_FINE2_DEPTH, _DEEP_FINE2_OUTPUT, _DEEP_FINE2_BUDGET = 3600, 2000, 16
+_DEEP_FINE2_DEPTH, _DEEP_FINE2_OUTPUT = 3600, 2000
+# Both in a budget of _DEEP_BUDGET n instead of the class's 12 n, which kept too few levels on the
+# coarser tiers for the queries the fine one does not certify (session 37, 10^6 peers' points, the
+# two cuttings queried alternately in one process, one thread, ns per id unsorted, best of 12, 12 n
+# -> 16 n): fine tier 3600, uniform 1,000 / 2,000 outputs 2.29 / 2.14 -> 2.05 / 1.77, clustered
+# 2.00 / 3.36 -> 1.87 / 2.44, gaussian 1.47 / 1.42 -> 1.48 / 1.34, 251-268 -> 305-326 MiB; fine tier
+# 1800, uniform 2,500 / 3,000 3.63 / 3.91 -> 3.15 / 2.78, clustered 5.94 / 5.26 -> 4.92 / 4.24,
+# gaussian alike (sorted 4-9 % slower), 287-296 -> 344-386 MiB; at 2*10^6 points 562 -> 612 MiB.
+_DEEP_BUDGET = 16
 _DEEP_DEPTH_FACTOR = 12
 # Layers a partial d = 2 peel takes: what the default 128-level table uses, + 1 (13.9 s at 10^7; 65
 # layers took 12.5 s, and 1,000-point queries then cost 2.77 ns per id in the tree, 0.74 in the table)
@@ -566,16 +569,15 @@ def _layers_params(n, k_user):
 def _deep_cutting_params(n, k_user):
     """The ShallowCutting3 parameters auto builds at n for outputs of k_user points: the class's
     defaults, and above _CUTTING_MAX_OUTPUT tiers: levels to _DEEP_FINE2_DEPTH (outputs up to
-    _DEEP_FINE2_OUTPUT, in a budget of _DEEP_FINE2_BUDGET n) or _DEEP_FINE_DEPTH on the default
-    grid where the default budget holds them (_DEEP_FINE_BUDGET n), else to _CUTTING_MAX_OUTPUT."""
+    _DEEP_FINE2_OUTPUT) or _DEEP_FINE_DEPTH on the default grid in a budget of _DEEP_BUDGET n where
+    the default budget is _DEEP_FINE_BUDGET n, else to _CUTTING_MAX_OUTPUT in the default budget."""
     if k_user <= _CUTTING_MAX_OUTPUT:
         return {}
-    prm = {"max_depth": int(max(1024, _DEEP_DEPTH_FACTOR * k_user))}
+    max_depth = int(max(1024, _DEEP_DEPTH_FACTOR * k_user))
     if ShallowCutting3.default_max_candidates(n) < _DEEP_FINE_BUDGET * n:
-        return {"fine_depth": _CUTTING_MAX_OUTPUT, **prm}
-    if k_user > _DEEP_FINE2_OUTPUT:
-        return {"fine_depth": _DEEP_FINE_DEPTH, **prm}
-    return {"fine_depth": _DEEP_FINE2_DEPTH, **prm, "max_candidates": _DEEP_FINE2_BUDGET * n}
+        return {"fine_depth": _CUTTING_MAX_OUTPUT, "max_depth": max_depth}
+    fine = _DEEP_FINE2_DEPTH if k_user <= _DEEP_FINE2_OUTPUT else _DEEP_FINE_DEPTH
+    return {"fine_depth": fine, "max_depth": max_depth, "max_candidates": _DEEP_BUDGET * n}
 
 
 def _check_params(cls, params, pts):
