@@ -173,10 +173,10 @@ struct ReportSink {
       }
       out.ids.resize(at);
     }
-    if (!Scores && out.stream && n >= kStreamIds) {  // a large report's output (IdList::stream)
+    if (!Scores && out.stream) {  // a large report's output (IdList::stream)
       const size_t at = out.ids.size();
       out.ids.resize(at + static_cast<size_t>(n));
-      stream_ids(out.ids.data() + at, ids, n);
+      copy_out_ids(out.ids.data() + at, ids, n, true);
       return true;
     }
     out.ids.insert(out.ids.end(), ids, ids + n);
