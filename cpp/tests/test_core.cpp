@@ -548,17 +548,18 @@ void test_id_order() {
       CHECK_EQ(band >= 0, !(p16 >= cnt && p16 > 4 * cnt + 64));
       if (band < 0) continue;
       for (double b : {-1.0, 0.0, 2.0}) {
-        std::vector<std::int64_t> ids(cnt + 8), want;
+        std::vector<std::int64_t> ids(cnt + 8), sids(cnt + 8), want;
         std::vector<index_t> slots(cnt + 8);
         auto decide = [&](const Block& q, int i) { return q.x[0][i] - q.x[1][i] >= b; };  // exact: small integers
         const index_t w = hsrgeom::filter_blocks<1, 2>(a, b, 0.5, c, cnt, nullptr, ids.data(), decide);
-        const index_t ws = hsrgeom::filter_blocks<hsrgeom::kWantSlots, 2>(a, b, 0.5, c, cnt, slots.data(), nullptr, decide);
+        const index_t ws = hsrgeom::filter_blocks<hsrgeom::kWantSlots, 2>(a, b, 0.5, c, cnt, slots.data(), sids.data(), decide);
         CHECK_EQ(ws, w);
         for (std::int64_t i = 0; i < cnt; ++i)
           if (c[i / 8].x[0][i % 8] - c[i / 8].x[1][i % 8] >= b) want.push_back(c[i / 8].id[i % 8]);
         CHECK_EQ(static_cast<std::int64_t>(want.size()), w);
-        bool same_ids = true;
-        for (index_t i = 0; i < std::min(w, ws); ++i) same_ids &= c[slots[i] / 8].id[slots[i] % 8] == ids[i];
+        bool same_ids = true;  // the slots name the ids, both in list order
+        for (index_t i = 0; i < std::min(w, ws); ++i)
+          same_ids &= c[slots[i] / 8].id[slots[i] % 8] == ids[i] && sids[i] == ids[i];
         CHECK(same_ids);
         std::sort(want.begin(), want.end());
         std::vector<std::int64_t> got(w + 3);
@@ -566,8 +567,8 @@ void test_id_order() {
         got.resize(w);
         CHECK(got == want);
         // report_ids: ascending past kNetworkMaxIds ids, else in list order (filter_blocks' ids)
-        std::vector<std::int64_t> rep(w + 3);
-        order.report_ids(band, c, slots.data(), ws, rep.data());
+        std::vector<std::int64_t> rep(sids.begin(), sids.begin() + w + 3);
+        order.report_ids(band, slots.data(), ws, rep.data());
         rep.resize(w);
         ids.resize(w);
         CHECK(rep == (w > static_cast<index_t>(hsrgeom::kNetworkMaxIds) ? want : ids));

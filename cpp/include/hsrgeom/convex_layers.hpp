@@ -318,8 +318,8 @@ class ConvexLayers : public QueryMethods<ConvexLayers<T>, T> {
           };
           const std::int64_t band = Want == 1 && ascending ? order_.report_band(bkt, cnt) : -1;
           if (band >= 0) {
-            w = filter_blocks<kWantSlots, 2>(a, b, margin, cand, cnt, in_k, nullptr, decide);
-            order_.report_ids(band, cand, in_k, w, in_id);
+            w = filter_blocks<kWantSlots, 2>(a, b, margin, cand, cnt, in_k, in_id, decide);
+            order_.report_ids(band, in_k, w, in_id);
           } else {
             w = filter_blocks<Want, 2>(a, b, margin, cand, cnt, in_k, in_id, decide);
           }

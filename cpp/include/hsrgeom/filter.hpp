@@ -102,11 +102,12 @@ inline double lane_value(const double* a, double b, const Block& q, int l) {
 }
 
 // filter_blocks' Want: 1 writes the ids of the candidates inside, 2 also their stored indices,
-// kWantSlots their slots (i = block * 8 + lane, to in_k) alone.
+// kWantSlots also their slots (i = block * 8 + lane, to in_k).
 constexpr int kWantSlots = 3;
 
 // Counts the candidates i < cnt (in blocks c) inside the half-space and, as Want asks (1: ids,
-// 2: ids and stored indices, kWantSlots: slots), writes them to in_id[] and in_k[] (cnt + 8 slots each). A
+// 2: ids and stored indices, kWantSlots: ids and slots), writes them to in_id[] and in_k[]
+// (cnt + 8 slots each). A
 // candidate whose rounded <a, x_i> - b exceeds margin is inside; one within margin of b is
 // unsure, and decide(block, lane) says exactly whether it is inside (called once per unsure
 // candidate, in the same pass, so that ties with b cost no second pass over the list). The
@@ -118,13 +119,11 @@ template <int Want, int D, class Block, class Decide>
 HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, const Block* c, index_t cnt,
                                      index_t* in_k, std::int64_t* in_id, Decide&& decide) {
   index_t i = 0, w = 0;
+  constexpr bool kIds = Want >= 1, kSlots = Want == kWantSlots;
   auto keep = [&](const Block& q, int l) {  // an unsure candidate found inside
-    if constexpr (Want == kWantSlots) {
-      in_k[w] = static_cast<index_t>(&q - c) * 8 + l;
-    } else {
-      if constexpr (Want >= 1) in_id[w] = q.id[l];
-      if constexpr (Want >= 2) in_k[w] = q.k[l];
-    }
+    if constexpr (kIds) in_id[w] = q.id[l];
+    if constexpr (kSlots) in_k[w] = static_cast<index_t>(&q - c) * 8 + l;
+    if constexpr (Want == 2) in_k[w] = q.k[l];
     ++w;
   };
 #if defined(__AVX512F__)
@@ -137,13 +136,12 @@ HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, c
     const __mmask8 yes = _mm512_cmp_pd_mask(v, hi, _CMP_GT_OQ), maybe = _mm512_cmp_pd_mask(v, lo, _CMP_GT_OQ);
     // compress in a register, then a full store (the outputs have 8 spare slots): a
     // compressing store to memory is microcoded and slow on some CPUs (AMD Zen 4)
-    if constexpr (Want == kWantSlots) {
+    if constexpr (kSlots) {
       const __m512i slots = _mm512_add_epi64(_mm512_set1_epi64(i * 8), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
       _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, slots));
-    } else {
-      if constexpr (Want >= 1) _mm512_storeu_si512(in_id + w, _mm512_maskz_compress_epi64(yes, load8_u32(q.id)));
-      if constexpr (Want >= 2) _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, load8_u32(q.k)));
     }
+    if constexpr (kIds) _mm512_storeu_si512(in_id + w, _mm512_maskz_compress_epi64(yes, load8_u32(q.id)));
+    if constexpr (Want == 2) _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, load8_u32(q.k)));
     w += __builtin_popcount(yes);
     if (__builtin_expect(yes != maybe, 0))
       for (unsigned m = yes ^ maybe; m; m &= m - 1)
@@ -163,12 +161,10 @@ HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, c
       maybe |= static_cast<unsigned>(_mm256_movemask_pd(_mm256_cmp_pd(v, lo, _CMP_GT_OQ))) << h;
       yes |= y << h;
       // the kept lanes to the front, a full store (the outputs have 8 spare slots)
-      if constexpr (Want == kWantSlots) {
+      if constexpr (kSlots)
         store_kept4(in_k + w, _mm256_add_epi64(_mm256_set1_epi64x(i * 8 + h), _mm256_set_epi64x(3, 2, 1, 0)), y);
-      } else {
-        if constexpr (Want >= 1) store_kept4(in_id + w, load4_u32(q.id + h), y);
-        if constexpr (Want >= 2) store_kept4(in_k + w, load4_u32(q.k + h), y);
-      }
+      if constexpr (kIds) store_kept4(in_id + w, load4_u32(q.id + h), y);
+      if constexpr (Want == 2) store_kept4(in_k + w, load4_u32(q.k + h), y);
       w += __builtin_popcount(y);
     }
     if (__builtin_expect(yes != maybe, 0))
@@ -185,12 +181,9 @@ HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, c
       if (decide(q, l)) keep(q, l);
       continue;
     }
-    if constexpr (Want == kWantSlots) {
-      in_k[w] = i;
-    } else {
-      if constexpr (Want >= 1) in_id[w] = q.id[l];
-      if constexpr (Want >= 2) in_k[w] = q.k[l];
-    }
+    if constexpr (kIds) in_id[w] = q.id[l];
+    if constexpr (kSlots) in_k[w] = i;
+    if constexpr (Want == 2) in_k[w] = q.k[l];
     w += v > margin;
   }
   return w;
@@ -378,19 +371,18 @@ class IdOrder {
     }
     return -1;
   }
-  // For a sorted report of a query over the first cnt slots of list `list`: the band to filter
-  // by slots for (report_ids), or -1 to filter ids in list order: up to kNetworkMaxIds
-  // candidates (the report's sorting network sorts their answer for less) or no band (band).
+  // For a sorted report of a query over the first cnt slots of list `list`: the band whose
+  // ranks order its answer (report_ids), or -1 for none: up to kNetworkMaxIds candidates (the
+  // report's sorting network sorts their answer for less) or no band (band).
   std::int64_t report_band(std::int64_t list, std::int64_t cnt) const {
     return cnt > static_cast<std::int64_t>(kNetworkMaxIds) ? band(list, cnt) : -1;
   }
-  // The ids of the slots[0 .. w) of blocks c (a list with report_band b >= 0) to out (w + 3
-  // slots), for a sorted report: ascending (ids_ascending), or in list order when there are up to
-  // kNetworkMaxIds of them, which the report's sorting network sorts for less.
-  template <class Block>
-  void report_ids(std::int64_t b, const Block* c, const index_t* slots, index_t w, std::int64_t* out) const {
-    if (w > static_cast<index_t>(kNetworkMaxIds)) return ids_ascending(b, slots, w, out);
-    for (index_t i = 0; i < w; ++i) out[i] = c[slots[i] / 8].id[slots[i] % 8];
+  // For a sorted report: out holds the ids of the slots[0 .. w) in list order (filter_blocks
+  // with kWantSlots, a list with report_band b >= 0; w + 3 slots). Past kNetworkMaxIds of them
+  // they are rewritten ascending (ids_ascending); fewer stay as they are, for the report's
+  // sorting network, which sorts those for less.
+  void report_ids(std::int64_t b, const index_t* slots, index_t w, std::int64_t* out) const {
+    if (w > static_cast<index_t>(kNetworkMaxIds)) ids_ascending(b, slots, w, out);
   }
   // Writes the ids of slots[0 .. w) (among the first cnt of the list, band(list, cnt) = b)
   // ascending to out (w + 3 slots).

@@ -496,8 +496,8 @@ class ShallowCutting3 : public QueryMethods<ShallowCutting3<T>, T> {
         if (!dst) dst = ids.data() + (band >= 0) * (cnt + 8);
         if (band >= 0) {
           index_t* slots = ids.data();
-          const index_t got = filter_blocks<kWantSlots, 3>(a, b, margin, cand, cnt, slots, nullptr, decide);
-          tier.order.report_ids(band, cand, slots, got, dst);
+          const index_t got = filter_blocks<kWantSlots, 3>(a, b, margin, cand, cnt, slots, dst, decide);
+          tier.order.report_ids(band, slots, got, dst);
           block(dst, got);
           return;
         }
