@@ -1,10 +1,12 @@
 // A sorting network in vector registers for a few ids (up to kNetworkMaxIds): bitonic, on 8 lanes
 // of 32 bits (GCC / Clang vector extensions: AVX2 or AVX-512 instructions on x86-64-v3 and
 // native builds, pairs of SSE registers on baseline x86-64, NEON on arm64). Every compare-
-// exchange is a min and a max of two registers, one lane permutation and one blend; no branch
-// depends on the ids. Sorting 100 random ids < 10^6 from and into int64 arrays: 1.7-1.8 ns per
-// id, against 3.8-4.2 for report.hpp's bucket sort (AVX-512 and x86-64-v3 builds alike;
-// docs/performance.md, session 33).
+// exchange within a register is a min and a max of two registers, one lane permutation and one
+// blend; no branch depends on the ids. 8 and 16 registers first sort each lane down the
+// registers (Batcher's odd-even merge sort: min and max only) and transpose, so that the bitonic
+// merges start from runs of 8 or 16 ids: 10-20 % faster than sorting each register alone.
+// Sorting 100 random ids < 10^6 from and into int64 arrays: 1.4-1.6 ns per id, against 3.8-4.2
+// for report.hpp's bucket sort (docs/performance.md, sessions 33 and 38).
 #pragma once
 
 #include <cstddef>
@@ -60,16 +62,75 @@ HSRGEOM_NET_INLINE Lanes sorted(Lanes v) {
   return exchange<1, 0, 3, 2, 5, 4, 7, 6>(v);
 }
 
-// R registers (a power of two) sorted as one sequence of 8 R lanes, register-major: each register
-// sorted, then runs of S / 2 registers merged into runs of S (S = 2, 4, ..., R): the flip pairs
-// register v with the reverse of register v ^ (S - 1), the half-cleaners of strides of whole
-// registers pair v with v ^ T, and each register ends with its own half-cleaners.
+// The smaller of a and b to a, the larger to b, lane by lane.
+HSRGEOM_NET_INLINE void exchange(Lanes& a, Lanes& b) {
+  const Lanes lo = a < b ? a : b, hi = a < b ? b : a;
+  a = lo, b = hi;
+}
+
+// Each lane sorted down the R = 8 or 16 registers: Batcher's odd-even merge sort (19 or 63
+// compare-exchanges of whole registers).
+template <int R>
+HSRGEOM_NET_INLINE void sort_lanes(Lanes* r) {
+  static_assert(R == 8 || R == 16, "8 or 16 registers");
+  static constexpr int k8[] = {0, 1, 2, 3, 0, 2, 1, 3, 1, 2, 4, 5, 6, 7, 4, 6, 5, 7, 5, 6,
+                               0, 4, 2, 6, 2, 4, 1, 5, 3, 7, 3, 5, 1, 2, 3, 4, 5, 6};
+  static constexpr int k16[] = {8, 9, 10, 11, 8, 10, 9, 11, 9, 10, 12, 13, 14, 15, 12, 14, 13, 15, 13, 14,
+                                8, 12, 10, 14, 10, 12, 9, 13, 11, 15, 11, 13, 9, 10, 11, 12, 13, 14,
+                                0, 8, 4, 12, 4, 8, 2, 10, 6, 14, 6, 10, 2, 4, 6, 8, 10, 12,
+                                1, 9, 5, 13, 5, 9, 3, 11, 7, 15, 7, 11, 3, 5, 7, 9, 11, 13,
+                                1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14};
+#pragma GCC unroll 64
+  for (int i = 0; i < 19; ++i) exchange(r[k8[2 * i]], r[k8[2 * i + 1]]);  // registers 0-7
+  if constexpr (R == 16) {
+#pragma GCC unroll 64
+    for (int i = 0; i < 44; ++i) exchange(r[k16[2 * i]], r[k16[2 * i + 1]]);  // 8-15, then the merge
+  }
+}
+
+// out[j] = lane j of in[0], ..., in[7] (an 8 x 8 transpose).
+HSRGEOM_NET_INLINE void transpose8(const Lanes* in, Lanes* out) {
+  Lanes t[8], u[8];
+#pragma GCC unroll 4
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = __builtin_shufflevector(in[i], in[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[i + 1] = __builtin_shufflevector(in[i], in[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+#pragma GCC unroll 2
+  for (int h = 0; h < 8; h += 4) {
+    u[h] = __builtin_shufflevector(t[h], t[h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[h + 1] = __builtin_shufflevector(t[h], t[h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    u[h + 2] = __builtin_shufflevector(t[h + 1], t[h + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+    u[h + 3] = __builtin_shufflevector(t[h + 1], t[h + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    out[i] = __builtin_shufflevector(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    out[i + 4] = __builtin_shufflevector(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+// R registers (a power of two) sorted as one sequence of 8 R lanes, register-major: sorted runs
+// of one register (fewer than 8 registers: each register sorted alone; 8: each lane sorted down
+// the registers, then transposed) or two (16: the same, register 2 j and 2 j + 1 then holding
+// lane j), then runs of S / 2 registers merged into runs of S (S = 2 or 4, ..., R): the flip
+// pairs register v with the reverse of register v ^ (S - 1), the half-cleaners of strides of
+// whole registers pair v with v ^ T, and each register ends with its own half-cleaners.
 template <int R>
 HSRGEOM_NET_INLINE void sort_registers(Lanes* r) {
+  if constexpr (R >= 8) {
+    sort_lanes<R>(r);
+    Lanes t[16];
+    transpose8(r, t);
+    if constexpr (R == 16) transpose8(r + 8, t + 8);
 #pragma GCC unroll 16
-  for (int v = 0; v < R; ++v) r[v] = sorted(r[v]);
+    for (int j = 0; j < R; ++j) r[j] = R == 16 ? t[j % 2 * 8 + j / 2] : t[j];
+  } else {
+#pragma GCC unroll 16
+    for (int v = 0; v < R; ++v) r[v] = sorted(r[v]);
+  }
 #pragma GCC unroll 8
-  for (int S = 2; S <= R; S *= 2) {
+  for (int S = R == 16 ? 4 : 2; S <= R; S *= 2) {
 #pragma GCC unroll 16
     for (int v = 0; v < R; ++v) {
       const int w = v ^ (S - 1);
@@ -84,10 +145,7 @@ HSRGEOM_NET_INLINE void sort_registers(Lanes* r) {
 #pragma GCC unroll 16
       for (int v = 0; v < R; ++v) {
         const int w = v ^ T;
-        if (v < w) {
-          const Lanes lo = r[v] < r[w] ? r[v] : r[w], hi = r[v] < r[w] ? r[w] : r[v];
-          r[v] = lo, r[w] = hi;
-        }
+        if (v < w) exchange(r[v], r[w]);
       }
     }
 #pragma GCC unroll 16
