@@ -562,12 +562,13 @@ void test_id_order() {
           same_ids &= c[slots[i] / 8].id[slots[i] % 8] == ids[i] && sids[i] == ids[i];
         CHECK(same_ids);
         std::sort(want.begin(), want.end());
-        std::vector<std::int64_t> got(w + 3);
+        std::vector<std::int64_t> got(w + 9, -7);  // 8 spare slots, then a guard
         order.ids_ascending(band, slots.data(), ws, got.data());
+        CHECK_EQ(got[w + 8], -7);
         got.resize(w);
         CHECK(got == want);
         // report_ids: ascending past kNetworkMaxIds ids, else in list order (filter_blocks' ids)
-        std::vector<std::int64_t> rep(sids.begin(), sids.begin() + w + 3);
+        std::vector<std::int64_t> rep(sids.begin(), sids.begin() + w + 8);
         order.report_ids(band, slots.data(), ws, rep.data());
         rep.resize(w);
         ids.resize(w);
@@ -577,7 +578,7 @@ void test_id_order() {
   }
   // a second pass over the same bitmap: it was left clear
   std::vector<index_t> one = {0};
-  std::vector<std::int64_t> got(4);
+  std::vector<std::int64_t> got(9);
   order.ids_ascending(order.band(1, 1), one.data(), 1, got.data());
   CHECK_EQ(got[0], lists[1][0].id[0]);
 }

@@ -69,6 +69,17 @@ struct Compress4 {
   }
 };
 inline constexpr Compress4 kCompress4{};
+// Per 8-bit mask, the indices of its set bits in order, a byte each (the rest 0): moves the
+// kept 32-bit lanes to the front (IdOrder::ids_ascending).
+struct Compress8 {
+  std::uint64_t idx[256] = {};
+  constexpr Compress8() {
+    for (int m = 0; m < 256; ++m)
+      for (int l = 0, o = 0; l < 8; ++l)
+        if (m >> l & 1) idx[m] |= static_cast<std::uint64_t>(l) << (8 * o++);
+  }
+};
+inline constexpr Compress8 kCompress8{};
 // Stores the lanes of v kept by mask (4 bits) at out, in order (4 slots written).
 inline void store_kept4(std::int64_t* out, __m256i v, unsigned mask) {
   const __m256i perm = _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress4.idx[mask]));
@@ -355,7 +366,10 @@ class IdOrder {
       }
     }
   }
-  void done() { start_.push_back(static_cast<std::int64_t>(rank_.size())); }
+  void done() {
+    start_.push_back(static_cast<std::int64_t>(rank_.size()));
+    id_.resize(id_.size() + 64);  // read (not used) by ids_ascending's last word of the last band
+  }
   size_t memory_bytes() const {
     return rank_.size() * sizeof(std::uint16_t) + id_.size() * sizeof(std::uint32_t) + start_.size() * sizeof(std::int64_t);
   }
@@ -378,14 +392,14 @@ class IdOrder {
     return cnt > static_cast<std::int64_t>(kNetworkMaxIds) ? band(list, cnt) : -1;
   }
   // For a sorted report: out holds the ids of the slots[0 .. w) in list order (filter_blocks
-  // with kWantSlots, a list with report_band b >= 0; w + 3 slots). Past kNetworkMaxIds of them
+  // with kWantSlots, a list with report_band b >= 0; w + 8 slots). Past kNetworkMaxIds of them
   // they are rewritten ascending (ids_ascending); fewer stay as they are, for the report's
   // sorting network, which sorts those for less.
   void report_ids(std::int64_t b, const index_t* slots, index_t w, std::int64_t* out) const {
     if (w > static_cast<index_t>(kNetworkMaxIds)) ids_ascending(b, slots, w, out);
   }
   // Writes the ids of slots[0 .. w) (among the first cnt of the list, band(list, cnt) = b)
-  // ascending to out (w + 3 slots).
+  // ascending to out (w + 8 slots).
   void ids_ascending(std::int64_t b, const index_t* slots, index_t w, std::int64_t* out) const {
     static thread_local std::vector<std::uint64_t> bits;  // all zero between calls
     const std::int64_t at = start_[b];
@@ -397,18 +411,36 @@ class IdOrder {
       const unsigned r = rank[slots[i]];
       bits[r >> 6] |= std::uint64_t{1} << (r & 63);
     }
-    // each word's ids: four written without a branch (o moves by the word's count; out has
-    // three spare slots), the rest one by one
     index_t o = 0;
     for (size_t i = 0; i < words; ++i) {
       std::uint64_t bw = bits[i];
       if (!bw) continue;
       bits[i] = 0;
       const std::uint32_t* row = id + i * 64;
+#if (defined(__AVX512F__) && defined(__AVX512VL__)) || (defined(__AVX2__) && defined(__FMA__))
+      // per 8 ranks: the marked ids moved to the front, widened, 8 written (out has 8 spare
+      // slots; id_ has 64 past its last band)
+      for (int h = 0; h < 64; h += 8) {
+        const unsigned m = static_cast<unsigned>(bw >> h) & 0xFFu;
+        const __m256i ids8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + h));
+#if defined(__AVX512F__)
+        _mm512_storeu_si512(out + o, _mm512_cvtepu32_epi64(_mm256_maskz_compress_epi32(static_cast<__mmask8>(m), ids8)));
+#else
+        const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(kCompress8.idx[m])));
+        const __m256i v = _mm256_permutevar8x32_epi32(ids8, perm);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + o), _mm256_cvtepu32_epi64(_mm256_castsi256_si128(v)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + o + 4), _mm256_cvtepu32_epi64(_mm256_extracti128_si256(v, 1)));
+#endif
+        o += __builtin_popcount(m);
+      }
+#else
+      // four written without a branch (o moves by the word's count; out has three spare
+      // slots), the rest one by one
       const int cnt = __builtin_popcountll(bw);
       for (int t = 0; t < 4; ++t, bw &= bw - 1) out[o + t] = row[bw ? __builtin_ctzll(bw) : 0];
       for (int t = 4; t < cnt; ++t, bw &= bw - 1) out[o + t] = row[__builtin_ctzll(bw)];
       o += cnt;
+#endif
     }
   }
 
