@@ -543,7 +543,7 @@ void test_id_order() {
         continue;
       }
       // the shortest ranked prefix holding cnt is used unless it is over 4 cnt + 64 (only the
-      // L / 16 prefix can be: the others are < 4 cnt), its bitmap and id lines then sparse
+      // L / 16 prefix can be: the others are < 2 cnt + 2), its bitmap and id lines then sparse
       const std::int64_t p16 = (len + 15) / 16;
       CHECK_EQ(band >= 0, !(p16 >= cnt && p16 > 4 * cnt + 64));
       if (band < 0) continue;

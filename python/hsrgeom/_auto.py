@@ -52,7 +52,7 @@ _CUTTING_MAX_OUTPUT = 444
 # candidates; its default is now 12 n, 6 n above 2*10^6: ShallowCutting3.default_max_candidates.)
 # Above _CUTTING_MAX_OUTPUT and up to _DEEP_CUTTING_MAX_OUTPUT, the cutting built at n has tiers: levels to
 # _DEEP_FINE_DEPTH on the default grid (tier 0), deeper ones on coarser grids, in a budget of
-# _DEEP_BUDGET n stored candidates (below; 28 bytes each for float32 points, 40 for float64, with
+# _DEEP_BUDGET n stored candidates (below; 31 bytes each for float32 points, 43 for float64, with
 # their id order) and levels to _DEEP_DEPTH_FACTOR x the output (the budget stops them first at 10^6; with 4x, 23 of
 # 200 uniform 1,000-point queries found no certified level and went to the tree, 10x slower per
 # point: 1.8x the time of the whole batch at gaussian). A query reporting k points reads the

@@ -233,8 +233,8 @@ class ConvexLayers(Index):
     at 241 levels; 0.86 ns per id), at 2.7x the build time of 64 (3.5 s). Building it finds, for each
     vertex of the covered layers and each deeper covered layer, the edges the vertex sees
     (the vertices in parallel; +2.7 s at 10^7 uniform points, measured on one thread); memory 16 (float32) or 24
-    (float64) bytes per candidate (32-bit ids: at most 2^32 points), at most 4 candidates per point (levels past that
-    are dropped).
+    (float64) bytes per candidate (32-bit ids: at most 2^32 points), and ~11.6 more for their id order (sorted
+    reports), at most 4 candidates per point (levels past that are dropped).
 
     The build peels the layers in batches: the live points outside a polygon slightly inside
     the current hull are collected once (a kd-tree skips the boxes inside it), and layer after
@@ -448,8 +448,8 @@ class ShallowCutting3(Index):
         tiers. Default: ``max_depth`` (one grid, no tiers).
     max_candidates : int, optional
         Cap on the stored list entries of all triangles together; default
-        ``default_max_candidates(n)``: 12 n up to 2 000 000 points, 6 n above (28 bytes each
-        for float32 points, 40 for float64). The default was 2 n until December 2026: at ~10^6
+        ``default_max_candidates(n)``: 12 n up to 2 000 000 points, 6 n above (31 bytes each
+        for float32 points, 43 for float64, with their id order). The default was 2 n until December 2026: at ~10^6
         points that left the levels for outputs of a few hundred points too few candidates
         (444-point queries 4-13x slower, docs/cuttings.md); at 10^7 the 6 n cap is not reached.
     n_threads : int, optional

@@ -334,18 +334,20 @@ HSRGEOM_INLINE int kept_ids(const std::int64_t* ids, std::uint64_t bits, std::in
 // Candidate lists in id order, for reports that want each query's ids ascending. Lists are
 // numbered in the order they are added (a bucket's candidates, stored from a block boundary:
 // slot i is block i / 8, lane i % 8) and a query filters a prefix of one. Per list, for the
-// prefixes of kBands lengths (L / 16, L / 4, L of a list of L), each slot's rank among the
-// prefix's ids (16 bits) and the prefix's ids ascending (32 bits): 7.9 bytes per candidate;
-// lists longer than kMaxList are not ranked (their reports are sorted as usual). A query that
-// took w of the first cnt slots marks their ranks in a bitmap of the shortest prefix holding cnt
-// (at most 4x cnt) and reads it in order: its ids come out ascending for ~1-2 ns per id more than
-// in list order, instead of a radix sort of ~4 ns per id (docs/performance.md, session 26). A sorted report asks report_band and report_ids, which
+// prefixes of kBands lengths (L / 16, L / 8, L / 4, L / 2, L of a list of L), each slot's rank
+// among the prefix's ids (16 bits) and the prefix's ids ascending (32 bits): ~11.6 bytes per
+// candidate; lists longer than kMaxList are not ranked (their reports are sorted as usual). A
+// query that took w of the first cnt slots marks their ranks in a bitmap of the shortest prefix
+// holding cnt (at most 2x cnt, or L / 16) and reads it in order: its ids come out ascending for
+// ~2 ns per id more than in list order, instead of a radix sort of ~3 ns per id
+// (docs/performance.md, sessions 26 and 38: prefixes 4x apart cost 9-12 % more per sorted
+// 1,000-id report of the tiered cutting, for 14 % less memory). A sorted report asks report_band and report_ids, which
 // leave up to kNetworkMaxIds ids in list order: the report's sorting network (sort_network.hpp)
 // sorts those for less (session 33).
 class IdOrder {
  public:
   static constexpr std::int64_t kMaxList = 65535;
-  static constexpr int kBands = 3;
+  static constexpr int kBands = 5;  // prefixes L / 2^(kBands - 1), ..., L / 2, L
 
   // Ranks the next list, of len candidates at blocks c.
   template <class Block>
@@ -353,7 +355,7 @@ class IdOrder {
     const bool ok = len <= kMaxList;
     std::vector<std::pair<std::uint32_t, std::uint16_t>> by_id;
     for (int band = 0; band < kBands; ++band) {
-      const std::int64_t p = ok ? (len + (std::int64_t{1} << 2 * (kBands - 1 - band)) - 1) >> 2 * (kBands - 1 - band) : 0;
+      const std::int64_t p = ok ? (len + (std::int64_t{1} << (kBands - 1 - band)) - 1) >> (kBands - 1 - band) : 0;
       const std::int64_t at = static_cast<std::int64_t>(rank_.size());
       start_.push_back(at);
       rank_.resize(at + p), id_.resize(at + p);
