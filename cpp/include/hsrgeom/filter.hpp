@@ -49,6 +49,10 @@ inline __m512d load8_pd(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps
 inline __m512i load8_u32(const std::uint32_t* p) {  // widened to 64 bits
   return _mm512_cvtepu32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
+// Writes p[l] for the set bits l of m (8 bits) at out, in order, widened (8 slots written).
+inline void store_kept8_u32(std::int64_t* out, const std::uint32_t* p, unsigned m) {
+  _mm512_storeu_si512(out, _mm512_maskz_compress_epi64(static_cast<__mmask8>(m), load8_u32(p)));
+}
 #elif defined(__AVX2__) && defined(__FMA__)
 inline __m256d load4_pd(const double* p) { return _mm256_loadu_pd(p); }
 inline __m256d load4_pd(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
@@ -80,6 +84,13 @@ struct Compress8 {
   }
 };
 inline constexpr Compress8 kCompress8{};
+// Writes p[l] for the set bits l of m (8 bits) at out, in order, widened (8 slots written).
+inline void store_kept8_u32(std::int64_t* out, const std::uint32_t* p, unsigned m) {
+  const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(kCompress8.idx[m])));
+  const __m256i v = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), perm);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_cvtepu32_epi64(_mm256_castsi256_si128(v)));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 4), _mm256_cvtepu32_epi64(_mm256_extracti128_si256(v, 1)));
+}
 // Stores the lanes of v kept by mask (4 bits) at out, in order (4 slots written).
 inline void store_kept4(std::int64_t* out, __m256i v, unsigned mask) {
   const __m256i perm = _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress4.idx[mask]));
@@ -419,20 +430,12 @@ class IdOrder {
       if (!bw) continue;
       bits[i] = 0;
       const std::uint32_t* row = id + i * 64;
-#if (defined(__AVX512F__) && defined(__AVX512VL__)) || (defined(__AVX2__) && defined(__FMA__))
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
       // per 8 ranks: the marked ids moved to the front, widened, 8 written (out has 8 spare
       // slots; id_ has 64 past its last band)
       for (int h = 0; h < 64; h += 8) {
         const unsigned m = static_cast<unsigned>(bw >> h) & 0xFFu;
-        const __m256i ids8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + h));
-#if defined(__AVX512F__)
-        _mm512_storeu_si512(out + o, _mm512_cvtepu32_epi64(_mm256_maskz_compress_epi32(static_cast<__mmask8>(m), ids8)));
-#else
-        const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(kCompress8.idx[m])));
-        const __m256i v = _mm256_permutevar8x32_epi32(ids8, perm);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + o), _mm256_cvtepu32_epi64(_mm256_castsi256_si128(v)));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + o + 4), _mm256_cvtepu32_epi64(_mm256_extracti128_si256(v, 1)));
-#endif
+        store_kept8_u32(out + o, row + h, m);
         o += __builtin_popcount(m);
       }
 #else
