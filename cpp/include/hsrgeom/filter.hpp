@@ -73,28 +73,15 @@ struct Compress4 {
   }
 };
 inline constexpr Compress4 kCompress4{};
-// Per 8-bit mask, the indices of its set bits in order, a byte each (the rest 0): moves the
-// kept 32-bit lanes to the front (IdOrder::ids_ascending).
-struct Compress8 {
-  std::uint64_t idx[256] = {};
-  constexpr Compress8() {
-    for (int m = 0; m < 256; ++m)
-      for (int l = 0, o = 0; l < 8; ++l)
-        if (m >> l & 1) idx[m] |= static_cast<std::uint64_t>(l) << (8 * o++);
-  }
-};
-inline constexpr Compress8 kCompress8{};
-// Writes p[l] for the set bits l of m (8 bits) at out, in order, widened (8 slots written).
-inline void store_kept8_u32(std::int64_t* out, const std::uint32_t* p, unsigned m) {
-  const __m256i perm = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<long long>(kCompress8.idx[m])));
-  const __m256i v = _mm256_permutevar8x32_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)), perm);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_cvtepu32_epi64(_mm256_castsi256_si128(v)));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 4), _mm256_cvtepu32_epi64(_mm256_extracti128_si256(v, 1)));
-}
 // Stores the lanes of v kept by mask (4 bits) at out, in order (4 slots written).
 inline void store_kept4(std::int64_t* out, __m256i v, unsigned mask) {
   const __m256i perm = _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress4.idx[mask]));
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permutevar8x32_epi32(v, perm));
+}
+// Writes p[l] for the set bits l of m (8 bits) at out, in order, widened (8 slots written).
+inline void store_kept8_u32(std::int64_t* out, const std::uint32_t* p, unsigned m) {
+  store_kept4(out, load4_u32(p), m & 0xFu);
+  store_kept4(out + __builtin_popcount(m & 0xFu), load4_u32(p + 4), m >> 4);
 }
 #endif
 
@@ -162,8 +149,8 @@ HSRGEOM_INLINE index_t filter_blocks(const double* a, double b, double margin, c
       const __m512i slots = _mm512_add_epi64(_mm512_set1_epi64(i * 8), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
       _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, slots));
     }
-    if constexpr (kIds) _mm512_storeu_si512(in_id + w, _mm512_maskz_compress_epi64(yes, load8_u32(q.id)));
-    if constexpr (Want == 2) _mm512_storeu_si512(in_k + w, _mm512_maskz_compress_epi64(yes, load8_u32(q.k)));
+    if constexpr (kIds) store_kept8_u32(in_id + w, q.id, yes);
+    if constexpr (Want == 2) store_kept8_u32(in_k + w, q.k, yes);
     w += __builtin_popcount(yes);
     if (__builtin_expect(yes != maybe, 0))
       for (unsigned m = yes ^ maybe; m; m &= m - 1)
