@@ -311,6 +311,133 @@ HSRGEOM_INLINE void filter_rows(const double* a, double b, double margin, const 
   }
 }
 
+// The float32 twin of filter_rows for float32 rows: the score <a, x> in float32 arithmetic,
+// twice the lanes and no widening. Rows32 holds what it compares with: the normal in float32
+// (exact: a float32 index's normals are float32 values) and float32 thresholds lo <= hi such
+// that a float32 score s < lo proves <a, x> < b and s >= hi proves <a, x> >= b, for the rows of
+// norm <= norm_x (the score's rounding error, at most a float32 Margin, lies outside [lo, hi]).
+// Rows32::make returns false when a is not exactly float32 (then filter_rows alone applies).
+struct Rows32 {
+  float a[3], lo, hi;
+  // a: the normal (d <= 3 values); margin32: Margin(d, float32 u, float32 eta)(||a||, norm_x, b).
+  bool make(const double* av, int d, double b, double margin32) {
+    for (int i = 0; i < d; ++i) {
+      a[i] = static_cast<float>(av[i]);
+      if (static_cast<double>(a[i]) != av[i]) return false;
+    }
+    // b -/+ margin32 (its float64 rounding is far inside the margin's |b| term), rounded outwards
+    // to float32; past float32's range they become -/+inf or -/+FLT_MAX, which decide nothing
+    // wrongly: a non-finite score is never decided (filter_rows32)
+    const double l = b - margin32, h = b + margin32;
+    lo = static_cast<float>(l);
+    if (static_cast<double>(lo) > l) lo = std::nextafter(lo, -std::numeric_limits<float>::infinity());
+    hi = static_cast<float>(h);
+    if (static_cast<double>(hi) < h) hi = std::nextafter(hi, std::numeric_limits<float>::infinity());
+    return true;
+  }
+};
+
+#if defined(__AVX512F__)
+namespace detail {
+// Two-step gather of axis i of 16 rows of 3 float32 values (row k's axis i at 3 k + i):
+// kAxes16[i][0] picks those below 32 from the first 32 values, kAxes16[i][1] keeps them and
+// takes the rest from the last 16.
+struct Axes16 {
+  alignas(64) std::int32_t idx[3][2][16];
+};
+constexpr Axes16 axes16() {
+  Axes16 r{};
+  for (int i = 0; i < 3; ++i)
+    for (int k = 0; k < 16; ++k) {
+      const int at = 3 * k + i;
+      r.idx[i][0][k] = at < 32 ? at : 0;
+      r.idx[i][1][k] = at < 32 ? k : 16 + at - 32;
+    }
+  return r;
+}
+alignas(64) inline constexpr Axes16 kAxes16Table = axes16();
+inline constexpr const std::int32_t (&kAxes16)[3][2][16] = kAxes16Table.idx;
+}  // namespace detail
+#endif
+
+// Bits of rows 0 .. w - 1 (w <= 64) as filter_rows sets them, for the first `done` rows (the
+// return value; 0 without AVX2 / AVX-512): `in` surely inside, `unsure` not decided here (the
+// caller decides those, filter_rows' float64 test first). AVX-512: 16 rows per step, all w rows
+// (the last step masked); AVX2: 8 per step, the whole steps.
+template <int D>
+HSRGEOM_INLINE int filter_rows32(const Rows32& r, const float* x, int w, std::uint64_t& in, std::uint64_t& unsure) {
+  static_assert(D == 2 || D == 3, "filter_rows32: D = 2 or 3");
+  in = 0, unsure = 0;
+  int t = 0;
+#if defined(__AVX512F__)
+  __m512 av[D];
+  for (int i = 0; i < D; ++i) av[i] = _mm512_set1_ps(r.a[i]);
+  const __m512 lo = _mm512_set1_ps(r.lo), hi = _mm512_set1_ps(r.hi),
+               big = _mm512_set1_ps(std::numeric_limits<float>::max());
+  for (; t < w; t += 16) {
+    const int rows = std::min(16, w - t), vals = rows * D;
+    auto part = [&](int i) {  // values 16 i .. 16 i + 15 of the rows (those past the last: 0)
+      const int c = std::min(16, std::max(0, vals - 16 * i));
+      return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << c) - 1), x + t * D + 16 * i);
+    };
+    __m512 ax[D];
+    const __m512 p0 = part(0), p1 = part(1);
+    if constexpr (D == 2) {
+      ax[0] = _mm512_permutex2var_ps(p0, _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0), p1);
+      ax[1] = _mm512_permutex2var_ps(p0, _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1), p1);
+    } else {  // row k's axis i at 3 k + i: those < 32 from p0, p1, the rest from p2
+      const __m512 p2 = part(2);
+      for (int i = 0; i < 3; ++i) {
+        const __m512 u = _mm512_permutex2var_ps(p0, _mm512_load_si512(detail::kAxes16[i][0]), p1);
+        ax[i] = _mm512_permutex2var_ps(u, _mm512_load_si512(detail::kAxes16[i][1]), p2);
+      }
+    }
+    __m512 s = _mm512_mul_ps(av[0], ax[0]);
+    for (int i = 1; i < D; ++i) s = _mm512_add_ps(s, _mm512_mul_ps(av[i], ax[i]));
+    const __mmask16 live = static_cast<__mmask16>((1u << rows) - 1);
+    const __mmask16 finite = _mm512_mask_cmp_ps_mask(live, _mm512_abs_ps(s), big, _CMP_LE_OQ);
+    const __mmask16 yes = _mm512_mask_cmp_ps_mask(finite, s, hi, _CMP_GE_OQ);
+    const __mmask16 no = _mm512_mask_cmp_ps_mask(finite, s, lo, _CMP_LT_OQ);
+    in |= std::uint64_t{yes} << t;
+    unsure |= std::uint64_t{static_cast<__mmask16>(live & ~(yes | no))} << t;
+  }
+  return w;
+#elif defined(__AVX2__) && defined(__FMA__)
+  __m256 av[D];
+  for (int i = 0; i < D; ++i) av[i] = _mm256_set1_ps(r.a[i]);
+  const __m256 lo = _mm256_set1_ps(r.lo), hi = _mm256_set1_ps(r.hi),
+               big = _mm256_set1_ps(std::numeric_limits<float>::max()), sign = _mm256_set1_ps(-0.0f);
+  for (; t + 8 <= w; t += 8) {
+    const float* p = x + t * D;
+    __m256 ax[D];
+    if constexpr (D == 2) {  // v0 = x0 y0 .. x3 y3, v1 = x4 y4 .. x7 y7
+      const __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8);
+      ax[0] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(v0, v1, 0x88)), 0xD8));
+      ax[1] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(v0, v1, 0xDD)), 0xD8));
+    } else {  // v0 = x0 y0 z0 x1 y1 z1 x2 y2, v1 = z2 x3 y3 z3 x4 y4 z4 x5, v2 = y5 z5 x6 y6 z6 x7 y7 z7
+      const __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8), v2 = _mm256_loadu_ps(p + 16);
+      const __m256 xs = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0x92), v2, 0x24);  // x0 x3 x6 x1 x4 x7 x2 x5
+      const __m256 ys = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0x24), v2, 0x49);  // y5 y0 y3 y6 y1 y4 y7 y2
+      const __m256 zs = _mm256_blend_ps(_mm256_blend_ps(v0, v1, 0x49), v2, 0x92);  // z2 z5 z0 z3 z6 z1 z4 z7
+      ax[0] = _mm256_permutevar8x32_ps(xs, _mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5));
+      ax[1] = _mm256_permutevar8x32_ps(ys, _mm256_setr_epi32(1, 4, 7, 2, 5, 0, 3, 6));
+      ax[2] = _mm256_permutevar8x32_ps(zs, _mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7));
+    }
+    __m256 s = _mm256_mul_ps(av[0], ax[0]);
+    for (int i = 1; i < D; ++i) s = _mm256_add_ps(s, _mm256_mul_ps(av[i], ax[i]));
+    const __m256 finite = _mm256_cmp_ps(_mm256_andnot_ps(sign, s), big, _CMP_LE_OQ);
+    const auto yes = static_cast<unsigned>(_mm256_movemask_ps(_mm256_and_ps(finite, _mm256_cmp_ps(s, hi, _CMP_GE_OQ))));
+    const auto no = static_cast<unsigned>(_mm256_movemask_ps(_mm256_and_ps(finite, _mm256_cmp_ps(s, lo, _CMP_LT_OQ))));
+    in |= std::uint64_t{yes} << t;
+    unsure |= std::uint64_t{~(yes | no) & 0xFFu} << t;
+  }
+  return t;
+#else
+  (void)r, (void)x, (void)w;
+  return t;
+#endif
+}
+
 // Writes ids[t] for every bit t of `bits` (ids[t] readable for those t only) to out in order
 // (out has 8 spare slots); returns how many. AVX-512 moves 8 ids per step with a compress.
 HSRGEOM_INLINE int kept_ids(const std::int64_t* ids, std::uint64_t bits, std::int64_t* out) {

@@ -368,6 +368,12 @@ class RangeTree : public QueryMethods<Derived, T> {
     const bool coded = !codes_.empty() && codes_.thresholds(v, a, q.coded, q.b, margin_, &tin, &tout);
     constexpr bool kScores = std::is_invocable_v<Point&, index_t, double> &&
                              !std::is_invocable_v<Point&, index_t, detail::LeafBits>;
+    // float32 rows at d = 2, 3: scored in float32 first (filter_rows32), twice the lanes; what
+    // that can't decide goes through the float64 filter, then the exact predicate
+    [[maybe_unused]] Rows32 r32;
+    [[maybe_unused]] bool f32 = false;
+    if constexpr (std::is_same_v<T, float> && (D == 2 || D == 3) && !kScores)
+      f32 = !coded && r32.make(a, D, q.b, Margin(D, Rounding<float>::u, Rounding<float>::eta)(q.na, xnorm_[v], q.b));
     for (index_t k0 = b0; k0 < b1; k0 += W) {
       const index_t w = std::min(W, b1 - k0);
       const T* x0 = pts_.data() + k0 * dd;
@@ -386,7 +392,15 @@ class RangeTree : public QueryMethods<Derived, T> {
           }
       } else {
         if constexpr ((D == 2 || D == 3) && !kScores) {  // vectorised (filter.hpp), the same bits
-          filter_rows<D>(a, q.b, margin, x0, static_cast<int>(w), in, unsure);
+          int done = 0;
+          if constexpr (std::is_same_v<T, float>)
+            if (f32) done = filter_rows32<D>(r32, x0, static_cast<int>(w), in, unsure);
+          if (done < w) {
+            std::uint64_t in2, unsure2;
+            filter_rows<D>(a, q.b, margin, x0 + done * D, static_cast<int>(w) - done, in2, unsure2);
+            in |= in2 << done;
+            unsure |= unsure2 << done;
+          }
         } else {
           for (index_t t = 0; t < w; ++t) {
             const double s = dot_f64<D>(a, x0 + t * dd, d_);
@@ -399,6 +413,14 @@ class RangeTree : public QueryMethods<Derived, T> {
         }
         for (; unsure; unsure &= unsure - 1) {  // decided exactly
           const int t = __builtin_ctzll(unsure);
+          if (f32) {  // (float32 scores undecided: the float64 filter first)
+            bool yes, undecided;
+            filter_flags(dot_f64<D>(a, x0 + t * dd, d_), q.b, margin, yes, undecided);
+            if (!undecided) {
+              in |= static_cast<std::uint64_t>(yes) << t;
+              continue;
+            }
+          }
           ++c.exact;
           if (exact_sign(a, x0 + t * dd, q.b, d_) >= 0) in |= std::uint64_t{1} << t;
         }
