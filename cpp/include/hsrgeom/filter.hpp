@@ -443,9 +443,8 @@ HSRGEOM_INLINE int filter_rows32(const Rows32& r, const float* x, int w, std::ui
 HSRGEOM_INLINE int kept_ids(const std::int64_t* ids, std::uint64_t bits, std::int64_t* out) {
   int got = 0;
 #if defined(__AVX512F__)
-  for (int g = 0; bits; g += 8, bits >>= 8) {
+  for (int g = 0; bits; g += 8, bits >>= 8) {  // (no branch on an empty group: it mispredicted)
     const auto m = static_cast<__mmask8>(bits & 0xFF);
-    if (!m) continue;
     const __m512i v = _mm512_maskz_loadu_epi64(m, ids + g);  // masked lanes are not read
     _mm512_storeu_si512(out + got, _mm512_maskz_compress_epi64(m, v));
     got += __builtin_popcount(m);
