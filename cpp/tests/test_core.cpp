@@ -668,8 +668,7 @@ void test_filter_rows32_of() {
     if (!std::isfinite(b)) b = 0;
     const double na = hsrgeom::norm_up(a, D);
     hsrgeom::Rows32 r;
-    const double m32 = hsrgeom::Margin(D, hsrgeom::Rounding<float>::u, hsrgeom::Rounding<float>::eta)(na, xnorm, b);
-    CHECK(r.make(a, D, b, m32));
+    CHECK(r.make(a, D, b, na, xnorm));
     for (int w = 0; w <= 64; ++w) {
       std::uint64_t in = 0, unsure = 0;
       const int done = hsrgeom::filter_rows32<D>(r, x.data(), w, in, unsure);
@@ -699,7 +698,7 @@ void test_filter_rows32_of() {
   double a_wide[D] = {};
   a_wide[0] = 0.1;  // not a float32 value: make() refuses
   hsrgeom::Rows32 r;
-  CHECK(!r.make(a_wide, D, 0.0, 1.0));
+  CHECK(!r.make(a_wide, D, 0.0, 1.0, 1.0));
 }
 
 void test_filter_rows32() {

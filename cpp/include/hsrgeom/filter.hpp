@@ -311,16 +311,18 @@ HSRGEOM_INLINE void filter_rows(const double* a, double b, double margin, const 
   }
 }
 
-// The float32 twin of filter_rows for float32 rows: the score <a, x> in float32 arithmetic,
-// twice the lanes and no widening. Rows32 holds what it compares with: the normal in float32
+// Float32 scores of float32 rows (filter_rows32): <a, x> in float32 arithmetic, twice the lanes
+// of float64 and no widening. Rows32 holds what they are compared with: the normal in float32
 // (exact: a float32 index's normals are float32 values) and float32 thresholds lo <= hi such
-// that a float32 score s < lo proves <a, x> < b and s >= hi proves <a, x> >= b, for the rows of
+// that a float32 score s < lo proves <a, x> < b and s >= hi proves <a, x> >= b, for points of
 // norm <= norm_x (the score's rounding error, at most a float32 Margin, lies outside [lo, hi]).
-// Rows32::make returns false when a is not exactly float32 (then filter_rows alone applies).
+// Rows32::make returns false when a is not exactly float32 (then the float64 filter alone
+// applies).
 struct Rows32 {
   float a[3], lo, hi;
-  // a: the normal (d <= 3 values); margin32: Margin(d, float32 u, float32 eta)(||a||, norm_x, b).
-  bool make(const double* av, int d, double b, double margin32) {
+  // av: the normal (d <= 3 values), norm_a >= ||av||, norm_x >= every point's norm.
+  bool make(const double* av, int d, double b, double norm_a, double norm_x) {
+    const double margin32 = Margin(d, Rounding<float>::u, Rounding<float>::eta)(norm_a, norm_x, b);
     for (int i = 0; i < d; ++i) {
       a[i] = static_cast<float>(av[i]);
       if (static_cast<double>(a[i]) != av[i]) return false;

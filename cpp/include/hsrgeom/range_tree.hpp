@@ -80,6 +80,8 @@ class RangeTree : public QueryMethods<Derived, T> {
     std::vector<double> a, a_rot;
     double na = 0, b = 0, shift = 0, extra = 0;
     LeafCodes::Normal coded;  // a for the leaves' codes (when the tree has them)
+    Rows32 r32;               // float32 thresholds for the leaves' float32 scores (when f32)
+    bool f32 = false;
     const double* frame_a() const { return a_rot.empty() ? a.data() : a_rot.data(); }
     const double* normal() const { return a.data(); }
   };
@@ -316,6 +318,8 @@ class RangeTree : public QueryMethods<Derived, T> {
     q.na = norm_up(q.a.data(), d_);
     q.b = b;
     if (!codes_.empty()) q.coded = codes_.normal(q.a.data());
+    if constexpr (std::is_same_v<T, float>)
+      if ((d_ == 2 || d_ == 3) && n_ > 0) q.f32 = q.r32.make(q.a.data(), d_, b, q.na, xnorm_[0]);
     if (!frame_.empty()) {
       q.a_rot.assign(d_, 0.0);
       for (int r = 0; r < d_; ++r)  // U^T a, U stored row-major d x d (column r = axis r)
@@ -370,10 +374,8 @@ class RangeTree : public QueryMethods<Derived, T> {
                              !std::is_invocable_v<Point&, index_t, detail::LeafBits>;
     // float32 rows at d = 2, 3: scored in float32 first (filter_rows32), twice the lanes; what
     // that can't decide goes through the float64 filter, then the exact predicate
-    [[maybe_unused]] Rows32 r32;
     [[maybe_unused]] bool f32 = false;
-    if constexpr (std::is_same_v<T, float> && (D == 2 || D == 3) && !kScores)
-      f32 = !coded && r32.make(a, D, q.b, Margin(D, Rounding<float>::u, Rounding<float>::eta)(q.na, xnorm_[v], q.b));
+    if constexpr (std::is_same_v<T, float> && (D == 2 || D == 3) && !kScores) f32 = !coded && q.f32;
     for (index_t k0 = b0; k0 < b1; k0 += W) {
       const index_t w = std::min(W, b1 - k0);
       const T* x0 = pts_.data() + k0 * dd;
@@ -394,7 +396,7 @@ class RangeTree : public QueryMethods<Derived, T> {
         if constexpr ((D == 2 || D == 3) && !kScores) {  // vectorised (filter.hpp), the same bits
           int done = 0;
           if constexpr (std::is_same_v<T, float>)
-            if (f32) done = filter_rows32<D>(r32, x0, static_cast<int>(w), in, unsure);
+            if (f32) done = filter_rows32<D>(q.r32, x0, static_cast<int>(w), in, unsure);
           if (done < w) {
             std::uint64_t in2, unsure2;
             filter_rows<D>(a, q.b, margin, x0 + done * D, static_cast<int>(w) - done, in2, unsure2);
