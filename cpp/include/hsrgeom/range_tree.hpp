@@ -415,13 +415,10 @@ class RangeTree : public QueryMethods<Derived, T> {
         }
         for (; unsure; unsure &= unsure - 1) {  // decided exactly
           const int t = __builtin_ctzll(unsure);
-          if (f32) {  // (float32 scores undecided: the float64 filter first)
-            bool yes, undecided;
-            filter_flags(dot_f64<D>(a, x0 + t * dd, d_), q.b, margin, yes, undecided);
-            if (!undecided) {
-              in |= static_cast<std::uint64_t>(yes) << t;
-              continue;
-            }
+          if (f32) {  // (float32 scores undecided: the shared predicate, its float64 filter first)
+            const T* x = x0 + t * dd;
+            in |= static_cast<std::uint64_t>(in_halfspace(dot_f64<D>(a, x, d_), margin, a, x, q.b, d_, &c.exact)) << t;
+            continue;
           }
           ++c.exact;
           if (exact_sign(a, x0 + t * dd, q.b, d_) >= 0) in |= std::uint64_t{1} << t;
