@@ -240,6 +240,36 @@ def test_auto_stops_probing_a_costly_candidate_that_cannot_win(monkeypatch):
     assert slow.report(a, b) == fast.report(a, b) == hsrgeom.BruteForce(x).report(a, b)
 
 
+def test_auto_times_again_before_one_slow_probe_stops_a_candidate(monkeypatch):
+    """A costly candidate's probe ends at a first timing whose bound reaches the cheaper ones' --
+    but only after that timing is taken again: one slow spell of the machine must not decide
+    (session 40: ConvexLayers' first probe 1.7x its usual time, and auto took a tree 1.9x slower).
+    Faked per query as above; the layers' first `slow` timings 1000x too slow."""
+    from hsrgeom import _auto
+
+    def run(slow):
+        calls = [0]
+
+        def fake_time(index, a, b, repeat=5, n_threads=1, budget=0.25, warm_up=True):
+            index.count(a, b)
+            name = type(index).__name__
+            t = {"BruteForce": 1e-3, "PartitionTree": 1e-5, "ConvexLayers": 1e-7}[name] * (index.n / 1000) ** 0.5
+            if name == "ConvexLayers":
+                calls[0] += 1
+                return 1e3 * t if calls[0] <= slow else t
+            return t
+
+        monkeypatch.setattr(_auto, "_time_queries", fake_time)
+        return hsrgeom.build_index(x, output_size=20)
+
+    x = np.random.default_rng(4).random((20_000, 2))
+    once = run(slow=1)
+    assert once.kind == "convex_layers" and "stopped" not in once.reason, once.reason
+    always = run(slow=99)
+    assert always.kind == "partition_tree", always.reason
+    assert re.search(r"convex_layers >= [0-9.e+-]+ ms \(stopped after one probe\)", always.reason), always.reason
+
+
 def test_auto_times_an_implausible_growth_twice(monkeypatch):
     """Probes reporting a fixed number of points (16, the caller's share of the sample being
     smaller) fit an output-sensitive structure's growth to ~n^0.2; a fit above n^0.5 is noise, and
