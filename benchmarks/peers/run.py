@@ -65,9 +65,9 @@ The page (--out, default docs/peers.md; the plot in docs/img/<page>.png): a summ
 per (case, output size): ns per reported id at one thread for the fastest hsrgeom structure,
 unsorted and sorted; CGAL's time / it on the same contract (unsorted handles; handles + sort);
 the scan (BruteForce) / the fastest structure; auto's choice and auto / the fastest structure
-(sorted ids, 2 threads; the two timed alternately, best of 5 rounds each: see `paired`). Then every row (ratios to auto with 2 threads, "x auto"; to auto with 1
-thread for single-threaded rows, "x auto 1t"; to the scan, "x scan"), the exactness notes, the
-log, and per case a log-log panel of time per query against output size, one line per method
+(sorted ids, 2 threads; the two timed alternately, see `paired`). Then every row (ratios to auto
+with 2 threads, "x auto"; to auto with 1 thread for single-threaded rows, "x auto 1t"; to the
+scan, "x scan"), the exactness notes, the log, and per case a log-log panel of time per query against output size, one line per method
 (hsrgeom solid, peers dashed). --json saves the rows (and the page's header data); --from-json
 rewrites the page and plot from such a file without measuring.
 """
@@ -338,7 +338,8 @@ def run_case(kind, d, n, targets, rng, cgal_bin, tmp, log):
         for target in targets:
             # unsorted ids (like CGAL's handles: the structure's order) for all but the reference
             ask(target, name, index, tb, name != "BruteForce")
-            ms = next(r["ms"] for r in rows if (r["target"], r["method"], r["threads"]) == (target, f"hsrgeom {name}", THREADS))
+            ms = next(r["ms"] for r in rows
+                      if (r["target"], r["method"], r["threads"]) == (target, f"hsrgeom {name}", THREADS))
             if target not in fastest or ms < fastest[target][0]:
                 fastest[target] = (ms, name, index)  # kept (until a faster one) for auto's paired timing
         del index
@@ -469,9 +470,9 @@ def summary(rows):
            "same contract (unsorted handles; handles + a sort into ascending ids): above 1 hsrgeom is faster. "
            "**scan / fastest** = `BruteForce` (the blocked scan) / the fastest structure, sorted ids, 2 threads. "
            "**auto / fastest** = `build_index(kind=\"auto\", output_size=k)` / the fastest structure, sorted ids, "
-           "2 threads, the two timed alternately (best of 5 rounds each, after the rows below: timed minutes apart, "
-           "their ratio also carried the machine's drift) (*= fastest*: auto built the fastest structure, so the "
-           "ratio's distance from 1 is timing noise).", "",
+           "2 threads, the two timed alternately (5 rounds, best of each: timed minutes apart, as in the rows below, "
+           "their ratio would also measure the machine's drift) (*= fastest*: auto built the fastest structure, so "
+           "the ratio's distance from 1 is timing noise).", "",
            "| data | d | k | reported | unsorted ns / id (1t) | CGAL ns / id | CGAL / hsrgeom | sorted ns / id (1t) | "
            "CGAL + sort ns / id | CGAL + sort / hsrgeom | scan / fastest (2t) | auto's choice | auto / fastest (2t) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
